@@ -1,0 +1,73 @@
+"""Config sections consumed by the rollout side (model, sampler, rollout actors, prompts)."""
+
+from __future__ import annotations
+
+from typing import Literal
+
+from pydantic import BaseModel, ConfigDict, Field, model_validator
+
+
+class Section(BaseModel):
+    """Base of every config section: immutable, and an unknown key is an error."""
+
+    model_config = ConfigDict(frozen=True, extra="forbid")
+
+
+class ModelConfig(Section):
+    pretrained: str = Field(
+        "tiny",
+        description="Hub id or local directory of a diffusers StableDiffusionPipeline; "
+        "'tiny' builds (once, offline) and loads the embedded tiny SD-architecture pipeline.",
+    )
+    revision: str | None = Field(None, description="Hub revision of `pretrained` (ignored for local dirs).")
+    tiny_cache_dir: str = Field(
+        "~/.cache/sdpo-ray/tiny-sd",
+        description="Where the embedded tiny pipeline is saved with save_pretrained and loaded back from.",
+    )
+    dtype: Literal["float32", "float16", "bfloat16"] = Field(
+        "float32", description="Dtype of the frozen weights on GPU (always float32 on CPU)."
+    )
+    lora_rank: int = Field(4, ge=1, description="LoRA rank of the UNet attention adapters.")
+    lora_alpha: float = Field(4.0, gt=0, description="LoRA alpha (scale = alpha / rank).")
+    lora_target_modules: tuple[str, ...] = Field(
+        ("to_q", "to_k", "to_v", "to_out.0"),
+        description="UNet attention projections that get LoRA adapters (peft target_modules).",
+    )
+    local_files_only: bool = Field(
+        False, description="Never touch the network when loading `pretrained` (set HF_HUB_OFFLINE=1 too)."
+    )
+
+
+class SamplingConfig(Section):
+    num_steps: int = Field(50, ge=2, le=1000, description="T: DDIM denoising steps per trajectory.")
+    eta: float = Field(1.0, gt=0, le=1.0, description="DDIM eta; > 0 makes the sampler a stochastic policy.")
+    guidance_scale: float = Field(1.0, ge=1.0, description="Classifier-free guidance scale (1 = no CFG).")
+    num_anchors: int = Field(1, ge=1, description="Anchor states between the first and last step (paper: 1).")
+    similarity_floor: float = Field(
+        1e-3, gt=0, le=1, description="Cosine similarities are clamped to at least this before the dense fill."
+    )
+
+
+class PromptConfig(Section):
+    source: str = Field(
+        "simple_animals",
+        description="Built-in prompt list ('simple_animals', 'complex_animals') or a path to a text file, one prompt per line.",
+    )
+
+
+class RolloutConfig(Section):
+    num_actors: int = Field(2, ge=1, description="Number of rollout actors.")
+    num_cpus: float = Field(0.5, gt=0, description="CPUs reserved per rollout actor (fractions allowed).")
+    num_gpus: float = Field(0.0, ge=0, description="GPUs per rollout actor (fractions share a GPU).")
+    pairs_per_epoch: int = Field(8, ge=1, description="B: trajectory pairs (prompts) sampled per epoch, over all actors.")
+    chunk_size: int = Field(4, ge=1, description="Pairs sampled together in one batched rollout call.")
+    torch_threads: int = Field(1, ge=1, description="torch intra-op threads inside each CPU rollout actor.")
+
+    @model_validator(mode="after")
+    def _chunks_divide(self) -> "RolloutConfig":
+        if self.pairs_per_epoch % self.chunk_size:
+            raise ValueError(
+                f"rollout.pairs_per_epoch ({self.pairs_per_epoch}) must be a multiple of "
+                f"rollout.chunk_size ({self.chunk_size})"
+            )
+        return self

@@ -1,0 +1,1 @@
+"""The SDPO learner: the objective, advantages, the learner worker and the driver loop."""

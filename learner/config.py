@@ -1,0 +1,161 @@
+"""The one config tree. Each package owns its section; this module composes them.
+
+Load order: defaults <- preset/--config YAML <- CLI flags (--run-dir, --epochs) <- KEY=VALUE overrides.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any, Literal
+
+import yaml
+from pydantic import Field, ValidationError, model_validator
+
+from actors.config import ModelConfig, PromptConfig, RolloutConfig, SamplingConfig, Section
+from rewards.config import RewardConfig
+
+PRESET_DIR = Path(__file__).parent / "presets"
+
+
+class TrainConfig(Section):
+    learning_rate: float = Field(1e-4, gt=0, description="AdamW learning rate.")
+    adam_beta1: float = Field(0.9, ge=0, lt=1, description="AdamW beta1.")
+    adam_beta2: float = Field(0.999, ge=0, lt=1, description="AdamW beta2.")
+    adam_weight_decay: float = Field(1e-4, ge=0, description="AdamW weight decay.")
+    adam_epsilon: float = Field(1e-8, gt=0, description="AdamW epsilon.")
+    batch_size: int = Field(2, ge=1, description="Pairs per minibatch (one backward pass per (step, minibatch)).")
+    gradient_accumulation_steps: int = Field(8, ge=1, description="Backward passes per optimizer step.")
+    max_grad_norm: float = Field(1.0, gt=0, description="Gradient-norm clip.")
+    num_inner_epochs: int = Field(1, ge=1, description="Passes over each epoch's samples.")
+    timestep_fraction: float = Field(1.0, gt=0, le=1, description="Fraction of the T permuted steps trained on.")
+    clip_range: float = Field(1e-4, ge=0, description="New log-probs clamped to old +- this in the clipped loss (0 = off).")
+    adv_clip_max: float = Field(5.0, gt=0, description="Advantages clipped to [-adv_clip_max, adv_clip_max].")
+    lam: float = Field(0.99, gt=0, le=1, description="Temporal weight base: w_j = lam**j / log_scale.")
+    log_scale: float = Field(1.0, gt=0, description="Temporal weight divisor.")
+    gamma: float = Field(0.99, ge=0, le=1, description="Discount of the dense rewards (0 = rewards as they are).")
+    per_step_stat_tracking: bool = Field(True, description="Normalize returns per (prompt, step); else over the batch.")
+    stat_buffer_size: int = Field(32, ge=1, description="FIFO size per (prompt, step) in the stat tracker.")
+    stat_min_count: int = Field(16, ge=1, description="Values needed before a (prompt, step) uses its own stats.")
+    mixed_precision: Literal["auto", "no", "fp16", "bf16"] = Field(
+        "auto", description="accelerate mixed precision; 'auto' = fp16 on GPU, none on CPU."
+    )
+    allow_tf32: bool = Field(True, description="Allow TF32 matmuls on Ampere+ GPUs.")
+
+    @model_validator(mode="after")
+    def _min_count_fits(self) -> "TrainConfig":
+        if self.stat_min_count > self.stat_buffer_size:
+            raise ValueError("train.stat_min_count must not exceed train.stat_buffer_size")
+        return self
+
+
+class LearnerConfig(Section):
+    num_cpus: float = Field(0.5, gt=0, description="CPUs reserved for the learner actor.")
+    num_gpus: float = Field(0.0, ge=0, description="GPUs for the learner actor.")
+    torch_threads: int = Field(1, ge=1, description="torch intra-op threads in a CPU learner.")
+
+
+class RayConfig(Section):
+    enabled: bool = Field(True, description="Run on Ray actors; false runs every worker in this process.")
+    address: str | None = Field(
+        None, description="Ray address to join; None uses RAY_ADDRESS if set, else starts a local cluster."
+    )
+    num_cpus: float | None = Field(None, gt=0, description="CPUs of a locally started cluster (None = all).")
+
+
+class OutputConfig(Section):
+    run_dir: str | None = Field(None, description="Run directory; None = runs/<preset>-<timestamp>.")
+    image_every: int = Field(5, ge=1, description="Write a PNG grid of samples every this many epochs (and at the end).")
+    tensorboard: bool = Field(True, description="Write TensorBoard event files.")
+
+
+class Config(Section):
+    name: str = Field("sdpo", description="Run name, used in the default run directory.")
+    seed: int = Field(0, ge=0, description="Seed of all sampling and shuffling (pairs are seeded by epoch and index).")
+    epochs: int = Field(100, ge=1, description="Training epochs (one rollout + one update each).")
+    model: ModelConfig = Field(default_factory=ModelConfig, description="Base pipeline and LoRA.")
+    sampling: SamplingConfig = Field(default_factory=SamplingConfig, description="DDIM policy and dense rewards.")
+    prompts: PromptConfig = Field(default_factory=PromptConfig, description="Training prompts.")
+    rollout: RolloutConfig = Field(default_factory=RolloutConfig, description="Rollout actors.")
+    reward: RewardConfig = Field(default_factory=RewardConfig, description="Reward model and server pool.")
+    train: TrainConfig = Field(default_factory=TrainConfig, description="SDPO update.")
+    learner: LearnerConfig = Field(default_factory=LearnerConfig, description="Learner resources.")
+    ray: RayConfig = Field(default_factory=RayConfig, description="Ray cluster.")
+    output: OutputConfig = Field(default_factory=OutputConfig, description="Run outputs.")
+
+
+class ConfigError(ValueError):
+    """A user-facing configuration error; its message is one line naming the key or file."""
+
+
+def _set_dotted(tree: dict[str, Any], key: str, value: Any) -> None:
+    parts = key.split(".")
+    node = tree
+    for part in parts[:-1]:
+        child = node.setdefault(part, {})
+        if not isinstance(child, dict):
+            raise ConfigError(f"{key}: '{part}' is not a config section")
+        node = child
+    node[parts[-1]] = value
+
+
+def parse_override(item: str) -> tuple[str, Any]:
+    """'train.learning_rate=5e-5' -> ('train.learning_rate', 5e-05); values are parsed as YAML scalars."""
+    key, sep, raw = item.partition("=")
+    if not sep or not key or any(not p for p in key.split(".")):
+        raise ConfigError(f"override '{item}' is not KEY=VALUE with KEY a dotted config path")
+    try:
+        value = yaml.safe_load(raw) if raw != "" else ""
+    except yaml.YAMLError:
+        value = raw
+    return key, value
+
+
+def read_yaml(path: str | Path) -> dict[str, Any]:
+    """Read a config file, or a preset by name (e.g. 'tiny')."""
+    p = Path(path)
+    if not p.exists() and (PRESET_DIR / f"{path}.yaml").exists():
+        p = PRESET_DIR / f"{path}.yaml"
+    if not p.is_file():
+        presets = ", ".join(sorted(x.stem for x in PRESET_DIR.glob("*.yaml")))
+        raise ConfigError(f"config file '{path}' does not exist (presets: {presets})")
+    try:
+        data = yaml.safe_load(p.read_text())
+    except yaml.YAMLError as err:
+        mark = getattr(err, "problem_mark", None)
+        where = f" at line {mark.line + 1}" if mark else ""
+        raise ConfigError(f"config file '{path}' is not valid YAML{where}") from None
+    if data is None:
+        return {}
+    if not isinstance(data, dict):
+        raise ConfigError(f"config file '{path}' must hold a mapping of config keys, not {type(data).__name__}")
+    return data
+
+
+def _format_error(err: ValidationError) -> str:
+    first = err.errors()[0]
+    key = ".".join(str(p) for p in first["loc"]) or "config"
+    msg = first["msg"]
+    if first["type"] == "extra_forbidden":
+        msg = "unknown key"
+    extra = f" (and {err.error_count() - 1} more)" if err.error_count() > 1 else ""
+    return f"{key}: {msg}{extra}"
+
+
+def build_config(data: dict[str, Any], overrides: list[str] = ()) -> Config:
+    """Validate a raw mapping plus KEY=VALUE overrides into a Config, or raise ConfigError."""
+    tree = yaml.safe_load(yaml.safe_dump(data))  # deep copy of plain data
+    for item in overrides:
+        key, value = parse_override(item)
+        _set_dotted(tree, key, value)
+    try:
+        return Config.model_validate(tree)
+    except ValidationError as err:
+        raise ConfigError(_format_error(err)) from None
+
+
+def load_config(path: str | None = "tiny", overrides: list[str] = ()) -> Config:
+    return build_config(read_yaml(path) if path else {}, overrides)
+
+
+def to_yaml(config: Config) -> str:
+    return yaml.safe_dump(config.model_dump(mode="json"), sort_keys=False)

@@ -1,0 +1,64 @@
+"""Rewards looked up by name.
+
+A reward is built by a factory ``factory(device: str, **options) -> RewardFn`` and a RewardFn maps
+``(images uint8 (N, H, W, 3) numpy, prompts list[str] of N) -> scores float (N,) numpy``.
+Factories are registered with ``@register_reward(name, needs=...)``; building one that is not
+registered raises an error listing the valid names.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any, Callable, Protocol
+
+import numpy as np
+
+
+class RewardFn(Protocol):
+    def __call__(self, images: np.ndarray, prompts: list[str]) -> np.ndarray: ...
+
+
+@dataclass(frozen=True)
+class RewardSpec:
+    name: str
+    factory: Callable[..., RewardFn]
+    needs: str  # one line: what the reward needs (model files, packages), shown by `python -m rewards list`
+
+
+_REGISTRY: dict[str, RewardSpec] = {}
+
+
+class UnknownRewardError(KeyError):
+    def __str__(self) -> str:  # KeyError would quote the message
+        return str(self.args[0])
+
+
+def register_reward(name: str, needs: str = "nothing (offline)") -> Callable:
+    def deco(factory: Callable[..., RewardFn]) -> Callable[..., RewardFn]:
+        if name in _REGISTRY:
+            raise ValueError(f"reward '{name}' is registered twice")
+        _REGISTRY[name] = RewardSpec(name, factory, needs)
+        return factory
+
+    return deco
+
+
+def _load_builtin() -> None:
+    # Importing the modules registers their rewards.
+    from rewards import jpeg  # noqa: F401
+
+
+def reward_names() -> list[str]:
+    _load_builtin()
+    return sorted(_REGISTRY)
+
+
+def reward_spec(name: str) -> RewardSpec:
+    _load_builtin()
+    if name not in _REGISTRY:
+        raise UnknownRewardError(f"unknown reward '{name}'; valid rewards: {', '.join(sorted(_REGISTRY))}")
+    return _REGISTRY[name]
+
+
+def build_reward(name: str, device: str = "cpu", **options: Any) -> RewardFn:
+    return reward_spec(name).factory(device=device, **options)
