@@ -1,0 +1,22 @@
+"""Prompt sources: the built-in animal lists or a text file with one prompt per line."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+ASSETS = Path(__file__).parent / "assets"
+BUILTIN = ("simple_animals", "complex_animals")
+
+
+class PromptError(ValueError):
+    pass
+
+
+def load_prompts(source: str) -> list[str]:
+    path = ASSETS / f"{source}.txt" if source in BUILTIN else Path(source).expanduser()
+    if not path.is_file():
+        raise PromptError(f"prompts.source: '{source}' is neither a built-in list ({', '.join(BUILTIN)}) nor a file")
+    prompts = [line.strip() for line in path.read_text().splitlines() if line.strip()]
+    if not prompts:
+        raise PromptError(f"prompts.source: '{source}' holds no prompts")
+    return prompts

@@ -1,0 +1,56 @@
+"""The rollout worker: a plain class (``ray.remote`` is applied where it is launched).
+Each method unpacks, calls the core, and packs."""
+
+from __future__ import annotations
+
+import os
+import socket
+
+import torch
+
+from actors.batch import PolicyWeights, RolloutBatch
+from actors.config import ModelConfig, SamplingConfig
+from actors.policy import load_lora_state, load_pipeline
+from actors.sampling import pair_generator, sample_pairs, sparse_queries
+
+
+def pick_device(num_gpus: float) -> str:
+    return "cuda" if num_gpus > 0 and torch.cuda.is_available() else "cpu"
+
+
+class RolloutWorker:
+    def __init__(self, model: ModelConfig, sampling: SamplingConfig, seed: int, device: str = "cpu", torch_threads: int = 1):
+        if device == "cpu":
+            torch.set_num_threads(torch_threads)
+        self.sampling, self.seed = sampling, seed
+        self.pipe = load_pipeline(model, device)
+        self.version = -1
+
+    def identity(self) -> str:
+        return f"RolloutWorker(pid={os.getpid()}, host={socket.gethostname()})"
+
+    def set_weights(self, weights: PolicyWeights) -> int:
+        load_lora_state(self.pipe.unet, weights.lora)
+        self.version = weights.version
+        return self.version
+
+    def rollout(self, epoch: int, pair_indices: list[int], prompts: list[str], version: int) -> RolloutBatch:
+        if version != self.version:
+            raise RuntimeError(f"{self.identity()} holds policy version {self.version}, asked for {version}")
+        s = self.sampling
+        gens = [pair_generator(self.seed, epoch, i) for i in pair_indices]
+        pairs = sample_pairs(self.pipe, prompts, gens, s.num_steps, s.eta, s.guidance_scale)
+        query_steps, sims, images = sparse_queries(self.pipe, pairs.pred_x0, s.num_anchors)
+        return RolloutBatch(
+            policy_version=self.version,
+            epoch=epoch,
+            pair_index=torch.tensor(pair_indices),
+            prompts=list(prompts),
+            timesteps=pairs.timesteps,
+            latents=pairs.latents,
+            log_probs=pairs.log_probs,
+            query_steps=query_steps,
+            similarities=sims,
+            images=images,
+            worker=self.identity(),
+        ).validate()

@@ -1,0 +1,109 @@
+"""Dual-state trajectory pair sampling (spec section 2) over a diffusers StableDiffusionPipeline.
+
+Each pair shares one initial noise x_0 and runs two trajectories with independent step noise.
+All randomness of pair b comes from its own torch.Generator, so a pair's samples do not depend on
+which worker draws it or in which order workers finish.
+"""
+
+from __future__ import annotations
+
+from typing import NamedTuple
+
+import numpy as np
+import torch
+
+from actors.ddim import ddim_step_with_logprob
+from actors.policy import encode_prompts, unet_output
+from rewards.similarity import select_anchors
+
+
+class SampledPairs(NamedTuple):
+    timesteps: torch.Tensor  # (T,)
+    latents: torch.Tensor  # (B, 2, T+1, C, h, w)
+    log_probs: torch.Tensor  # (B, 2, T)
+    pred_x0: torch.Tensor  # (B, 2, T, C, h, w)
+
+
+def pair_generator(seed: int, epoch: int, pair_index: int) -> torch.Generator:
+    """The generator of one pair, from (seed, epoch, pair index) only."""
+    mixed = np.random.SeedSequence([seed, epoch, pair_index]).generate_state(1, dtype=np.uint64)[0]
+    return torch.Generator().manual_seed(int(mixed) & 0x7FFF_FFFF_FFFF_FFFF)
+
+
+def latent_shape(pipe) -> tuple[int, int, int]:
+    size = pipe.unet.config.sample_size
+    return (pipe.unet.config.in_channels, size, size)
+
+
+@torch.no_grad()
+def sample_pairs(
+    pipe,
+    prompts: list[str],
+    generators: list[torch.Generator],
+    num_steps: int,
+    eta: float,
+    guidance_scale: float = 1.0,
+) -> SampledPairs:
+    """Sample B = len(prompts) trajectory pairs; generators[b] drives every draw of pair b."""
+    B, device, dtype = len(prompts), pipe.unet.device, pipe.unet.dtype
+    shape = latent_shape(pipe)
+    embeds = encode_prompts(pipe, prompts).repeat_interleave(2, dim=0)  # (2B, L, D): pair-major
+    negative = encode_prompts(pipe, [""] * (2 * B)) if guidance_scale > 1 else None
+    sched = pipe.scheduler
+    sched.set_timesteps(num_steps, device="cpu")
+    timesteps = sched.timesteps.clone()  # (T,)
+    # x_0: one draw per pair, shared by its two trajectories
+    x0 = torch.stack([torch.randn(shape, generator=g) for g in generators])  # (B, C, h, w)
+    x = (x0 * sched.init_noise_sigma).repeat_interleave(2, dim=0).to(device, dtype)  # (2B, C, h, w)
+    latents, log_probs, pred_x0 = [x], [], []
+    for i, t in enumerate(timesteps):
+        out = unet_output(pipe.unet, x, t.expand(2 * B).to(device), embeds, guidance_scale, negative)
+        noise = torch.stack([torch.randn((2, *shape), generator=g) for g in generators])  # (B, 2, C, h, w)
+        step = ddim_step_with_logprob(
+            out,
+            x,
+            torch.full((2 * B,), i),
+            timesteps,
+            sched.alphas_cumprod,
+            float(sched.final_alpha_cumprod),
+            eta,
+            sched.config.prediction_type,
+            noise=noise.flatten(0, 1).to(device),  # (2B, C, h, w)
+        )
+        x = step.next_sample
+        latents.append(x)
+        log_probs.append(step.log_prob)
+        pred_x0.append(step.pred_original_sample)
+    to_pairs = lambda seq: torch.stack(seq, dim=1).unflatten(0, (B, 2)).cpu()  # noqa: E731  (2B, S, ...) -> (B, 2, S, ...)
+    return SampledPairs(timesteps, to_pairs(latents).float(), to_pairs(log_probs).float(), to_pairs(pred_x0))
+
+
+@torch.no_grad()
+def decode_to_uint8(pipe, latents: torch.Tensor, chunk: int = 16) -> np.ndarray:
+    """VAE-decode latents (N, C, h, w) to uint8 images (N, H, W, 3)."""
+    vae, images = pipe.vae, []
+    for start in range(0, latents.shape[0], chunk):
+        z = latents[start : start + chunk].to(vae.device, vae.dtype) / vae.config.scaling_factor
+        img = vae.decode(z).sample.float()  # (n, 3, H, W) in about [-1, 1]
+        img = ((img / 2 + 0.5).clamp(0, 1) * 255).round().to(torch.uint8)
+        images.append(img.permute(0, 2, 3, 1).cpu().numpy())  # (n, H, W, 3)
+    return np.concatenate(images)
+
+
+def sparse_queries(pipe, pred_x0: torch.Tensor, num_anchors: int):
+    """Anchors and the decoded images of the queried states.
+
+    pred_x0 (B, 2, T, C, h, w) -> query_steps (B, 2, K+2), similarities (B, 2, K+2, T),
+    images (B, 2, K+2, H, W, 3) uint8.
+    """
+    B, P, T = pred_x0.shape[:3]
+    flat = pred_x0.flatten(0, 1)  # (2B, T, C, h, w)
+    sel = select_anchors(flat, num_anchors)
+    Q = sel.query_steps.shape[1]
+    queried = flat[torch.arange(B * P)[:, None], sel.query_steps]  # (2B, K+2, C, h, w)
+    images = decode_to_uint8(pipe, queried.flatten(0, 1))  # (2B*(K+2), H, W, 3)
+    return (
+        sel.query_steps.unflatten(0, (B, P)),
+        sel.similarities.unflatten(0, (B, P)),
+        images.reshape(B, P, Q, *images.shape[1:]),
+    )

@@ -1,0 +1,123 @@
+"""The embedded tiny SD-architecture pipeline: built offline from configs and a fixed seed,
+saved with ``save_pretrained`` and loaded back through the same ``from_pretrained`` path as a real
+model. Used by the default job and the tests; nothing touches the network.
+
+Shapes: latents (4, 16, 16), images (64, 64, 3); a char-level CLIP tokenizer.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import tempfile
+from pathlib import Path
+
+import torch
+
+TINY_VERSION = "tiny-sd-v1"  # bump when the architecture below changes (cache key)
+_TINY_SEED = 1234
+
+
+def _write_char_tokenizer(directory: Path) -> None:
+    """A character-level CLIP BPE vocabulary with no merges: every printable ASCII char is a token
+    (CLIP's byte-to-unicode map leaves these unchanged; anything else becomes the unknown token)."""
+    chars = [chr(c) for c in range(33, 127)]
+    vocab = {c: i for i, c in enumerate(chars)}
+    for c in chars:
+        vocab[c + "</w>"] = len(vocab)
+    vocab["<|startoftext|>"] = len(vocab)
+    vocab["<|endoftext|>"] = len(vocab)
+    (directory / "vocab.json").write_text(json.dumps(vocab))
+    (directory / "merges.txt").write_text("#version: 0.2\n")
+
+
+def build_tiny_pipeline(directory: str | Path) -> None:
+    """Build the tiny pipeline from configs with a fixed seed and save it to `directory`."""
+    from diffusers import AutoencoderKL, DDIMScheduler, StableDiffusionPipeline, UNet2DConditionModel
+    from transformers import CLIPTextConfig, CLIPTextModel, CLIPTokenizer
+
+    directory = Path(directory)
+    tok_dir = directory / "_tokenizer_src"
+    tok_dir.mkdir(parents=True, exist_ok=True)
+    _write_char_tokenizer(tok_dir)
+    tokenizer = CLIPTokenizer(str(tok_dir / "vocab.json"), str(tok_dir / "merges.txt"), model_max_length=32)
+    torch.manual_seed(_TINY_SEED)
+    unet = UNet2DConditionModel(
+        sample_size=16,
+        in_channels=4,
+        out_channels=4,
+        block_out_channels=(32, 64),
+        layers_per_block=1,
+        down_block_types=("CrossAttnDownBlock2D", "DownBlock2D"),
+        up_block_types=("UpBlock2D", "CrossAttnUpBlock2D"),
+        cross_attention_dim=32,
+        attention_head_dim=8,
+        norm_num_groups=16,
+    )
+    vae = AutoencoderKL(
+        in_channels=3,
+        out_channels=3,
+        block_out_channels=(16, 32, 32),
+        down_block_types=("DownEncoderBlock2D",) * 3,
+        up_block_types=("UpDecoderBlock2D",) * 3,
+        latent_channels=4,
+        norm_num_groups=16,
+        sample_size=64,
+        scaling_factor=1.0,
+    )
+    text_encoder = CLIPTextModel(
+        CLIPTextConfig(
+            vocab_size=len(tokenizer),
+            hidden_size=32,
+            intermediate_size=64,
+            num_hidden_layers=2,
+            num_attention_heads=4,
+            max_position_embeddings=32,
+            projection_dim=32,
+            bos_token_id=tokenizer.bos_token_id,
+            eos_token_id=tokenizer.eos_token_id,
+            pad_token_id=tokenizer.pad_token_id,
+        )
+    )
+    scheduler = DDIMScheduler(
+        num_train_timesteps=1000,
+        beta_schedule="scaled_linear",
+        beta_start=0.00085,
+        beta_end=0.012,
+        prediction_type="v_prediction",
+        timestep_spacing="trailing",
+        clip_sample=False,
+        set_alpha_to_one=False,
+        steps_offset=1,
+    )
+    pipe = StableDiffusionPipeline(
+        vae=vae,
+        text_encoder=text_encoder,
+        tokenizer=tokenizer,
+        unet=unet,
+        scheduler=scheduler,
+        safety_checker=None,
+        feature_extractor=None,
+        requires_safety_checker=False,
+    )
+    pipe.save_pretrained(directory, safe_serialization=True)
+    shutil.rmtree(tok_dir)
+
+
+def ensure_tiny_pipeline(cache_dir: str | Path) -> Path:
+    """Return the directory of the saved tiny pipeline, building it once (atomically) if absent."""
+    target = Path(os.path.expanduser(str(cache_dir))) / TINY_VERSION
+    if (target / "model_index.json").exists():
+        return target
+    target.parent.mkdir(parents=True, exist_ok=True)
+    tmp = Path(tempfile.mkdtemp(prefix=".building-", dir=target.parent))
+    try:
+        build_tiny_pipeline(tmp)
+        os.rename(tmp, target)  # atomic; if another process won the race, use its copy
+    except OSError:
+        if not (target / "model_index.json").exists():
+            raise
+    finally:
+        shutil.rmtree(tmp, ignore_errors=True)
+    return target

@@ -1,0 +1,129 @@
+"""The learner worker: LoRA UNet, AdamW, gradient accumulation, grad-norm clip, and mixed precision
+through accelerate on GPU. A plain class; ``ray.remote`` is applied where it is launched."""
+
+from __future__ import annotations
+
+import os
+import socket
+from collections import defaultdict
+
+import numpy as np
+import torch
+
+from actors.batch import PolicyWeights
+from actors.config import ModelConfig, SamplingConfig
+from actors.ddim import ddim_step_with_logprob
+from actors.policy import encode_prompts, load_pipeline, lora_state, save_lora_diffusers, unet_output
+from learner.batch import TrainBatch
+from learner.config import TrainConfig
+from learner.minibatches import step_shuffled_minibatches
+from learner.objective import sdpo_loss, temporal_weights
+
+
+class StalePolicyError(RuntimeError):
+    """A batch sampled by a policy version other than the one the learner expects."""
+
+
+def update_generator(seed: int, epoch: int) -> torch.Generator:
+    state = np.random.SeedSequence([seed, epoch, 0x5D90]).generate_state(1, dtype=np.uint64)[0]
+    return torch.Generator().manual_seed(int(state) & 0x7FFF_FFFF_FFFF_FFFF)
+
+
+class LearnerWorker:
+    def __init__(
+        self,
+        model: ModelConfig,
+        sampling: SamplingConfig,
+        train: TrainConfig,
+        seed: int,
+        device: str = "cpu",
+        torch_threads: int = 1,
+    ):
+        from accelerate import Accelerator
+
+        if device == "cpu":
+            torch.set_num_threads(torch_threads)
+        elif train.allow_tf32:
+            torch.backends.cuda.matmul.allow_tf32 = True
+            torch.backends.cudnn.allow_tf32 = True
+        precision = train.mixed_precision
+        if precision == "auto":
+            precision = "fp16" if device == "cuda" else "no"
+        self.accelerator = Accelerator(mixed_precision=precision, cpu=device == "cpu")
+        self.sampling, self.train, self.seed = sampling, train, seed
+        self.pipe = load_pipeline(model, self.accelerator.device)
+        params = [p for p in self.pipe.unet.parameters() if p.requires_grad]
+        optimizer = torch.optim.AdamW(
+            params,
+            lr=train.learning_rate,
+            betas=(train.adam_beta1, train.adam_beta2),
+            weight_decay=train.adam_weight_decay,
+            eps=train.adam_epsilon,
+        )
+        self.unet, self.optimizer = self.accelerator.prepare(self.pipe.unet, optimizer)
+        self.params = params
+        self.version = 0
+
+    def identity(self) -> str:
+        return f"LearnerWorker(pid={os.getpid()}, host={socket.gethostname()})"
+
+    def get_weights(self) -> PolicyWeights:
+        return PolicyWeights(self.version, lora_state(self.pipe.unet))
+
+    def save_lora(self, directory: str) -> str:
+        return str(save_lora_diffusers(self.pipe.unet, directory))
+
+    def update(self, batch: TrainBatch) -> dict[str, float]:
+        """One SDPO update on a batch sampled with the current policy; returns metric means."""
+        if batch.policy_version != self.version:
+            raise StalePolicyError(
+                f"{self.identity()} expects data from policy version {self.version}, got {batch.policy_version}"
+            )
+        batch.validate()
+        cfg, dev = self.train, self.accelerator.device
+        sched = self.pipe.scheduler
+        T = batch.timesteps.shape[0]
+        embeds = encode_prompts(self.pipe, batch.prompts)  # (B, L, D)
+        negative = encode_prompts(self.pipe, [""]) if self.sampling.guidance_scale > 1 else None
+        weights = temporal_weights(T, cfg.lam, cfg.log_scale)  # (T,)
+        gen = update_generator(self.seed, batch.epoch)
+        stats, passes = defaultdict(list), 0
+        self.unet.train()
+        for _ in range(cfg.num_inner_epochs):
+            for mb in step_shuffled_minibatches(batch.num_pairs, T, cfg.batch_size, cfg.timestep_fraction, gen):
+                idx, steps = mb.sample_index, mb.step_index  # (M,), (M,)
+                rows, cols = idx[:, None], steps[:, None]  # (M, 1) each, broadcast over the pair axis
+                pair = torch.arange(2)[None, :]  # (1, 2)
+                x = batch.latents[rows, pair, cols].flatten(0, 1).to(dev)  # (2M, C, h, w)
+                x_next = batch.latents[rows, pair, cols + 1].flatten(0, 1).to(dev)  # (2M, C, h, w)
+                step_idx = steps.repeat_interleave(2)  # (2M,)
+                cond = embeds[idx].repeat_interleave(2, dim=0)  # (2M, L, D)
+                neg = negative.expand(len(step_idx), -1, -1) if negative is not None else None
+                with self.accelerator.autocast():
+                    out = unet_output(self.unet, x, batch.timesteps[step_idx].to(dev), cond, self.sampling.guidance_scale, neg)
+                new_lp = ddim_step_with_logprob(
+                    out, x, step_idx, batch.timesteps, sched.alphas_cumprod, float(sched.final_alpha_cumprod),
+                    self.sampling.eta, sched.config.prediction_type, next_sample=x_next,
+                ).log_prob.view(-1, 2)  # (M, 2)
+                old_lp = batch.log_probs[rows, pair, cols].to(dev)  # (M, 2)
+                adv = batch.advantages[rows, pair, cols].to(dev)  # (M, 2)
+                res = sdpo_loss(new_lp, old_lp, adv, weights[steps].to(dev), cfg.clip_range)
+                self.accelerator.backward(res.loss / cfg.gradient_accumulation_steps)
+                passes += 1
+                if passes % cfg.gradient_accumulation_steps == 0:
+                    stats["grad_norm"].append(self._optimizer_step())
+                stats["loss"].append(res.loss.item())
+                stats["clipfrac"].append(res.clipfrac.item())
+                stats["approx_kl"].append(res.approx_kl.item())
+                if passes == 1:  # first pass of a version: the ratio must be exactly 1
+                    stats["ratio_first_pass"].append((new_lp - old_lp).exp().mean().item())
+        if passes % cfg.gradient_accumulation_steps:
+            stats["grad_norm"].append(self._optimizer_step())  # never carry gradients into the next version
+        self.version += 1
+        return {k: float(np.mean(v)) for k, v in stats.items()} | {"backward_passes": float(passes)}
+
+    def _optimizer_step(self) -> float:
+        norm = self.accelerator.clip_grad_norm_(self.params, self.train.max_grad_norm)
+        self.optimizer.step()
+        self.optimizer.zero_grad(set_to_none=True)
+        return float(norm)

@@ -1,0 +1,149 @@
+"""SDPO driver: ``python -m learner.main [--config FILE.yaml] [--run-dir DIR] [--epochs N] [--print-config] [KEY=VALUE ...]``.
+
+Each epoch: publish weights -> roll out pairs (sparse images to the reward pool as they arrive)
+-> dense rewards -> advantages -> update -> outputs.
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+import time
+from contextlib import contextmanager
+from datetime import datetime
+from pathlib import Path
+
+from learner.config import Config, ConfigError, load_config, to_yaml
+
+
+def parse_args(argv: list[str] | None) -> argparse.Namespace:
+    p = argparse.ArgumentParser(
+        prog="python -m learner.main",
+        description="Fine-tune a few-step diffusion model with SDPO on Ray. With no arguments, runs the "
+        "'tiny' preset: the embedded tiny model with the offline JPEG-compressibility reward.",
+        epilog="Overrides: KEY=VALUE with KEY a dotted config path, e.g. train.learning_rate=5e-5 "
+        "rollout.num_actors=4. See --print-config for every key. Invalid configuration exits with code 2.",
+    )
+    p.add_argument("--config", default="tiny", help="YAML config file, or a preset name (tiny, sd_turbo_aesthetic). Default: tiny.")
+    p.add_argument("--run-dir", help="Run directory for all outputs (default: runs/<name>-<timestamp>).")
+    p.add_argument("--epochs", type=int, help="Number of training epochs (overrides the config's `epochs`).")
+    p.add_argument("--print-config", action="store_true", help="Print the resolved config as YAML and exit.")
+    p.add_argument("overrides", nargs="*", metavar="KEY=VALUE", help="Config overrides by dotted key.")
+    return p.parse_intermixed_args(argv)
+
+
+def resolve_config(args: argparse.Namespace) -> Config:
+    extra = list(args.overrides)
+    if args.epochs is not None:
+        extra.append(f"epochs={args.epochs}")
+    if args.run_dir is not None:
+        extra.append(f"output.run_dir={args.run_dir}")
+    return load_config(args.config, extra)
+
+
+@contextmanager
+def timed(times: dict[str, float], key: str):
+    start = time.perf_counter()
+    yield
+    times[key] = round(time.perf_counter() - start, 4)
+
+
+def run(cfg: Config, run_dir: Path, prompt_list: list[str]) -> Path:
+    import numpy as np
+
+    from learner import stages
+    from learner.advantages import StepStatTracker
+    from learner.launch import get, init_ray, launch_workers
+    from learner.outputs import RunOutputs
+
+    out = RunOutputs(run_dir, to_yaml(cfg), cfg.output.tensorboard)
+    if cfg.ray.enabled:
+        init_ray(cfg)
+    rollouts, reward_pool, learner = launch_workers(cfg)
+    tracker = StepStatTracker(cfg.train.stat_buffer_size, cfg.train.stat_min_count) if cfg.train.per_step_stat_tracking else None
+    print(f"SDPO: {cfg.epochs} epochs x {cfg.rollout.pairs_per_epoch} pairs on {len(rollouts)} rollout actors; run dir {run_dir}", flush=True)
+    for epoch in range(cfg.epochs):
+        times: dict[str, float] = {}
+        with timed(times, "time_epoch_s"):
+            with timed(times, "time_publish_s"):
+                version = stages.publish_weights(learner, rollouts)
+            prompts = stages.prompts_for_epoch(prompt_list, cfg.seed, epoch, cfg.rollout.pairs_per_epoch)
+            scored = stages.rollout_and_score(rollouts, reward_pool, epoch, prompts, cfg.rollout.chunk_size, version)
+            times |= scored.times
+            dense = stages.fill_dense_rewards(scored, cfg.sampling.similarity_floor)  # (B, P, T)
+            advantages = stages.compute_advantages(dense, scored.rollout.prompts, cfg.train, tracker)
+            with timed(times, "time_update_s"):
+                update = get(learner.update.remote(stages.train_batch(scored.rollout, advantages)))
+        metrics = {
+            "epoch": epoch,
+            "weights_version": version,
+            "pairs": scored.rollout.num_pairs,
+            "reward_queries": scored.reward_queries,
+            "reward_1step_mean": float(np.mean(scored.sparse_rewards[:, :, 0])),
+            "reward_final_mean": float(np.mean(scored.sparse_rewards[:, :, -1])),
+            "reward_1step_std": float(np.std(scored.sparse_rewards[:, :, 0])),
+            "reward_final_std": float(np.std(scored.sparse_rewards[:, :, -1])),
+        } | update | times
+        out.log_metrics(metrics)
+        print(
+            f"epoch {epoch + 1}/{cfg.epochs}  v{version}  reward 1-step {metrics['reward_1step_mean']:.4f}  "
+            f"final {metrics['reward_final_mean']:.4f}  loss {metrics['loss']:.4f}  {times['time_epoch_s']:.1f}s",
+            flush=True,
+        )
+        if (epoch + 1) % cfg.output.image_every == 0 or epoch + 1 == cfg.epochs:
+            imgs = scored.rollout.images[:8, 0]  # (rows, K+2, H, W, 3): trajectory 1 of up to 8 pairs
+            out.save_grid(imgs[:, [0, -1]], epoch)  # columns: 1-step, final
+    lora_file = get(learner.save_lora.remote(str(run_dir / "lora")))
+    out.close()
+    print(f"done: outputs in {run_dir} (metrics.jsonl, samples/, tensorboard/, LoRA {lora_file})", flush=True)
+    return run_dir
+
+
+def default_run_dir(cfg: Config) -> Path:
+    return Path(cfg.output.run_dir or f"runs/{cfg.name}-{datetime.now():%Y%m%d-%H%M%S}")
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = parse_args(argv)
+    try:
+        cfg = resolve_config(args)
+        if args.print_config:
+            print(to_yaml(cfg), end="")
+            return 0
+        prompt_list = _check_inputs(cfg)
+    except (ConfigError, ValueError, KeyError) as err:
+        print(f"error: {err}", file=sys.stderr)
+        return 2
+    try:
+        run(cfg, default_run_dir(cfg).resolve(), prompt_list)
+    finally:
+        _shutdown_ray()
+    return 0
+
+
+def _check_inputs(cfg: Config) -> list[str]:
+    """Fail fast, before any cluster starts, on inputs that can never work."""
+    from actors.policy import resolve_model_path
+    from actors.prompts import load_prompts
+    from rewards.registry import reward_spec
+
+    reward_spec(cfg.reward.name)
+    if cfg.model.pretrained != "tiny":
+        resolve_model_path(cfg.model)
+    if cfg.sampling.num_steps < cfg.sampling.num_anchors + 2:
+        raise ConfigError(f"sampling.num_steps: {cfg.sampling.num_anchors} anchor(s) need at least {cfg.sampling.num_anchors + 2} steps")
+    return load_prompts(cfg.prompts.source)
+
+
+def _shutdown_ray() -> None:
+    try:
+        import ray
+
+        if ray.is_initialized():
+            ray.shutdown()
+    except ImportError:
+        pass
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,49 @@
+"""What a run leaves in its directory: config.yaml, metrics.jsonl, TensorBoard events, sample grids."""
+
+from __future__ import annotations
+
+import json
+import math
+from pathlib import Path
+
+import numpy as np
+from PIL import Image
+
+
+class RunOutputs:
+    def __init__(self, run_dir: str | Path, config_yaml: str, tensorboard: bool = True):
+        self.dir = Path(run_dir)
+        (self.dir / "samples").mkdir(parents=True, exist_ok=True)
+        (self.dir / "config.yaml").write_text(config_yaml)
+        self.metrics_path = self.dir / "metrics.jsonl"
+        self.writer = None
+        if tensorboard:
+            from torch.utils.tensorboard import SummaryWriter
+
+            self.writer = SummaryWriter(str(self.dir / "tensorboard"))
+
+    def log_metrics(self, metrics: dict) -> None:
+        with self.metrics_path.open("a") as f:
+            f.write(json.dumps(metrics) + "\n")
+        if self.writer is not None:
+            for k, v in metrics.items():
+                if isinstance(v, (int, float)) and k != "epoch" and math.isfinite(v):
+                    self.writer.add_scalar(k, v, metrics["epoch"])
+            self.writer.flush()
+
+    def save_grid(self, images: np.ndarray, epoch: int) -> Path:
+        """images (rows, cols, H, W, 3) uint8 -> samples/epoch_XXXX.png (rows: pairs; cols: 1-step, final)."""
+        rows, cols, H, W, _ = images.shape
+        grid = images.transpose(0, 2, 1, 3, 4).reshape(rows * H, cols * W, 3)  # (rows*H, cols*W, 3)
+        path = self.dir / "samples" / f"epoch_{epoch:04d}.png"
+        Image.fromarray(grid).save(path)
+        return path
+
+    def close(self) -> None:
+        if self.writer is not None:
+            self.writer.close()
+
+
+def read_metrics(run_dir: str | Path) -> list[dict]:
+    path = Path(run_dir) / "metrics.jsonl"
+    return [json.loads(line) for line in path.read_text().splitlines() if line.strip()] if path.exists() else []
