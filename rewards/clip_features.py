@@ -8,6 +8,7 @@ D the CLIP projection dim (768 for ViT-L/14, 1024 for ViT-H/14).
 
 from __future__ import annotations
 
+import os
 from typing import TYPE_CHECKING, Any
 
 import numpy as np
@@ -34,12 +35,20 @@ def torch_dtype(name: str) -> "torch.dtype":
     return dtypes[name]
 
 
+def checked_source(name_or_path: str) -> str:
+    """`name_or_path` unchanged, unless it is clearly a local path (/, ./, ../, ~) that does not exist."""
+    path = os.path.expanduser(str(name_or_path))
+    if str(name_or_path).startswith(("/", "./", "../", "~")) and not os.path.isdir(path):
+        raise ValueError(f"model directory not found: {name_or_path} (pass an existing directory or a hub id)")
+    return path
+
+
 def load_clip_model(model: str, device: str, dtype: str = "float32") -> Any:
-    """A transformers CLIPModel from a hub id or local directory, in eval mode on `device`."""
+    """A transformers CLIPModel from a hub id or local directory, frozen, in eval mode on `device`."""
     from transformers import CLIPModel
 
     # Cast after loading: transformers 4.x and 5.x spell the dtype argument of from_pretrained differently.
-    return CLIPModel.from_pretrained(model).to(device=device, dtype=torch_dtype(dtype)).eval()
+    return CLIPModel.from_pretrained(checked_source(model)).to(device=device, dtype=torch_dtype(dtype)).eval().requires_grad_(False)
 
 
 def load_image_processor(name_or_path: str) -> Any:
@@ -53,13 +62,13 @@ def load_image_processor(name_or_path: str) -> Any:
     except ImportError:
         from transformers import CLIPImageProcessor as Processor  # 4.x: the PIL ("slow") processor
 
-    return Processor.from_pretrained(name_or_path)
+    return Processor.from_pretrained(checked_source(name_or_path))
 
 
 def load_tokenizer(name_or_path: str) -> Any:
     from transformers import AutoTokenizer
 
-    return AutoTokenizer.from_pretrained(name_or_path)
+    return AutoTokenizer.from_pretrained(checked_source(name_or_path))
 
 
 def pixel_values(processor: Any, images: np.ndarray) -> "torch.Tensor":

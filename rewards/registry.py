@@ -8,6 +8,7 @@ registered raises an error listing the valid names.
 
 from __future__ import annotations
 
+import inspect
 from dataclasses import dataclass
 from typing import Any, Callable, Protocol
 
@@ -44,8 +45,8 @@ def register_reward(name: str, needs: str = "nothing (offline)") -> Callable:
 
 
 def _load_builtin() -> None:
-    # Importing the modules registers their rewards.
-    from rewards import jpeg  # noqa: F401
+    # Importing the modules registers their rewards; none of them imports torch or transformers at import time.
+    from rewards import aesthetic, jpeg, pickscore, unavailable  # noqa: F401
 
 
 def reward_names() -> list[str]:
@@ -60,5 +61,17 @@ def reward_spec(name: str) -> RewardSpec:
     return _REGISTRY[name]
 
 
+def reward_options(name: str) -> list[str] | None:
+    """The keyword options a reward's factory accepts besides `device` (None: it takes any)."""
+    params = inspect.signature(reward_spec(name).factory).parameters.values()
+    if any(p.kind is inspect.Parameter.VAR_KEYWORD for p in params):
+        return None
+    return [p.name for p in params if p.name != "device"]
+
+
 def build_reward(name: str, device: str = "cpu", **options: Any) -> RewardFn:
+    valid = reward_options(name)
+    unknown = [] if valid is None else sorted(set(options) - set(valid))
+    if unknown:
+        raise ValueError(f"reward '{name}' has no option(s) {unknown}; its options: {valid or 'none'}")
     return reward_spec(name).factory(device=device, **options)

@@ -1,0 +1,39 @@
+"""ImageReward and HPSv2: registered so that their names are known, but they cannot be built yet.
+
+Their published packages cannot be installed beside this project's torch and transformers (details
+and the way forward in rewards/README.md). Building either raises a RuntimeError that says why.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from rewards.registry import RewardFn, register_reward
+
+_WHY = {
+    "imagereward": (
+        "the `image-reward` 1.5 package imports apply_chunking_to_forward, find_pruneable_heads_and_indices "
+        "and prune_linear_layer from transformers.modeling_utils (gone in transformers 5), pins timm==0.6.13 "
+        "and fairscale, and needs torchvision (pip would replace torch)"
+    ),
+    "hpsv2": (
+        "the `hpsv2` 1.2.0 package pins protobuf<4 and pytest==7.2.0 and needs torchvision; open-clip-torch "
+        "(the alternative) also needs torchvision and timm, and pip would replace torch to install them"
+    ),
+}
+
+
+def _unavailable(name: str):
+    def factory(device: str = "cpu", **options: Any) -> RewardFn:
+        raise RuntimeError(f"the '{name}' reward is not available in this build: {_WHY[name]}. See rewards/README.md.")
+
+    factory.__name__ = name
+    return factory
+
+
+register_reward("imagereward", needs="unavailable: the image-reward package conflicts with transformers 5 (rewards/README.md)")(
+    _unavailable("imagereward")
+)
+register_reward("hpsv2", needs="unavailable: hpsv2 / open-clip-torch need torchvision (rewards/README.md)")(
+    _unavailable("hpsv2")
+)

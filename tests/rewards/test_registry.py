@@ -1,0 +1,50 @@
+"""Rewards are found by name; bad names and options are user errors; importing stays light."""
+
+import subprocess
+import sys
+
+import numpy as np
+import pytest
+
+from rewards.registry import UnknownRewardError, build_reward, reward_names, reward_options
+
+ALL = ["aesthetic", "hpsv2", "imagereward", "jpeg_compressibility", "jpeg_incompressibility", "pickscore"]
+
+
+def test_builtin_rewards_are_registered():
+    assert reward_names() == ALL
+
+
+def test_unknown_reward_lists_valid_names():
+    with pytest.raises(UnknownRewardError) as err:
+        build_reward("aesthetics")
+    assert str(err.value) == f"unknown reward 'aesthetics'; valid rewards: {', '.join(ALL)}"
+
+
+def test_unknown_option_lists_valid_options():
+    assert reward_options("aesthetic") == ["model", "head", "dtype"]
+    with pytest.raises(ValueError, match=r"reward 'aesthetic' has no option\(s\) \['heads'\]; its options: \['model', 'head', 'dtype'\]"):
+        build_reward("aesthetic", heads="x.pth")
+    with pytest.raises(ValueError, match="its options: none"):
+        build_reward("jpeg_compressibility", model="x")
+
+
+@pytest.mark.parametrize("name", ["imagereward", "hpsv2"])
+def test_unavailable_rewards_say_why(name):
+    with pytest.raises(RuntimeError, match=f"'{name}' reward is not available.*rewards/README.md"):
+        build_reward(name)
+
+
+def test_jpeg_rewards_still_build():
+    images = np.random.default_rng(0).integers(0, 256, size=(2, 32, 32, 3), dtype=np.uint8)
+    comp, incomp = build_reward("jpeg_compressibility"), build_reward("jpeg_incompressibility")
+    np.testing.assert_array_equal(comp(images, ["", ""]), -incomp(images, ["", ""]))
+
+
+def test_registry_import_is_light():
+    code = (
+        "import sys, rewards.registry as r; r.reward_names(); "
+        "heavy = [m for m in ('torch', 'transformers', 'open_clip') if m in sys.modules]; "
+        "assert not heavy, heavy"
+    )
+    subprocess.run([sys.executable, "-c", code], check=True)
