@@ -35,21 +35,22 @@ def resolve_model_path(model: ModelConfig) -> str:
 
 def quiet_libraries() -> None:
     """No per-component progress bars or advisory warnings from diffusers/transformers in worker logs."""
-    import diffusers
     import transformers
+
+    transformers.utils.logging.set_verbosity_error()  # before diffusers imports the CLIP processors
+    transformers.utils.logging.disable_progress_bar()
+    import diffusers
 
     diffusers.utils.logging.set_verbosity_error()
     diffusers.utils.logging.disable_progress_bar()
-    transformers.utils.logging.set_verbosity_error()
-    transformers.utils.logging.disable_progress_bar()
 
 
 def load_pipeline(model: ModelConfig, device: str | torch.device = "cpu", with_lora: bool = True):
     """StableDiffusionPipeline.from_pretrained + a DDIM scheduler from the model's scheduler config,
     frozen VAE and text encoder, and (optionally) peft LoRA adapters on the UNet attention projections."""
+    quiet_libraries()
     from diffusers import DDIMScheduler, StableDiffusionPipeline
 
-    quiet_libraries()
     device = torch.device(device)
     dtype = DTYPES[model.dtype] if device.type == "cuda" else torch.float32
     source = resolve_model_path(model)
@@ -65,7 +66,8 @@ def load_pipeline(model: ModelConfig, device: str | torch.device = "cpu", with_l
     except (OSError, ValueError) as err:
         first = str(err).strip().splitlines()[0] if str(err).strip() else type(err).__name__
         raise ModelLoadError(f"model.pretrained: cannot load '{model.pretrained}': {first}") from err
-    pipe.scheduler = DDIMScheduler.from_config(pipe.scheduler.config)
+    # set_alpha_to_one=False: with a final alpha of 1 the last step has sigma = 0 and no log-probability.
+    pipe.scheduler = DDIMScheduler.from_config(pipe.scheduler.config, set_alpha_to_one=False)
     pipe.set_progress_bar_config(disable=True)
     for module in (pipe.vae, pipe.text_encoder, pipe.unet):
         module.requires_grad_(False)

@@ -15,7 +15,7 @@ from pathlib import Path
 
 import torch
 
-TINY_VERSION = "tiny-sd-v1"  # bump when the architecture below changes (cache key)
+TINY_VERSION = "tiny-sd-v2"  # bump when the architecture below changes (cache key)
 _TINY_SEED = 1234
 
 
@@ -30,6 +30,39 @@ def _write_char_tokenizer(directory: Path) -> None:
     vocab["<|endoftext|>"] = len(vocab)
     (directory / "vocab.json").write_text(json.dumps(vocab))
     (directory / "merges.txt").write_text("#version: 0.2\n")
+
+
+@torch.no_grad()
+def _make_decoder_transparent(vae) -> None:
+    """Set the tiny VAE decoder to (about) upsample the latent to pixels: residual branches and
+    attention outputs zeroed, convolutions set to identity taps. A randomly initialized decoder
+    paints nearly the same texture for any latent, so no image reward could be learned through it;
+    this one passes the latent's spatial structure through (its GroupNorms still standardize it)."""
+    from diffusers.models.resnet import ResnetBlock2D
+
+    def identity_(conv: torch.nn.Conv2d, scale: float = 1.0) -> None:
+        conv.weight.zero_()
+        k = conv.kernel_size[0] // 2
+        for c in range(min(conv.in_channels, conv.out_channels)):
+            conv.weight[c, c, k, k] = scale
+        if conv.bias is not None:
+            conv.bias.zero_()
+
+    dec = vae.decoder
+    identity_(vae.post_quant_conv)
+    identity_(dec.conv_in)
+    for module in dec.modules():
+        if isinstance(module, ResnetBlock2D):
+            module.conv2.weight.zero_()
+            module.conv2.bias.zero_()
+            if module.conv_shortcut is not None:
+                identity_(module.conv_shortcut)
+        elif module.__class__.__name__ == "Attention":
+            module.to_out[0].weight.zero_()
+            module.to_out[0].bias.zero_()
+        elif module.__class__.__name__ == "Upsample2D" and module.conv is not None:
+            identity_(module.conv)
+    identity_(dec.conv_out, scale=0.5)
 
 
 def build_tiny_pipeline(directory: str | Path) -> None:
@@ -66,6 +99,7 @@ def build_tiny_pipeline(directory: str | Path) -> None:
         sample_size=64,
         scaling_factor=1.0,
     )
+    _make_decoder_transparent(vae)
     text_encoder = CLIPTextModel(
         CLIPTextConfig(
             vocab_size=len(tokenizer),

@@ -100,12 +100,12 @@ def check_resources(requested: dict[str, float], available: dict[str, float], pe
 def init_ray(cfg: Config) -> None:
     import ray
 
+    # No runtime_env here: a job submitted with its own runtime_env would clash with one set by the driver.
     address = cfg.ray.address or os.environ.get("RAY_ADDRESS")
-    env = {"env_vars": {"RAY_USAGE_STATS_ENABLED": "0", "TOKENIZERS_PARALLELISM": "false"}}
     if address:
-        ray.init(address=address, runtime_env=env, log_to_driver=True)
+        ray.init(address=address, log_to_driver=True)
     else:
-        ray.init(num_cpus=cfg.ray.num_cpus, runtime_env=env, include_dashboard=False, log_to_driver=True)
+        ray.init(num_cpus=cfg.ray.num_cpus, include_dashboard=False, log_to_driver=True)
     nodes = [n for n in ray.nodes() if n.get("Alive")]
     check_resources(requested_resources(cfg), ray.cluster_resources(), [n["Resources"].get("GPU", 0) for n in nodes])
 

@@ -1,0 +1,112 @@
+"""GPU throughput of SDPO on an SD-Turbo-sized pipeline (random weights, built from config).
+
+    python benchmarks/gpu_throughput.py [--pairs 8] [--steps 50] [--repeats 3]
+
+Prints pairs/s for rollout (dual-state sampling + decoding the 3 queried states per trajectory)
+and for the learner's update (all T steps of every pair), and model FLOP utilization (MFU) of the
+UNet work, as one final JSON line. Needs a CUDA GPU and fails at once without one.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import statistics
+import sys
+import tempfile
+import time
+
+# Dense fp16/bf16 tensor-core peak FLOP/s, by device-name fragment (vendor datasheets, no sparsity).
+PEAK_FLOPS = {"H200": 989e12, "H100 SXM": 989e12, "H100 NVL": 835e12, "H100 PCIe": 756e12, "H100": 989e12,
+              "A100": 312e12, "L40S": 362e12, "A10G": 125e12, "4090": 165e12}
+
+
+def main() -> int:
+    import torch
+
+    if not torch.cuda.is_available():
+        print("error: benchmarks/gpu_throughput.py needs a CUDA GPU; none is visible to torch", file=sys.stderr)
+        return 2
+    p = argparse.ArgumentParser()
+    p.add_argument("--pairs", type=int, default=8, help="pairs per rollout call (B)")
+    p.add_argument("--steps", type=int, default=50, help="DDIM steps T")
+    p.add_argument("--repeats", type=int, default=3)
+    args = p.parse_args()
+
+    from torch.utils.flop_counter import FlopCounterMode
+
+    from actors.batch import PolicyWeights  # noqa: F401
+    from actors.config import ModelConfig, SamplingConfig
+    from actors.rollout_worker import RolloutWorker
+    from benchmarks.sd_turbo_config import build_sd_turbo_sized
+    from learner.batch import TrainBatch
+    from learner.config import TrainConfig
+    from learner.learner_worker import LearnerWorker
+
+    gpu = torch.cuda.get_device_name()
+    peak = next((v for k, v in PEAK_FLOPS.items() if k in gpu), None)
+    tmp = tempfile.mkdtemp()
+    t0 = time.perf_counter()
+    path = build_sd_turbo_sized(f"{tmp}/sd-turbo-sized")
+    build_s = time.perf_counter() - t0
+    model = ModelConfig(pretrained=str(path), dtype="float16", local_files_only=True)
+    sampling = SamplingConfig(num_steps=args.steps)
+    train = TrainConfig(batch_size=2, gradient_accumulation_steps=8)
+    rollout = RolloutWorker(model, sampling, seed=0, device="cuda")
+    learner = LearnerWorker(model, sampling, train, seed=0, device="cuda")
+    rollout.set_weights(learner.get_weights())
+    prompts = [f"a photo of animal {i}" for i in range(args.pairs)]
+
+    # FLOPs of one UNet forward and forward+backward (LoRA) at batch 1, counted by torch.
+    unet, x = learner.pipe.unet, torch.randn(1, 4, 64, 64, device="cuda", dtype=torch.float16)
+    emb = torch.randn(1, 77, 1024, device="cuda", dtype=torch.float16)
+    t = torch.tensor([999], device="cuda")
+    with FlopCounterMode(display=False) as fc, torch.no_grad():
+        unet(x, t, emb)
+    fwd_flops = fc.get_total_flops()
+    with FlopCounterMode(display=False) as fc, torch.autocast("cuda", torch.float16):
+        unet(x, t, emb).sample.float().square().mean().backward()
+    fwd_bwd_flops = fc.get_total_flops()
+    learner.optimizer.zero_grad(set_to_none=True)
+
+    roll_times, upd_times, batch = [], [], None
+    for r in range(args.repeats + 1):  # first round warms up
+        torch.cuda.synchronize(); t0 = time.perf_counter()
+        batch = rollout.rollout(r, list(range(args.pairs)), prompts, learner.version)
+        torch.cuda.synchronize(); roll = time.perf_counter() - t0
+        adv = torch.randn(args.pairs, 2, args.steps).clamp(-5, 5)
+        tb = TrainBatch(batch.policy_version, r, batch.prompts, batch.timesteps, batch.latents, batch.log_probs, adv)
+        torch.cuda.synchronize(); t0 = time.perf_counter()
+        learner.update(tb)
+        torch.cuda.synchronize(); upd = time.perf_counter() - t0
+        rollout.set_weights(learner.get_weights())
+        if r:
+            roll_times.append(roll); upd_times.append(upd)
+    roll_s, upd_s = statistics.median(roll_times), statistics.median(upd_times)
+    unet_calls = 2 * args.pairs * args.steps  # both trajectories, every step
+    roll_flops, upd_flops = unet_calls * fwd_flops, unet_calls * fwd_bwd_flops
+    result = {
+        "gpu": gpu,
+        "pairs": args.pairs,
+        "steps": args.steps,
+        "build_model_s": round(build_s, 1),
+        "rollout_s_median": round(roll_s, 3),
+        "update_s_median": round(upd_s, 3),
+        "rollout_pairs_per_s": round(args.pairs / roll_s, 3),
+        "update_pairs_per_s": round(args.pairs / upd_s, 3),
+        "unet_fwd_gflop": round(fwd_flops / 1e9, 1),
+        "unet_fwd_bwd_gflop": round(fwd_bwd_flops / 1e9, 1),
+        "rollout_tflops": round(roll_flops / roll_s / 1e12, 1),
+        "update_tflops": round(upd_flops / upd_s / 1e12, 1),
+        "peak_tflops": peak and peak / 1e12,
+        "rollout_mfu": peak and round(roll_flops / roll_s / peak, 4),
+        "update_mfu": peak and round(upd_flops / upd_s / peak, 4),
+        "max_memory_gib": round(torch.cuda.max_memory_allocated() / 2**30, 2),
+        "torch": torch.__version__,
+    }
+    print(json.dumps(result))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,49 @@
+"""Shared fixtures: the embedded tiny pipeline (built once per test session, offline) and the
+environment every Ray process of a test needs."""
+
+from __future__ import annotations
+
+import os
+import sys
+from pathlib import Path
+
+import pytest
+
+REPO = Path(__file__).resolve().parents[1]
+
+os.environ.setdefault("RAY_USAGE_STATS_ENABLED", "0")
+os.environ.setdefault("RAY_AUTH_MODE", "disabled")
+os.environ.setdefault("HF_HUB_OFFLINE", "1")
+os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
+
+
+@pytest.fixture(scope="session")
+def tiny_cache(tmp_path_factory) -> str:
+    """A cache directory holding the tiny pipeline (model.tiny_cache_dir)."""
+    from actors.tiny_model import ensure_tiny_pipeline
+
+    cache = tmp_path_factory.mktemp("tiny-cache")
+    ensure_tiny_pipeline(cache)
+    return str(cache)
+
+
+@pytest.fixture(scope="session")
+def tiny_dir(tiny_cache) -> str:
+    """The saved tiny pipeline directory (loadable with StableDiffusionPipeline.from_pretrained)."""
+    from actors.tiny_model import ensure_tiny_pipeline
+
+    return str(ensure_tiny_pipeline(tiny_cache))
+
+
+def cli_env() -> dict[str, str]:
+    env = dict(os.environ)
+    env["PYTHONPATH"] = str(REPO) + os.pathsep + env.get("PYTHONPATH", "")
+    return env
+
+
+def run_cli(*args: str, cwd: str | Path = REPO, timeout: float = 600):
+    import subprocess
+
+    return subprocess.run(
+        [sys.executable, "-m", "learner.main", *args], cwd=cwd, env=cli_env(), capture_output=True, text=True, timeout=timeout
+    )

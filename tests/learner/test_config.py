@@ -1,0 +1,114 @@
+"""The config tree and the CLI contract for bad configuration (exit 2, one line, no traceback)."""
+
+from __future__ import annotations
+
+import pytest
+import yaml
+
+from learner.config import Config, ConfigError, load_config, parse_override, to_yaml
+from tests.conftest import run_cli
+
+
+def test_presets_validate_and_round_trip():
+    for name in ("tiny", "sd_turbo_aesthetic"):
+        cfg = load_config(name)
+        assert Config.model_validate(yaml.safe_load(to_yaml(cfg))) == cfg
+
+
+def test_sd_turbo_preset_has_the_paper_settings():
+    cfg = load_config("sd_turbo_aesthetic")
+    assert cfg.model.pretrained == "stabilityai/sd-turbo"
+    assert (cfg.sampling.num_steps, cfg.sampling.eta, cfg.sampling.guidance_scale) == (50, 1.0, 1.0)
+    assert (cfg.train.learning_rate, cfg.train.batch_size, cfg.train.gradient_accumulation_steps) == (1e-4, 2, 8)
+    assert (cfg.train.clip_range, cfg.train.adv_clip_max, cfg.train.lam, cfg.train.gamma) == (1e-4, 5.0, 0.99, 0.99)
+    assert (cfg.train.stat_buffer_size, cfg.train.stat_min_count, cfg.model.lora_rank) == (32, 16, 4)
+    assert cfg.reward.name == "aesthetic" and cfg.epochs == 100
+
+
+def test_overrides_are_typed_by_yaml():
+    assert parse_override("train.learning_rate=5e-5") == ("train.learning_rate", 5e-5)
+    assert parse_override("ray.enabled=false") == ("ray.enabled", False)
+    cfg = load_config("tiny", ["train.learning_rate=5e-5", "rollout.num_actors=3"])
+    assert cfg.train.learning_rate == 5e-5 and cfg.rollout.num_actors == 3
+
+
+def test_config_is_frozen():
+    with pytest.raises(Exception):
+        load_config("tiny").train.learning_rate = 1.0
+
+
+@pytest.mark.parametrize(
+    "overrides, key",
+    [
+        (["train.lr=1"], "train.lr"),
+        (["train.learning_rate=abc"], "train.learning_rate"),
+        (["train.learning_rate=-1"], "train.learning_rate"),
+        (["rollout.chunk_size=3"], "rollout"),
+        (["nosuchsection.x=1"], "nosuchsection"),
+        (["novalue"], "novalue"),
+        (["train.stat_min_count=64"], "train"),
+    ],
+)
+def test_invalid_overrides_name_the_key(overrides, key):
+    with pytest.raises(ConfigError) as err:
+        load_config("tiny", overrides)
+    assert str(err.value).startswith(key) or f"'{key}'" in str(err.value)
+    assert "\n" not in str(err.value)
+
+
+def test_every_field_is_described():
+    def walk(model):
+        for name, field in model.model_fields.items():
+            assert field.description, f"{model.__name__}.{name} has no description"
+            ann = field.annotation
+            if isinstance(ann, type) and issubclass(ann, Config.__mro__[1]):
+                walk(ann)
+
+    walk(Config)
+
+
+@pytest.mark.parametrize(
+    "args, needle",
+    [
+        (["train.learning_rate=abc"], "train.learning_rate"),
+        (["train.nope=1"], "train.nope"),
+        (["--config", "/nonexistent/file.yaml"], "/nonexistent/file.yaml"),
+        (["reward.name=nosuchreward"], "jpeg_compressibility"),
+        (["prompts.source=/nonexistent/prompts.txt"], "prompts.source"),
+        (["model.pretrained=/nonexistent/model"], "model.pretrained"),
+        (["--epochs", "0"], "epochs"),
+    ],
+)
+def test_cli_bad_input_exits_2_with_one_line(args, needle):
+    res = run_cli(*args, timeout=120)
+    assert res.returncode == 2, res.stderr
+    lines = [line for line in res.stderr.strip().splitlines() if line.strip()]
+    assert len(lines) == 1 and needle in lines[0], res.stderr
+    assert "Traceback" not in res.stderr
+
+
+def test_cli_malformed_yaml_and_empty_prompt_file(tmp_path):
+    bad = tmp_path / "bad.yaml"
+    bad.write_text("train: [unclosed\n")
+    res = run_cli("--config", str(bad), timeout=120)
+    assert res.returncode == 2 and str(bad) in res.stderr and "Traceback" not in res.stderr
+    notmap = tmp_path / "list.yaml"
+    notmap.write_text("- a\n- b\n")
+    res = run_cli("--config", str(notmap), timeout=120)
+    assert res.returncode == 2 and "mapping" in res.stderr
+    empty = tmp_path / "prompts.txt"
+    empty.write_text("\n\n")
+    res = run_cli(f"prompts.source={empty}", timeout=120)
+    assert res.returncode == 2 and "no prompts" in res.stderr
+
+
+def test_cli_print_config_and_help():
+    res = run_cli("--print-config", "train.learning_rate=5e-5", "--epochs", "7", timeout=120)
+    assert res.returncode == 0, res.stderr
+    printed = yaml.safe_load(res.stdout)
+    assert printed["train"]["learning_rate"] == 5e-5 and printed["epochs"] == 7
+    assert Config.model_validate(printed).name == "tiny"
+    res = run_cli("--help", timeout=120)
+    assert res.returncode == 0
+    for flag in ("--config", "--run-dir", "--epochs", "--print-config", "KEY=VALUE"):
+        assert flag in res.stdout
