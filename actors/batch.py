@@ -59,6 +59,23 @@ class RolloutBatch:
             raise ValueError("RolloutBatch: the two trajectories of a pair must share the initial noise")
         return self
 
+    def select(self, rows: torch.Tensor) -> "RolloutBatch":
+        """The sub-batch of the given pairs (B' rows), e.g. those with valid rewards."""
+        rows = torch.as_tensor(rows, dtype=torch.long)
+        return RolloutBatch(
+            policy_version=self.policy_version,
+            epoch=self.epoch,
+            pair_index=self.pair_index[rows],
+            prompts=[self.prompts[int(i)] for i in rows],
+            timesteps=self.timesteps,
+            latents=self.latents[rows],
+            log_probs=self.log_probs[rows],
+            query_steps=self.query_steps[rows],
+            similarities=self.similarities[rows],
+            images=self.images[rows.numpy()],
+            worker=self.worker,
+        )
+
     @staticmethod
     def concat(batches: list["RolloutBatch"]) -> "RolloutBatch":
         """Concatenate along B, ordered by pair index (so results do not depend on arrival order)."""

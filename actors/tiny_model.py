@@ -15,7 +15,7 @@ from pathlib import Path
 
 import torch
 
-TINY_VERSION = "tiny-sd-v2"  # bump when the architecture below changes (cache key)
+TINY_VERSION = "tiny-sd-v3"  # bump when the architecture below changes (cache key)
 _TINY_SEED = 1234
 
 
@@ -34,23 +34,30 @@ def _write_char_tokenizer(directory: Path) -> None:
 
 @torch.no_grad()
 def _make_decoder_transparent(vae) -> None:
-    """Set the tiny VAE decoder to (about) upsample the latent to pixels: residual branches and
-    attention outputs zeroed, convolutions set to identity taps. A randomly initialized decoder
-    paints nearly the same texture for any latent, so no image reward could be learned through it;
-    this one passes the latent's spatial structure through (its GroupNorms still standardize it)."""
+    """Set the tiny VAE decoder to (about) upsample the latent to pixels. A randomly initialized
+    decoder paints nearly the same texture for any latent (its GroupNorms standardize everything
+    away), so no image reward could be learned through it. Here residual branches and attention
+    outputs are zeroed and convolutions are identity taps, latent channel c is carried on feature
+    channel 2c, and channel 2c+1 holds a constant 1 in the same norm group: the final GroupNorm then
+    keeps the latent's level and contrast relative to that constant instead of erasing them."""
     from diffusers.models.resnet import ResnetBlock2D
 
-    def identity_(conv: torch.nn.Conv2d, scale: float = 1.0) -> None:
+    def identity_(conv: torch.nn.Conv2d) -> None:
         conv.weight.zero_()
         k = conv.kernel_size[0] // 2
         for c in range(min(conv.in_channels, conv.out_channels)):
-            conv.weight[c, c, k, k] = scale
+            conv.weight[c, c, k, k] = 1.0
         if conv.bias is not None:
             conv.bias.zero_()
 
     dec = vae.decoder
     identity_(vae.post_quant_conv)
-    identity_(dec.conv_in)
+    dec.conv_in.weight.zero_()
+    dec.conv_in.bias.zero_()
+    k = dec.conv_in.kernel_size[0] // 2
+    for c in range(dec.conv_in.in_channels):
+        dec.conv_in.weight[2 * c, c, k, k] = 1.0  # latent channel c -> feature channel 2c
+        dec.conv_in.bias[2 * c + 1] = 1.0  # its constant partner in the same norm group
     for module in dec.modules():
         if isinstance(module, ResnetBlock2D):
             module.conv2.weight.zero_()
@@ -62,7 +69,10 @@ def _make_decoder_transparent(vae) -> None:
             module.to_out[0].bias.zero_()
         elif module.__class__.__name__ == "Upsample2D" and module.conv is not None:
             identity_(module.conv)
-    identity_(dec.conv_out, scale=0.5)
+    dec.conv_out.weight.zero_()
+    dec.conv_out.bias.zero_()
+    for rgb in range(3):
+        dec.conv_out.weight[rgb, 2 * rgb, k, k] = 0.5  # RGB from latent channels 0, 1, 2
 
 
 def build_tiny_pipeline(directory: str | Path) -> None:
@@ -95,7 +105,7 @@ def build_tiny_pipeline(directory: str | Path) -> None:
         down_block_types=("DownEncoderBlock2D",) * 3,
         up_block_types=("UpDecoderBlock2D",) * 3,
         latent_channels=4,
-        norm_num_groups=16,
+        norm_num_groups=8,  # 2 channels per group in the last decoder block (see _make_decoder_transparent)
         sample_size=64,
         scaling_factor=1.0,
     )

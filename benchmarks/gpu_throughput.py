@@ -69,7 +69,7 @@ def main() -> int:
     fwd_bwd_flops = fc.get_total_flops()
     learner.optimizer.zero_grad(set_to_none=True)
 
-    roll_times, upd_times, batch = [], [], None
+    roll_times, upd_times, batch, last_update = [], [], None, {}
     for r in range(args.repeats + 1):  # first round warms up
         torch.cuda.synchronize(); t0 = time.perf_counter()
         batch = rollout.rollout(r, list(range(args.pairs)), prompts, learner.version)
@@ -77,7 +77,7 @@ def main() -> int:
         adv = torch.randn(args.pairs, 2, args.steps).clamp(-5, 5)
         tb = TrainBatch(batch.policy_version, r, batch.prompts, batch.timesteps, batch.latents, batch.log_probs, adv)
         torch.cuda.synchronize(); t0 = time.perf_counter()
-        learner.update(tb)
+        last_update = learner.update(tb)
         torch.cuda.synchronize(); upd = time.perf_counter() - t0
         rollout.set_weights(learner.get_weights())
         if r:
@@ -102,6 +102,7 @@ def main() -> int:
         "rollout_mfu": peak and round(roll_flops / roll_s / peak, 4),
         "update_mfu": peak and round(upd_flops / upd_s / peak, 4),
         "max_memory_gib": round(torch.cuda.max_memory_allocated() / 2**30, 2),
+        "last_update": {k: round(v, 6) for k, v in last_update.items()},
         "torch": torch.__version__,
     }
     print(json.dumps(result))

@@ -37,17 +37,21 @@ class LocalActor:
         return type("LocalMethod", (), {"remote": staticmethod(lambda *a, **k: _Done(method, *a, **k))})()
 
 
-def get(refs):
+def get(refs, timeout: float | None = None):
     """ray.get for Ray refs and in-process results alike (a list or a single one)."""
     if isinstance(refs, list):
-        return [get(r) for r in refs]
+        return [get(r, timeout) for r in refs]
     if isinstance(refs, _Done):
         if refs.error is not None:
             raise refs.error
         return refs.value
     import ray
 
-    return ray.get(refs)
+    return ray.get(refs, timeout=timeout)
+
+
+def is_local(ref) -> bool:
+    return isinstance(ref, _Done)
 
 
 def wait_one(pending: list) -> tuple[Any, list]:
@@ -118,7 +122,7 @@ def launch_workers(cfg: Config) -> tuple[list, list, Any]:
     """(rollout handles, reward-server handles, learner handle)."""
     r, w, lrn = cfg.rollout, cfg.reward, cfg.learner
     rollout_args = (cfg.model, cfg.sampling, cfg.seed, _device(r.num_gpus), r.torch_threads)
-    reward_args = (w.name, _device(w.num_gpus), w.batch_size)
+    reward_args = (w.name, _device(w.num_gpus), w.batch_size, w.options, w.weights)
     learner_args = (cfg.model, cfg.sampling, cfg.train, cfg.seed, _device(lrn.num_gpus), lrn.torch_threads)
     if not cfg.ray.enabled:
         return (
@@ -129,7 +133,7 @@ def launch_workers(cfg: Config) -> tuple[list, list, Any]:
     import ray
 
     rollout_cls = ray.remote(RolloutWorker).options(num_cpus=r.num_cpus, num_gpus=r.num_gpus)
-    reward_cls = ray.remote(RewardServer).options(num_cpus=w.num_cpus, num_gpus=w.num_gpus, max_restarts=3)
+    reward_cls = ray.remote(RewardServer).options(num_cpus=w.num_cpus, num_gpus=w.num_gpus, max_restarts=w.max_restarts)
     learner_cls = ray.remote(LearnerWorker).options(num_cpus=lrn.num_cpus, num_gpus=lrn.num_gpus)
     rollouts = [rollout_cls.remote(*rollout_args) for _ in range(r.num_actors)]
     rewards = [reward_cls.remote(*reward_args) for _ in range(w.num_servers)]

@@ -55,11 +55,13 @@ def run(cfg: Config, run_dir: Path, prompt_list: list[str]) -> Path:
     from learner.advantages import StepStatTracker
     from learner.launch import get, init_ray, launch_workers
     from learner.outputs import RunOutputs
+    from learner.reward_pool import RewardPool
 
     out = RunOutputs(run_dir, to_yaml(cfg), cfg.output.tensorboard)
     if cfg.ray.enabled:
         init_ray(cfg)
-    rollouts, reward_pool, learner = launch_workers(cfg)
+    rollouts, reward_servers, learner = launch_workers(cfg)
+    pool = RewardPool(reward_servers, cfg.reward.batch_size, cfg.reward.timeout_s, cfg.reward.max_retries)
     tracker = StepStatTracker(cfg.train.stat_buffer_size, cfg.train.stat_min_count) if cfg.train.per_step_stat_tracking else None
     print(f"SDPO: {cfg.epochs} epochs x {cfg.rollout.pairs_per_epoch} pairs on {len(rollouts)} rollout actors; run dir {run_dir}", flush=True)
     for epoch in range(cfg.epochs):
@@ -68,7 +70,9 @@ def run(cfg: Config, run_dir: Path, prompt_list: list[str]) -> Path:
             with timed(times, "time_publish_s"):
                 version = stages.publish_weights(learner, rollouts)
             prompts = stages.prompts_for_epoch(prompt_list, cfg.seed, epoch, cfg.rollout.pairs_per_epoch)
-            scored = stages.rollout_and_score(rollouts, reward_pool, epoch, prompts, cfg.rollout.chunk_size, version)
+            pool.stats = type(pool.stats)()
+            scored = stages.rollout_and_score(rollouts, pool, epoch, prompts, cfg.rollout.chunk_size, version)
+            stages.check_dropped(scored, len(prompts), cfg.reward.max_dropped_fraction)
             times |= scored.times
             dense = stages.fill_dense_rewards(scored, cfg.sampling.similarity_floor)  # (B, P, T)
             advantages = stages.compute_advantages(dense, scored.rollout.prompts, cfg.train, tracker)
@@ -78,12 +82,13 @@ def run(cfg: Config, run_dir: Path, prompt_list: list[str]) -> Path:
             "epoch": epoch,
             "weights_version": version,
             "pairs": scored.rollout.num_pairs,
-            "reward_queries": scored.reward_queries,
+            "pairs_dropped": scored.pairs_dropped,
+            "reward_queries": pool.stats.images,
             "reward_1step_mean": float(np.mean(scored.sparse_rewards[:, :, 0])),
             "reward_final_mean": float(np.mean(scored.sparse_rewards[:, :, -1])),
             "reward_1step_std": float(np.std(scored.sparse_rewards[:, :, 0])),
             "reward_final_std": float(np.std(scored.sparse_rewards[:, :, -1])),
-        } | update | times
+        } | reward_metrics(scored, pool.stats) | update | times
         out.log_metrics(metrics)
         print(
             f"epoch {epoch + 1}/{cfg.epochs}  v{version}  reward 1-step {metrics['reward_1step_mean']:.4f}  "
@@ -97,6 +102,18 @@ def run(cfg: Config, run_dir: Path, prompt_list: list[str]) -> Path:
     out.close()
     print(f"done: outputs in {run_dir} (metrics.jsonl, samples/, tensorboard/, LoRA {lora_file})", flush=True)
     return run_dir
+
+
+def reward_metrics(scored, stats) -> dict[str, float]:
+    """Per-reward means (weighted rewards) and the reward service's latency and retries."""
+    import numpy as np
+
+    out = {f"reward_{name}_mean": float(np.mean(v)) for name, v in scored.components.items() if v.size}
+    out["reward_latency_s"] = round(float(np.mean(stats.latencies)), 4) if stats.latencies else float("nan")
+    out["reward_model_s"] = round(stats.model_seconds, 4)
+    out["reward_retries"] = stats.retries
+    out["reward_failed_calls"] = stats.failed_calls
+    return out
 
 
 def default_run_dir(cfg: Config) -> Path:
@@ -127,7 +144,8 @@ def _check_inputs(cfg: Config) -> list[str]:
     from actors.prompts import load_prompts
     from rewards.registry import reward_spec
 
-    reward_spec(cfg.reward.name)
+    for name in cfg.reward.reward_names:
+        reward_spec(name)
     if cfg.model.pretrained != "tiny":
         resolve_model_path(cfg.model)
     if cfg.sampling.num_steps < cfg.sampling.num_anchors + 2:

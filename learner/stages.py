@@ -4,7 +4,6 @@ dense rewards -> advantages -> update."""
 
 from __future__ import annotations
 
-import itertools
 import time
 from dataclasses import dataclass
 
@@ -16,8 +15,13 @@ from learner.advantages import StepStatTracker, batch_normalize, clip_advantages
 from learner.batch import TrainBatch
 from learner.config import TrainConfig
 from learner.launch import get, put, wait_one
+from learner.reward_pool import RewardPool
 from rewards.server import ScoreRequest
 from rewards.similarity import dense_rewards
+
+
+class TooManyDroppedError(RuntimeError):
+    """More of an epoch's pairs lack a valid reward than reward.max_dropped_fraction allows."""
 
 
 def prompts_for_epoch(prompt_list: list[str], seed: int, epoch: int, num_pairs: int) -> list[str]:
@@ -36,42 +40,57 @@ def publish_weights(learner, rollouts: list) -> int:
 
 @dataclass
 class Scored:
-    rollout: RolloutBatch  # all B pairs of the epoch, ordered by pair index
-    sparse_rewards: np.ndarray  # (B, P, K+2) reward of each queried state; NaN where missing
-    reward_queries: int  # real reward-model calls (one per image)
+    rollout: RolloutBatch  # the epoch's pairs with valid rewards, ordered by pair index
+    sparse_rewards: np.ndarray  # (B, P, K+2) reward of each queried state
+    components: dict[str, np.ndarray]  # reward name -> (B, P, K+2) unweighted part (weighted rewards)
+    pairs_dropped: int  # pairs without a valid (finite) reward for every queried state
     times: dict  # time_rollout_s (until the last rollout arrived), time_reward_s (after that, until all rewards)
 
 
-def rollout_and_score(rollouts: list, reward_pool: list, epoch: int, prompts: list[str], chunk_size: int, version: int) -> Scored:
+def rollout_and_score(rollouts: list, pool: RewardPool, epoch: int, prompts: list[str], chunk_size: int, version: int) -> Scored:
     """Roll out all pairs in chunks (an idle actor takes the next chunk) and send each chunk's
     sparse images to the reward pool as soon as it arrives."""
     chunks = [list(range(s, min(s + chunk_size, len(prompts)))) for s in range(0, len(prompts), chunk_size)]
-    todo, servers = iter(chunks), itertools.cycle(reward_pool)
-    inflight = {}  # ref -> actor
-    for actor in rollouts:
+    todo, inflight, arrived = iter(chunks), {}, []  # inflight: ref -> actor; arrived: (batch, ticket)
+
+    def dispatch(actor) -> None:
         idx = next(todo, None)
         if idx is not None:
             inflight[actor.rollout.remote(epoch, idx, [prompts[i] for i in idx], version)] = actor
-    batches, reward_refs = [], []
+
     start = time.perf_counter()
+    for actor in rollouts:
+        dispatch(actor)
     while inflight:
         ref, _ = wait_one(list(inflight))
         actor = inflight.pop(ref)
         batch = get(ref)
         B, P, Q = batch.images.shape[:3]
-        request = ScoreRequest(batch.images.reshape(B * P * Q, *batch.images.shape[3:]), [p for p in batch.prompts for _ in range(P * Q)])
-        reward_refs.append(next(servers).score.remote(request))
-        batches.append(batch)
-        idx = next(todo, None)
-        if idx is not None:
-            inflight[actor.rollout.remote(epoch, idx, [prompts[i] for i in idx], version)] = actor
+        flat = batch.images.reshape(B * P * Q, *batch.images.shape[3:])  # (B*P*Q, H, W, 3), pair-major
+        arrived.append((batch, pool.submit(ScoreRequest(flat, [p for p in batch.prompts for _ in range(P * Q)]))))
+        dispatch(actor)
     rollout_done = time.perf_counter()
-    scores = [np.asarray(s, dtype=np.float64).reshape(b.images.shape[:3]) for b, s in zip(batches, get(reward_refs))]
-    order = np.argsort([int(b.pair_index[0]) for b in batches])
-    rollout = RolloutBatch.concat(batches)
-    sparse = np.concatenate([scores[i] for i in order])  # (B, P, K+2)
+    results = pool.collect()
     times = {"time_rollout_s": round(rollout_done - start, 4), "time_reward_s": round(time.perf_counter() - rollout_done, 4)}
-    return Scored(rollout, sparse, int(sparse.size), times)
+    arrived.sort(key=lambda bt: int(bt[0].pair_index[0]))
+    rollout = RolloutBatch.concat([b for b, _ in arrived])
+    shape = rollout.images.shape[:3]  # (B, P, K+2)
+    sparse = np.concatenate([results[t].scores for _, t in arrived]).reshape(shape)
+    names = set.intersection(*(set(results[t].components) for _, t in arrived))
+    components = {k: np.concatenate([results[t].components[k] for _, t in arrived]).reshape(shape) for k in sorted(names)}
+    valid = np.isfinite(sparse).all(axis=(1, 2))  # (B,)
+    keep = torch.from_numpy(np.flatnonzero(valid))
+    return Scored(
+        rollout.select(keep), sparse[valid], {k: v[valid] for k, v in components.items()}, int((~valid).sum()), times
+    )
+
+
+def check_dropped(scored: Scored, requested: int, max_fraction: float) -> None:
+    if scored.pairs_dropped > max_fraction * requested or scored.rollout.num_pairs == 0:
+        raise TooManyDroppedError(
+            f"{scored.pairs_dropped} of {requested} pairs have no valid reward this epoch "
+            f"(reward.max_dropped_fraction={max_fraction}); check the reward servers' logs"
+        )
 
 
 def fill_dense_rewards(scored: Scored, similarity_floor: float) -> torch.Tensor:

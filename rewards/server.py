@@ -1,5 +1,5 @@
 """The reward server: a plain class that scores batches of images (``ray.remote`` is applied where
-it is launched), and the typed request that crosses the process boundary to it."""
+it is launched), and the typed request and result that cross the process boundary."""
 
 from __future__ import annotations
 
@@ -10,7 +10,7 @@ from typing import Any
 
 import numpy as np
 
-from rewards.registry import build_reward
+from rewards.combined import build_weighted_reward
 
 
 @dataclass
@@ -26,21 +26,40 @@ class ScoreRequest:
         return self
 
 
+@dataclass
+class ScoreResult:
+    scores: np.ndarray  # (N,) float64: the (weighted) reward; NaN/inf are left for the caller to drop
+    components: dict[str, np.ndarray]  # reward name -> (N,) unweighted scores of each part
+    seconds: float  # time spent in the reward model(s)
+
+
 class RewardServer:
-    def __init__(self, name: str, device: str = "cpu", batch_size: int = 32, options: dict[str, Any] | None = None):
+    """Scores images with one reward, or a weighted sum of several sharing this actor."""
+
+    def __init__(
+        self,
+        name: str,
+        device: str = "cpu",
+        batch_size: int = 32,
+        options: dict[str, dict[str, Any]] | None = None,
+        weights: dict[str, float] | None = None,
+    ):
         self.name, self.batch_size = name, batch_size
-        self.reward_fn = build_reward(name, device=device, **(options or {}))
+        self.reward = build_weighted_reward(weights or {name: 1.0}, device=device, options=options or {})
         self.calls = 0  # real reward-model calls, one per image
 
     def identity(self) -> str:
         return f"RewardServer({self.name}, pid={os.getpid()}, host={socket.gethostname()})"
 
-    def score(self, request: ScoreRequest) -> np.ndarray:
-        """(N,) float64 scores, computed in chunks of at most `batch_size` images."""
+    def score(self, request: ScoreRequest) -> ScoreResult:
+        """Score N images in model calls of at most `batch_size` images."""
+        import time
+
         request.validate()
-        out = []
-        for start in range(0, len(request.prompts), self.batch_size):
-            end = start + self.batch_size
-            out.append(np.asarray(self.reward_fn(request.images[start:end], request.prompts[start:end]), dtype=np.float64))
+        start, parts = time.perf_counter(), []
+        for lo in range(0, len(request.prompts), self.batch_size):
+            parts.append(self.reward.components(request.images[lo : lo + self.batch_size], request.prompts[lo : lo + self.batch_size]))
+        components = {k: np.concatenate([p[k] for p in parts]) for k in self.reward.weights} if parts else {}
         self.calls += len(request.prompts)
-        return np.concatenate(out) if out else np.zeros(0)
+        scores = self.reward.combine(components) if parts else np.zeros(0)
+        return ScoreResult(np.asarray(scores, dtype=np.float64), components, time.perf_counter() - start)
