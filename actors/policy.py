@@ -45,7 +45,7 @@ def quiet_libraries() -> None:
     diffusers.utils.logging.disable_progress_bar()
 
 
-def load_pipeline(model: ModelConfig, device: str | torch.device = "cpu", with_lora: bool = True):
+def load_pipeline(model: ModelConfig, device: str | torch.device = "cpu", with_lora: bool = True, seed: int = 0):
     """StableDiffusionPipeline.from_pretrained + a DDIM scheduler from the model's scheduler config,
     frozen VAE and text encoder, and (optionally) peft LoRA adapters on the UNet attention projections."""
     quiet_libraries()
@@ -73,11 +73,21 @@ def load_pipeline(model: ModelConfig, device: str | torch.device = "cpu", with_l
         module.requires_grad_(False)
     pipe.to(device)
     if with_lora:
-        add_lora(pipe.unet, model)
+        add_lora(pipe.unet, model, seed)
     return pipe
 
 
-def add_lora(unet, model: ModelConfig) -> None:
+def add_lora(unet, model: ModelConfig, seed: int = 0) -> None:
+    """peft LoRA adapters, initialized from `seed` alone (not from whatever the global RNG holds)."""
+    with torch.random.fork_rng(devices=[]):
+        torch.manual_seed(seed)
+        _add_adapter(unet, model)
+    for p in unet.parameters():  # LoRA parameters train in float32, whatever the base dtype
+        if p.requires_grad:
+            p.data = p.data.float()
+
+
+def _add_adapter(unet, model: ModelConfig) -> None:
     from peft import LoraConfig
 
     unet.add_adapter(
@@ -88,9 +98,6 @@ def add_lora(unet, model: ModelConfig) -> None:
             target_modules=list(model.lora_target_modules),
         )
     )
-    for p in unet.parameters():  # LoRA parameters train in float32, whatever the base dtype
-        if p.requires_grad:
-            p.data = p.data.float()
 
 
 def lora_state(unet) -> dict[str, torch.Tensor]:

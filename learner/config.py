@@ -5,6 +5,7 @@ Load order: defaults <- preset/--config YAML <- CLI flags (--run-dir, --epochs) 
 
 from __future__ import annotations
 
+import re
 from pathlib import Path
 from typing import Any, Literal
 
@@ -15,6 +16,7 @@ from actors.config import ModelConfig, PromptConfig, RolloutConfig, SamplingConf
 from rewards.config import RewardConfig
 
 PRESET_DIR = Path(__file__).parent / "presets"
+_NUMBER = re.compile(r"[-+]?(\d+\.?\d*|\.\d+)([eE][-+]?\d+)")
 
 
 class TrainConfig(Section):
@@ -107,6 +109,8 @@ def parse_override(item: str) -> tuple[str, Any]:
         value = yaml.safe_load(raw) if raw != "" else ""
     except yaml.YAMLError:
         value = raw
+    if isinstance(value, str) and _NUMBER.fullmatch(value):
+        value = float(value)  # YAML 1.1 reads '5e-5' (no dot) as a string
     return key, value
 
 

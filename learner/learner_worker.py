@@ -51,7 +51,7 @@ class LearnerWorker:
             precision = "fp16" if device == "cuda" else "no"
         self.accelerator = Accelerator(mixed_precision=precision, cpu=device == "cpu")
         self.sampling, self.train, self.seed = sampling, train, seed
-        self.pipe = load_pipeline(model, self.accelerator.device)
+        self.pipe = load_pipeline(model, self.accelerator.device, seed=seed)
         params = [p for p in self.pipe.unet.parameters() if p.requires_grad]
         optimizer = torch.optim.AdamW(
             params,
