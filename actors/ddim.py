@@ -3,7 +3,8 @@
 Adapted from the DDIM update of diffusers' ``DDIMScheduler.step`` (Song et al. 2021, eq. 12):
 changed to (a) take the previous timestep from the scheduler's own timestep list, so any T and any
 spacing is exact, (b) accept a different step index per sample, (c) return the log-density of the
-next state. Pure torch: no diffusers, no ray.
+next state; ``ddim_step`` is the deterministic (eta = 0) step of the held-out evaluation.
+Pure torch: no diffusers, no ray.
 
 Notation (paper <- code):
     x_i        <- sample                  noisy latent at step i                    (N, C, h, w)
@@ -52,7 +53,12 @@ def _bcast(x: torch.Tensor, like: torch.Tensor) -> torch.Tensor:
     return x.to(like.device, like.dtype).view(-1, *([1] * (like.ndim - 1)))
 
 
-def ddim_step_with_logprob(
+class DDIMSample(NamedTuple):
+    next_sample: torch.Tensor  # x_{i+1} = mu (sigma = 0), (N, C, h, w)
+    pred_original_sample: torch.Tensor  # x0_i, (N, C, h, w)
+
+
+def _ddim_moments(
     model_output: torch.Tensor,
     sample: torch.Tensor,
     step_index: torch.Tensor,
@@ -60,17 +66,12 @@ def ddim_step_with_logprob(
     alphas_cumprod: torch.Tensor,
     final_alpha_cumprod: float,
     eta: float,
-    prediction_type: str = "epsilon",
-    next_sample: torch.Tensor | None = None,
-    noise: torch.Tensor | None = None,
-) -> DDIMStep:
-    """One DDIM step. If `next_sample` is given it is scored instead of drawn (the learner's case);
-    otherwise x_{i+1} = mu + sigma * noise, with `noise` ~ N(0, I) required."""
+    prediction_type: str,
+) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """Steps 1-3 of the DDIM update, shared by the stochastic and the deterministic step:
+    (x0 (N, C, h, w), mu (N, C, h, w), sigma (N,)), all float32."""
     if prediction_type not in PREDICTION_TYPES:
         raise ValueError(f"prediction_type must be one of {PREDICTION_TYPES}, got {prediction_type!r}")
-    if eta <= 0:
-        raise ValueError("eta must be > 0 for the step to have a log-probability")
-    dtype = sample.dtype
     x = sample.float()
     out = model_output.float()
     alpha_t, alpha_prev = step_alphas(step_index, timesteps, alphas_cumprod, final_alpha_cumprod)
@@ -90,6 +91,30 @@ def ddim_step_with_logprob(
         eps = (x - a_t.sqrt() * x0) / (1 - a_t).sqrt()
     # 3. mean of the next state: mu = sqrt(a_prev) x0 + sqrt(1 - a_prev - sigma^2) eps
     mu = a_prev.sqrt() * x0 + (1 - a_prev - std**2).clamp(min=0).sqrt() * eps
+    return x0, mu, std_dev
+
+
+def ddim_step_with_logprob(
+    model_output: torch.Tensor,
+    sample: torch.Tensor,
+    step_index: torch.Tensor,
+    timesteps: torch.Tensor,
+    alphas_cumprod: torch.Tensor,
+    final_alpha_cumprod: float,
+    eta: float,
+    prediction_type: str = "epsilon",
+    next_sample: torch.Tensor | None = None,
+    noise: torch.Tensor | None = None,
+) -> DDIMStep:
+    """One DDIM step. If `next_sample` is given it is scored instead of drawn (the learner's case);
+    otherwise x_{i+1} = mu + sigma * noise, with `noise` ~ N(0, I) required."""
+    if eta <= 0:
+        raise ValueError("eta must be > 0 for the step to have a log-probability (use ddim_step for eta = 0)")
+    dtype = sample.dtype
+    x0, mu, std_dev = _ddim_moments(
+        model_output, sample, step_index, timesteps, alphas_cumprod, final_alpha_cumprod, eta, prediction_type
+    )
+    std = _bcast(std_dev, mu)
     # 4. draw or score x_{i+1}
     if next_sample is None:
         if noise is None:
@@ -103,3 +128,20 @@ def ddim_step_with_logprob(
     )
     log_prob = log_prob.mean(dim=tuple(range(1, log_prob.ndim)))
     return DDIMStep(nxt.to(dtype), log_prob, x0.to(dtype), mu.to(dtype), std_dev)
+
+
+def ddim_step(
+    model_output: torch.Tensor,
+    sample: torch.Tensor,
+    step_index: torch.Tensor,
+    timesteps: torch.Tensor,
+    alphas_cumprod: torch.Tensor,
+    final_alpha_cumprod: float,
+    prediction_type: str = "epsilon",
+) -> DDIMSample:
+    """The deterministic DDIM step (eta = 0, sigma = 0): x_{i+1} = mu, with no log-probability.
+    The sampler of the held-out evaluation; same arithmetic as the stochastic step at eta = 0."""
+    x0, mu, _ = _ddim_moments(
+        model_output, sample, step_index, timesteps, alphas_cumprod, final_alpha_cumprod, 0.0, prediction_type
+    )
+    return DDIMSample(mu.to(sample.dtype), x0.to(sample.dtype))

@@ -1,11 +1,13 @@
-"""Prompt sources: the built-in animal lists or a text file with one prompt per line."""
+"""Prompt sources: the built-in animal lists or a text file with one prompt per line.
+
+'heldout_animals' is the default held-out evaluation set: 8 animals in neither training list."""
 
 from __future__ import annotations
 
 from pathlib import Path
 
 ASSETS = Path(__file__).parent / "assets"
-BUILTIN = ("simple_animals", "complex_animals")
+BUILTIN = ("simple_animals", "complex_animals", "heldout_animals")
 
 
 class PromptError(ValueError):

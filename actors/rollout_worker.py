@@ -6,12 +6,13 @@ from __future__ import annotations
 import os
 import socket
 
+import numpy as np
 import torch
 
 from actors.batch import PolicyWeights, RolloutBatch
 from actors.config import ModelConfig, SamplingConfig
 from actors.policy import load_lora_state, load_pipeline
-from actors.sampling import pair_generator, sample_pairs, sparse_queries
+from actors.sampling import decode_to_uint8, pair_generator, sample_deterministic, sample_pairs, sparse_queries
 
 
 def pick_device(num_gpus: float) -> str:
@@ -54,3 +55,10 @@ class RolloutWorker:
             images=images,
             worker=self.identity(),
         ).validate()
+
+    def evaluate(self, prompts: list[str], seeds: list[int], num_steps: int) -> np.ndarray:
+        """Held-out samples of the loaded policy: deterministic (eta = 0) `num_steps`-step DDIM from
+        the noise of torch.Generator().manual_seed(seeds[n]); uint8 images (N, H, W, 3)."""
+        gens = [torch.Generator().manual_seed(int(s)) for s in seeds]
+        pred_x0 = sample_deterministic(self.pipe, prompts, gens, num_steps, self.sampling.guidance_scale)  # (N, C, h, w)
+        return decode_to_uint8(self.pipe, pred_x0)

@@ -12,7 +12,7 @@ from typing import NamedTuple
 import numpy as np
 import torch
 
-from actors.ddim import ddim_step_with_logprob
+from actors.ddim import ddim_step, ddim_step_with_logprob
 from actors.policy import encode_prompts, unet_output
 from rewards.similarity import select_anchors
 
@@ -35,6 +35,18 @@ def latent_shape(pipe) -> tuple[int, int, int]:
     return (pipe.unet.config.in_channels, size, size)
 
 
+def set_timesteps(sched, num_steps: int) -> torch.Tensor:
+    """The scheduler's timesteps for `num_steps` steps, t_0 > ... > t_{T-1}: (T,)."""
+    sched.set_timesteps(num_steps, device="cpu")
+    return sched.timesteps.clone()
+
+
+def initial_noise(pipe, generators: list[torch.Generator]) -> torch.Tensor:
+    """x_0 ~ N(0, I) scaled by the scheduler's init sigma, the FIRST draw of each generator: (N, C, h, w)."""
+    x0 = torch.stack([torch.randn(latent_shape(pipe), generator=g) for g in generators])  # (N, C, h, w)
+    return x0 * pipe.scheduler.init_noise_sigma
+
+
 @torch.no_grad()
 def sample_pairs(
     pipe,
@@ -50,11 +62,9 @@ def sample_pairs(
     embeds = encode_prompts(pipe, prompts).repeat_interleave(2, dim=0)  # (2B, L, D): pair-major
     negative = encode_prompts(pipe, [""] * (2 * B)) if guidance_scale > 1 else None
     sched = pipe.scheduler
-    sched.set_timesteps(num_steps, device="cpu")
-    timesteps = sched.timesteps.clone()  # (T,)
+    timesteps = set_timesteps(sched, num_steps)  # (T,)
     # x_0: one draw per pair, shared by its two trajectories
-    x0 = torch.stack([torch.randn(shape, generator=g) for g in generators])  # (B, C, h, w)
-    x = (x0 * sched.init_noise_sigma).repeat_interleave(2, dim=0).to(device, dtype)  # (2B, C, h, w)
+    x = initial_noise(pipe, generators).repeat_interleave(2, dim=0).to(device, dtype)  # (2B, C, h, w)
     latents, log_probs, pred_x0 = [x], [], []
     for i, t in enumerate(timesteps):
         out = unet_output(pipe.unet, x, t.expand(2 * B).to(device), embeds, guidance_scale, negative)
@@ -76,6 +86,31 @@ def sample_pairs(
         pred_x0.append(step.pred_original_sample)
     to_pairs = lambda seq: torch.stack(seq, dim=1).unflatten(0, (B, 2)).cpu()  # noqa: E731  (2B, S, ...) -> (B, 2, S, ...)
     return SampledPairs(timesteps, to_pairs(latents).float(), to_pairs(log_probs).float(), to_pairs(pred_x0))
+
+
+@torch.no_grad()
+def sample_deterministic(
+    pipe, prompts: list[str], generators: list[torch.Generator], num_steps: int, guidance_scale: float = 1.0
+) -> torch.Tensor:
+    """The held-out evaluation sampler: the DDIM chain at eta = 0 from x_0 = the first draw of
+    generators[n] (as in sample_pairs), over the same prompt encoding, UNet call and DDIM arithmetic
+    as training. Returns the predicted clean state of the last step, x0_{k-1}, (N, C, h, w): the
+    state whose decoding training scores as the k-step sample (x0_0 for k = 1)."""
+    N, device, dtype = len(prompts), pipe.unet.device, pipe.unet.dtype
+    embeds = encode_prompts(pipe, prompts)  # (N, L, D)
+    negative = encode_prompts(pipe, [""] * N) if guidance_scale > 1 else None
+    sched = pipe.scheduler
+    timesteps = set_timesteps(sched, num_steps)  # (k,)
+    x = initial_noise(pipe, generators).to(device, dtype)  # (N, C, h, w)
+    pred_x0 = x
+    for i, t in enumerate(timesteps):
+        out = unet_output(pipe.unet, x, t.expand(N).to(device), embeds, guidance_scale, negative)
+        step = ddim_step(
+            out, x, torch.full((N,), i), timesteps, sched.alphas_cumprod, float(sched.final_alpha_cumprod),
+            sched.config.prediction_type,
+        )
+        x, pred_x0 = step.next_sample, step.pred_original_sample
+    return pred_x0.cpu()
 
 
 @torch.no_grad()

@@ -30,12 +30,16 @@ class TrainConfig(Section):
     max_grad_norm: float = Field(1.0, gt=0, description="Gradient-norm clip.")
     num_inner_epochs: int = Field(1, ge=1, description="Passes over each epoch's samples.")
     timestep_fraction: float = Field(1.0, gt=0, le=1, description="Fraction of the T permuted steps trained on.")
-    clip_range: float = Field(1e-4, ge=0, description="New log-probs clamped to old +- this in the clipped loss (0 = off).")
+    clip_range: float = Field(
+        1e-4, ge=0, description="SDPO: new log-probs clamped to old +- this in the clipped loss; DDPO: ratio clipped to 1 +- this (0 = off)."
+    )
     adv_clip_max: float = Field(5.0, gt=0, description="Advantages clipped to [-adv_clip_max, adv_clip_max].")
     lam: float = Field(0.99, gt=0, le=1, description="Temporal weight base: w_j = lam**j / log_scale.")
     log_scale: float = Field(1.0, gt=0, description="Temporal weight divisor.")
     gamma: float = Field(0.99, ge=0, le=1, description="Discount of the dense rewards (0 = rewards as they are).")
-    per_step_stat_tracking: bool = Field(True, description="Normalize returns per (prompt, step); else over the batch.")
+    per_step_stat_tracking: bool = Field(
+        True, description="Normalize returns per (prompt, step) (DDPO: final rewards per prompt); else over the batch."
+    )
     stat_buffer_size: int = Field(32, ge=1, description="FIFO size per (prompt, step) in the stat tracker.")
     stat_min_count: int = Field(16, ge=1, description="Values needed before a (prompt, step) uses its own stats.")
     mixed_precision: Literal["auto", "no", "fp16", "bf16"] = Field(
@@ -70,19 +74,45 @@ class OutputConfig(Section):
     tensorboard: bool = Field(True, description="Write TensorBoard event files.")
 
 
+class EvalConfig(Section):
+    enabled: bool = Field(True, description="Evaluate on held-out prompts every `every` epochs and after the last epoch.")
+    every: int = Field(5, ge=1, description="Evaluate the policy after every this many epochs' updates (and after the last).")
+    steps: tuple[int, ...] = Field(
+        (1, 2, 4, 8), min_length=1, description="Step counts k of the deterministic (eta = 0) DDIM samples scored at each evaluation."
+    )
+    prompts: str = Field(
+        "heldout_animals",
+        description="Held-out prompts: a built-in list ('heldout_animals': 8 animals in no training list) or a text file, one per line.",
+    )
+    num_prompts: int = Field(8, ge=1, description="Evaluate on the first this many held-out prompts (all if the source has fewer).")
+    seed: int = Field(1234, ge=0, description="Seed of the held-out initial noises: the same noise per prompt at every evaluation and step count.")
+
+    @model_validator(mode="after")
+    def _steps_valid(self) -> "EvalConfig":
+        if any(k < 1 or k > 1000 for k in self.steps) or len(set(self.steps)) != len(self.steps):
+            raise ValueError(f"eval.steps must be distinct step counts in 1..1000, got {list(self.steps)}")
+        return self
+
+
 class Config(Section):
     name: str = Field("sdpo", description="Run name, used in the default run directory.")
     seed: int = Field(0, ge=0, description="Seed of all sampling and shuffling (pairs are seeded by epoch and index).")
     epochs: int = Field(100, ge=1, description="Training epochs (one rollout + one update each).")
+    algorithm: Literal["sdpo", "ddpo"] = Field(
+        "sdpo",
+        description="'sdpo': stepwise dense-reward difference loss; 'ddpo': PPO clipped loss on the final-image reward "
+        "(per-prompt stat tracking, as ddpo-pytorch), on the same actors, rewards and learner.",
+    )
     model: ModelConfig = Field(default_factory=ModelConfig, description="Base pipeline and LoRA.")
     sampling: SamplingConfig = Field(default_factory=SamplingConfig, description="DDIM policy and dense rewards.")
     prompts: PromptConfig = Field(default_factory=PromptConfig, description="Training prompts.")
     rollout: RolloutConfig = Field(default_factory=RolloutConfig, description="Rollout actors.")
     reward: RewardConfig = Field(default_factory=RewardConfig, description="Reward model and server pool.")
-    train: TrainConfig = Field(default_factory=TrainConfig, description="SDPO update.")
+    train: TrainConfig = Field(default_factory=TrainConfig, description="Policy update (SDPO, or DDPO with algorithm=ddpo).")
     learner: LearnerConfig = Field(default_factory=LearnerConfig, description="Learner resources.")
     ray: RayConfig = Field(default_factory=RayConfig, description="Ray cluster.")
     output: OutputConfig = Field(default_factory=OutputConfig, description="Run outputs.")
+    eval: EvalConfig = Field(default_factory=EvalConfig, description="Held-out step-generalization evaluation.")
 
 
 class ConfigError(ValueError):

@@ -123,7 +123,7 @@ def launch_workers(cfg: Config) -> tuple[list, list, Any]:
     r, w, lrn = cfg.rollout, cfg.reward, cfg.learner
     rollout_args = (cfg.model, cfg.sampling, cfg.seed, _device(r.num_gpus), r.torch_threads)
     reward_args = (w.name, _device(w.num_gpus), w.batch_size, w.options, w.weights)
-    learner_args = (cfg.model, cfg.sampling, cfg.train, cfg.seed, _device(lrn.num_gpus), lrn.torch_threads)
+    learner_args = (cfg.model, cfg.sampling, cfg.train, cfg.seed, _device(lrn.num_gpus), lrn.torch_threads, cfg.algorithm)
     if not cfg.ray.enabled:
         return (
             [LocalActor(RolloutWorker(*rollout_args)) for _ in range(r.num_actors)],

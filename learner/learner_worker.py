@@ -14,10 +14,11 @@ from actors.batch import PolicyWeights
 from actors.config import ModelConfig, SamplingConfig
 from actors.ddim import ddim_step_with_logprob
 from actors.policy import encode_prompts, load_pipeline, lora_state, save_lora_diffusers, unet_output
+from learner.algorithms import policy_loss
 from learner.batch import TrainBatch
 from learner.config import TrainConfig
 from learner.minibatches import step_shuffled_minibatches
-from learner.objective import sdpo_loss, temporal_weights
+from learner.objective import temporal_weights
 
 
 class StalePolicyError(RuntimeError):
@@ -38,6 +39,7 @@ class LearnerWorker:
         seed: int,
         device: str = "cpu",
         torch_threads: int = 1,
+        algorithm: str = "sdpo",
     ):
         from accelerate import Accelerator
 
@@ -51,6 +53,7 @@ class LearnerWorker:
             precision = "fp16" if device == "cuda" else "no"
         self.accelerator = Accelerator(mixed_precision=precision, cpu=device == "cpu")
         self.sampling, self.train, self.seed = sampling, train, seed
+        self.algorithm, self.policy_loss = algorithm, policy_loss(algorithm)
         self.pipe = load_pipeline(model, self.accelerator.device, seed=seed)
         params = [p for p in self.pipe.unet.parameters() if p.requires_grad]
         optimizer = torch.optim.AdamW(
@@ -74,7 +77,7 @@ class LearnerWorker:
         return str(save_lora_diffusers(self.pipe.unet, directory))
 
     def update(self, batch: TrainBatch) -> dict[str, float]:
-        """One SDPO update on a batch sampled with the current policy; returns metric means."""
+        """One policy update (the `algorithm`'s loss) on a batch sampled with the current policy; returns metric means."""
         if batch.policy_version != self.version:
             raise StalePolicyError(
                 f"{self.identity()} expects data from policy version {self.version}, got {batch.policy_version}"
@@ -107,7 +110,7 @@ class LearnerWorker:
                 ).log_prob.view(-1, 2)  # (M, 2)
                 old_lp = batch.log_probs[rows, pair, cols].to(dev)  # (M, 2)
                 adv = batch.advantages[rows, pair, cols].to(dev)  # (M, 2)
-                res = sdpo_loss(new_lp, old_lp, adv, weights[steps].to(dev), cfg.clip_range)
+                res = self.policy_loss(new_lp, old_lp, adv, weights[steps].to(dev), cfg.clip_range)
                 self.accelerator.backward(res.loss / cfg.gradient_accumulation_steps)
                 passes += 1
                 if passes % cfg.gradient_accumulation_steps == 0:

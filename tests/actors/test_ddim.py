@@ -11,7 +11,7 @@ import pytest
 import torch
 from diffusers import DDIMScheduler
 
-from actors.ddim import ddim_step_with_logprob, step_alphas
+from actors.ddim import ddim_step, ddim_step_with_logprob, step_alphas
 
 SHAPE = (2, 4, 3, 3)  # (N, C, h, w)
 
@@ -146,6 +146,39 @@ def test_other_prediction_types_equal_diffusers(prediction_type, spacing):
         assert torch.equal(ours.pred_original_sample, ref.pred_original_sample), (prediction_type, i)
         assert torch.equal(ours.next_sample, ref.prev_sample), (prediction_type, i)
         x = ref.prev_sample
+
+
+# ---------------------------------------------------------------- deterministic step (eta = 0), bit for bit
+
+
+@pytest.mark.parametrize("prediction_type", ["epsilon", "v_prediction", "sample"])
+@pytest.mark.parametrize("spacing", ["leading", "trailing"])
+@pytest.mark.parametrize("T", [1, 2, 4, 8, 10, 50])
+def test_deterministic_step_equals_diffusers_eta0(T, spacing, prediction_type):
+    # the evaluation sampler: the whole k-step chain equals DDIMScheduler.step(eta=0) bit for bit
+    # (T divides 1000 here, so diffusers' t - 1000 // T rule picks the same a_prev as ours)
+    sched = make_scheduler(T, spacing, prediction_type)
+    g = torch.Generator().manual_seed(100 + T)
+    x = torch.randn(SHAPE, generator=g)
+    args = (sched.timesteps, sched.alphas_cumprod, float(sched.final_alpha_cumprod))
+    for i, t in enumerate(sched.timesteps):
+        out = torch.randn(SHAPE, generator=g)
+        ref = sched.step(out, t, x, eta=0.0)
+        ours = ddim_step(out, x, torch.full((SHAPE[0],), i), *args, prediction_type=prediction_type)
+        assert torch.equal(ours.next_sample, ref.prev_sample), (T, spacing, i)
+        assert torch.equal(ours.pred_original_sample, ref.pred_original_sample), (T, spacing, i)
+        x = ref.prev_sample
+
+
+def test_deterministic_step_is_the_mean_of_the_stochastic_step():
+    # eta = 0 is the limit of the policy: x_{i+1} = mu, and x0 does not depend on eta
+    sched = make_scheduler(10)
+    g = torch.Generator().manual_seed(11)
+    x, eps, z = (torch.randn(SHAPE, generator=g) for _ in range(3))
+    det = ddim_step(eps, x, torch.full((SHAPE[0],), 3), sched.timesteps, sched.alphas_cumprod, float(sched.final_alpha_cumprod))
+    sto = our_step(sched, eps, x, 3, noise=z, eta=1e-12)
+    torch.testing.assert_close(det.next_sample, sto.mean)
+    assert torch.equal(det.pred_original_sample, sto.pred_original_sample)
 
 
 # ---------------------------------------------------------------- which alpha is a_prev
