@@ -53,6 +53,7 @@ def run(cfg: Config, run_dir: Path, prompt_list: list[str]) -> Path:
 
     from learner import stages
     from learner.advantages import StepStatTracker
+    from learner.evaluation import Evaluator
     from learner.launch import get, init_ray, launch_workers
     from learner.outputs import RunOutputs
     from learner.reward_pool import RewardPool
@@ -63,7 +64,8 @@ def run(cfg: Config, run_dir: Path, prompt_list: list[str]) -> Path:
     rollouts, reward_servers, learner = launch_workers(cfg)
     pool = RewardPool(reward_servers, cfg.reward.batch_size, cfg.reward.timeout_s, cfg.reward.max_retries)
     tracker = StepStatTracker(cfg.train.stat_buffer_size, cfg.train.stat_min_count) if cfg.train.per_step_stat_tracking else None
-    print(f"SDPO: {cfg.epochs} epochs x {cfg.rollout.pairs_per_epoch} pairs on {len(rollouts)} rollout actors; run dir {run_dir}", flush=True)
+    evaluator = Evaluator.from_config(cfg, rollouts, reward_servers, learner, run_dir)
+    print(f"{cfg.algorithm.upper()}: {cfg.epochs} epochs x {cfg.rollout.pairs_per_epoch} pairs on {len(rollouts)} rollout actors; run dir {run_dir}", flush=True)
     for epoch in range(cfg.epochs):
         times: dict[str, float] = {}
         with timed(times, "time_epoch_s"):
@@ -74,8 +76,7 @@ def run(cfg: Config, run_dir: Path, prompt_list: list[str]) -> Path:
             scored = stages.rollout_and_score(rollouts, pool, epoch, prompts, cfg.rollout.chunk_size, version)
             stages.check_dropped(scored, len(prompts), cfg.reward.max_dropped_fraction)
             times |= scored.times
-            dense = stages.fill_dense_rewards(scored, cfg.sampling.similarity_floor)  # (B, P, T)
-            advantages = stages.compute_advantages(dense, scored.rollout.prompts, cfg.train, tracker)
+            advantages = stages.algorithm_advantages(cfg.algorithm, scored, cfg.sampling.similarity_floor, cfg.train, tracker)  # (B, P, T)
             with timed(times, "time_update_s"):
                 update = get(learner.update.remote(stages.train_batch(scored.rollout, advantages)))
         metrics = {
@@ -89,6 +90,7 @@ def run(cfg: Config, run_dir: Path, prompt_list: list[str]) -> Path:
             "reward_1step_std": float(np.std(scored.sparse_rewards[:, :, 0])),
             "reward_final_std": float(np.std(scored.sparse_rewards[:, :, -1])),
         } | reward_metrics(scored, pool.stats) | update | times
+        metrics |= evaluator.after_epoch(epoch, metrics)  # held-out eval at eval.steps when due; reward_curves.png
         out.log_metrics(metrics)
         print(
             f"epoch {epoch + 1}/{cfg.epochs}  v{version}  reward 1-step {metrics['reward_1step_mean']:.4f}  "
@@ -146,6 +148,8 @@ def _check_inputs(cfg: Config) -> list[str]:
 
     for name in cfg.reward.reward_names:
         reward_spec(name)
+    if cfg.eval.enabled:
+        load_prompts(cfg.eval.prompts)
     if cfg.model.pretrained != "tiny":
         resolve_model_path(cfg.model)
     if cfg.sampling.num_steps < cfg.sampling.num_anchors + 2:

@@ -14,6 +14,7 @@ from actors.batch import RolloutBatch
 from learner.advantages import StepStatTracker, batch_normalize, clip_advantages, discounted_returns
 from learner.batch import TrainBatch
 from learner.config import TrainConfig
+from learner.ddpo import final_reward_advantages
 from learner.launch import get, put, wait_one
 from learner.reward_pool import RewardPool
 from rewards.server import ScoreRequest
@@ -116,6 +117,19 @@ def compute_advantages(dense: torch.Tensor, prompts: list[str], train: TrainConf
     else:
         adv = batch_normalize(returns)
     return torch.as_tensor(clip_advantages(adv, train.adv_clip_max), dtype=torch.float32).view(B, P, T)
+
+
+def algorithm_advantages(
+    algorithm: str, scored: Scored, similarity_floor: float, train: TrainConfig, tracker: StepStatTracker | None
+) -> torch.Tensor:
+    """Advantages (B, P, T) of the configured algorithm: SDPO's stepwise ones from the dense rewards,
+    or DDPO's from the final reward alone (sparse_rewards[..., -1]; the other queries only feed metrics)."""
+    if algorithm == "ddpo":
+        T = scored.rollout.timesteps.shape[0]
+        adv = final_reward_advantages(scored.sparse_rewards[:, :, -1], scored.rollout.prompts, T, train.adv_clip_max, tracker)
+        return torch.as_tensor(adv, dtype=torch.float32)  # (B, P, T)
+    dense = fill_dense_rewards(scored, similarity_floor)  # (B, P, T)
+    return compute_advantages(dense, scored.rollout.prompts, train, tracker)
 
 
 def train_batch(rollout: RolloutBatch, advantages: torch.Tensor) -> TrainBatch:

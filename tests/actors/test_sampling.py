@@ -93,3 +93,50 @@ def test_validate_catches_shape_errors(batch):
     broken = dataclasses.replace(batch, log_probs=batch.log_probs[:, :, :-1])
     with pytest.raises(ValueError, match="log_probs"):
         broken.validate()
+
+
+# ---------------------------------------------------------------- held-out evaluation sampler (eta = 0)
+
+
+@pytest.mark.parametrize("k", [1, 2, 4, 8])
+def test_deterministic_sampler_equals_diffusers_ddim_eta0(worker, k):
+    """The evaluation chain equals a loop over diffusers' own DDIMScheduler.step(eta=0) with the same
+    UNet calls (k divides 1000, where diffusers' timestep rule is exact), bit for bit."""
+    from actors.sampling import sample_deterministic
+
+    pipe = worker.pipe
+    ours = sample_deterministic(pipe, PROMPTS, [torch.Generator().manual_seed(s) for s in (1, 2, 3)], k)
+    x = torch.stack([torch.randn(4, 16, 16, generator=torch.Generator().manual_seed(s)) for s in (1, 2, 3)])
+    embeds = encode_prompts(pipe, PROMPTS)  # (N, L, D)
+    pipe.scheduler.set_timesteps(k)
+    for t in pipe.scheduler.timesteps:
+        with torch.no_grad():
+            out = unet_output(pipe.unet, x, t.expand(3), embeds)
+        step = pipe.scheduler.step(out, t, x, eta=0.0)
+        x, ref = step.prev_sample, step.pred_original_sample
+    assert ours.shape == (3, 4, 16, 16)
+    assert torch.equal(ours, ref)
+
+
+def test_evaluate_returns_fixed_images(worker):
+    a = worker.evaluate(PROMPTS, [5, 6, 7], 2)
+    assert a.shape == (3, 64, 64, 3) and a.dtype == np.uint8
+    assert np.array_equal(a, worker.evaluate(PROMPTS, [5, 6, 7], 2))  # deterministic: no step noise
+    assert np.array_equal(a[1], worker.evaluate(PROMPTS[1:2], [6], 2)[0])  # a prompt's image ignores its batch
+    assert not np.array_equal(a, worker.evaluate(PROMPTS, [8, 9, 10], 2))  # the seeds pick the noise
+
+
+def test_one_step_eval_is_the_training_one_step_state(worker, batch):
+    """From the same initial noise, the 1-step eval sample is training's x0_0 (the 1-step query)."""
+    from actors.sampling import pair_generator, sample_deterministic
+
+    gens = [pair_generator(7, 3, i) for i in range(3)]  # the worker's seed 7, epoch 3, pairs 0..2
+    images = decode_to_uint8_of(worker, sample_deterministic(worker.pipe, PROMPTS, gens, 1))
+    assert np.abs(images.astype(int) - batch.images[:, 0, 0].astype(int)).max() <= 1
+    assert np.abs(images.astype(int) - batch.images[:, 1, 0].astype(int)).max() <= 1
+
+
+def decode_to_uint8_of(worker, latents):
+    from actors.sampling import decode_to_uint8
+
+    return decode_to_uint8(worker.pipe, latents)

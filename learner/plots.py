@@ -1,0 +1,74 @@
+"""Reward plots from metrics records (the dicts of metrics.jsonl). matplotlib's object API on the
+Agg canvas: no pyplot, no global backend change, safe in a headless driver."""
+
+from __future__ import annotations
+
+import os
+import re
+from pathlib import Path
+
+EVAL_KEY = re.compile(r"eval_reward_(\d+)step_mean")
+
+
+def eval_step_counts(history: list[dict]) -> list[int]:
+    """The step counts k with an eval_reward_{k}step_mean anywhere in `history`, ascending."""
+    return sorted({int(m.group(1)) for rec in history for key in rec if (m := EVAL_KEY.fullmatch(key))})
+
+
+def _series(history: list[dict], key: str) -> tuple[list[int], list[float]]:
+    points = [(rec["epoch"], rec[key]) for rec in history if key in rec]
+    return [e for e, _ in points], [v for _, v in points]
+
+
+def _save(fig, path: Path) -> Path:
+    """Write to a temporary file and rename, so a reader never sees half a PNG."""
+    path = Path(path)
+    tmp = path.with_name(f".{path.stem}.tmp.png")
+    fig.savefig(tmp)
+    os.replace(tmp, path)
+    return path
+
+
+def plot_reward_curves(history: list[dict], path: str | Path) -> Path:
+    """Left: training reward at 1 step (x0_0) and final (x0_{T-1}) per epoch. Right: held-out
+    eval reward per step count k (deterministic k-step samples) after the epochs that evaluated."""
+    from matplotlib.figure import Figure
+    from matplotlib.ticker import MaxNLocator
+
+    fig = Figure(figsize=(11, 4), layout="constrained")
+    train_ax, eval_ax = fig.subplots(1, 2)
+    for key, label in (("reward_1step_mean", "1 step (x0_0)"), ("reward_final_mean", "final (x0_{T-1})")):
+        train_ax.plot(*_series(history, key), marker=".", label=label)
+    train_ax.set(title="training reward (sampled pairs)", xlabel="epoch", ylabel="mean reward")
+    for k in eval_step_counts(history):
+        eval_ax.plot(*_series(history, f"eval_reward_{k}step_mean"), marker="o", label=f"{k} step{'s' * (k > 1)}")
+    eval_ax.set(title="held-out eval reward (eta = 0)", xlabel="epoch (after its update)", ylabel="mean reward")
+    for ax in (train_ax, eval_ax):
+        ax.xaxis.set_major_locator(MaxNLocator(integer=True))
+        if ax.get_legend_handles_labels()[0]:
+            ax.legend(fontsize="small")
+        ax.grid(alpha=0.3)
+    return _save(fig, path)
+
+
+def plot_algorithm_comparison(histories: dict[str, list[dict]], path: str | Path, baseline: dict | None = None) -> Path:
+    """One panel per eval step count k: eval reward over epochs for each algorithm (name -> metrics
+    records); `baseline` (eval metrics of the initial policy) is drawn at epoch -1."""
+    from matplotlib.figure import Figure
+    from matplotlib.ticker import MaxNLocator
+
+    steps = sorted(set().union(*(eval_step_counts(h) for h in histories.values())))
+    fig = Figure(figsize=(3.2 * max(1, len(steps)), 3.4), layout="constrained")
+    axes = fig.subplots(1, max(1, len(steps)), squeeze=False)[0]
+    for ax, k in zip(axes, steps):
+        key = f"eval_reward_{k}step_mean"
+        for name, history in histories.items():
+            epochs, values = _series(history, key)
+            if baseline is not None and key in baseline:
+                epochs, values = [-1, *epochs], [baseline[key], *values]
+            ax.plot(epochs, values, marker="o", label=name)
+        ax.set(title=f"{k} step{'s' * (k > 1)}", xlabel="epoch", ylabel="held-out eval reward")
+        ax.xaxis.set_major_locator(MaxNLocator(integer=True))
+        ax.grid(alpha=0.3)
+    axes[0].legend(fontsize="small")
+    return _save(fig, path)
