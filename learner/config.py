@@ -58,6 +58,9 @@ class LearnerConfig(Section):
     num_cpus: float = Field(0.5, gt=0, description="CPUs reserved for the learner actor.")
     num_gpus: float = Field(0.0, ge=0, description="GPUs for the learner actor.")
     torch_threads: int = Field(1, ge=1, description="torch intra-op threads in a CPU learner.")
+    num_workers: int = Field(
+        1, ge=1, description="Data-parallel learner ranks (torch.distributed: NCCL on GPU, gloo on CPU), each with these resources."
+    )
 
 
 class RayConfig(Section):
@@ -66,6 +69,14 @@ class RayConfig(Section):
         None, description="Ray address to join; None uses RAY_ADDRESS if set, else starts a local cluster."
     )
     num_cpus: float | None = Field(None, gt=0, description="CPUs of a locally started cluster (None = all).")
+    placement_strategy: Literal["PACK", "SPREAD", "STRICT_PACK", "STRICT_SPREAD"] = Field(
+        "PACK",
+        description="Ray placement-group strategy for all actors' bundles; STRICT_PACK keeps everything on one node "
+        "(the colocated single-GPU mode).",
+    )
+    placement_timeout_s: float = Field(
+        120.0, gt=0, description="Fail with a clear error if the actors' placement group is not placed in this time."
+    )
 
 
 class OutputConfig(Section):
@@ -113,6 +124,18 @@ class Config(Section):
     ray: RayConfig = Field(default_factory=RayConfig, description="Ray cluster.")
     output: OutputConfig = Field(default_factory=OutputConfig, description="Run outputs.")
     eval: EvalConfig = Field(default_factory=EvalConfig, description="Held-out step-generalization evaluation.")
+
+    @model_validator(mode="after")
+    def _learner_group_fits(self) -> "Config":
+        n = self.learner.num_workers
+        if n > 1 and not self.ray.enabled:
+            raise ValueError("learner.num_workers > 1 needs ray.enabled=true (one process per rank)")
+        if n > 1 and self.rollout.pairs_per_epoch % (self.train.batch_size * n):
+            raise ValueError(
+                f"learner.num_workers: rollout.pairs_per_epoch ({self.rollout.pairs_per_epoch}) must be a multiple of "
+                f"train.batch_size x learner.num_workers ({self.train.batch_size * n})"
+            )
+        return self
 
 
 class ConfigError(ValueError):
@@ -168,7 +191,7 @@ def read_yaml(path: str | Path) -> dict[str, Any]:
 def _format_error(err: ValidationError) -> str:
     first = err.errors()[0]
     key = ".".join(str(p) for p in first["loc"]) or "config"
-    msg = first["msg"]
+    msg = first["msg"].removeprefix("Value error, ")
     if first["type"] == "extra_forbidden":
         msg = "unknown key"
     extra = f" (and {err.error_count() - 1} more)" if err.error_count() > 1 else ""

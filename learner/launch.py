@@ -37,10 +37,36 @@ class LocalActor:
         return type("LocalMethod", (), {"remote": staticmethod(lambda *a, **k: _Done(method, *a, **k))})()
 
 
+class GroupRef:
+    """The calls of one method on every rank of a learner group; get() waits for all, returns rank 0's."""
+
+    def __init__(self, refs: list):
+        self.refs = refs
+
+
+class LearnerGroup:
+    """N data-parallel learner actors behind one ``handle.method.remote(...)``: each call goes to every
+    rank (its arguments put in the object store once) and resolves to rank 0's result."""
+
+    def __init__(self, actors: list):
+        self.actors = actors
+
+    def __getattr__(self, name: str):
+        def remote(*args, **kwargs):
+            import ray
+
+            args = tuple(ray.put(a) for a in args)  # one object for all ranks (Ray resolves top-level refs)
+            return GroupRef([getattr(actor, name).remote(*args, **kwargs) for actor in self.actors])
+
+        return type("GroupMethod", (), {"remote": staticmethod(remote)})()
+
+
 def get(refs, timeout: float | None = None):
     """ray.get for Ray refs and in-process results alike (a list or a single one)."""
     if isinstance(refs, list):
         return [get(r, timeout) for r in refs]
+    if isinstance(refs, GroupRef):
+        return get(refs.refs, timeout)[0]
     if isinstance(refs, _Done):
         if refs.error is not None:
             raise refs.error
@@ -82,21 +108,33 @@ def _ray_running() -> bool:
         return False
 
 
-def requested_resources(cfg: Config) -> dict[str, float]:
+def actor_bundles(cfg: Config) -> list[dict[str, float]]:
+    """One resource bundle per actor: rollout actors, reward servers, learner ranks (in that order)."""
     r, w, lrn = cfg.rollout, cfg.reward, cfg.learner
-    return {
-        "CPU": r.num_actors * r.num_cpus + w.num_servers * w.num_cpus + lrn.num_cpus,
-        "GPU": r.num_actors * r.num_gpus + w.num_servers * w.num_gpus + lrn.num_gpus,
-    }
+
+    def bundle(cpus: float, gpus: float) -> dict[str, float]:
+        return {"CPU": cpus, "GPU": gpus} if gpus > 0 else {"CPU": cpus}
+
+    return (
+        [bundle(r.num_cpus, r.num_gpus)] * r.num_actors
+        + [bundle(w.num_cpus, w.num_gpus)] * w.num_servers
+        + [bundle(lrn.num_cpus, lrn.num_gpus)] * lrn.num_workers
+    )
 
 
-def check_resources(requested: dict[str, float], available: dict[str, float], per_node_gpus: list[float]) -> None:
-    """Raise ResourceError naming the shortfall if the cluster can never hold the request."""
-    short = [
-        f"{k}: need {v:g}, cluster has {available.get(k, 0):g}"
-        for k, v in requested.items()
-        if v > available.get(k, 0) + 1e-9
-    ]
+def check_resources(bundles: list[dict[str, float]], nodes: list[dict[str, float]]) -> None:
+    """Raise ResourceError naming the shortfall if the cluster (`nodes`: each alive node's resources)
+    can never hold the actors' `bundles`: not in total, or some actor on no single node."""
+    short = []
+    for key in ("CPU", "GPU"):
+        need, have = sum(b.get(key, 0.0) for b in bundles), sum(n.get(key, 0.0) for n in nodes)
+        if need > have + 1e-9:
+            short.append(f"{key}: need {need:g}, cluster has {have:g}")
+    biggest = {key: max((n.get(key, 0.0) for n in nodes), default=0.0) for key in ("CPU", "GPU")}
+    for b in {tuple(sorted(b.items())) for b in bundles}:
+        for key, amount in b:
+            if amount > biggest[key] + 1e-9:
+                short.append(f"one actor needs {key}: {amount:g}, the largest node has {biggest[key]:g}")
     if short:
         raise ResourceError("the Ray cluster can never satisfy the requested resources (" + "; ".join(short) + ")")
 
@@ -110,8 +148,8 @@ def init_ray(cfg: Config) -> None:
         ray.init(address=address, log_to_driver=True)
     else:
         ray.init(num_cpus=cfg.ray.num_cpus, include_dashboard=False, log_to_driver=True)
-    nodes = [n for n in ray.nodes() if n.get("Alive")]
-    check_resources(requested_resources(cfg), ray.cluster_resources(), [n["Resources"].get("GPU", 0) for n in nodes])
+    nodes = [n["Resources"] for n in ray.nodes() if n.get("Alive")]
+    check_resources(actor_bundles(cfg), nodes)
 
 
 def _device(num_gpus: float) -> str:
@@ -119,7 +157,8 @@ def _device(num_gpus: float) -> str:
 
 
 def launch_workers(cfg: Config) -> tuple[list, list, Any]:
-    """(rollout handles, reward-server handles, learner handle)."""
+    """(rollout handles, reward-server handles, learner handle). On Ray, every actor gets its own
+    bundle of one placement group (strategy `ray.placement_strategy`), placed before any actor starts."""
     r, w, lrn = cfg.rollout, cfg.reward, cfg.learner
     rollout_args = (cfg.model, cfg.sampling, cfg.seed, _device(r.num_gpus), r.torch_threads)
     reward_args = (w.name, _device(w.num_gpus), w.batch_size, w.options, w.weights)
@@ -131,10 +170,43 @@ def launch_workers(cfg: Config) -> tuple[list, list, Any]:
             LocalActor(LearnerWorker(*learner_args)),
         )
     import ray
+    from ray.util.scheduling_strategies import PlacementGroupSchedulingStrategy
 
-    rollout_cls = ray.remote(RolloutWorker).options(num_cpus=r.num_cpus, num_gpus=r.num_gpus)
-    reward_cls = ray.remote(RewardServer).options(num_cpus=w.num_cpus, num_gpus=w.num_gpus, max_restarts=w.max_restarts)
-    learner_cls = ray.remote(LearnerWorker).options(num_cpus=lrn.num_cpus, num_gpus=lrn.num_gpus)
-    rollouts = [rollout_cls.remote(*rollout_args) for _ in range(r.num_actors)]
-    rewards = [reward_cls.remote(*reward_args) for _ in range(w.num_servers)]
-    return rollouts, rewards, learner_cls.remote(*learner_args)
+    pg = place_bundles(actor_bundles(cfg), cfg.ray.placement_strategy, cfg.ray.placement_timeout_s)
+    slots = iter(range(len(pg.bundle_specs)))
+
+    def on_bundle(cls, cpus: float, gpus: float, **options):
+        strategy = PlacementGroupSchedulingStrategy(placement_group=pg, placement_group_bundle_index=next(slots))
+        return ray.remote(cls).options(num_cpus=cpus, num_gpus=gpus, scheduling_strategy=strategy, **options)
+
+    rollouts = [on_bundle(RolloutWorker, r.num_cpus, r.num_gpus).remote(*rollout_args) for _ in range(r.num_actors)]
+    rewards = [
+        on_bundle(RewardServer, w.num_cpus, w.num_gpus, max_restarts=w.max_restarts).remote(*reward_args)
+        for _ in range(w.num_servers)
+    ]
+    ranks = [
+        on_bundle(LearnerWorker, lrn.num_cpus, lrn.num_gpus).remote(*learner_args, rank=i, world_size=lrn.num_workers)
+        for i in range(lrn.num_workers)
+    ]
+    if lrn.num_workers == 1:
+        return rollouts, rewards, ranks[0]
+    address = ray.get(ranks[0].rendezvous.remote())
+    ray.get([rank.join_group.remote(address) for rank in ranks])
+    return rollouts, rewards, LearnerGroup(ranks)
+
+
+def place_bundles(bundles: list[dict[str, float]], strategy: str, timeout_s: float):
+    """A placement group of `bundles`, or ResourceError if Ray cannot place it in `timeout_s`."""
+    import ray
+    from ray.util.placement_group import placement_group, remove_placement_group
+
+    pg = placement_group(bundles, strategy=strategy)
+    ready, _ = ray.wait([pg.ready()], timeout=timeout_s)
+    if not ready:
+        remove_placement_group(pg)
+        total = {k: sum(b.get(k, 0.0) for b in bundles) for k in ("CPU", "GPU")}
+        raise ResourceError(
+            f"Ray could not place the actors' {len(bundles)} resource bundles ({total}) with strategy {strategy} "
+            f"within {timeout_s:g}s; the cluster has {ray.available_resources()} free"
+        )
+    return pg

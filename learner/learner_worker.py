@@ -17,6 +17,7 @@ from actors.policy import encode_prompts, load_pipeline, lora_state, save_lora_d
 from learner.algorithms import policy_loss
 from learner.batch import TrainBatch
 from learner.config import TrainConfig
+from learner.distributed import Rank, average_gradients, average_scalars, init_group
 from learner.minibatches import step_shuffled_minibatches
 from learner.objective import temporal_weights
 
@@ -40,6 +41,8 @@ class LearnerWorker:
         device: str = "cpu",
         torch_threads: int = 1,
         algorithm: str = "sdpo",
+        rank: int = 0,
+        world_size: int = 1,
     ):
         from accelerate import Accelerator
 
@@ -66,6 +69,19 @@ class LearnerWorker:
         self.unet, self.optimizer = self.accelerator.prepare(self.pipe.unet, optimizer)
         self.params = params
         self.version = 0
+        # set after accelerate decided it runs single-process: gradients are averaged by hand
+        self.rank, self.device = Rank(rank, world_size), device
+
+    def join_group(self, address: str) -> int:
+        """Join the data-parallel group hosted at `address` ('host:port'); blocks until all ranks join."""
+        init_group(self.rank, address, self.device)
+        return self.rank.rank
+
+    def rendezvous(self) -> str:
+        from learner.distributed import free_address
+
+        host, port = free_address()
+        return f"{host}:{port}"
 
     def identity(self) -> str:
         return f"LearnerWorker(pid={os.getpid()}, host={socket.gethostname()})"
@@ -93,8 +109,9 @@ class LearnerWorker:
         stats, passes = defaultdict(list), 0
         self.unet.train()
         for _ in range(cfg.num_inner_epochs):
-            for mb in step_shuffled_minibatches(batch.num_pairs, T, cfg.batch_size, cfg.timestep_fraction, gen):
-                idx, steps = mb.sample_index, mb.step_index  # (M,), (M,)
+            world = self.rank.world_size
+            for mb in step_shuffled_minibatches(batch.num_pairs, T, cfg.batch_size * world, cfg.timestep_fraction, gen):
+                idx, steps = self.rank.shard(mb.sample_index, cfg.batch_size), self.rank.shard(mb.step_index, cfg.batch_size)  # (M,), (M,)
                 rows, cols = idx[:, None], steps[:, None]  # (M, 1) each, broadcast over the pair axis
                 pair = torch.arange(2)[None, :]  # (1, 2)
                 x = batch.latents[rows, pair, cols].flatten(0, 1).to(dev)  # (2M, C, h, w)
@@ -123,9 +140,14 @@ class LearnerWorker:
         if passes % cfg.gradient_accumulation_steps:
             stats["grad_norm"].append(self._optimizer_step())  # never carry gradients into the next version
         self.version += 1
-        return {k: float(np.mean(v)) for k, v in stats.items()} | {"backward_passes": float(passes)}
+        metrics = {k: float(np.mean(v)) for k, v in stats.items()}
+        if self.rank.distributed:
+            metrics = average_scalars(metrics, str(dev))
+        return metrics | {"backward_passes": float(passes)}
 
     def _optimizer_step(self) -> float:
+        if self.rank.distributed:
+            average_gradients(self.params, self.rank.world_size)  # before unscaling/clipping: all ranks agree
         norm = self.accelerator.clip_grad_norm_(self.params, self.train.max_grad_norm)
         self.optimizer.step()
         self.optimizer.zero_grad(set_to_none=True)
