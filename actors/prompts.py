@@ -14,11 +14,12 @@ class PromptError(ValueError):
     pass
 
 
-def load_prompts(source: str) -> list[str]:
+def load_prompts(source: str, key: str = "prompts.source") -> list[str]:
+    """The prompts of `source`; errors name the config `key` it came from."""
     path = ASSETS / f"{source}.txt" if source in BUILTIN else Path(source).expanduser()
     if not path.is_file():
-        raise PromptError(f"prompts.source: '{source}' is neither a built-in list ({', '.join(BUILTIN)}) nor a file")
+        raise PromptError(f"{key}: '{source}' is neither a built-in list ({', '.join(BUILTIN)}) nor a file")
     prompts = [line.strip() for line in path.read_text().splitlines() if line.strip()]
     if not prompts:
-        raise PromptError(f"prompts.source: '{source}' holds no prompts")
+        raise PromptError(f"{key}: '{source}' holds no prompts")
     return prompts

@@ -43,6 +43,16 @@ def test_metrics_versions_and_reward_queries(ray_run):
     assert metrics[1]["weights_version"] == metrics[0]["weights_version"] + 1
 
 
+def test_heldout_eval_on_ray_actors(ray_run):
+    """The default evaluation (eval.every=5) runs after the last epoch on the Ray rollout actors."""
+    first, last = read_metrics(ray_run)
+    assert not any(k.startswith("eval_") for k in first)
+    for k in (1, 2, 4, 8):
+        assert np.isfinite(last[f"eval_reward_{k}step_mean"]) and np.isfinite(last[f"eval_reward_{k}step_std"])
+    assert last["eval_policy_version"] == 2 and last["eval_rewards_missing"] == 0
+    assert (ray_run / "eval" / "epoch_0001.png").exists() and (ray_run / "reward_curves.png").exists()
+
+
 def test_run_dir_outputs(ray_run):
     from learner.config import Config
     import yaml
@@ -79,4 +89,6 @@ def test_same_seed_same_metrics_with_and_without_ray(ray_run, tiny_cache, tmp_pa
     ray_metrics, local_metrics = read_metrics(ray_run), read_metrics(tmp_path / "local")
     for a, b in zip(ray_metrics, local_metrics, strict=True):
         for key in ("reward_1step_mean", "reward_final_mean", "loss", "clipfrac", "approx_kl", "grad_norm"):
+            assert a[key] == b[key], (key, a[key], b[key])
+        for key in (k for k in a if k.startswith("eval_reward_")):  # the held-out eval too
             assert a[key] == b[key], (key, a[key], b[key])
