@@ -144,9 +144,8 @@ def _check_inputs(cfg: Config) -> list[str]:
     """Fail fast, before any cluster starts, on inputs that can never work."""
     from actors.policy import resolve_model_path
     from actors.prompts import load_prompts
-    from rewards.registry import import_reward_modules, reward_spec
+    from rewards.registry import reward_spec
 
-    import_reward_modules(cfg.reward.modules)
     for name in cfg.reward.reward_names:
         reward_spec(name)
     if cfg.eval.enabled:
