@@ -102,6 +102,8 @@ class RewardPool:
                     n = len(call.request.prompts)
                     return ScoreResult(np.full(n, np.nan), {}, 0.0)
                 self.stats.retries += 1
+                if not is_local(call.ref):
+                    time.sleep(min(2.0 ** (call.attempts - 1), 10.0))  # let a crashed server restart
                 other = (call.server + 1) % len(self.servers)
                 log.warning("reward call on server %d failed (%s); retrying on server %d", call.server, _one_line(err), other)
                 call = self._send(call.request, other, call.attempts + 1)

@@ -21,6 +21,9 @@ class RewardConfig(BaseModel):
         default_factory=dict,
         description="Reward name -> keyword options of its factory, e.g. {aesthetic: {head: /path/head.pth}}.",
     )
+    modules: tuple[str, ...] = Field(
+        (), description="Python modules imported on the reward servers (and driver) first: your own rewards, registered with @register_reward."
+    )
     num_servers: int = Field(1, ge=1, description="Reward-server actors in the pool.")
     num_cpus: float = Field(0.25, gt=0, description="CPUs reserved per reward server.")
     num_gpus: float = Field(0.0, ge=0, description="GPU fraction per reward server.")

@@ -49,6 +49,17 @@ def _load_builtin() -> None:
     from rewards import aesthetic, jpeg, pickscore, unavailable  # noqa: F401
 
 
+def import_reward_modules(modules: list[str] | tuple[str, ...]) -> None:
+    """Import user modules that register their own rewards with @register_reward."""
+    import importlib
+
+    for module in modules:
+        try:
+            importlib.import_module(module)
+        except ImportError as err:
+            raise UnknownRewardError(f"reward.modules: cannot import '{module}': {err}") from None
+
+
 def reward_names() -> list[str]:
     _load_builtin()
     return sorted(_REGISTRY)

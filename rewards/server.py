@@ -11,6 +11,7 @@ from typing import Any
 import numpy as np
 
 from rewards.combined import build_weighted_reward
+from rewards.registry import import_reward_modules
 
 
 @dataclass
@@ -43,7 +44,9 @@ class RewardServer:
         batch_size: int = 32,
         options: dict[str, dict[str, Any]] | None = None,
         weights: dict[str, float] | None = None,
+        modules: tuple[str, ...] = (),
     ):
+        import_reward_modules(modules)
         self.name, self.batch_size = name, batch_size
         self.reward = build_weighted_reward(weights or {name: 1.0}, device=device, options=options or {})
         self.calls = 0  # real reward-model calls, one per image
