@@ -133,8 +133,17 @@ def main(argv: list[str] | None = None) -> int:
     except (ConfigError, ValueError, KeyError) as err:
         print(f"error: {err}", file=sys.stderr)
         return 2
+    from learner.launch import ResourceError
+    from learner.stages import TooManyDroppedError
+
     try:
         run(cfg, default_run_dir(cfg).resolve(), prompt_list)
+    except ResourceError as err:  # the cluster can never hold the request: a configuration error
+        print(f"error: {err}", file=sys.stderr)
+        return 2
+    except TooManyDroppedError as err:
+        print(f"error: {err}", file=sys.stderr)
+        return 1
     finally:
         _shutdown_ray()
     return 0
@@ -144,8 +153,9 @@ def _check_inputs(cfg: Config) -> list[str]:
     """Fail fast, before any cluster starts, on inputs that can never work."""
     from actors.policy import resolve_model_path
     from actors.prompts import load_prompts
-    from rewards.registry import reward_spec
+    from rewards.registry import import_reward_modules, reward_spec
 
+    import_reward_modules(cfg.reward.modules)
     for name in cfg.reward.reward_names:
         reward_spec(name)
     if cfg.eval.enabled:
