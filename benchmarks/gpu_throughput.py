@@ -31,6 +31,7 @@ def main() -> int:
     p.add_argument("--pairs", type=int, default=8, help="pairs per rollout call (B)")
     p.add_argument("--steps", type=int, default=50, help="DDIM steps T")
     p.add_argument("--repeats", type=int, default=3)
+    p.add_argument("--train-batch", type=int, default=2, help="pairs per learner minibatch (train.batch_size)")
     args = p.parse_args()
 
     from torch.utils.flop_counter import FlopCounterMode
@@ -51,7 +52,7 @@ def main() -> int:
     build_s = time.perf_counter() - t0
     model = ModelConfig(pretrained=str(path), dtype="float16", local_files_only=True)
     sampling = SamplingConfig(num_steps=args.steps)
-    train = TrainConfig(batch_size=2, gradient_accumulation_steps=8)
+    train = TrainConfig(batch_size=args.train_batch, gradient_accumulation_steps=max(1, 16 // args.train_batch))
     rollout = RolloutWorker(model, sampling, seed=0, device="cuda")
     learner = LearnerWorker(model, sampling, train, seed=0, device="cuda")
     rollout.set_weights(learner.get_weights())
@@ -89,6 +90,7 @@ def main() -> int:
         "gpu": gpu,
         "pairs": args.pairs,
         "steps": args.steps,
+        "train_batch": args.train_batch,
         "build_model_s": round(build_s, 1),
         "rollout_s_median": round(roll_s, 3),
         "update_s_median": round(upd_s, 3),
