@@ -1,13 +1,14 @@
 """Ray overhead: the Ray system's epoch time against a single-process loop doing the same work.
 
-    python -m benchmarks.overhead [--epochs 6] [--pairs 8] [--steps 8] [--chunk 4] [--actors 1 2] [--out FILE.json]
+    python -m benchmarks.overhead [--epochs 6] [--pairs 8] [--steps 8] [--chunk 4] [--actors 1 2] [--repeats 2] [--out FILE.json]
 
 Runs the real CLI (tiny preset: tiny pipeline, JPEG reward) twice per rollout-actor count N, the
 same seed, model, batch and steps: with ray.enabled=false (every worker in the driver process, the
 exact same loop; its N rollout workers take their chunks one after another) and with
 ray.enabled=true (N rollout actors, a reward server and the learner as Ray actors). Both runs sample
 identical pairs, which the benchmark checks. Epoch time is the median of `time_epoch_s` over the
-epochs after the first (the first includes actor start-up and lazy loading). The held-out evaluation
+epochs after the first of each run (the first includes actor start-up and lazy loading), over
+`--repeats` runs per mode in ABBA order. The held-out evaluation
 is off. With N = 1 the work is serial in both modes, so ray / in-process is the overhead of the
 actors, the object store and the remote calls (goal: at most 1.05); with N > 1 Ray also runs the
 rollout chunks in parallel. Prints progress and a final JSON line.
@@ -52,8 +53,8 @@ def run_once(run_dir: Path, ray_enabled: bool, actors: int, args) -> list[dict]:
     return read_metrics(run_dir)
 
 
-def medians(metrics: list[dict]) -> dict[str, float]:
-    steady = metrics[1:]  # the first epoch includes start-up
+def medians(runs: list[list[dict]]) -> dict[str, float]:
+    steady = [m for metrics in runs for m in metrics[1:]]  # the first epoch of a run includes start-up
     return {k: round(statistics.median(m[k] for m in steady), 4) for k in STAGES}
 
 
@@ -64,6 +65,7 @@ def main() -> int:
     p.add_argument("--steps", type=int, default=8, help="DDIM steps T")
     p.add_argument("--chunk", type=int, default=4, help="pairs per rollout call (rollout.chunk_size)")
     p.add_argument("--actors", type=int, nargs="+", default=[1, 2], help="rollout actor counts N")
+    p.add_argument("--repeats", type=int, default=2, help="runs per mode and N, in ABBA order")
     p.add_argument("--out", help="also write the result JSON to this file")
     args = p.parse_args()
     if args.epochs < 2:
@@ -72,11 +74,17 @@ def main() -> int:
     rows = []
     with tempfile.TemporaryDirectory() as tmp:
         for n in args.actors:
-            runs = {}
-            for mode, enabled in (("in_process", False), ("ray", True)):
-                print(f"N={n} rollout actor(s), {mode}: {args.epochs} epochs x {args.pairs} pairs x {args.steps} steps ...", flush=True)
-                runs[mode] = run_once(Path(tmp) / f"{mode}-{n}", enabled, n, args)
-            same = all(a["reward_1step_mean"] == b["reward_1step_mean"] and a["loss"] == b["loss"] for a, b in zip(runs["in_process"], runs["ray"]))
+            runs: dict[str, list] = {"in_process": [], "ray": []}
+            order = [("in_process", False), ("ray", True)]
+            for r in range(args.repeats):  # ABBA order, so a drift in machine load hits both modes alike
+                for mode, enabled in order if r % 2 == 0 else order[::-1]:
+                    print(f"N={n} rollout actor(s), {mode} (run {r + 1}/{args.repeats}): {args.epochs} epochs x {args.pairs} pairs x {args.steps} steps ...", flush=True)
+                    runs[mode].append(run_once(Path(tmp) / f"{mode}-{n}-{r}", enabled, n, args))
+            same = all(
+                a["reward_1step_mean"] == b["reward_1step_mean"] and a["loss"] == b["loss"]
+                for local_run, ray_run in zip(runs["in_process"], runs["ray"])
+                for a, b in zip(local_run, ray_run, strict=True)
+            )
             local, ray_ = medians(runs["in_process"]), medians(runs["ray"])
             row = {
                 "rollout_actors": n,
@@ -95,7 +103,7 @@ def main() -> int:
         "machine": f"{os.cpu_count()}-core CPU, {platform.machine()}",
         "ray": ray.__version__,
         "epochs": args.epochs, "pairs": args.pairs, "steps": args.steps, "chunk_size": args.chunk,
-        "timed_epochs": args.epochs - 1,
+        "repeats": args.repeats, "timed_epochs_per_mode": args.repeats * (args.epochs - 1),
         "rows": rows,
     }
     if args.out:

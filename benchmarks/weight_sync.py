@@ -6,7 +6,8 @@ object-store put/get of the same bytes.
 For each LoRA rank, a real LearnerWorker and real RolloutWorker actors on local Ray hold the tiny
 pipeline. `publish` is learner.stages.publish_weights, the path every epoch takes: the learner's
 LoRA state to the driver, ONE ray.put, set_weights (peft load) on every actor. `raw` is ray.put of
-the same PolicyWeights object and a ray.get of it in N trivial actors. Rank 4 is the tiny preset
+the same PolicyWeights object and a ray.get of it in N trivial actors; `put_and_load` is publish
+without the learner fetch (the same transfer as raw, plus the peft load). Rank 4 is the tiny preset
 (39.9 KB); rank 332 gives 3.31 MB, the size of SD-Turbo's rank-4 LoRA (3.32 MB, 829,952 fp32
 parameters). Prints progress and a final JSON line of medians in milliseconds.
 """
@@ -74,12 +75,19 @@ def measure_rank(rank: int, actor_counts: list[int], repeats: int, tiny_cache: s
             ray.get([s.take.remote(ref) for s in sink_n])
 
         raw = median_ms(raw_put_get, repeats)
+
+        def put_and_load():  # publish without the learner fetch: the same transfer as raw, plus the peft load
+            ref = ray.put(weights)
+            ray.get([a.set_weights.remote(ref) for a in actors])
+
+        put_load = median_ms(put_and_load, repeats)
         row = {
             "lora_rank": rank, "lora_mb": round(nbytes / 1e6, 4), "actors": n,
-            "publish_ms": publish, "learner_fetch_ms": fetch, "raw_put_get_ms": raw,
+            "publish_ms": publish, "learner_fetch_ms": fetch, "put_and_load_ms": put_load, "raw_put_get_ms": raw,
             "publish_over_raw": round(publish / raw, 2),
         }
-        print(f"  N={n}: publish {publish:.2f} ms (learner fetch {fetch:.2f} ms), raw put/get {raw:.2f} ms, ratio {row['publish_over_raw']}", flush=True)
+        print(f"  N={n}: publish {publish:.2f} ms (learner fetch {fetch:.2f} ms; put + load {put_load:.2f} ms), "
+              f"raw put/get {raw:.2f} ms, ratio {row['publish_over_raw']}", flush=True)
         rows.append(row)
     for a in [learner, *rollouts, *sinks]:
         ray.kill(a)
