@@ -62,6 +62,12 @@ class RolloutConfig(Section):
     pairs_per_epoch: int = Field(8, ge=1, description="B: trajectory pairs (prompts) sampled per epoch, over all actors.")
     chunk_size: int = Field(4, ge=1, description="Pairs sampled together in one batched rollout call.")
     torch_threads: int = Field(1, ge=1, description="torch intra-op threads inside each CPU rollout actor.")
+    max_restarts: int = Field(
+        3, ge=0, description="Times Ray restarts a crashed rollout actor; its unfinished pairs are sampled again."
+    )
+    restart_timeout_s: float = Field(
+        600.0, gt=0, description="Give up on a crashed rollout actor that is not back with the current weights within this time."
+    )
 
     @model_validator(mode="after")
     def _chunks_divide(self) -> "RolloutConfig":

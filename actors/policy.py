@@ -30,7 +30,26 @@ def resolve_model_path(model: ModelConfig) -> str:
         raise ModelLoadError(
             f"model.pretrained: '{model.pretrained}' is not a diffusers pipeline directory (no model_index.json)"
         )
+    if looks_local:
+        _check_pipeline_dir(path, model.pretrained)
     return str(path) if looks_local else model.pretrained
+
+
+def _check_pipeline_dir(path: Path, name: str) -> None:
+    """A local directory must hold a readable model_index.json and the Stable Diffusion components."""
+    import json
+
+    try:
+        index = json.loads((path / "model_index.json").read_text())
+    except (OSError, ValueError):
+        raise ModelLoadError(f"model.pretrained: '{name}/model_index.json' is not valid JSON") from None
+    if not isinstance(index, dict):
+        raise ModelLoadError(f"model.pretrained: '{name}/model_index.json' is not a JSON object")
+    missing = [c for c in ("unet", "vae", "text_encoder", "tokenizer", "scheduler") if not (path / c).is_dir()]
+    if missing:
+        raise ModelLoadError(
+            f"model.pretrained: '{name}' is not a Stable Diffusion pipeline directory (no {', '.join(missing)} folder)"
+        )
 
 
 def quiet_libraries() -> None:
@@ -119,11 +138,15 @@ def load_lora_state(unet, state: dict[str, torch.Tensor]) -> None:
 def save_lora_diffusers(unet, directory: str | Path) -> Path:
     """Save the LoRA in the diffusers format (pytorch_lora_weights.safetensors), loadable with
     plain ``StableDiffusionPipeline.load_lora_weights(directory)``."""
+    return save_lora_state_diffusers(lora_state(unet), directory)
+
+
+def save_lora_state_diffusers(state: dict[str, torch.Tensor], directory: str | Path) -> Path:
+    """The same, from a peft LoRA state dict (what lora_state returns): no UNet needed."""
     from diffusers import StableDiffusionPipeline
     from diffusers.utils import convert_state_dict_to_diffusers
-    from peft.utils import get_peft_model_state_dict
 
-    layers = convert_state_dict_to_diffusers(get_peft_model_state_dict(unet))
+    layers = convert_state_dict_to_diffusers(dict(state))
     StableDiffusionPipeline.save_lora_weights(str(directory), unet_lora_layers=layers, safe_serialization=True)
     return Path(directory) / "pytorch_lora_weights.safetensors"
 

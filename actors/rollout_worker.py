@@ -19,6 +19,10 @@ def pick_device(num_gpus: float) -> str:
     return "cuda" if num_gpus > 0 and torch.cuda.is_available() else "cpu"
 
 
+class StaleWeightsError(RuntimeError):
+    """Asked to sample with a policy version other than the one loaded (e.g. just restarted by Ray)."""
+
+
 class RolloutWorker:
     def __init__(self, model: ModelConfig, sampling: SamplingConfig, seed: int, device: str = "cpu", torch_threads: int = 1):
         if device == "cpu":
@@ -37,7 +41,7 @@ class RolloutWorker:
 
     def rollout(self, epoch: int, pair_indices: list[int], prompts: list[str], version: int) -> RolloutBatch:
         if version != self.version:
-            raise RuntimeError(f"{self.identity()} holds policy version {self.version}, asked for {version}")
+            raise StaleWeightsError(f"{self.identity()} holds policy version {self.version}, asked for {version}")
         s = self.sampling
         gens = [pair_generator(self.seed, epoch, i) for i in pair_indices]
         pairs = sample_pairs(self.pipe, prompts, gens, s.num_steps, s.eta, s.guidance_scale)

@@ -85,6 +85,19 @@ class OutputConfig(Section):
     tensorboard: bool = Field(True, description="Write TensorBoard event files.")
 
 
+class CheckpointConfig(Section):
+    every: int = Field(
+        1, ge=1, description="Checkpoint (atomically, into <run_dir>/checkpoints) after every this many epochs, and after the last."
+    )
+    keep: int = Field(3, ge=1, description="Keep only the newest this many checkpoints.")
+    grace_s: float = Field(
+        20.0,
+        ge=0,
+        description="On SIGTERM, finish the current epoch and checkpoint it if that should take at most this many "
+        "seconds (keep it below the pod's terminationGracePeriodSeconds); else abandon the epoch at once. Exit code 143.",
+    )
+
+
 class EvalConfig(Section):
     enabled: bool = Field(True, description="Evaluate on held-out prompts every `every` epochs and after the last epoch.")
     every: int = Field(5, ge=1, description="Evaluate the policy after every this many epochs' updates (and after the last).")
@@ -124,6 +137,7 @@ class Config(Section):
     ray: RayConfig = Field(default_factory=RayConfig, description="Ray cluster.")
     output: OutputConfig = Field(default_factory=OutputConfig, description="Run outputs.")
     eval: EvalConfig = Field(default_factory=EvalConfig, description="Held-out step-generalization evaluation.")
+    checkpoint: CheckpointConfig = Field(default_factory=CheckpointConfig, description="Checkpoints and resume.")
 
     @model_validator(mode="after")
     def _learner_group_fits(self) -> "Config":

@@ -112,8 +112,9 @@ class Evaluator:
         out: dict = {}
         if self.due(epoch):
             start = time.perf_counter()
-            version = publish_weights(self.learner, self.rollouts)
-            result = evaluate_policy(self.rollouts, self.pool, self.prompts, self.seeds, list(self.cfg.steps))
+            weights = publish_weights(self.learner, self.rollouts)
+            version, live = weights.version, [a for i, a in enumerate(self.rollouts) if i not in weights.stale]
+            result = evaluate_policy(live, self.pool, self.prompts, self.seeds, list(self.cfg.steps))
             save_eval_grid(result.images, self.dir / "eval" / f"epoch_{epoch:04d}.png")
             out = {"eval_policy_version": version} | result.metrics() | {"time_eval_s": round(time.perf_counter() - start, 4)}
             scores = "  ".join(f"{k}-step {out[f'eval_reward_{k}step_mean']:.4f}" for k in self.cfg.steps)

@@ -179,7 +179,10 @@ def launch_workers(cfg: Config) -> tuple[list, list, Any]:
         strategy = PlacementGroupSchedulingStrategy(placement_group=pg, placement_group_bundle_index=next(slots))
         return ray.remote(cls).options(num_cpus=cpus, num_gpus=gpus, scheduling_strategy=strategy, **options)
 
-    rollouts = [on_bundle(RolloutWorker, r.num_cpus, r.num_gpus).remote(*rollout_args) for _ in range(r.num_actors)]
+    rollouts = [  # a crashed actor's chunk is redone by the driver (learner.dispatch), never retried by Ray
+        on_bundle(RolloutWorker, r.num_cpus, r.num_gpus, max_restarts=r.max_restarts, max_task_retries=0).remote(*rollout_args)
+        for _ in range(r.num_actors)
+    ]
     rewards = [
         on_bundle(RewardServer, w.num_cpus, w.num_gpus, max_restarts=w.max_restarts).remote(*reward_args)
         for _ in range(w.num_servers)

@@ -13,7 +13,7 @@ import torch
 from actors.batch import PolicyWeights
 from actors.config import ModelConfig, SamplingConfig
 from actors.ddim import ddim_step_with_logprob
-from actors.policy import encode_prompts, load_pipeline, lora_state, save_lora_diffusers, unet_output
+from actors.policy import encode_prompts, load_lora_state, load_pipeline, lora_state, save_lora_diffusers, unet_output
 from learner.algorithms import policy_loss
 from learner.batch import TrainBatch
 from learner.config import TrainConfig
@@ -92,6 +92,24 @@ class LearnerWorker:
     def save_lora(self, directory: str) -> str:
         return str(save_lora_diffusers(self.pipe.unet, directory))
 
+    def state_dict(self) -> dict:
+        """What an exact resume needs from the learner, on CPU: policy version, LoRA (peft names),
+        and under "trainer" the optimizer and grad-scaler state and the global torch RNG."""
+        scaler = self.accelerator.scaler
+        trainer = {"optimizer": self.optimizer.state_dict(), "torch_rng": torch.get_rng_state()}
+        if scaler is not None:
+            trainer["scaler"] = scaler.state_dict()
+        return {"version": self.version, "lora": lora_state(self.pipe.unet), "trainer": _to_cpu(trainer)}
+
+    def load_state_dict(self, state: dict) -> int:
+        load_lora_state(self.pipe.unet, state["lora"])
+        self.optimizer.load_state_dict(state["trainer"]["optimizer"])
+        torch.set_rng_state(state["trainer"]["torch_rng"])
+        if self.accelerator.scaler is not None and "scaler" in state["trainer"]:
+            self.accelerator.scaler.load_state_dict(state["trainer"]["scaler"])
+        self.version = int(state["version"])
+        return self.version
+
     def update(self, batch: TrainBatch) -> dict[str, float]:
         """One policy update (the `algorithm`'s loss) on a batch sampled with the current policy; returns metric means."""
         if batch.policy_version != self.version:
@@ -152,3 +170,14 @@ class LearnerWorker:
         self.optimizer.step()
         self.optimizer.zero_grad(set_to_none=True)
         return float(norm)
+
+
+def _to_cpu(tree):
+    """A copy of a nest of dicts/lists/tuples with every tensor moved to the CPU."""
+    if isinstance(tree, torch.Tensor):
+        return tree.detach().to("cpu", copy=True)
+    if isinstance(tree, dict):
+        return {k: _to_cpu(v) for k, v in tree.items()}
+    if isinstance(tree, (list, tuple)):
+        return type(tree)(_to_cpu(v) for v in tree)
+    return tree

@@ -48,32 +48,41 @@ def timed(times: dict[str, float], key: str):
     times[key] = round(time.perf_counter() - start, 4)
 
 
-def run(cfg: Config, run_dir: Path, prompt_list: list[str]) -> Path:
+def run(cfg: Config, run_dir: Path, prompt_list: list[str], preemption=None) -> Path:
     import numpy as np
 
-    from learner import stages
+    from learner import resume, stages
     from learner.advantages import StepStatTracker
     from learner.evaluation import Evaluator
+    from learner.faults import Preemption, name_workers
     from learner.launch import get, init_ray, launch_workers
     from learner.outputs import RunOutputs
     from learner.reward_pool import RewardPool
 
-    out = RunOutputs(run_dir, to_yaml(cfg), cfg.output.tensorboard)
+    state = resume.find_resume(run_dir, cfg)  # the newest complete checkpoint, or None
+    if state is not None and state.epoch >= cfg.epochs:
+        return resume.finish_completed(run_dir, state)
+    out = RunOutputs(run_dir, to_yaml(cfg), cfg.output.tensorboard, first_epoch=state.epoch if state else 0)
     if cfg.ray.enabled:
         init_ray(cfg)
+    preemption = (preemption or Preemption(cfg.checkpoint.grace_s)).install()  # after ray.init, which sets its own
     rollouts, reward_servers, learner = launch_workers(cfg)
     pool = RewardPool(reward_servers, cfg.reward.batch_size, cfg.reward.timeout_s, cfg.reward.max_retries)
     tracker = StepStatTracker(cfg.train.stat_buffer_size, cfg.train.stat_min_count) if cfg.train.per_step_stat_tracking else None
     evaluator = Evaluator.from_config(cfg, rollouts, reward_servers, learner, run_dir)
+    start = resume.restore(state, learner, tracker)  # the first epoch to run: 0 for a new run
     print(f"{cfg.algorithm.upper()}: {cfg.epochs} epochs x {cfg.rollout.pairs_per_epoch} pairs on {len(rollouts)} rollout actors; run dir {run_dir}", flush=True)
-    for epoch in range(cfg.epochs):
+    print("workers: " + ", ".join(name_workers([learner, *rollouts, *reward_servers])), flush=True)
+    for epoch in range(start, cfg.epochs):
+        preemption.epoch_started()
         times: dict[str, float] = {}
         with timed(times, "time_epoch_s"):
             with timed(times, "time_publish_s"):
-                version = stages.publish_weights(learner, rollouts)
+                weights = stages.publish_weights(learner, rollouts)
+            version = weights.version
             prompts = stages.prompts_for_epoch(prompt_list, cfg.seed, epoch, cfg.rollout.pairs_per_epoch)
             pool.stats = type(pool.stats)()
-            scored = stages.rollout_and_score(rollouts, pool, epoch, prompts, cfg.rollout.chunk_size, version)
+            scored = stages.rollout_and_score(rollouts, pool, epoch, prompts, cfg.rollout.chunk_size, weights, cfg.rollout.restart_timeout_s)
             stages.check_dropped(scored, len(prompts), cfg.reward.max_dropped_fraction)
             times |= scored.times
             advantages = stages.algorithm_advantages(cfg.algorithm, scored, cfg.sampling.similarity_floor, cfg.train, tracker)  # (B, P, T)
@@ -100,6 +109,10 @@ def run(cfg: Config, run_dir: Path, prompt_list: list[str]) -> Path:
         if (epoch + 1) % cfg.output.image_every == 0 or epoch + 1 == cfg.epochs:
             imgs = scored.rollout.images[:8, 0]  # (rows, K+2, H, W, 3): trajectory 1 of up to 8 pairs
             out.save_grid(imgs[:, [0, -1]], epoch)  # columns: 1-step, final
+        if resume.is_due(epoch + 1, cfg) or preemption.requested:
+            with preemption.critical():
+                resume.save_checkpoint(run_dir, epoch + 1, learner, tracker, cfg)
+        preemption.exit_if_requested()
     lora_file = get(learner.save_lora.remote(str(run_dir / "lora")))
     out.close()
     print(f"done: outputs in {run_dir} (metrics.jsonl, samples/, tensorboard/, LoRA {lora_file})", flush=True)
@@ -133,17 +146,25 @@ def main(argv: list[str] | None = None) -> int:
     except (ConfigError, ValueError, KeyError) as err:
         print(f"error: {err}", file=sys.stderr)
         return 2
+    from learner.faults import Preemption, failure
     from learner.launch import ResourceError
     from learner.stages import TooManyDroppedError
 
+    run_dir, preemption = default_run_dir(cfg).resolve(), Preemption(cfg.checkpoint.grace_s)
     try:
-        run(cfg, default_run_dir(cfg).resolve(), prompt_list)
+        run(cfg, run_dir, prompt_list, preemption)
     except ResourceError as err:  # the cluster can never hold the request: a configuration error
         print(f"error: {err}", file=sys.stderr)
         return 2
     except TooManyDroppedError as err:
         print(f"error: {err}", file=sys.stderr)
         return 1
+    except BaseException as err:  # one line and an exit code for what is not a bug (learner.faults)
+        fail = failure(err, preemption, run_dir)
+        if fail is None:
+            raise
+        print(f"error: {fail.message}", file=sys.stderr)
+        return fail.code
     finally:
         _shutdown_ray()
     return 0

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import math
+import os
 from pathlib import Path
 
 import numpy as np
@@ -11,16 +12,21 @@ from PIL import Image
 
 
 class RunOutputs:
-    def __init__(self, run_dir: str | Path, config_yaml: str, tensorboard: bool = True):
+    """`first_epoch`: the epoch this (possibly resumed) run starts at. Metrics of that epoch and later,
+    left by an earlier attempt that ran past its last checkpoint, are dropped, in metrics.jsonl and
+    in TensorBoard (purge_step), so that every epoch is logged once."""
+
+    def __init__(self, run_dir: str | Path, config_yaml: str, tensorboard: bool = True, first_epoch: int = 0):
         self.dir = Path(run_dir)
         (self.dir / "samples").mkdir(parents=True, exist_ok=True)
         (self.dir / "config.yaml").write_text(config_yaml)
         self.metrics_path = self.dir / "metrics.jsonl"
+        keep_metrics_before(self.metrics_path, first_epoch)
         self.writer = None
         if tensorboard:
             from torch.utils.tensorboard import SummaryWriter
 
-            self.writer = SummaryWriter(str(self.dir / "tensorboard"))
+            self.writer = SummaryWriter(str(self.dir / "tensorboard"), purge_step=first_epoch or None)
 
     def log_metrics(self, metrics: dict) -> None:
         with self.metrics_path.open("a") as f:
@@ -42,6 +48,22 @@ class RunOutputs:
     def close(self) -> None:
         if self.writer is not None:
             self.writer.close()
+
+
+def keep_metrics_before(path: Path, epoch: int) -> None:
+    """Rewrite a metrics.jsonl (atomically) with only its complete records of epochs before `epoch`."""
+    if not path.exists():
+        return
+    kept = []
+    for line in path.read_text().splitlines():
+        try:
+            if json.loads(line)["epoch"] < epoch:
+                kept.append(line + "\n")
+        except (ValueError, KeyError, TypeError):
+            pass  # a line cut short by a kill, or not a record
+    tmp = path.with_suffix(".jsonl.tmp")
+    tmp.write_text("".join(kept))
+    os.replace(tmp, path)
 
 
 def read_metrics(run_dir: str | Path) -> list[dict]:

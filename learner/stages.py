@@ -15,7 +15,8 @@ from learner.advantages import StepStatTracker, batch_normalize, clip_advantages
 from learner.batch import TrainBatch
 from learner.config import TrainConfig
 from learner.ddpo import final_reward_advantages
-from learner.launch import get, put, wait_one
+from learner.dispatch import Published, load_weights, run_chunks
+from learner.launch import get, put
 from learner.reward_pool import RewardPool
 from rewards.server import ScoreRequest
 from rewards.similarity import dense_rewards
@@ -31,12 +32,12 @@ def prompts_for_epoch(prompt_list: list[str], seed: int, epoch: int, num_pairs: 
     return [prompt_list[i] for i in rng.integers(0, len(prompt_list), size=num_pairs)]
 
 
-def publish_weights(learner, rollouts: list) -> int:
-    """Put the learner's LoRA state in the object store ONCE and load it on every rollout actor."""
+def publish_weights(learner, rollouts: list) -> Published:
+    """Put the learner's LoRA state in the object store ONCE and load it on every rollout actor
+    (an actor that is down loads it when it is back, before it samples: see learner.dispatch)."""
     weights = get(learner.get_weights.remote())
     ref = put(weights)
-    get([actor.set_weights.remote(ref) for actor in rollouts])
-    return weights.version
+    return Published(weights.version, ref, load_weights(rollouts, ref))
 
 
 @dataclass
@@ -48,28 +49,23 @@ class Scored:
     times: dict  # time_rollout_s (until the last rollout arrived), time_reward_s (after that, until all rewards)
 
 
-def rollout_and_score(rollouts: list, pool: RewardPool, epoch: int, prompts: list[str], chunk_size: int, version: int) -> Scored:
-    """Roll out all pairs in chunks (an idle actor takes the next chunk) and send each chunk's
-    sparse images to the reward pool as soon as it arrives."""
+def rollout_and_score(
+    rollouts: list, pool: RewardPool, epoch: int, prompts: list[str], chunk_size: int, weights: Published, restart_timeout_s: float = 600.0
+) -> Scored:
+    """Roll out all pairs in chunks (an idle actor takes the next chunk; a failed actor's chunk is
+    sampled again, see learner.dispatch) and send each chunk's sparse images to the reward pool as
+    soon as it arrives."""
     chunks = [list(range(s, min(s + chunk_size, len(prompts)))) for s in range(0, len(prompts), chunk_size)]
-    todo, inflight, arrived = iter(chunks), {}, []  # inflight: ref -> actor; arrived: (batch, ticket)
+    arrived = []  # (batch, ticket)
 
-    def dispatch(actor) -> None:
-        idx = next(todo, None)
-        if idx is not None:
-            inflight[actor.rollout.remote(epoch, idx, [prompts[i] for i in idx], version)] = actor
+    def call(actor, idx: list[int]):
+        return actor.rollout.remote(epoch, idx, [prompts[i] for i in idx], weights.version)
 
     start = time.perf_counter()
-    for actor in rollouts:
-        dispatch(actor)
-    while inflight:
-        ref, _ = wait_one(list(inflight))
-        actor = inflight.pop(ref)
-        batch = get(ref)
+    for batch in run_chunks(rollouts, chunks, call, weights, restart_timeout_s):
         B, P, Q = batch.images.shape[:3]
         flat = batch.images.reshape(B * P * Q, *batch.images.shape[3:])  # (B*P*Q, H, W, 3), pair-major
         arrived.append((batch, pool.submit(ScoreRequest(flat, [p for p in batch.prompts for _ in range(P * Q)]))))
-        dispatch(actor)
     rollout_done = time.perf_counter()
     results = pool.collect()
     times = {"time_rollout_s": round(rollout_done - start, 4), "time_reward_s": round(time.perf_counter() - rollout_done, 4)}
