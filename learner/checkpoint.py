@@ -196,13 +196,13 @@ def write_checkpoint(directory: str | Path, state: TrainingState, keep: int) -> 
 
 
 def prune(directory: str | Path, keep: int) -> None:
-    """Delete all but the newest `keep` checkpoints, and temporary directories of earlier writers."""
+    """Delete all but the newest `keep` checkpoints, and what writers killed mid-write left behind
+    (one run directory has one writer: the driver)."""
     d = Path(directory)
     for path in list_checkpoints(d)[:-keep]:
         shutil.rmtree(path, ignore_errors=True)
-    for leftover in d.glob(".tmp-*"):
-        if not leftover.name.endswith(f"-{os.getpid()}"):
-            shutil.rmtree(leftover, ignore_errors=True)
+    for leftover in [*d.glob(".tmp-*"), *d.glob(".old-*")]:
+        shutil.rmtree(leftover, ignore_errors=True)
 
 
 def read_checkpoint(path: str | Path) -> TrainingState:

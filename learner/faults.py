@@ -7,6 +7,7 @@ Exit codes of ``python -m learner.main``:
          too many pairs without a reward. Rerunning the same command resumes from the last checkpoint.
     2    bad input: config values, types or keys, files, model, prompts, rewards, resources the
          cluster can never hold, a run directory whose checkpoint has an incompatible config
+    130  interrupted (Ctrl-C)
     143  preempted by SIGTERM (128 + 15); a job retry (KubeRay backoffLimit) resumes the run
 """
 
@@ -20,7 +21,7 @@ from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 
-EXIT_FAILURE, EXIT_USAGE, EXIT_PREEMPTED = 1, 2, 143
+EXIT_FAILURE, EXIT_USAGE, EXIT_INTERRUPTED, EXIT_PREEMPTED = 1, 2, 130, 143
 
 
 class Preempted(SystemExit):
@@ -169,6 +170,8 @@ def failure(err: BaseException, preemption: Preemption | None, run_dir: Path) ->
 
     if preemption is not None and (preemption.requested or preemption.abandoned) and isinstance(err, SystemExit):
         return Failure(EXIT_PREEMPTED, f"preempted by SIGTERM; {_resume_hint(run_dir)}")
+    if isinstance(err, KeyboardInterrupt):
+        return Failure(EXIT_INTERRUPTED, f"interrupted; {_resume_hint(run_dir)}")
     if isinstance(err, (ConfigError, ModelLoadError, PromptError, ResourceError)):
         return Failure(EXIT_USAGE, str(err))
     if isinstance(err, (TooManyDroppedError, RolloutActorsLostError)):
@@ -179,7 +182,8 @@ def failure(err: BaseException, preemption: Preemption | None, run_dir: Path) ->
         return Failure(EXIT_FAILURE, f"{describe_actor_error(err)}; {_resume_hint(run_dir)}")
     cause = getattr(err, "cause", None)  # RayTaskError: an exception inside an actor method
     if cause is not None and type(cause).__name__ in ("OutOfMemoryError", "MemoryError"):
-        where = f"{getattr(err, 'function_name', 'an actor')} (pid={getattr(err, 'pid', '?')}, ip={getattr(err, 'ip', '?')})"
+        m = re.search(r"ray::([\w.]+)\(\)\S* \(pid=(\d+), ip=([^,)]+)", str(err))  # 'ray::LearnerWorker.update() (pid=.., ip=..'
+        where = f"{m.group(1)} (pid={m.group(2)}, ip={m.group(3)})" if m else "an actor"
         first = str(cause).strip().splitlines()[0] if str(cause).strip() else ""
         return Failure(EXIT_FAILURE, f"{where} ran out of memory: {first}; {_resume_hint(run_dir)}")
     return None

@@ -115,3 +115,34 @@ def test_all_actors_dead_for_good_is_an_error():
     actors = [LocalActor(FlakyRollout({1}, log, "a", dies=True))]
     with pytest.raises(RolloutActorsLostError, match="all 1 rollout actors are lost"):
         list(run_chunks(actors, [[0], [1]], lambda actor, c: actor.rollout.remote(c), Published(7, 7), 60.0))
+
+
+def test_failures_map_to_exit_codes_and_one_line_messages(tmp_path):
+    from learner.config import ConfigError
+    from learner.faults import failure
+    from learner.stages import TooManyDroppedError
+
+    assert failure(ConfigError("seed: bad"), None, tmp_path).code == 2
+    died = failure(RayActorError("x", DIED), None, tmp_path)
+    assert died.code == 1 and died.message.startswith("LearnerWorker(pid=26085, ip=10.0.0.7) died:")
+    assert "no checkpoint was written yet" in died.message and "\n" not in died.message
+    bad_model = RayActorError("x", "The actor died because of an error raised in its creation task, ray::RolloutWorker.__init__()\n"
+                              "OSError: no file\nModelLoadError: model.pretrained: cannot load 'x': no file")
+    assert (failure(bad_model, None, tmp_path).code, failure(bad_model, None, tmp_path).message) == (2, "model.pretrained: cannot load 'x': no file")
+    assert failure(TooManyDroppedError("3 of 4 pairs"), None, tmp_path).code == 1
+    assert failure(KeyboardInterrupt(), None, tmp_path).code == 130
+    p = Preemption(1.0)
+    p.abandoned = True
+    assert failure(SystemExit(1), p, tmp_path).code == 143  # what Ray turns the handler's exit into
+    assert failure(RuntimeError("a bug"), p, tmp_path) is None  # bugs keep their traceback
+
+
+def test_out_of_memory_inside_an_actor_method_is_one_line(tmp_path):
+    from ray.exceptions import RayTaskError
+
+    from learner.faults import failure
+
+    text = "\x1b[36mray::LearnerWorker.update()\x1b[39m (pid=7, ip=1.2.3.4, actor_id=ab)\n  File x\nOutOfMemoryError: CUDA out of memory"
+    err = RayTaskError("update", text, MemoryError("CUDA out of memory. Tried to allocate 2 GiB"), pid=7, ip="1.2.3.4").as_instanceof_cause()
+    fail = failure(err, None, tmp_path)
+    assert fail.code == 1 and fail.message.startswith("LearnerWorker.update (pid=7, ip=1.2.3.4) ran out of memory: CUDA out of memory")
