@@ -101,7 +101,8 @@ class Evaluator:
 
         r = cfg.reward
         pool = RewardPool(reward_servers, r.batch_size, r.timeout_s, r.max_retries)
-        return cls(cfg.eval, cfg.epochs, rollouts, pool, learner, run_dir, load_prompts(cfg.eval.prompts, "eval.prompts"))
+        prompts = load_prompts(cfg.eval.prompts, "eval.prompts") if cfg.eval.enabled else []
+        return cls(cfg.eval, cfg.epochs, rollouts, pool, learner, run_dir, prompts)
 
     def due(self, epoch: int) -> bool:
         return self.cfg.enabled and ((epoch + 1) % self.cfg.every == 0 or epoch + 1 == self.epochs)

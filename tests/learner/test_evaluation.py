@@ -144,3 +144,14 @@ def test_bad_eval_prompts_exit_2(tmp_path):
     res = run_cli("--run-dir", str(tmp_path / "x"), "ray.enabled=false", "eval.prompts=/no/such/file.txt")
     assert res.returncode == 2
     assert "eval.prompts: '/no/such/file.txt' is neither a built-in list" in res.stderr
+
+
+def test_eval_disabled_runs_without_eval_or_its_prompts(tiny_cache, tmp_path):
+    res = run_cli(
+        "--epochs", "1", "--run-dir", str(tmp_path / "off"), f"model.tiny_cache_dir={tiny_cache}", *SMALL,
+        "eval.enabled=false", "eval.prompts=/no/such/file.txt",
+    )
+    assert res.returncode == 0, res.stderr[-3000:]
+    (m,) = read_metrics(tmp_path / "off")
+    assert not any(k.startswith("eval_") for k in m)
+    assert not (tmp_path / "off" / "eval").exists() and (tmp_path / "off" / "reward_curves.png").exists()
