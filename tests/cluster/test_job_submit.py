@@ -58,7 +58,7 @@ def local_head(tmp_path):
         shutil.rmtree(temp_dir, ignore_errors=True)
 
 
-def _submit(cmd: list[str], env: dict, deadline_s: float = 120) -> subprocess.CompletedProcess:
+def _submit(cmd: list[str], env: dict, deadline_s: float = 300) -> subprocess.CompletedProcess:
     """`ray job submit`, retried while the head's job agent is still starting."""
     start = time.monotonic()
     while True:
