@@ -38,6 +38,7 @@ log = logging.getLogger(__name__)
 
 FORMAT = 1
 MANIFEST = "manifest.json"
+REQUIRED = {"lora_peft.safetensors", "trainer_state.pt", "tracker.json", "rng.json", "state.json", "config.yaml"}  # what a resume reads
 PREFIX = "epoch-"
 
 # Config keys (dotted prefixes) that may differ between a checkpoint's run and the run resuming it:
@@ -118,15 +119,18 @@ def problem(path: Path) -> str | None:
         files = manifest["files"]
     except (OSError, ValueError, KeyError, TypeError):
         return f"no readable {MANIFEST}"
+    if not isinstance(files, dict):
+        return f"no readable {MANIFEST}"
     if manifest.get("format") != FORMAT or manifest.get("epoch") != epoch_of(path):
         return f"{MANIFEST} is for format {manifest.get('format')}, epoch {manifest.get('epoch')}"
     for name, want in files.items():
         f = path / name
         if not f.is_file():
             return f"{name} is missing"
-        if f.stat().st_size != want["bytes"] or _sha256(f) != want["sha256"]:
+        if not isinstance(want, dict) or f.stat().st_size != want.get("bytes") or _sha256(f) != want.get("sha256"):
             return f"{name} does not match its sha256 in {MANIFEST}"
-    return None
+    missing = sorted(REQUIRED - set(files))
+    return f"{MANIFEST} does not list {', '.join(missing)}" if missing else None
 
 
 def latest_valid(directory: str | Path) -> Path | None:
