@@ -1,7 +1,9 @@
 """SDPO driver: ``python -m learner.main [--config FILE.yaml] [--run-dir DIR] [--epochs N] [--print-config] [KEY=VALUE ...]``.
 
 Each epoch: publish weights -> roll out pairs (sparse images to the reward pool as they arrive)
--> dense rewards -> advantages -> update -> outputs.
+-> dense rewards -> advantages -> update -> outputs -> checkpoint. Run again with the same --run-dir,
+it resumes from the newest complete checkpoint; exit codes and faults: learner/faults.py,
+docs/fault-tolerance.md.
 """
 
 from __future__ import annotations
