@@ -161,7 +161,7 @@ def launch_workers(cfg: Config) -> tuple[list, list, Any]:
     bundle of one placement group (strategy `ray.placement_strategy`), placed before any actor starts."""
     r, w, lrn = cfg.rollout, cfg.reward, cfg.learner
     rollout_args = (cfg.model, cfg.sampling, cfg.seed, _device(r.num_gpus), r.torch_threads)
-    reward_args = (w.name, _device(w.num_gpus), w.batch_size, w.options, w.weights)
+    reward_args = (w.name, _device(w.num_gpus), w.batch_size, w.options, w.weights, w.modules)
     learner_args = (cfg.model, cfg.sampling, cfg.train, cfg.seed, _device(lrn.num_gpus), lrn.torch_threads, cfg.algorithm)
     if not cfg.ray.enabled:
         return (

@@ -149,18 +149,10 @@ def main(argv: list[str] | None = None) -> int:
         print(f"error: {err}", file=sys.stderr)
         return 2
     from learner.faults import Preemption, failure
-    from learner.launch import ResourceError
-    from learner.stages import TooManyDroppedError
 
     run_dir, preemption = default_run_dir(cfg).resolve(), Preemption(cfg.checkpoint.grace_s)
     try:
         run(cfg, run_dir, prompt_list, preemption)
-    except ResourceError as err:  # the cluster can never hold the request: a configuration error
-        print(f"error: {err}", file=sys.stderr)
-        return 2
-    except TooManyDroppedError as err:
-        print(f"error: {err}", file=sys.stderr)
-        return 1
     except BaseException as err:  # one line and an exit code for what is not a bug (learner.faults)
         fail = failure(err, preemption, run_dir)
         if fail is None:
