@@ -16,6 +16,21 @@ from tests.conftest import run_cli
 MODULES = ("tests.rewards.flaky_rewards",)
 
 
+@pytest.fixture(autouse=True)
+def isolated_registry():
+    """The test rewards registered here must not leak into other tests' view of the registry."""
+    import sys
+
+    from rewards import registry
+
+    registry.reward_names()  # load the built-in rewards first, so they are part of the snapshot
+    saved = dict(registry._REGISTRY)
+    yield
+    registry._REGISTRY.clear()
+    registry._REGISTRY.update(saved)
+    sys.modules.pop(MODULES[0], None)
+
+
 def _request(n: int, seed: int, prompt: str = "a dog") -> ScoreRequest:
     images = np.random.default_rng(seed).integers(0, 255, (n, 16, 16, 3), dtype=np.uint8)
     return ScoreRequest(images, [prompt] * n)
