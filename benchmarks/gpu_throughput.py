@@ -36,7 +36,6 @@ def main() -> int:
 
     from torch.utils.flop_counter import FlopCounterMode
 
-    from actors.batch import PolicyWeights  # noqa: F401
     from actors.config import ModelConfig, SamplingConfig
     from actors.rollout_worker import RolloutWorker
     from benchmarks.sd_turbo_config import build_sd_turbo_sized

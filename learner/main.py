@@ -51,8 +51,6 @@ def timed(times: dict[str, float], key: str):
 
 
 def run(cfg: Config, run_dir: Path, prompt_list: list[str], preemption=None) -> Path:
-    import numpy as np
-
     from learner import resume, stages
     from learner.advantages import StepStatTracker
     from learner.evaluation import Evaluator
@@ -90,17 +88,7 @@ def run(cfg: Config, run_dir: Path, prompt_list: list[str], preemption=None) -> 
             advantages = stages.algorithm_advantages(cfg.algorithm, scored, cfg.sampling.similarity_floor, cfg.train, tracker)  # (B, P, T)
             with timed(times, "time_update_s"):
                 update = get(learner.update.remote(stages.train_batch(scored.rollout, advantages)))
-        metrics = {
-            "epoch": epoch,
-            "weights_version": version,
-            "pairs": scored.rollout.num_pairs,
-            "pairs_dropped": scored.pairs_dropped,
-            "reward_queries": pool.stats.images,
-            "reward_1step_mean": float(np.mean(scored.sparse_rewards[:, :, 0])),
-            "reward_final_mean": float(np.mean(scored.sparse_rewards[:, :, -1])),
-            "reward_1step_std": float(np.std(scored.sparse_rewards[:, :, 0])),
-            "reward_final_std": float(np.std(scored.sparse_rewards[:, :, -1])),
-        } | reward_metrics(scored, pool.stats) | update | times
+        metrics = epoch_metrics(epoch, version, scored, pool.stats) | update | times
         metrics |= evaluator.after_epoch(epoch, metrics)  # held-out eval at eval.steps when due; reward_curves.png
         out.log_metrics(metrics)
         print(
@@ -109,8 +97,7 @@ def run(cfg: Config, run_dir: Path, prompt_list: list[str], preemption=None) -> 
             flush=True,
         )
         if (epoch + 1) % cfg.output.image_every == 0 or epoch + 1 == cfg.epochs:
-            imgs = scored.rollout.images[:8, 0]  # (rows, K+2, H, W, 3): trajectory 1 of up to 8 pairs
-            out.save_grid(imgs[:, [0, -1]], epoch)  # columns: 1-step, final
+            out.save_grid(scored.rollout.images[:8, 0][:, [0, -1]], epoch)  # trajectory 1 of up to 8 pairs: 1-step, final
         if resume.is_due(epoch + 1, cfg) or preemption.requested:
             with preemption.critical():
                 resume.save_checkpoint(run_dir, epoch + 1, learner, tracker, cfg)
@@ -119,6 +106,25 @@ def run(cfg: Config, run_dir: Path, prompt_list: list[str], preemption=None) -> 
     out.close()
     print(f"done: outputs in {run_dir} (metrics.jsonl, samples/, tensorboard/, LoRA {lora_file})", flush=True)
     return run_dir
+
+
+def epoch_metrics(epoch: int, version: int, scored, stats) -> dict[str, float]:
+    """The epoch's sampling and reward figures (metrics.jsonl); the update and timings are added to it."""
+    import numpy as np
+
+    sparse = scored.sparse_rewards  # (B, P, K+2): first, anchors, last
+    out = {
+        "epoch": epoch,
+        "weights_version": version,
+        "pairs": scored.rollout.num_pairs,
+        "pairs_dropped": scored.pairs_dropped,
+        "reward_queries": stats.images,
+        "reward_1step_mean": float(np.mean(sparse[:, :, 0])),
+        "reward_final_mean": float(np.mean(sparse[:, :, -1])),
+        "reward_1step_std": float(np.std(sparse[:, :, 0])),
+        "reward_final_std": float(np.std(sparse[:, :, -1])),
+    }
+    return out | reward_metrics(scored, stats)
 
 
 def reward_metrics(scored, stats) -> dict[str, float]:
