@@ -1,0 +1,26 @@
+"""The pure core imports no Ray, diffusers or transformers (conventions: pure core, Ray at the edges)."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+
+from tests.conftest import REPO, cli_env
+
+CORE = [
+    "actors.ddim", "actors.config", "actors.batch", "rewards.similarity", "rewards.registry", "rewards.config",
+    "learner.advantages", "learner.objective", "learner.minibatches", "learner.ddpo", "learner.distributed",
+    "learner.checkpoint", "learner.config", "learner.batch",
+]
+
+
+def test_core_modules_import_no_heavy_libraries():
+    code = (
+        "import sys\n"
+        + "".join(f"import {m}\n" for m in CORE)
+        + "heavy = sorted({'ray', 'diffusers', 'transformers', 'accelerate', 'peft'} & set(sys.modules))\n"
+        + "print(','.join(heavy))\n"
+    )
+    res = subprocess.run([sys.executable, "-c", code], cwd=REPO, env=cli_env(), capture_output=True, text=True, timeout=120)
+    assert res.returncode == 0, res.stderr
+    assert res.stdout.strip() == "", f"the pure core pulled in: {res.stdout.strip()}"
