@@ -18,11 +18,10 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
-from PIL import Image
 
 from learner.config import EvalConfig
 from learner.launch import get
-from learner.outputs import read_metrics
+from learner.outputs import read_metrics, write_grid
 from learner.plots import plot_reward_curves
 from learner.reward_pool import RewardPool
 from learner.stages import publish_weights
@@ -77,11 +76,7 @@ def evaluate_policy(rollouts: list, pool: RewardPool, prompts: list[str], seeds:
 
 def save_eval_grid(images: np.ndarray, path: Path) -> Path:
     """images (K, N, H, W, 3) -> one PNG, rows: step counts, columns: prompts."""
-    K, N, H, W, _ = images.shape
-    grid = images.transpose(0, 2, 1, 3, 4).reshape(K * H, N * W, 3)  # (K*H, N*W, 3)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    Image.fromarray(grid).save(path)
-    return path
+    return write_grid(images, path)
 
 
 class Evaluator:

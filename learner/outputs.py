@@ -39,11 +39,7 @@ class RunOutputs:
 
     def save_grid(self, images: np.ndarray, epoch: int) -> Path:
         """images (rows, cols, H, W, 3) uint8 -> samples/epoch_XXXX.png (rows: pairs; cols: 1-step, final)."""
-        rows, cols, H, W, _ = images.shape
-        grid = images.transpose(0, 2, 1, 3, 4).reshape(rows * H, cols * W, 3)  # (rows*H, cols*W, 3)
-        path = self.dir / "samples" / f"epoch_{epoch:04d}.png"
-        Image.fromarray(grid).save(path)
-        return path
+        return write_grid(images, self.dir / "samples" / f"epoch_{epoch:04d}.png")
 
     def close(self) -> None:
         if self.writer is not None:
@@ -64,6 +60,15 @@ def keep_metrics_before(path: Path, epoch: int) -> None:
     tmp = path.with_suffix(".jsonl.tmp")
     tmp.write_text("".join(kept))
     os.replace(tmp, path)
+
+
+def write_grid(images: np.ndarray, path: Path) -> Path:
+    """images (rows, cols, H, W, 3) uint8 -> one PNG grid at `path`."""
+    rows, cols, H, W, _ = images.shape
+    grid = images.transpose(0, 2, 1, 3, 4).reshape(rows * H, cols * W, 3)  # (rows*H, cols*W, 3)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    Image.fromarray(grid).save(path)
+    return path
 
 
 def read_metrics(run_dir: str | Path) -> list[dict]:
