@@ -12,7 +12,7 @@ from typing import NamedTuple
 import numpy as np
 import torch
 
-from actors.ddim import ddim_step, ddim_step_with_logprob
+from actors.ddim import DDIMStep, ddim_step, ddim_step_with_logprob
 from actors.policy import encode_prompts, unet_output
 from rewards.similarity import select_anchors
 
@@ -86,6 +86,28 @@ def sample_pairs(
         pred_x0.append(step.pred_original_sample)
     to_pairs = lambda seq: torch.stack(seq, dim=1).unflatten(0, (B, 2)).cpu()  # noqa: E731  (2B, S, ...) -> (B, 2, S, ...)
     return SampledPairs(timesteps, to_pairs(latents).float(), to_pairs(log_probs).float(), to_pairs(pred_x0))
+
+
+def score_steps(
+    unet,
+    scheduler,
+    x: torch.Tensor,
+    x_next: torch.Tensor,
+    step_index: torch.Tensor,
+    timesteps: torch.Tensor,
+    embeds: torch.Tensor,
+    eta: float,
+    guidance_scale: float = 1.0,
+    negative_embeds: torch.Tensor | None = None,
+) -> DDIMStep:
+    """Rescore stored actions under the current UNet: the DDIM step x_i (N, C, h, w) -> x_{i+1}
+    (N, C, h, w) at per-sample step indices (N,) into `timesteps` (T,), with embeds (N, L, D).
+    The learner's log-prob recomputation; the same UNet call and DDIM arithmetic as sampling."""
+    out = unet_output(unet, x, timesteps[step_index].to(x.device), embeds, guidance_scale, negative_embeds)
+    return ddim_step_with_logprob(
+        out, x, step_index, timesteps, scheduler.alphas_cumprod, float(scheduler.final_alpha_cumprod),
+        eta, scheduler.config.prediction_type, next_sample=x_next,
+    )
 
 
 @torch.no_grad()

@@ -12,8 +12,8 @@ import torch
 
 from actors.batch import PolicyWeights
 from actors.config import ModelConfig, SamplingConfig
-from actors.ddim import ddim_step_with_logprob
-from actors.policy import encode_prompts, load_lora_state, load_pipeline, lora_state, save_lora_diffusers, unet_output
+from actors.policy import encode_prompts, load_lora_state, load_pipeline, lora_state, save_lora_diffusers
+from actors.sampling import score_steps
 from learner.algorithms import policy_loss
 from learner.batch import TrainBatch
 from learner.config import TrainConfig
@@ -137,12 +137,11 @@ class LearnerWorker:
                 step_idx = steps.repeat_interleave(2)  # (2M,)
                 cond = embeds[idx].repeat_interleave(2, dim=0)  # (2M, L, D)
                 neg = negative.expand(len(step_idx), -1, -1) if negative is not None else None
-                with self.accelerator.autocast():
-                    out = unet_output(self.unet, x, batch.timesteps[step_idx].to(dev), cond, self.sampling.guidance_scale, neg)
-                new_lp = ddim_step_with_logprob(
-                    out, x, step_idx, batch.timesteps, sched.alphas_cumprod, float(sched.final_alpha_cumprod),
-                    self.sampling.eta, sched.config.prediction_type, next_sample=x_next,
-                ).log_prob.view(-1, 2)  # (M, 2)
+                with self.accelerator.autocast():  # the DDIM arithmetic inside stays float32 (it upcasts first)
+                    new_lp = score_steps(
+                        self.unet, sched, x, x_next, step_idx, batch.timesteps, cond, self.sampling.eta,
+                        self.sampling.guidance_scale, neg,
+                    ).log_prob.view(-1, 2)  # (M, 2)
                 old_lp = batch.log_probs[rows, pair, cols].to(dev)  # (M, 2)
                 adv = batch.advantages[rows, pair, cols].to(dev)  # (M, 2)
                 res = self.policy_loss(new_lp, old_lp, adv, weights[steps].to(dev), cfg.clip_range)

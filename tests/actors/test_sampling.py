@@ -8,9 +8,9 @@ import torch
 
 from actors.batch import RolloutBatch
 from actors.config import ModelConfig, SamplingConfig
-from actors.ddim import ddim_step_with_logprob
 from actors.policy import encode_prompts, lora_state, unet_output
 from actors.rollout_worker import RolloutWorker
+from actors.sampling import score_steps
 from actors.batch import PolicyWeights
 
 PROMPTS = ["cat", "dog", "owl"]
@@ -47,18 +47,20 @@ def test_pairs_do_not_depend_on_chunking(worker, batch):
     assert not torch.allclose(other_epoch.latents[0, :, 0], batch.latents[1, :, 0])
 
 
+@torch.no_grad()
+def _rescore(pipe, batch, embeds, i: int):
+    """The learner's recomputation (actors.sampling.score_steps) of step i of every trajectory."""
+    n = batch.latents.shape[0] * 2
+    x, x_next = batch.latents[:, :, i].flatten(0, 1), batch.latents[:, :, i + 1].flatten(0, 1)  # (2B, C, h, w)
+    return score_steps(pipe.unet, pipe.scheduler, x, x_next, torch.full((n,), i), batch.timesteps, embeds, 1.0)
+
+
 def test_stored_log_probs_are_recomputed_exactly(worker, batch):
     """Scoring the stored (x_i, x_{i+1}) with the same policy gives the stored log-prob: ratio 1."""
-    pipe, sched = worker.pipe, worker.pipe.scheduler
+    pipe = worker.pipe
     embeds = encode_prompts(pipe, PROMPTS).repeat_interleave(2, dim=0)  # (2B, L, D)
     for i in range(batch.timesteps.shape[0]):
-        x = batch.latents[:, :, i].flatten(0, 1)  # (2B, C, h, w)
-        with torch.no_grad():
-            out = unet_output(pipe.unet, x, batch.timesteps[i].expand(6), embeds)
-        lp = ddim_step_with_logprob(
-            out, x, torch.full((6,), i), batch.timesteps, sched.alphas_cumprod, float(sched.final_alpha_cumprod),
-            1.0, sched.config.prediction_type, next_sample=batch.latents[:, :, i + 1].flatten(0, 1),
-        ).log_prob
+        lp = _rescore(pipe, batch, embeds, i).log_prob
         assert torch.equal(torch.exp(lp - batch.log_probs[:, :, i].flatten()), torch.ones(6))
 
 
@@ -66,18 +68,12 @@ def test_images_are_decoded_queried_states(worker, batch):
     """images[b, k, q] is the VAE decoding of x0 at queried step q, recomputed here from x_q."""
     from actors.sampling import decode_to_uint8
 
-    pipe, sched = worker.pipe, worker.pipe.scheduler
+    pipe = worker.pipe
     embeds = encode_prompts(pipe, PROMPTS).repeat_interleave(2, dim=0)  # (2B, L, D)
     steps = batch.query_steps[0, 1].tolist()
     assert steps == sorted(steps) and len(set(steps)) == 3
     for q_pos, i in enumerate(steps):
-        x = batch.latents[:, :, i].flatten(0, 1)  # (2B, C, h, w)
-        with torch.no_grad():
-            out = unet_output(pipe.unet, x, batch.timesteps[i].expand(6), embeds)
-        x0 = ddim_step_with_logprob(
-            out, x, torch.full((6,), i), batch.timesteps, sched.alphas_cumprod, float(sched.final_alpha_cumprod),
-            1.0, sched.config.prediction_type, next_sample=batch.latents[:, :, i + 1].flatten(0, 1),
-        ).pred_original_sample
+        x0 = _rescore(pipe, batch, embeds, i).pred_original_sample
         image = decode_to_uint8(pipe, x0[1:2])[0]  # pair 0, trajectory 1
         assert np.abs(image.astype(int) - batch.images[0, 1, q_pos].astype(int)).max() <= 1
 

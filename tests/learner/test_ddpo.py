@@ -132,9 +132,9 @@ def test_ddpo_update_on_the_tiny_pipeline(tiny_cache):
     """A DDPO update through the real LearnerWorker: ratio exactly 1 on the first pass, and the
     trajectory with the positive advantage gains log-probability relative to the other."""
     from actors.config import ModelConfig, SamplingConfig
-    from actors.ddim import ddim_step_with_logprob
-    from actors.policy import encode_prompts, unet_output
+    from actors.policy import encode_prompts
     from actors.rollout_worker import RolloutWorker
+    from actors.sampling import score_steps
     from learner.batch import TrainBatch
     from learner.config import TrainConfig
     from learner.learner_worker import LearnerWorker
@@ -149,17 +149,14 @@ def test_ddpo_update_on_the_tiny_pipeline(tiny_cache):
     metrics = learner.update(TrainBatch(b.policy_version, 0, b.prompts, b.timesteps, b.latents, b.log_probs, adv))
     assert metrics["ratio_first_pass"] == 1.0 and metrics["backward_passes"] == 3
     rollout.set_weights(learner.get_weights())
-    pipe, sched = rollout.pipe, rollout.pipe.scheduler
+    pipe = rollout.pipe
     embeds = encode_prompts(pipe, b.prompts).repeat_interleave(2, dim=0)  # (2B, L, D)
     diffs = []
     for i in range(3):
-        x = b.latents[:, :, i].flatten(0, 1)  # (2B, C, h, w)
+        x, x_next = b.latents[:, :, i].flatten(0, 1), b.latents[:, :, i + 1].flatten(0, 1)  # (2B, C, h, w)
         with torch.no_grad():
-            out = unet_output(pipe.unet, x, b.timesteps[i].expand(4), embeds)
-        lp = ddim_step_with_logprob(
-            out, x, torch.full((4,), i), b.timesteps, sched.alphas_cumprod, float(sched.final_alpha_cumprod),
-            1.0, sched.config.prediction_type, next_sample=b.latents[:, :, i + 1].flatten(0, 1),
-        ).log_prob.view(2, 2)  # (B, P)
+            lp = score_steps(pipe.unet, pipe.scheduler, x, x_next, torch.full((4,), i), b.timesteps, embeds, 1.0)
+        lp = lp.log_prob.view(2, 2)  # (B, P)
         rho = lp - b.log_probs[:, :, i]
         diffs.append((rho[:, 0] - rho[:, 1]).mean())
     assert torch.stack(diffs).mean() > 0

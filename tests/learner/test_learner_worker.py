@@ -54,20 +54,17 @@ def test_update_raises_the_log_prob_of_the_better_trajectory(workers):
     learner.update(batch)
     rollout.set_weights(learner.get_weights())
     # recompute log-probs of the same actions under the new policy
-    from actors.ddim import ddim_step_with_logprob
-    from actors.policy import encode_prompts, unet_output
+    from actors.policy import encode_prompts
+    from actors.sampling import score_steps
 
-    pipe, sched = rollout.pipe, rollout.pipe.scheduler
+    pipe = rollout.pipe
     embeds = encode_prompts(pipe, batch.prompts).repeat_interleave(2, dim=0)
     diffs = []
     for i in range(4):
-        x = batch.latents[:, :, i].flatten(0, 1)
+        x, x_next = batch.latents[:, :, i].flatten(0, 1), batch.latents[:, :, i + 1].flatten(0, 1)
         with torch.no_grad():
-            out = unet_output(pipe.unet, x, batch.timesteps[i].expand(4), embeds)
-        lp = ddim_step_with_logprob(
-            out, x, torch.full((4,), i), batch.timesteps, sched.alphas_cumprod, float(sched.final_alpha_cumprod),
-            1.0, sched.config.prediction_type, next_sample=batch.latents[:, :, i + 1].flatten(0, 1),
-        ).log_prob.view(2, 2)
+            lp = score_steps(pipe.unet, pipe.scheduler, x, x_next, torch.full((4,), i), batch.timesteps, embeds, 1.0)
+        lp = lp.log_prob.view(2, 2)
         rho = lp - batch.log_probs[:, :, i]
         diffs.append((rho[:, 0] - rho[:, 1]).mean())
     assert torch.stack(diffs).mean() > 0
