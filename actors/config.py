@@ -56,7 +56,7 @@ class PromptConfig(Section):
 
 
 class RolloutConfig(Section):
-    num_actors: int = Field(2, ge=1, description="Number of rollout actors.")
+    num_actors: int = Field(2, ge=0, description="Number of rollout actors (0 in the hybrid layout, where the policy workers sample).")
     num_cpus: float = Field(0.5, gt=0, description="CPUs reserved per rollout actor (fractions allowed).")
     num_gpus: float = Field(0.0, ge=0, description="GPUs per rollout actor (fractions share a GPU).")
     pairs_per_epoch: int = Field(8, ge=1, description="B: trajectory pairs (prompts) sampled per epoch, over all actors.")

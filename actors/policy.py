@@ -11,11 +11,12 @@ from typing import Any
 import torch
 
 from actors.config import ModelConfig
+from actors.errors import UsageError
 
 DTYPES = {"float32": torch.float32, "float16": torch.float16, "bfloat16": torch.bfloat16}
 
 
-class ModelLoadError(ValueError):
+class ModelLoadError(UsageError):
     """The configured model path or id is not a loadable diffusers StableDiffusionPipeline."""
 
 

@@ -6,12 +6,14 @@ from __future__ import annotations
 
 from pathlib import Path
 
+from actors.errors import UsageError
+
 ASSETS = Path(__file__).parent / "assets"
 BUILTIN = ("simple_animals", "complex_animals", "heldout_animals")
 
 
-class PromptError(ValueError):
-    pass
+class PromptError(UsageError):
+    """A prompt source that is missing, empty or unreadable."""
 
 
 def load_prompts(source: str, key: str = "prompts.source") -> list[str]:

@@ -5,34 +5,33 @@ from __future__ import annotations
 
 import os
 import socket
+import time
 
 import numpy as np
 import torch
 
-from actors.batch import PolicyWeights, RolloutBatch
+from actors.batch import PolicyWeights, RolloutBatch, SparseQueries, Trajectories
 from actors.config import ModelConfig, SamplingConfig
+from actors.errors import RunFailure
 from actors.policy import load_lora_state, load_pipeline
 from actors.sampling import decode_to_uint8, pair_generator, sample_deterministic, sample_pairs, sparse_queries
 
 
-def pick_device(num_gpus: float) -> str:
-    return "cuda" if num_gpus > 0 and torch.cuda.is_available() else "cpu"
-
-
-class StaleWeightsError(RuntimeError):
+class StaleWeightsError(RunFailure):
     """Asked to sample with a policy version other than the one loaded (e.g. just restarted by Ray)."""
 
 
 class RolloutWorker:
-    def __init__(self, model: ModelConfig, sampling: SamplingConfig, seed: int, device: str = "cpu", torch_threads: int = 1):
+    def __init__(self, *, model: ModelConfig, sampling: SamplingConfig, seed: int, device: str = "cpu", torch_threads: int = 1, pipe=None):
+        """`pipe`: an already loaded pipeline to sample with (the hybrid policy worker shares its own)."""
         if device == "cpu":
             torch.set_num_threads(torch_threads)
         self.sampling, self.seed = sampling, seed
-        self.pipe = load_pipeline(model, device)
+        self.pipe = pipe if pipe is not None else load_pipeline(model, device)
         self.version = -1
 
     def identity(self) -> str:
-        return f"RolloutWorker(pid={os.getpid()}, host={socket.gethostname()})"
+        return f"{type(self).__name__}(pid={os.getpid()}, host={socket.gethostname()})"
 
     def set_weights(self, weights: PolicyWeights) -> int:
         load_lora_state(self.pipe.unet, weights.lora)
@@ -40,25 +39,20 @@ class RolloutWorker:
         return self.version
 
     def rollout(self, epoch: int, pair_indices: list[int], prompts: list[str], version: int) -> RolloutBatch:
+        """Sample pairs `pair_indices` of `epoch`: (SparseQueries for the driver, Trajectories for the learner)."""
         if version != self.version:
             raise StaleWeightsError(f"{self.identity()} holds policy version {self.version}, asked for {version}")
-        s = self.sampling
+        start, s = time.perf_counter(), self.sampling
         gens = [pair_generator(self.seed, epoch, i) for i in pair_indices]
         pairs = sample_pairs(self.pipe, prompts, gens, s.num_steps, s.eta, s.guidance_scale)
         query_steps, sims, images = sparse_queries(self.pipe, pairs.pred_x0, s.num_anchors)
-        return RolloutBatch(
-            policy_version=self.version,
-            epoch=epoch,
-            pair_index=torch.tensor(pair_indices),
-            prompts=list(prompts),
-            timesteps=pairs.timesteps,
-            latents=pairs.latents,
-            log_probs=pairs.log_probs,
-            query_steps=query_steps,
-            similarities=sims,
-            images=images,
-            worker=self.identity(),
-        ).validate()
+        index = torch.tensor(pair_indices)
+        trajectories = Trajectories(self.version, epoch, index, list(prompts), pairs.timesteps, pairs.latents, pairs.log_probs)
+        queries = SparseQueries(
+            self.version, epoch, index, list(prompts), query_steps, sims, images,
+            worker=self.identity(), busy_s=time.perf_counter() - start,
+        )
+        return RolloutBatch(queries.validate(), trajectories.validate())
 
     def evaluate(self, prompts: list[str], seeds: list[int], num_steps: int) -> np.ndarray:
         """Held-out samples of the loaded policy: deterministic (eta = 0) `num_steps`-step DDIM from

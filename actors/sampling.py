@@ -14,7 +14,8 @@ import torch
 
 from actors.ddim import DDIMStep, ddim_step, ddim_step_with_logprob
 from actors.policy import encode_prompts, unet_output
-from rewards.similarity import select_anchors
+from actors.seeds import seeded_generator
+from actors.similarity import select_anchors
 
 
 class SampledPairs(NamedTuple):
@@ -26,8 +27,7 @@ class SampledPairs(NamedTuple):
 
 def pair_generator(seed: int, epoch: int, pair_index: int) -> torch.Generator:
     """The generator of one pair, from (seed, epoch, pair index) only."""
-    mixed = np.random.SeedSequence([seed, epoch, pair_index]).generate_state(1, dtype=np.uint64)[0]
-    return torch.Generator().manual_seed(int(mixed) & 0x7FFF_FFFF_FFFF_FFFF)
+    return seeded_generator(seed, epoch, pair_index)
 
 
 def latent_shape(pipe) -> tuple[int, int, int]:

@@ -1,6 +1,6 @@
 """GPU throughput of SDPO on an SD-Turbo-sized pipeline (random weights, built from config).
 
-    python benchmarks/gpu_throughput.py [--pairs 8] [--steps 50] [--repeats 3]
+    python -m benchmarks.gpu_throughput [--pairs 8] [--steps 50] [--repeats 3] [--train-batch 2] [--micro-batch 8]
 
 Prints pairs/s for rollout (dual-state sampling + decoding the 3 queried states per trajectory)
 and for the learner's update (all T steps of every pair), and model FLOP utilization (MFU) of the
@@ -22,26 +22,28 @@ PEAK_FLOPS = {"H200": 989e12, "H100 SXM": 989e12, "H100 NVL": 835e12, "H100 PCIe
 
 
 def main() -> int:
+    p = argparse.ArgumentParser(prog="python -m benchmarks.gpu_throughput", description=__doc__.split("\n\n")[0])
+    p.add_argument("--pairs", type=int, default=8, help="pairs per rollout call (B)")
+    p.add_argument("--steps", type=int, default=50, help="DDIM steps T")
+    p.add_argument("--repeats", type=int, default=3)
+    p.add_argument("--train-batch", type=int, default=2, help="pairs per learner minibatch (train.batch_size)")
+    p.add_argument("--micro-batch", type=int, default=None, help="pairs per backward pass (train.micro_batch_size; default: --train-batch)")
+    args = p.parse_args()
+
     import torch
 
     if not torch.cuda.is_available():
         print("error: benchmarks/gpu_throughput.py needs a CUDA GPU; none is visible to torch", file=sys.stderr)
         return 2
-    p = argparse.ArgumentParser()
-    p.add_argument("--pairs", type=int, default=8, help="pairs per rollout call (B)")
-    p.add_argument("--steps", type=int, default=50, help="DDIM steps T")
-    p.add_argument("--repeats", type=int, default=3)
-    p.add_argument("--train-batch", type=int, default=2, help="pairs per learner minibatch (train.batch_size)")
-    args = p.parse_args()
 
     from torch.utils.flop_counter import FlopCounterMode
 
     from actors.config import ModelConfig, SamplingConfig
     from actors.rollout_worker import RolloutWorker
     from benchmarks.sd_turbo_config import build_sd_turbo_sized
-    from learner.batch import TrainBatch
+    from learner.worker.batch import ShardAdvantages, UpdateRequest
     from learner.config import TrainConfig
-    from learner.learner_worker import LearnerWorker
+    from learner.worker.learner_worker import LearnerWorker
 
     gpu = torch.cuda.get_device_name()
     peak = next((v for k, v in PEAK_FLOPS.items() if k in gpu), None)
@@ -51,9 +53,11 @@ def main() -> int:
     build_s = time.perf_counter() - t0
     model = ModelConfig(pretrained=str(path), dtype="float16", local_files_only=True)
     sampling = SamplingConfig(num_steps=args.steps)
-    train = TrainConfig(batch_size=args.train_batch, gradient_accumulation_steps=max(1, 16 // args.train_batch))
-    rollout = RolloutWorker(model, sampling, seed=0, device="cuda")
-    learner = LearnerWorker(model, sampling, train, seed=0, device="cuda")
+    train = TrainConfig(
+        batch_size=args.train_batch, gradient_accumulation_steps=max(1, 16 // args.train_batch), micro_batch_size=args.micro_batch
+    )
+    rollout = RolloutWorker(model=model, sampling=sampling, seed=0, device="cuda")
+    learner = LearnerWorker(model=model, sampling=sampling, train=train, seed=0, device="cuda")
     rollout.set_weights(learner.get_weights())
     prompts = [f"a photo of animal {i}" for i in range(args.pairs)]
 
@@ -69,15 +73,15 @@ def main() -> int:
     fwd_bwd_flops = fc.get_total_flops()
     learner.optimizer.zero_grad(set_to_none=True)
 
-    roll_times, upd_times, batch, last_update = [], [], None, {}
+    roll_times, upd_times, last_update = [], [], {}
     for r in range(args.repeats + 1):  # first round warms up
         torch.cuda.synchronize(); t0 = time.perf_counter()
-        batch = rollout.rollout(r, list(range(args.pairs)), prompts, learner.version)
+        traj = rollout.rollout(r, list(range(args.pairs)), prompts, rollout.version).trajectories
         torch.cuda.synchronize(); roll = time.perf_counter() - t0
-        adv = torch.randn(args.pairs, 2, args.steps).clamp(-5, 5)
-        tb = TrainBatch(batch.policy_version, r, batch.prompts, batch.timesteps, batch.latents, batch.log_probs, adv)
+        adv = torch.randn(args.pairs, 2, args.steps).clamp(-5, 5)  # (B, 2, T)
+        request = UpdateRequest(learner.version, r, num_shards=1, max_pairs=args.pairs, shards=[ShardAdvantages(0, traj.pair_index, adv)])
         torch.cuda.synchronize(); t0 = time.perf_counter()
-        last_update = learner.update(tb)
+        last_update = learner.update(request, traj)
         torch.cuda.synchronize(); upd = time.perf_counter() - t0
         rollout.set_weights(learner.get_weights())
         if r:
@@ -90,6 +94,7 @@ def main() -> int:
         "pairs": args.pairs,
         "steps": args.steps,
         "train_batch": args.train_batch,
+        "micro_batch": train.micro_batch_size or train.batch_size,
         "build_model_s": round(build_s, 1),
         "rollout_s_median": round(roll_s, 3),
         "update_s_median": round(upd_s, 3),

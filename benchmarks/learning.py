@@ -32,7 +32,7 @@ ALGORITHMS = ("sdpo", "ddpo")
 
 
 def run_cli(run_dir: Path, algorithm: str, seed: int, args) -> list[dict]:
-    from learner.outputs import read_metrics
+    from learner.run.outputs import read_metrics
 
     overrides = [f"algorithm={algorithm}", f"seed={seed}", f"eval.every={args.eval_every}", f"ray.enabled={str(args.ray).lower()}"]
     env = dict(os.environ, RAY_USAGE_STATS_ENABLED="0", RAY_AUTH_MODE="disabled", HF_HUB_OFFLINE="1",
@@ -49,9 +49,9 @@ def initial_policy_eval(config: str) -> dict[str, float]:
     from actors.prompts import load_prompts
     from actors.rollout_worker import RolloutWorker
     from learner.config import load_config
-    from learner.evaluation import evaluate_policy, heldout_seeds
-    from learner.launch import LocalActor
-    from learner.reward_pool import RewardPool
+    from learner.driver.evaluation import evaluate_policy, heldout_seeds
+    from learner.driver.launch import LocalActor
+    from rewards.pool import RewardPool
     from rewards.server import RewardServer
 
     cfg = load_config(config)
@@ -113,7 +113,7 @@ def main() -> int:
     sdpo_minus_ddpo = {k: round(summary["sdpo"]["eval_final"][k] - summary["ddpo"]["eval_final"][k], 4) for k in steps}
     seeds_sdpo_ahead = {k: sum(s > d for s, d in zip(summary["sdpo"]["eval_final_per_seed"][k], summary["ddpo"]["eval_final_per_seed"][k])) for k in steps}
     if args.plot:
-        from learner.plots import plot_algorithm_comparison
+        from learner.run.plots import plot_algorithm_comparison
 
         mean_histories = {a: seed_mean_history(runs) for a, runs in histories.items()}
         plot_algorithm_comparison(mean_histories, args.plot, baseline=baseline)

@@ -31,7 +31,7 @@ STAGES = ("time_epoch_s", "time_publish_s", "time_rollout_s", "time_reward_s", "
 
 
 def run_once(run_dir: Path, ray_enabled: bool, actors: int, args) -> list[dict]:
-    from learner.outputs import read_metrics
+    from learner.run.outputs import read_metrics
 
     overrides = [
         f"ray.enabled={str(ray_enabled).lower()}",

@@ -4,7 +4,7 @@ object-store put/get of the same bytes.
     python -m benchmarks.weight_sync [--actors 1 2 4] [--ranks 4 332] [--repeats 20] [--out FILE.json]
 
 For each LoRA rank, a real LearnerWorker and real RolloutWorker actors on local Ray hold the tiny
-pipeline. `publish` is learner.stages.publish_weights, the path every epoch takes: the learner's
+pipeline. `publish` is learner.driver.stages.publish_weights, the path every epoch takes: the learner's
 LoRA state to the driver, ONE ray.put, set_weights (peft load) on every actor. `raw` is ray.put of
 the same PolicyWeights object and a ray.get of it in N trivial actors; `put_and_load` is publish
 without the learner fetch (the same transfer as raw, plus the peft load). Rank 4 is the tiny preset
@@ -51,8 +51,8 @@ def measure_rank(rank: int, actor_counts: list[int], repeats: int, tiny_cache: s
     from actors.config import ModelConfig, SamplingConfig
     from actors.rollout_worker import RolloutWorker
     from learner.config import TrainConfig
-    from learner.learner_worker import LearnerWorker
-    from learner.stages import publish_weights
+    from learner.worker.learner_worker import LearnerWorker
+    from learner.driver.stages import publish_weights
 
     model = ModelConfig(lora_rank=rank, lora_alpha=float(rank), tiny_cache_dir=tiny_cache)
     sampling = SamplingConfig(num_steps=4)

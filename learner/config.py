@@ -13,6 +13,8 @@ import yaml
 from pydantic import Field, ValidationError, model_validator
 
 from actors.config import ModelConfig, PromptConfig, RolloutConfig, SamplingConfig, Section
+from actors.errors import UsageError
+from learner.algo.minibatches import num_train_steps
 from rewards.config import RewardConfig
 
 PRESET_DIR = Path(__file__).parent / "presets"
@@ -25,8 +27,15 @@ class TrainConfig(Section):
     adam_beta2: float = Field(0.999, ge=0, lt=1, description="AdamW beta2.")
     adam_weight_decay: float = Field(1e-4, ge=0, description="AdamW weight decay.")
     adam_epsilon: float = Field(1e-8, gt=0, description="AdamW epsilon.")
-    batch_size: int = Field(2, ge=1, description="Pairs per minibatch (one backward pass per (step, minibatch)).")
-    gradient_accumulation_steps: int = Field(8, ge=1, description="Backward passes per optimizer step.")
+    batch_size: int = Field(
+        2, ge=1, description="Pairs per minibatch, as the reference counts it: each rank's optimizer step averages "
+        "batch_size x gradient_accumulation_steps (pair, step) samples."
+    )
+    gradient_accumulation_steps: int = Field(8, ge=1, description="Minibatches per optimizer step (per rank).")
+    micro_batch_size: int | None = Field(
+        None, ge=1, description="Pairs in one backward pass (None = batch_size). Changes speed, not the math: the same "
+        "samples share each optimizer step. Must divide batch_size x gradient_accumulation_steps."
+    )
     max_grad_norm: float = Field(1.0, gt=0, description="Gradient-norm clip.")
     num_inner_epochs: int = Field(1, ge=1, description="Passes over each epoch's samples.")
     timestep_fraction: float = Field(1.0, gt=0, le=1, description="Fraction of the T permuted steps trained on.")
@@ -51,6 +60,11 @@ class TrainConfig(Section):
     def _min_count_fits(self) -> "TrainConfig":
         if self.stat_min_count > self.stat_buffer_size:
             raise ValueError("train.stat_min_count must not exceed train.stat_buffer_size")
+        if self.micro_batch_size and (self.batch_size * self.gradient_accumulation_steps) % self.micro_batch_size:
+            raise ValueError(
+                f"train.micro_batch_size ({self.micro_batch_size}) must divide train.batch_size x "
+                f"train.gradient_accumulation_steps ({self.batch_size * self.gradient_accumulation_steps})"
+            )
         return self
 
 
@@ -59,7 +73,9 @@ class LearnerConfig(Section):
     num_gpus: float = Field(0.0, ge=0, description="GPUs for the learner actor.")
     torch_threads: int = Field(1, ge=1, description="torch intra-op threads in a CPU learner.")
     num_workers: int = Field(
-        1, ge=1, description="Data-parallel learner ranks (torch.distributed: NCCL on GPU, gloo on CPU), each with these resources."
+        1, ge=1, description="Data-parallel learner ranks (torch.distributed: NCCL on GPU, gloo on CPU), each with these "
+        "resources; rank r trains shard r of each epoch's pairs. In the hybrid layout each rank also samples its shard. "
+        "With ray.enabled=false one process computes the same N-shard update."
     )
 
 
@@ -122,6 +138,12 @@ class Config(Section):
     name: str = Field("sdpo", description="Run name, used in the default run directory.")
     seed: int = Field(0, ge=0, description="Seed of all sampling and shuffling (pairs are seeded by epoch and index).")
     epochs: int = Field(100, ge=1, description="Training epochs (one rollout + one update each).")
+    layout: Literal["disaggregated", "hybrid"] = Field(
+        "disaggregated",
+        description="'hybrid': learner.num_workers policy workers each sample their shard of the pairs and train on it with "
+        "the same UNet (every GPU busy in every phase; set rollout.num_actors=0). 'disaggregated': rollout.num_actors "
+        "rollout actors sample, separate learner ranks train, weights are broadcast each epoch.",
+    )
     algorithm: Literal["sdpo", "ddpo"] = Field(
         "sdpo",
         description="'sdpo': stepwise dense-reward difference loss; 'ddpo': PPO clipped loss on the final-image reward "
@@ -141,18 +163,32 @@ class Config(Section):
 
     @model_validator(mode="after")
     def _learner_group_fits(self) -> "Config":
-        n = self.learner.num_workers
-        if n > 1 and not self.ray.enabled:
-            raise ValueError("learner.num_workers > 1 needs ray.enabled=true (one process per rank)")
-        if n > 1 and self.rollout.pairs_per_epoch % (self.train.batch_size * n):
+        n, r = self.learner.num_workers, self.rollout
+        if self.layout == "hybrid" and r.num_actors:
+            raise ValueError("rollout.num_actors: the hybrid layout samples on its learner.num_workers policy workers; set rollout.num_actors=0")
+        if self.layout == "disaggregated" and not r.num_actors:
+            raise ValueError("rollout.num_actors: the disaggregated layout needs at least one rollout actor (or use layout=hybrid)")
+        if r.pairs_per_epoch % (n * r.chunk_size):
             raise ValueError(
-                f"learner.num_workers: rollout.pairs_per_epoch ({self.rollout.pairs_per_epoch}) must be a multiple of "
-                f"train.batch_size x learner.num_workers ({self.train.batch_size * n})"
+                f"rollout.pairs_per_epoch ({r.pairs_per_epoch}) must be a multiple of learner.num_workers x rollout.chunk_size "
+                f"({n * r.chunk_size}): every rank's shard is whole chunks"
             )
         return self
 
+    @property
+    def samples_per_optimizer_step(self) -> int:
+        """(pair, step) samples averaged by one optimizer step, over all ranks."""
+        return self.learner.num_workers * self.train.batch_size * self.train.gradient_accumulation_steps
 
-class ConfigError(ValueError):
+    @property
+    def optimizer_steps_per_epoch(self) -> int:
+        """Optimizer steps per epoch (with every pair rewarded)."""
+        per_rank = self.rollout.pairs_per_epoch // self.learner.num_workers
+        items = per_rank * num_train_steps(self.sampling.num_steps, self.train.timestep_fraction) * self.train.num_inner_epochs
+        return -(-items // (self.train.batch_size * self.train.gradient_accumulation_steps))
+
+
+class ConfigError(UsageError):
     """A user-facing configuration error; its message is one line naming the key or file."""
 
 

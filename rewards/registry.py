@@ -14,6 +14,8 @@ from typing import Any, Callable, Protocol
 
 import numpy as np
 
+from actors.errors import UsageError
+
 
 class RewardFn(Protocol):
     def __call__(self, images: np.ndarray, prompts: list[str]) -> np.ndarray: ...
@@ -29,7 +31,7 @@ class RewardSpec:
 _REGISTRY: dict[str, RewardSpec] = {}
 
 
-class UnknownRewardError(KeyError):
+class UnknownRewardError(UsageError, KeyError):
     def __str__(self) -> str:  # KeyError would quote the message
         return str(self.args[0])
 
@@ -44,9 +46,16 @@ def register_reward(name: str, needs: str = "nothing (offline)") -> Callable:
     return deco
 
 
+# The built-in rewards are plug-ins like a user's (`reward.modules`): loaded by name on first use, so
+# the registry itself depends on none of them. None imports torch or transformers at import time.
+BUILTIN_MODULES = ("rewards.aesthetic", "rewards.jpeg", "rewards.pickscore", "rewards.unavailable")
+
+
 def _load_builtin() -> None:
-    # Importing the modules registers their rewards; none of them imports torch or transformers at import time.
-    from rewards import aesthetic, jpeg, pickscore, unavailable  # noqa: F401
+    import importlib
+
+    for module in BUILTIN_MODULES:
+        importlib.import_module(module)
 
 
 def import_reward_modules(modules: list[str] | tuple[str, ...]) -> None:

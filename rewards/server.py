@@ -10,8 +10,22 @@ from typing import Any
 
 import numpy as np
 
+from actors.errors import RunFailure
 from rewards.combined import build_weighted_reward
 from rewards.registry import import_reward_modules
+
+
+class RewardFunctionError(RunFailure):
+    """A reward function raised, or returned something other than one finite-or-NaN score per image,
+    on valid input: a bug in the reward, which stops the run (retrying would only repeat it).
+    `details` holds the reward's own traceback."""
+
+    def __init__(self, message: str, details: str = ""):
+        super().__init__(message, details)
+        self.details = details
+
+    def __str__(self) -> str:
+        return str(self.args[0])
 
 
 @dataclass
@@ -39,6 +53,7 @@ class RewardServer:
 
     def __init__(
         self,
+        *,
         name: str,
         device: str = "cpu",
         batch_size: int = 32,
@@ -61,8 +76,25 @@ class RewardServer:
         request.validate()
         start, parts = time.perf_counter(), []
         for lo in range(0, len(request.prompts), self.batch_size):
-            parts.append(self.reward.components(request.images[lo : lo + self.batch_size], request.prompts[lo : lo + self.batch_size]))
+            parts.append(self._components(request.images[lo : lo + self.batch_size], request.prompts[lo : lo + self.batch_size]))
         components = {k: np.concatenate([p[k] for p in parts]) for k in self.reward.weights} if parts else {}
         self.calls += len(request.prompts)
         scores = self.reward.combine(components) if parts else np.zeros(0)
         return ScoreResult(np.asarray(scores, dtype=np.float64), components, time.perf_counter() - start)
+
+    def _components(self, images: np.ndarray, prompts: list[str]) -> dict[str, np.ndarray]:
+        """Each reward's scores (N,) of one model call; a reward that raises or returns the wrong
+        shape is a RewardFunctionError carrying its traceback."""
+        import traceback
+
+        try:
+            parts = self.reward.components(images, prompts)
+        except Exception as err:
+            raise RewardFunctionError(
+                f"reward '{self.name}' raised {type(err).__name__}: {str(err).strip().splitlines()[0] if str(err).strip() else ''}",
+                traceback.format_exc(),
+            ) from None
+        for name, scores in parts.items():
+            if np.shape(scores) != (len(prompts),):
+                raise RewardFunctionError(f"reward '{name}' returned scores of shape {np.shape(scores)} for {len(prompts)} images; it must return one score per image")
+        return parts

@@ -47,3 +47,24 @@ def run_cli(*args: str, cwd: str | Path = REPO, timeout: float = 600):
     return subprocess.run(
         [sys.executable, "-m", "learner.main", *args], cwd=cwd, env=cli_env(), capture_output=True, text=True, timeout=timeout
     )
+
+
+def update_request(trajectories, advantages, version: int | None = None):
+    """The UpdateRequest of a one-shard update of `trajectories` (all their pairs) with `advantages` (B, P, T)."""
+    from learner.worker.batch import ShardAdvantages, UpdateRequest
+
+    version = trajectories.policy_version if version is None else version
+    shard = ShardAdvantages(0, trajectories.pair_index, advantages)
+    return UpdateRequest(version, trajectories.epoch, 1, trajectories.num_pairs, [shard])
+
+
+def final_rewards(rewards, prompts, num_steps: int):
+    """SparseRewards holding only final rewards (B, P) of B prompts (what DDPO's advantages read), T steps."""
+    import numpy as np
+    import torch
+
+    from learner.algo.advantages import SparseRewards
+
+    rewards = np.asarray(rewards, dtype=np.float64)
+    B, P = rewards.shape
+    return SparseRewards(rewards[:, :, None], torch.zeros(B, P, 1, dtype=torch.long), torch.zeros(B, P, 1, num_steps), list(prompts), np.zeros(B, dtype=int))

@@ -8,9 +8,10 @@ import sys
 from tests.conftest import REPO, cli_env
 
 CORE = [
-    "actors.ddim", "actors.config", "actors.batch", "rewards.similarity", "rewards.registry", "rewards.config",
-    "learner.advantages", "learner.objective", "learner.minibatches", "learner.ddpo", "learner.distributed",
-    "learner.checkpoint", "learner.config", "learner.batch",
+    "actors.ddim", "actors.config", "actors.batch", "actors.errors", "actors.seeds", "actors.similarity", "actors.remote",
+    "rewards.registry", "rewards.config", "learner.algo.advantages", "learner.algo.sdpo", "learner.algo.minibatches",
+    "learner.algo.ddpo", "learner.algo.registry", "learner.worker.distributed", "learner.worker.batch",
+    "learner.run.checkpoint", "learner.config",
 ]
 
 

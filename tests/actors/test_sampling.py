@@ -18,7 +18,7 @@ PROMPTS = ["cat", "dog", "owl"]
 
 @pytest.fixture(scope="module")
 def worker(tiny_cache):
-    w = RolloutWorker(ModelConfig(tiny_cache_dir=tiny_cache), SamplingConfig(num_steps=5), seed=7)
+    w = RolloutWorker(model=ModelConfig(tiny_cache_dir=tiny_cache), sampling=SamplingConfig(num_steps=5), seed=7)
     w.set_weights(PolicyWeights(0, lora_state(w.pipe.unet)))
     return w
 
@@ -30,26 +30,27 @@ def batch(worker) -> RolloutBatch:
 
 def test_shapes_and_shared_initial_noise(batch):
     B, P, T = 3, 2, 5
-    assert batch.latents.shape == (B, P, T + 1, 4, 16, 16)
-    assert batch.log_probs.shape == (B, P, T) and batch.similarities.shape == (B, P, 3, T)
-    assert batch.images.shape == (B, P, 3, 64, 64, 3) and batch.images.dtype == np.uint8
-    assert torch.equal(batch.latents[:, 0, 0], batch.latents[:, 1, 0])  # one x_0 per pair
-    assert not torch.equal(batch.latents[:, 0, 1], batch.latents[:, 1, 1])  # independent step noise
-    assert (batch.query_steps[..., 0] == 0).all() and (batch.query_steps[..., -1] == T - 1).all()
-    assert batch.policy_version == 0 and batch.epoch == 3
+    assert batch.trajectories.latents.shape == (B, P, T + 1, 4, 16, 16)
+    assert batch.trajectories.log_probs.shape == (B, P, T) and batch.queries.similarities.shape == (B, P, 3, T)
+    assert batch.queries.images.shape == (B, P, 3, 64, 64, 3) and batch.queries.images.dtype == np.uint8
+    assert torch.equal(batch.trajectories.latents[:, 0, 0], batch.trajectories.latents[:, 1, 0])  # one x_0 per pair
+    assert not torch.equal(batch.trajectories.latents[:, 0, 1], batch.trajectories.latents[:, 1, 1])  # independent step noise
+    assert (batch.queries.query_steps[..., 0] == 0).all() and (batch.queries.query_steps[..., -1] == T - 1).all()
+    assert batch.queries.policy_version == 0 and batch.queries.epoch == 3
 
 
 def test_pairs_do_not_depend_on_chunking(worker, batch):
     """A pair's samples depend on (seed, epoch, pair index) only, not on its chunk or worker."""
     alone = worker.rollout(epoch=3, pair_indices=[1], prompts=PROMPTS[1:2], version=0)
-    assert torch.allclose(alone.latents[0], batch.latents[1], atol=1e-6)
+    assert torch.allclose(alone.trajectories.latents[0], batch.trajectories.latents[1], atol=1e-6)
     other_epoch = worker.rollout(epoch=4, pair_indices=[1], prompts=PROMPTS[1:2], version=0)
-    assert not torch.allclose(other_epoch.latents[0, :, 0], batch.latents[1, :, 0])
+    assert not torch.allclose(other_epoch.trajectories.latents[0, :, 0], batch.trajectories.latents[1, :, 0])
 
 
 @torch.no_grad()
 def _rescore(pipe, batch, embeds, i: int):
     """The learner's recomputation (actors.sampling.score_steps) of step i of every trajectory."""
+    batch = batch.trajectories
     n = batch.latents.shape[0] * 2
     x, x_next = batch.latents[:, :, i].flatten(0, 1), batch.latents[:, :, i + 1].flatten(0, 1)  # (2B, C, h, w)
     return score_steps(pipe.unet, pipe.scheduler, x, x_next, torch.full((n,), i), batch.timesteps, embeds, 1.0)
@@ -59,9 +60,9 @@ def test_stored_log_probs_are_recomputed_exactly(worker, batch):
     """Scoring the stored (x_i, x_{i+1}) with the same policy gives the stored log-prob: ratio 1."""
     pipe = worker.pipe
     embeds = encode_prompts(pipe, PROMPTS).repeat_interleave(2, dim=0)  # (2B, L, D)
-    for i in range(batch.timesteps.shape[0]):
+    for i in range(batch.trajectories.timesteps.shape[0]):
         lp = _rescore(pipe, batch, embeds, i).log_prob
-        assert torch.equal(torch.exp(lp - batch.log_probs[:, :, i].flatten()), torch.ones(6))
+        assert torch.equal(torch.exp(lp - batch.trajectories.log_probs[:, :, i].flatten()), torch.ones(6))
 
 
 def test_images_are_decoded_queried_states(worker, batch):
@@ -70,23 +71,25 @@ def test_images_are_decoded_queried_states(worker, batch):
 
     pipe = worker.pipe
     embeds = encode_prompts(pipe, PROMPTS).repeat_interleave(2, dim=0)  # (2B, L, D)
-    steps = batch.query_steps[0, 1].tolist()
+    steps = batch.queries.query_steps[0, 1].tolist()
     assert steps == sorted(steps) and len(set(steps)) == 3
     for q_pos, i in enumerate(steps):
         x0 = _rescore(pipe, batch, embeds, i).pred_original_sample
         image = decode_to_uint8(pipe, x0[1:2])[0]  # pair 0, trajectory 1
-        assert np.abs(image.astype(int) - batch.images[0, 1, q_pos].astype(int)).max() <= 1
+        assert np.abs(image.astype(int) - batch.queries.images[0, 1, q_pos].astype(int)).max() <= 1
 
 
 def test_stale_version_is_refused(worker):
-    with pytest.raises(RuntimeError, match="version"):
+    from actors.rollout_worker import StaleWeightsError
+
+    with pytest.raises(StaleWeightsError, match="version"):
         worker.rollout(epoch=0, pair_indices=[0], prompts=["cat"], version=5)
 
 
 def test_validate_catches_shape_errors(batch):
     import dataclasses
 
-    broken = dataclasses.replace(batch, log_probs=batch.log_probs[:, :, :-1])
+    broken = dataclasses.replace(batch.trajectories, log_probs=batch.trajectories.log_probs[:, :, :-1])
     with pytest.raises(ValueError, match="log_probs"):
         broken.validate()
 
@@ -128,8 +131,8 @@ def test_one_step_eval_is_the_training_one_step_state(worker, batch):
 
     gens = [pair_generator(7, 3, i) for i in range(3)]  # the worker's seed 7, epoch 3, pairs 0..2
     images = decode_to_uint8_of(worker, sample_deterministic(worker.pipe, PROMPTS, gens, 1))
-    assert np.abs(images.astype(int) - batch.images[:, 0, 0].astype(int)).max() <= 1
-    assert np.abs(images.astype(int) - batch.images[:, 1, 0].astype(int)).max() <= 1
+    assert np.abs(images.astype(int) - batch.queries.images[:, 0, 0].astype(int)).max() <= 1
+    assert np.abs(images.astype(int) - batch.queries.images[:, 1, 0].astype(int)).max() <= 1
 
 
 def decode_to_uint8_of(worker, latents):

@@ -14,7 +14,7 @@ from pathlib import Path
 
 import pytest
 
-from learner.outputs import read_metrics
+from learner.run.outputs import read_metrics
 from tests.conftest import REPO
 
 pytestmark = pytest.mark.e2e

@@ -187,10 +187,10 @@ def test_gpu_workers_request_gpus(doc):
 
 def _gpus_needed(config: Config) -> int:
     """GPUs Ray needs for the config's actors: an actor asking >= 1 GPU holds whole GPUs alone;
-    fractional asks share GPUs, packed first-fit. Preset: 4 rollout x 1 + learner 1 = 5 whole,
-    reward 0.25 -> one more shared GPU: 6."""
+    fractional asks share GPUs, packed first-fit. Preset: 4 policy workers x 0.9, reward 0.1 beside
+    one of them: 4."""
     asks = [config.rollout.num_gpus] * config.rollout.num_actors
-    asks += [config.reward.num_gpus] * config.reward.num_servers + [config.learner.num_gpus]
+    asks += [config.reward.num_gpus] * config.reward.num_servers + [config.learner.num_gpus] * config.learner.num_workers
     whole = sum(math.ceil(a) for a in asks if a >= 1)
     free: list[float] = []  # spare capacity of each shared GPU
     for ask in sorted((a for a in asks if 0 < a < 1), reverse=True):
@@ -217,15 +217,17 @@ def test_workers_fit_the_config(doc):
     cpus_needed = (
         config.rollout.num_actors * config.rollout.num_cpus
         + config.reward.num_servers * config.reward.num_cpus
-        + config.learner.num_cpus
+        + config.learner.num_workers * config.learner.num_cpus
     )
     assert cpus_needed <= cpus
 
 
 def test_gpus_needed_packs_fractions():
     config = load_config(str(PRESET))
-    assert _gpus_needed(config) == 6  # 4 x 1 + 1 whole, 0.25 on a sixth GPU
-    shared = load_config(str(PRESET), ["reward.num_servers=4", "learner.num_gpus=0.5", "rollout.num_gpus=0.5"])
+    assert _gpus_needed(config) == 4  # 4 x 0.9, and 0.1 beside one of them
+    disaggregated = load_config("sd_turbo_disaggregated")
+    assert _gpus_needed(disaggregated) == 6  # 4 rollout x 1 + learner 1 whole, 0.25 on a sixth GPU
+    shared = load_config("sd_turbo_disaggregated", ["reward.num_servers=4", "learner.num_gpus=0.5", "rollout.num_gpus=0.5"])
     assert _gpus_needed(shared) == 4  # five 0.5 + four 0.25 = 3.5 GPUs of asks: 0.5+0.5 | 0.5+0.5 | 0.5+0.25+0.25 | 0.25+0.25
 
 
@@ -265,9 +267,9 @@ def test_job_runtime_env_merges_with_the_drivers(doc, monkeypatch):
     # to merge it with a job runtime_env that sets the same key or env var, which would kill the
     # driver on every attempt. Capture what the driver passes and merge it the way ray.init does.
     try:
-        from learner import launch
+        from learner.driver import launch
     except ImportError as err:
-        pytest.skip(f"learner.launch needs the project's dependencies: {err}")
+        pytest.skip(f"learner.driver.launch needs the project's dependencies: {err}")
     from ray.runtime_env.runtime_env import _merge_runtime_env
 
     class Captured(Exception):

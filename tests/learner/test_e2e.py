@@ -8,7 +8,7 @@ import numpy as np
 import pytest
 import torch
 
-from learner.outputs import read_metrics
+from learner.run.outputs import read_metrics
 from tests.conftest import run_cli
 
 pytestmark = pytest.mark.e2e

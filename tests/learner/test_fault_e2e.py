@@ -17,8 +17,8 @@ from pathlib import Path
 import psutil
 import pytest
 
-from learner.checkpoint import checkpoint_dir, list_checkpoints, problem
-from learner.outputs import read_metrics
+from learner.run.checkpoint import checkpoint_dir, list_checkpoints, problem
+from learner.run.outputs import read_metrics
 from tests.conftest import REPO, cli_env, run_cli
 
 pytestmark = pytest.mark.e2e

@@ -1,5 +1,5 @@
 """Rewards that misbehave on purpose, registered through `reward.modules` (the same way a user
-brings their own reward): NaN for some prompts, a failing call, a server process that crashes."""
+brings their own reward): NaN for some prompts, a reward that raises or returns the wrong shape, a server process that crashes."""
 
 from __future__ import annotations
 
@@ -10,9 +10,6 @@ import numpy as np
 
 from rewards.jpeg import jpeg_size_kb
 from rewards.registry import register_reward
-
-_calls = {"n": 0}
-
 
 @register_reward("nan_for_cats", needs="nothing (test reward)")
 def nan_for_cats(device: str = "cpu"):
@@ -26,17 +23,10 @@ def nan_for_cats(device: str = "cpu"):
     return score
 
 
-@register_reward("fails_first_call", needs="nothing (test reward)")
-def fails_first_call(device: str = "cpu"):
-    """Raises on the first call made in this process, then scores like jpeg_compressibility."""
-
-    def score(images, prompts):
-        _calls["n"] += 1
-        if _calls["n"] == 1:
-            raise RuntimeError("reward model failed (on purpose)")
-        return -jpeg_size_kb(images)
-
-    return score
+@register_reward("one_score_per_batch", needs="nothing (test reward)")
+def one_score_per_batch(device: str = "cpu"):
+    """A broken reward: one score for the whole batch instead of one per image."""
+    return lambda images, prompts: np.array([float(len(images))])
 
 
 @register_reward("always_fails", needs="nothing (test reward)")

@@ -12,13 +12,18 @@ ALL = ["aesthetic", "hpsv2", "imagereward", "jpeg_compressibility", "jpeg_incomp
 
 
 def test_builtin_rewards_are_registered():
-    assert reward_names() == ALL
+    """In a fresh interpreter (other tests register rewards of their own in this one)."""
+    code = "import rewards.registry as r; print(','.join(r.reward_names()))"
+    res = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
+    assert res.returncode == 0, res.stderr
+    assert res.stdout.strip().split(",") == ALL
 
 
 def test_unknown_reward_lists_valid_names():
     with pytest.raises(UnknownRewardError) as err:
         build_reward("aesthetics")
-    assert str(err.value) == f"unknown reward 'aesthetics'; valid rewards: {', '.join(ALL)}"
+    assert str(err.value) == f"unknown reward 'aesthetics'; valid rewards: {', '.join(reward_names())}"
+    assert set(ALL) <= set(reward_names()) and err.value.exit_code == 2
 
 
 def test_unknown_option_lists_valid_options():

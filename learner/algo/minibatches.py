@@ -1,0 +1,65 @@
+"""The step-shuffled update schedule (spec section 6). Pure torch: no ray.
+
+Each inner epoch: shuffle the samples; give each sample its own permutation of the T steps; then
+walk the permuted step positions j (the first timestep_fraction of them) and, inside each, the
+shuffled samples. That sequence of (pair, step) items is cut into micro-batches (one backward pass
+each) and optimizer steps (`samples_per_step` items each). The micro-batch size changes only how
+many items share a backward pass, never which items share an optimizer step, so it changes speed,
+not the math (up to float summation order).
+"""
+
+from __future__ import annotations
+
+from typing import Iterator, NamedTuple
+
+import torch
+
+
+class Minibatch(NamedTuple):
+    sample_index: torch.Tensor  # (M,) which pairs
+    step_index: torch.Tensor  # (M,) which denoising step of each pair
+
+    def __len__(self) -> int:
+        return len(self.sample_index)
+
+
+def num_train_steps(num_steps: int, timestep_fraction: float) -> int:
+    """How many of the T permuted step positions are trained on."""
+    return max(1, int(num_steps * timestep_fraction))
+
+
+def step_shuffled_schedule(
+    num_samples: int, num_steps: int, timestep_fraction: float, num_inner_epochs: int, generator: torch.Generator
+) -> Minibatch:
+    """The whole update's (pair, step) items in training order: (L,) each, L = inner epochs x
+    num_train_steps x num_samples."""
+    samples, steps = [], []
+    for _ in range(num_inner_epochs):
+        order = torch.randperm(num_samples, generator=generator)  # (B,)
+        step_perms = torch.stack([torch.randperm(num_steps, generator=generator) for _ in range(num_samples)])  # (B, T)
+        for j in range(num_train_steps(num_steps, timestep_fraction)):
+            samples.append(order)
+            steps.append(step_perms[order, j])  # (B,)
+    return Minibatch(torch.cat(samples), torch.cat(steps))  # (L,), (L,)
+
+
+def micro_batches(schedule: Minibatch, start: int, stop: int, size: int) -> Iterator[Minibatch]:
+    """Items [start, stop) of `schedule` (clipped to its length) in micro-batches of at most `size`."""
+    stop = min(stop, len(schedule))
+    for lo in range(start, stop, size):
+        hi = min(lo + size, stop)
+        yield Minibatch(schedule.sample_index[lo:hi], schedule.step_index[lo:hi])
+
+
+def step_shuffled_minibatches(
+    num_samples: int, num_steps: int, batch_size: int, timestep_fraction: float, generator: torch.Generator
+) -> Iterator[Minibatch]:
+    """One inner epoch as the reference walks it: for each step position j, the shuffled samples in
+    minibatches of `batch_size` (the last one of a position may be short)."""
+    schedule = step_shuffled_schedule(num_samples, num_steps, timestep_fraction, 1, generator)
+    for lo in range(0, len(schedule), num_samples):
+        yield from micro_batches(schedule, lo, lo + num_samples, batch_size)
+
+
+def num_backward_passes(num_samples: int, num_steps: int, batch_size: int, timestep_fraction: float) -> int:
+    return num_train_steps(num_steps, timestep_fraction) * -(-num_samples // batch_size)

@@ -1,0 +1,7 @@
+"""The driver: the epoch loop and its stages, launching workers on Ray (or in-process), handing out
+rollout chunks and surviving rollout-actor failures, the held-out evaluation, checkpoint/resume on
+the driver's side, and what a failure or a signal means for the run.
+
+May import everything below it: ``learner.algo``, ``learner.worker``, ``learner.run``,
+``learner.config``, ``actors``, ``rewards``. Nothing imports the driver except ``learner.main``.
+"""

@@ -1,0 +1,206 @@
+"""Where Ray meets the plain workers: starting or joining a cluster, checking it can ever hold the
+requested resources, and launching workers as Ray actors or, with ray.enabled=false, in-process."""
+
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass
+
+from actors.errors import UsageError
+from actors.remote import GroupRef, LocalActor, put
+from actors.rollout_worker import RolloutWorker
+from learner.config import Config
+from learner.worker.learner_worker import LearnerWorker
+from learner.worker.policy_worker import PolicyWorker
+from rewards.server import RewardServer
+
+
+class ResourceError(UsageError):
+    """The cluster can never satisfy the requested resources (exit 2)."""
+
+
+class RankGroup:
+    """The learner's ranks behind one ``group.method.remote(...)``: each call goes to every rank (its
+    arguments put in the object store once) and resolves to rank 0's result. `ranks[r]` is rank r."""
+
+    def __init__(self, ranks: list):
+        self.ranks = ranks
+
+    def __getattr__(self, name: str):
+        def remote(*args, **kwargs):
+            if len(self.ranks) > 1:
+                args = tuple(put(a) for a in args)  # one object for all ranks (Ray resolves top-level refs)
+            return GroupRef([getattr(rank, name).remote(*args, **kwargs) for rank in self.ranks])
+
+        return type("GroupMethod", (), {"remote": staticmethod(remote)})()
+
+
+@dataclass
+class Workers:
+    """Every worker of a run, by role. In the hybrid layout `samplers` and `learner.ranks` are the same
+    policy workers."""
+
+    samplers: list  # handles that sample: rollout actors, or the hybrid policy workers
+    learner: RankGroup  # the learner ranks
+    reward_servers: list
+    hybrid: bool
+    num_shards: int  # N: the epoch's pairs are split into N shards, one per learner rank
+    device_share: dict[str, tuple[int, float]]  # worker kind -> (workers with devices of their own, device share each)
+
+    def named(self) -> list:
+        """Each worker once (a hybrid policy worker is both sampler and rank)."""
+        return list(self.learner.ranks) + ([] if self.hybrid else list(self.samplers)) + list(self.reward_servers)
+
+
+def actor_bundles(cfg: Config) -> list[dict[str, float]]:
+    """One resource bundle per actor: rollout actors, reward servers, learner ranks (in that order)."""
+    r, w, lrn = cfg.rollout, cfg.reward, cfg.learner
+
+    def bundle(cpus: float, gpus: float) -> dict[str, float]:
+        return {"CPU": cpus, "GPU": gpus} if gpus > 0 else {"CPU": cpus}
+
+    return (
+        [bundle(r.num_cpus, r.num_gpus)] * r.num_actors
+        + [bundle(w.num_cpus, w.num_gpus)] * w.num_servers
+        + [bundle(lrn.num_cpus, lrn.num_gpus)] * lrn.num_workers
+    )
+
+
+def check_resources(bundles: list[dict[str, float]], nodes: list[dict[str, float]]) -> None:
+    """Raise ResourceError naming the shortfall if the cluster (`nodes`: each alive node's resources)
+    can never hold the actors' `bundles`: not in total, or some actor on no single node."""
+    short = []
+    for key in ("CPU", "GPU"):
+        need, have = sum(b.get(key, 0.0) for b in bundles), sum(n.get(key, 0.0) for n in nodes)
+        if need > have + 1e-9:
+            short.append(f"{key}: need {need:g}, cluster has {have:g}")
+    biggest = {key: max((n.get(key, 0.0) for n in nodes), default=0.0) for key in ("CPU", "GPU")}
+    for b in {tuple(sorted(b.items())) for b in bundles}:
+        for key, amount in b:
+            if amount > biggest[key] + 1e-9:
+                short.append(f"one actor needs {key}: {amount:g}, the largest node has {biggest[key]:g}")
+    if short:
+        raise ResourceError("the Ray cluster can never satisfy the requested resources (" + "; ".join(short) + ")")
+
+
+def init_ray(cfg: Config) -> None:
+    import ray
+
+    # No runtime_env here: a job submitted with its own runtime_env would clash with one set by the driver.
+    address = cfg.ray.address or os.environ.get("RAY_ADDRESS")
+    if address:
+        ray.init(address=address, log_to_driver=True)
+    else:
+        ray.init(num_cpus=cfg.ray.num_cpus, include_dashboard=False, log_to_driver=True)
+    nodes = [n["Resources"] for n in ray.nodes() if n.get("Alive")]
+    check_resources(actor_bundles(cfg), nodes)
+
+
+def shutdown_ray() -> None:
+    """Disconnect from (or stop the local) Ray cluster, if this process started one."""
+    try:
+        import ray
+    except ImportError:
+        return
+    if ray.is_initialized():
+        ray.shutdown()
+
+
+def _device(num_gpus: float) -> str:
+    return "cuda" if num_gpus > 0 else "cpu"
+
+
+def worker_arguments(cfg: Config) -> tuple[dict, dict, dict]:
+    """The keyword arguments of the rollout, reward-server and learner (or policy) workers."""
+    r, w, lrn = cfg.rollout, cfg.reward, cfg.learner
+    rollout = dict(model=cfg.model, sampling=cfg.sampling, seed=cfg.seed, device=_device(r.num_gpus), torch_threads=r.torch_threads)
+    reward = dict(name=w.name, device=_device(w.num_gpus), batch_size=w.batch_size, options=w.options, weights=w.weights, modules=w.modules)
+    learner = dict(
+        model=cfg.model, sampling=cfg.sampling, train=cfg.train, seed=cfg.seed, algorithm=cfg.algorithm,
+        device=_device(lrn.num_gpus), torch_threads=lrn.torch_threads,
+    )
+    if cfg.layout == "hybrid":
+        learner["rollout_threads"] = lrn.torch_threads
+    return rollout, reward, learner
+
+
+def device_share(cfg: Config) -> dict[str, tuple[int, float]]:
+    """Worker kind -> (workers holding devices of their own, device share per worker), for the busy
+    fraction: GPUs on a GPU run; on CPU one device per rollout actor and learner rank (reward servers,
+    sized in fractions of a core, are left out there). In the hybrid layout rollout runs on the
+    learner ranks' own devices."""
+    r, w, lrn = cfg.rollout, cfg.reward, cfg.learner
+    per = lambda gpus: gpus if gpus > 0 else 1.0  # noqa: E731
+    share = {"learner": (lrn.num_workers, per(lrn.num_gpus)), "reward": (w.num_servers, w.num_gpus)}
+    share["rollout"] = (0, per(lrn.num_gpus)) if cfg.layout == "hybrid" else (r.num_actors, per(r.num_gpus))
+    if not cfg.ray.enabled:  # one process: one learner holds every shard
+        share["learner"] = (1, share["learner"][1])
+    return share
+
+
+def launch_workers(cfg: Config) -> Workers:
+    """Every worker of the run. On Ray, each actor gets its own bundle of one placement group
+    (strategy `ray.placement_strategy`), placed before any actor starts; with ray.enabled=false they
+    are in-process, and one learner computes all N shards' update."""
+    r, w, lrn = cfg.rollout, cfg.reward, cfg.learner
+    hybrid = cfg.layout == "hybrid"
+    rollout_kw, reward_kw, learner_kw = worker_arguments(cfg)
+    learner_cls = PolicyWorker if hybrid else LearnerWorker
+    if not cfg.ray.enabled:
+        ranks = [LocalActor(learner_cls(**learner_kw))]
+        samplers = ranks if hybrid else [LocalActor(RolloutWorker(**rollout_kw)) for _ in range(r.num_actors)]
+        servers = [LocalActor(RewardServer(**reward_kw)) for _ in range(w.num_servers)]
+        return Workers(samplers, RankGroup(ranks), servers, hybrid, lrn.num_workers, device_share(cfg))
+    import ray
+    from ray.util.scheduling_strategies import PlacementGroupSchedulingStrategy
+
+    pg = place_bundles(actor_bundles(cfg), cfg.ray.placement_strategy, cfg.ray.placement_timeout_s)
+    slots = iter(range(len(pg.bundle_specs)))
+
+    def on_bundle(cls, cpus: float, gpus: float, **options):
+        strategy = PlacementGroupSchedulingStrategy(placement_group=pg, placement_group_bundle_index=next(slots))
+        return ray.remote(cls).options(num_cpus=cpus, num_gpus=gpus, scheduling_strategy=strategy, **options)
+
+    samplers = [  # a crashed actor's chunk is redone by the driver (learner.driver.dispatch), never retried by Ray
+        on_bundle(RolloutWorker, r.num_cpus, r.num_gpus, max_restarts=r.max_restarts, max_task_retries=0).remote(**rollout_kw)
+        for _ in range(r.num_actors)
+    ]
+    servers = [
+        on_bundle(RewardServer, w.num_cpus, w.num_gpus, max_restarts=w.max_restarts).remote(**reward_kw)
+        for _ in range(w.num_servers)
+    ]
+    first_rank_bundle = r.num_actors + w.num_servers
+    ranks = [
+        on_bundle(learner_cls, lrn.num_cpus, lrn.num_gpus).remote(**learner_kw, rank=i, world_size=lrn.num_workers)
+        for i in range(lrn.num_workers)
+    ]
+    if lrn.num_workers > 1:
+        address = ray.get(ranks[0].rendezvous.remote(_bundle_node_ip(pg, first_rank_bundle)))
+        ray.get([rank.join_group.remote(address) for rank in ranks])
+    return Workers(ranks if hybrid else samplers, RankGroup(ranks), servers, hybrid, lrn.num_workers, device_share(cfg))
+
+
+def _bundle_node_ip(pg, bundle: int) -> str:
+    """The address of the node that holds bundle `bundle` of placement group `pg`."""
+    import ray
+    from ray.util.placement_group import placement_group_table
+
+    node_id = placement_group_table(pg)["bundles_to_node_id"][bundle]
+    return next(n["NodeManagerAddress"] for n in ray.nodes() if n["NodeID"] == node_id)
+
+
+def place_bundles(bundles: list[dict[str, float]], strategy: str, timeout_s: float):
+    """A placement group of `bundles`, or ResourceError if Ray cannot place it in `timeout_s`."""
+    import ray
+    from ray.util.placement_group import placement_group, remove_placement_group
+
+    pg = placement_group(bundles, strategy=strategy)
+    ready, _ = ray.wait([pg.ready()], timeout=timeout_s)
+    if not ready:
+        remove_placement_group(pg)
+        total = {k: sum(b.get(k, 0.0) for b in bundles) for k in ("CPU", "GPU")}
+        raise ResourceError(
+            f"Ray could not place the actors' {len(bundles)} resource bundles ({total}) with strategy {strategy} "
+            f"within {timeout_s:g}s; the cluster has {ray.available_resources()} free"
+        )
+    return pg

@@ -1,0 +1,118 @@
+"""The epoch loop, as one would draw it: publish weights -> roll out pairs (sparse images to the
+reward pool as they arrive) -> dense rewards and advantages -> update -> evaluate -> outputs ->
+checkpoint. Each stage is one timed helper (learner.driver.stages)."""
+
+from __future__ import annotations
+
+import time
+from contextlib import contextmanager
+from pathlib import Path
+
+import numpy as np
+
+from actors.remote import get
+from learner.algo.advantages import StepStatTracker
+from learner.algo.registry import get_algorithm
+from learner.config import Config, to_yaml
+from learner.driver import resume, stages
+from learner.driver.evaluation import Evaluator
+from learner.driver.faults import Preemption, name_workers
+from learner.driver.launch import Workers, init_ray, launch_workers
+from learner.run.outputs import RunOutputs
+from rewards.pool import PoolStats, RewardPool
+
+
+@contextmanager
+def timed(times: dict[str, float], key: str):
+    start = time.perf_counter()
+    yield
+    times[key] = round(time.perf_counter() - start, 4)
+
+
+def run(cfg: Config, run_dir: Path, prompt_list: list[str], preemption: Preemption | None = None) -> Path:
+    state = resume.find_resume(run_dir, cfg)  # the newest complete checkpoint, or None
+    if state is not None and state.epoch >= cfg.epochs:
+        return resume.finish_completed(run_dir, state)
+    out = RunOutputs(run_dir, to_yaml(cfg), cfg.output.tensorboard, first_epoch=state.epoch if state else 0)
+    if cfg.ray.enabled:
+        init_ray(cfg)
+    preemption = (preemption or Preemption(cfg.checkpoint.grace_s)).install()  # after ray.init, which sets its own
+    workers = launch_workers(cfg)
+    pool = RewardPool(workers.reward_servers, cfg.reward.batch_size, cfg.reward.timeout_s, cfg.reward.max_retries)
+    tracker = StepStatTracker(cfg.train.stat_buffer_size, cfg.train.stat_min_count) if cfg.train.per_step_stat_tracking else None
+    evaluator = Evaluator.from_config(cfg, workers, run_dir)
+    algorithm = get_algorithm(cfg.algorithm)
+    start, version = resume.restore(state, workers.learner, tracker)  # (0, 0) for a new run
+    where = f"{cfg.learner.num_workers} hybrid policy workers" if workers.hybrid else f"{len(workers.samplers)} rollout actors"
+    print(f"{cfg.algorithm.upper()}: {cfg.epochs} epochs x {cfg.rollout.pairs_per_epoch} pairs on {where}; run dir {run_dir}", flush=True)
+    print("workers: " + ", ".join(name_workers(workers.named())), flush=True)
+    published = None
+    for epoch in range(start, cfg.epochs):
+        preemption.epoch_started()
+        times: dict[str, float] = {}
+        with timed(times, "time_epoch_s"):
+            with timed(times, "time_publish_s"):
+                published = stages.publish_weights(workers, version, published)
+            prompts = stages.prompts_for_epoch(prompt_list, cfg.seed, epoch, cfg.rollout.pairs_per_epoch)
+            scored = stages.rollout_and_score(workers, pool, epoch, prompts, cfg, published)
+            stages.check_dropped(scored, len(prompts), cfg.reward.max_dropped_fraction)
+            times |= scored.times
+            advantages = stages.advantages(algorithm, scored, cfg, workers.num_shards, tracker)  # (B, P, T)
+            with timed(times, "time_update_s"):
+                update = stages.update(workers, scored, advantages, epoch, version, cfg.rollout.pairs_per_epoch)
+        stats = pool.take_stats()
+        metrics = epoch_metrics(epoch, version, scored, stats) | times | _update_metrics(update, stats, workers, times)
+        version = update["policy_version"]
+        eval_metrics, published = evaluator.after_epoch(epoch, metrics, version, published)  # when due; reward_curves.png
+        metrics |= eval_metrics
+        out.log_metrics(metrics)
+        print(
+            f"epoch {epoch + 1}/{cfg.epochs}  v{metrics['weights_version']}  reward 1-step {metrics['reward_1step_mean']:.4f}  "
+            f"final {metrics['reward_final_mean']:.4f}  loss {metrics['loss']:.4f}  {times['time_epoch_s']:.1f}s",
+            flush=True,
+        )
+        if (epoch + 1) % cfg.output.image_every == 0 or epoch + 1 == cfg.epochs:
+            out.save_grid(scored.queries.images[:8, 0][:, [0, -1]], epoch)  # trajectory 1 of up to 8 pairs: 1-step, final
+        if resume.is_due(epoch + 1, cfg) or preemption.requested:
+            with preemption.critical():
+                resume.save_checkpoint(run_dir, epoch + 1, workers.learner, tracker, cfg)
+        preemption.exit_if_requested()
+    lora_file = get(workers.learner.save_lora.remote(str(run_dir / "lora")))
+    out.close()
+    print(f"done: outputs in {run_dir} (metrics.jsonl, samples/, tensorboard/, LoRA {lora_file})", flush=True)
+    return run_dir
+
+
+def _update_metrics(update: dict, stats: PoolStats, workers: Workers, times: dict) -> dict[str, float]:
+    """The learner's metrics (rank 0's, averaged over ranks) plus busy seconds per worker kind and
+    the epoch's gpu_busy_fraction."""
+    out = {k: v for k, v in update.items() if k not in ("policy_version", "busy_s")}
+    busy = {"rollout": times["busy_rollout_s"], "learner": update["busy_learner_s"], "reward": stats.model_seconds}
+    return out | stages.busy_metrics(busy, workers.device_share, times["time_epoch_s"])
+
+
+def epoch_metrics(epoch: int, version: int, scored: stages.Scored, stats: PoolStats) -> dict[str, float]:
+    """The epoch's sampling and reward figures (metrics.jsonl); the update and timings are added to it."""
+    sparse = scored.sparse_rewards  # (B, P, K+2): first, anchors, last
+    out = {
+        "epoch": epoch,
+        "weights_version": version,
+        "pairs": scored.queries.num_pairs,
+        "pairs_dropped": scored.pairs_dropped,
+        "reward_queries": stats.images,
+        "reward_1step_mean": float(np.mean(sparse[:, :, 0])),
+        "reward_final_mean": float(np.mean(sparse[:, :, -1])),
+        "reward_1step_std": float(np.std(sparse[:, :, 0])),
+        "reward_final_std": float(np.std(sparse[:, :, -1])),
+    }
+    return out | reward_metrics(scored, stats)
+
+
+def reward_metrics(scored: stages.Scored, stats: PoolStats) -> dict[str, float]:
+    """Per-reward means (weighted rewards) and the reward service's latency and retries."""
+    out = {f"reward_{name}_mean": float(np.mean(v)) for name, v in scored.components.items() if v.size}
+    out["reward_latency_s"] = round(float(np.mean(stats.latencies)), 4) if stats.latencies else float("nan")
+    out["reward_model_s"] = round(stats.model_seconds, 4)
+    out["reward_retries"] = stats.retries
+    out["reward_failed_calls"] = stats.failed_calls
+    return out

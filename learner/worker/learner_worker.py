@@ -1,0 +1,197 @@
+"""The learner worker: LoRA UNet, AdamW, the step-shuffled update with gradient accumulation,
+grad-norm clipping, and mixed precision through accelerate on GPU. A plain class; ``ray.remote``
+is applied where it is launched.
+
+Data parallelism: the epoch's pairs are split into N shards (rank r of N trains shard r, as each
+of the reference's GPUs trains the pairs it sampled). Every shard has its own step-shuffled
+schedule; optimizer step k takes the k-th `batch_size x gradient_accumulation_steps` (pair, step)
+items of every shard, and the gradient is their mean over the shards (all-reduced across ranks).
+A single process given all N shards computes the same update, which is how the in-process run
+reproduces an N-rank run.
+"""
+
+from __future__ import annotations
+
+import math
+import os
+import socket
+import time
+from collections import defaultdict
+
+import numpy as np
+import torch
+
+from actors.batch import PolicyWeights, Trajectories
+from actors.config import ModelConfig, SamplingConfig
+from actors.errors import RunFailure
+from actors.policy import encode_prompts, load_lora_state, load_pipeline, lora_state, save_lora_diffusers
+from actors.sampling import score_steps
+from actors.seeds import UPDATE, seeded_generator
+from learner.algo.minibatches import Minibatch, micro_batches, num_train_steps, step_shuffled_schedule
+from learner.algo.registry import get_algorithm
+from learner.algo.sdpo import temporal_weights
+from learner.config import TrainConfig
+from learner.worker.batch import TrainBatch, UpdateRequest, shard_batches
+from learner.worker.distributed import Rank, average_gradients, average_scalars, free_port, init_group
+
+
+class StalePolicyError(RunFailure):
+    """A batch sampled by a policy version other than the one the learner expects."""
+
+
+class LearnerWorker:
+    def __init__(
+        self,
+        *,
+        model: ModelConfig,
+        sampling: SamplingConfig,
+        train: TrainConfig,
+        seed: int,
+        algorithm: str = "sdpo",
+        device: str = "cpu",
+        torch_threads: int = 1,
+        rank: int = 0,
+        world_size: int = 1,
+    ):
+        from accelerate import Accelerator
+
+        if device == "cpu":
+            torch.set_num_threads(torch_threads)
+        elif train.allow_tf32:
+            torch.backends.cuda.matmul.allow_tf32 = True
+            torch.backends.cudnn.allow_tf32 = True
+        precision = train.mixed_precision
+        if precision == "auto":
+            precision = "fp16" if device == "cuda" else "no"
+        self.accelerator = Accelerator(mixed_precision=precision, cpu=device == "cpu")
+        self.sampling, self.train, self.seed = sampling, train, seed
+        self.algorithm = get_algorithm(algorithm)
+        self.pipe = load_pipeline(model, self.accelerator.device, seed=seed)
+        params = [p for p in self.pipe.unet.parameters() if p.requires_grad]
+        optimizer = torch.optim.AdamW(
+            params,
+            lr=train.learning_rate,
+            betas=(train.adam_beta1, train.adam_beta2),
+            weight_decay=train.adam_weight_decay,
+            eps=train.adam_epsilon,
+        )
+        self.unet, self.optimizer = self.accelerator.prepare(self.pipe.unet, optimizer)
+        self.params = params
+        self.version = 0
+        # set after accelerate decided it runs single-process: gradients are averaged by hand
+        self.rank, self.device = Rank(rank, world_size), device
+
+    def join_group(self, address: str) -> int:
+        """Join the data-parallel group hosted at `address` ('host:port'); blocks until all ranks join."""
+        init_group(self.rank, address, self.device)
+        return self.rank.rank
+
+    def rendezvous(self, host: str = "127.0.0.1") -> str:
+        """'host:port' for the group to meet at: `host` is this rank's node address (the launcher knows it)."""
+        return f"{host}:{free_port()}"
+
+    def identity(self) -> str:
+        return f"{type(self).__name__}(rank={self.rank.rank}, pid={os.getpid()}, host={socket.gethostname()})"
+
+    def get_weights(self) -> PolicyWeights:
+        return PolicyWeights(self.version, lora_state(self.pipe.unet))
+
+    def save_lora(self, directory: str) -> str:
+        return str(save_lora_diffusers(self.pipe.unet, directory))
+
+    def state_dict(self) -> dict:
+        """What an exact resume needs from the learner, on CPU: policy version, LoRA (peft names),
+        and under "trainer" the optimizer and grad-scaler state and the global torch RNG."""
+        scaler = self.accelerator.scaler
+        trainer = {"optimizer": self.optimizer.state_dict(), "torch_rng": torch.get_rng_state()}
+        if scaler is not None:
+            trainer["scaler"] = scaler.state_dict()
+        return {"version": self.version, "lora": lora_state(self.pipe.unet), "trainer": _to_cpu(trainer)}
+
+    def load_state_dict(self, state: dict) -> int:
+        load_lora_state(self.pipe.unet, state["lora"])
+        self.optimizer.load_state_dict(state["trainer"]["optimizer"])
+        torch.set_rng_state(state["trainer"]["torch_rng"])
+        if self.accelerator.scaler is not None and "scaler" in state["trainer"]:
+            self.accelerator.scaler.load_state_dict(state["trainer"]["scaler"])
+        self.version = int(state["version"])
+        return self.version
+
+    def update(self, request: UpdateRequest, *trajectories: Trajectories) -> dict[str, float]:
+        """One policy update (the algorithm's loss) on this process's shards of an epoch sampled with
+        the current policy; `trajectories` are chunks holding (at least) those shards' pairs.
+        Returns metric means, `busy_s` and the new `policy_version`."""
+        start = time.perf_counter()
+        if request.policy_version != self.version:
+            raise StalePolicyError(f"{self.identity()} expects data from policy version {self.version}, got {request.policy_version}")
+        batches = shard_batches(request, list(trajectories))
+        cfg = self.train
+        T = batches[0].timesteps.shape[0]
+        per_step = cfg.batch_size * cfg.gradient_accumulation_steps  # S: (pair, step) items per shard per optimizer step
+        micro = cfg.micro_batch_size or cfg.batch_size  # M: items per backward pass
+        schedules = [
+            step_shuffled_schedule(b.num_pairs, T, cfg.timestep_fraction, cfg.num_inner_epochs, seeded_generator(self.seed, b.epoch, b.shard, UPDATE))
+            for b in batches
+        ]
+        items = request.max_pairs * num_train_steps(T, cfg.timestep_fraction) * cfg.num_inner_epochs
+        embeds = [encode_prompts(self.pipe, b.prompts) for b in batches]  # each (B_s, L, D)
+        weights = temporal_weights(T, cfg.lam, cfg.log_scale)  # (T,)
+        stats, passes = defaultdict(list), 0
+        self.unet.train()
+        for k in range(math.ceil(items / per_step)):  # the same number of optimizer steps on every rank
+            for batch, schedule, emb in zip(batches, schedules, embeds):
+                for mb in micro_batches(schedule, k * per_step, (k + 1) * per_step, micro):
+                    res, ratio = self._backward(batch, mb, emb, weights, len(mb) / (per_step * len(batches)))
+                    passes += 1
+                    stats["loss"].append(res.loss.item())
+                    stats["clipfrac"].append(res.clipfrac.item())
+                    stats["approx_kl"].append(res.approx_kl.item())
+                    if passes == 1:  # first pass of a version: the ratio must be exactly 1
+                        stats["ratio_first_pass"].append(ratio)
+            stats["grad_norm"].append(self._optimizer_step())
+        self.version += 1
+        metrics = {k: float(np.mean(v)) for k, v in stats.items()}
+        if self.rank.distributed:
+            metrics = average_scalars(metrics, str(self.accelerator.device))
+        return metrics | {"backward_passes": float(passes), "policy_version": self.version, "busy_s": time.perf_counter() - start}
+
+    def _backward(self, batch: TrainBatch, mb: Minibatch, embeds: torch.Tensor, weights: torch.Tensor, scale: float):
+        """Recompute the log-probs of M pairs at one step each and backpropagate `scale` x their loss."""
+        dev = self.accelerator.device
+        idx, steps = mb.sample_index, mb.step_index  # (M,), (M,)
+        rows, cols = idx[:, None], steps[:, None]  # (M, 1) each, broadcast over the pair axis
+        pair = torch.arange(2)[None, :]  # (1, 2)
+        x = batch.latents[rows, pair, cols].flatten(0, 1).to(dev)  # (2M, C, h, w)
+        x_next = batch.latents[rows, pair, cols + 1].flatten(0, 1).to(dev)  # (2M, C, h, w)
+        step_idx = steps.repeat_interleave(2)  # (2M,)
+        cond = embeds[idx].repeat_interleave(2, dim=0)  # (2M, L, D)
+        neg = encode_prompts(self.pipe, [""]).expand(len(step_idx), -1, -1) if self.sampling.guidance_scale > 1 else None
+        with self.accelerator.autocast():  # the DDIM arithmetic inside stays float32 (it upcasts first)
+            new_lp = score_steps(
+                self.unet, self.pipe.scheduler, x, x_next, step_idx, batch.timesteps, cond, self.sampling.eta,
+                self.sampling.guidance_scale, neg,
+            ).log_prob.view(-1, 2)  # (M, 2)
+        old_lp = batch.log_probs[rows, pair, cols].to(dev)  # (M, 2)
+        adv = batch.advantages[rows, pair, cols].to(dev)  # (M, 2)
+        res = self.algorithm.loss(new_lp, old_lp, adv, weights[steps].to(dev), self.train.clip_range)
+        self.accelerator.backward(res.loss * scale)
+        return res, (new_lp - old_lp).exp().mean().item()
+
+    def _optimizer_step(self) -> float:
+        if self.rank.distributed:
+            average_gradients(self.params, self.rank.world_size)  # before unscaling/clipping: all ranks agree
+        norm = self.accelerator.clip_grad_norm_(self.params, self.train.max_grad_norm)
+        self.optimizer.step()
+        self.optimizer.zero_grad(set_to_none=True)
+        return float(norm)
+
+
+def _to_cpu(tree):
+    """A copy of a nest of dicts/lists/tuples with every tensor moved to the CPU."""
+    if isinstance(tree, torch.Tensor):
+        return tree.detach().to("cpu", copy=True)
+    if isinstance(tree, dict):
+        return {k: _to_cpu(v) for k, v in tree.items()}
+    if isinstance(tree, (list, tuple)):
+        return type(tree)(_to_cpu(v) for v in tree)
+    return tree

@@ -1,0 +1,133 @@
+"""The reward service (rewards/pool.py): batching across rollout chunks, retries of a dead server's
+call on another server, missing rewards dropped and counted (never zeros), a broken reward function
+stopping the run with its own traceback, and a real reward-server crash in the middle of a real run."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+from actors.remote import LocalActor
+from learner.run.outputs import read_metrics
+from rewards.jpeg import jpeg_size_kb
+from rewards.pool import RewardPool
+from rewards.server import RewardFunctionError, RewardServer, ScoreRequest
+from tests.conftest import run_cli
+
+MODULES = ("tests.rewards.flaky_rewards",)
+
+
+class DeadServer:
+    """A reward server whose actor process is gone: every call raises Ray's ActorDiedError, as a
+    call to a dead actor does."""
+
+    def score(self, request):
+        from ray.exceptions import ActorDiedError
+
+        raise ActorDiedError()
+
+
+def _request(n: int, seed: int, prompt: str = "a dog") -> ScoreRequest:
+    images = np.random.default_rng(seed).integers(0, 255, (n, 16, 16, 3), dtype=np.uint8)
+    return ScoreRequest(images, [prompt] * n)
+
+
+def test_requests_from_several_chunks_are_batched_up_to_batch_size():
+    server = RewardServer(name="jpeg_compressibility", batch_size=12)
+    pool = RewardPool([LocalActor(server)], batch_size=12, timeout_s=60, max_retries=0)
+    requests = [_request(6, seed) for seed in range(3)]
+    tickets = [pool.submit(r) for r in requests]
+    assert pool.stats.calls == 1  # chunks 0 and 1 (6 + 6 images) went out together
+    results = pool.collect()
+    assert pool.stats.calls == 2 and pool.stats.images == 18 and server.calls == 18
+    for ticket, request in zip(tickets, requests):
+        assert np.array_equal(results[ticket].scores, -jpeg_size_kb(request.images))
+    stats = pool.take_stats()  # an epoch's figures, and a fresh count after
+    assert stats.images == 18 and pool.stats.images == 0 and pool.stats.calls == 0
+
+
+def test_a_dead_servers_call_is_retried_on_another_server():
+    pool = RewardPool([LocalActor(DeadServer()), LocalActor(RewardServer(name="jpeg_compressibility"))], batch_size=4, timeout_s=60, max_retries=2)
+    request = _request(4, 0)
+    ticket = pool.submit(request)
+    result = pool.collect()[ticket]
+    assert pool.stats.retries == 1 and pool.stats.failed_calls == 0
+    assert np.array_equal(result.scores, -jpeg_size_kb(request.images))
+
+
+def test_a_call_that_keeps_failing_becomes_nan_not_zero():
+    pool = RewardPool([LocalActor(DeadServer())], batch_size=4, timeout_s=60, max_retries=1)
+    ticket = pool.submit(_request(4, 0))
+    result = pool.collect()[ticket]
+    assert pool.stats.failed_calls == 1 and pool.stats.retries == 1
+    assert np.isnan(result.scores).all()
+
+
+def test_a_reward_that_raises_stops_at_once_with_its_traceback():
+    """An exception from the reward function on valid input is a bug in the reward: no retry."""
+    servers = [LocalActor(RewardServer(name="always_fails", modules=MODULES)) for _ in range(2)]
+    pool = RewardPool(servers, batch_size=4, timeout_s=60, max_retries=2)
+    pool.submit(_request(4, 0))
+    with pytest.raises(RewardFunctionError, match="reward 'always_fails' raised RuntimeError: reward model is down") as err:
+        pool.collect()
+    assert pool.stats.retries == 0 and err.value.exit_code == 1
+    assert "Traceback" in err.value.details and "flaky_rewards.py" in err.value.details
+
+
+def test_a_reward_returning_the_wrong_number_of_scores_is_an_error():
+    server = RewardServer(name="one_score_per_batch", modules=MODULES)
+    with pytest.raises(RewardFunctionError, match=r"returned scores of shape \(1,\) for 4 images"):
+        server.score(_request(4, 0))
+
+
+SMALL = ["rollout.pairs_per_epoch=8", "rollout.chunk_size=2", "sampling.num_steps=3", "output.tensorboard=false"]
+
+
+def test_nan_rewards_drop_their_pairs_and_are_counted(tiny_cache, tmp_path):
+    res = run_cli(
+        "--epochs", "2", "--run-dir", str(tmp_path / "run"), f"model.tiny_cache_dir={tiny_cache}", "ray.enabled=false",
+        f"reward.modules=[{MODULES[0]}]", "reward.name=nan_for_cats", f"prompts.source={_prompt_file(tmp_path)}", *SMALL,
+    )
+    assert res.returncode == 0, res.stderr[-3000:]
+    metrics = read_metrics(tmp_path / "run")
+    assert sum(m["pairs_dropped"] for m in metrics) > 0
+    for m in metrics:
+        assert m["pairs"] + m["pairs_dropped"] == 8
+        assert np.isfinite(m["reward_1step_mean"]) and np.isfinite(m["loss"])
+
+
+def test_too_many_dropped_pairs_stop_the_run(tiny_cache, tmp_path):
+    res = run_cli(
+        "--epochs", "1", "--run-dir", str(tmp_path / "run"), f"model.tiny_cache_dir={tiny_cache}", "ray.enabled=false",
+        f"reward.modules=[{MODULES[0]}]", "reward.name=nan_for_cats", "prompts.source=" + str(_prompt_file(tmp_path, cats_only=True)),
+        "reward.max_dropped_fraction=0.5", *SMALL,
+    )
+    assert res.returncode != 0
+    assert "have no valid reward" in res.stderr and "Traceback" not in res.stderr
+
+
+@pytest.mark.e2e
+def test_reward_server_crash_mid_run_loses_no_pair(tiny_cache, tmp_path):
+    import os
+
+    env_marker = tmp_path / "crashed"
+    os.environ["SDPO_TEST_CRASH_MARKER"] = str(env_marker)
+    try:
+        res = run_cli(
+            "--epochs", "2", "--run-dir", str(tmp_path / "run"), f"model.tiny_cache_dir={tiny_cache}", "ray.num_cpus=2",
+            f"reward.modules=[{MODULES[0]}]", "reward.name=crash_once", "reward.num_servers=2", "reward.batch_size=12", *SMALL,
+        )
+    finally:
+        del os.environ["SDPO_TEST_CRASH_MARKER"]
+    assert res.returncode == 0, res.stdout[-3000:] + res.stderr[-3000:]
+    assert env_marker.exists()  # a server really died
+    metrics = read_metrics(tmp_path / "run")
+    assert sum(m["reward_retries"] for m in metrics) >= 1
+    for m in metrics:
+        assert m["pairs"] == 8 and m["pairs_dropped"] == 0 and m["reward_queries"] == 6 * 8
+
+
+def _prompt_file(tmp_path, cats_only: bool = False):
+    path = tmp_path / ("cats.txt" if cats_only else "prompts.txt")
+    path.write_text("a cat\n" if cats_only else "a cat\na dog\nan owl\na fox\n")
+    return path

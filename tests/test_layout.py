@@ -1,0 +1,111 @@
+"""The folder tree is the architecture: imports point one way and never in a circle.
+
+Every import statement of every project module counts, including those inside functions (an import
+hidden in a function is still an import). Run alone: ``python -m pytest tests/test_layout.py``.
+
+    actors   the policy side and the actor plumbing (bottom: imports nothing else of the project)
+    rewards  reward models, servers and their pool (may import actors)
+    learner  algo -> worker -> driver -> main, with config and run beside them (may import both)
+"""
+
+from __future__ import annotations
+
+import ast
+from pathlib import Path
+
+from tests.conftest import REPO
+
+PACKAGES = ("actors", "rewards", "learner")
+
+# module prefix -> project prefixes it may import (besides itself)
+ALLOWED = {
+    "actors": ("actors",),
+    "rewards": ("actors", "rewards"),
+    "learner.algo": ("learner.algo", "actors.similarity", "actors.seeds", "actors.errors"),
+    "learner.config": ("learner.config", "learner.algo", "actors", "rewards.config"),
+    "learner.worker": ("learner.worker", "learner.algo", "learner.config", "actors"),
+    "learner.run": ("learner.run", "learner.config", "actors"),
+    "learner.driver": ("learner.driver", "learner.worker", "learner.algo", "learner.run", "learner.config", "actors", "rewards"),
+    "learner.main": ("learner", "actors", "rewards"),
+    "learner": ("learner",),  # the package docstring module
+}
+# modules that may import ray: Ray at the edges only
+RAY_ALLOWED = ("actors.remote", "rewards.pool", "learner.driver")
+
+
+def module_name(path: Path) -> str:
+    parts = path.relative_to(REPO).with_suffix("").parts
+    return ".".join(parts[:-1] if parts[-1] == "__init__" else parts)
+
+
+def project_modules() -> dict[str, Path]:
+    return {module_name(p): p for pkg in PACKAGES for p in (REPO / pkg).rglob("*.py")}
+
+
+def imports_of(path: Path) -> set[str]:
+    """Every module named by an import statement anywhere in the file (absolute imports)."""
+    found = set()
+    for node in ast.walk(ast.parse(path.read_text())):
+        if isinstance(node, ast.Import):
+            found |= {alias.name for alias in node.names}
+        elif isinstance(node, ast.ImportFrom) and node.module and not node.level:
+            found.add(node.module)
+            found |= {f"{node.module}.{alias.name}" for alias in node.names}  # `from pkg import module`
+    return found
+
+
+def graph() -> dict[str, set[str]]:
+    mods = project_modules()
+    return {m: {i for i in imports_of(p) if i in mods and i != m} for m, p in mods.items()}
+
+
+def _rule(module: str) -> tuple[str, ...]:
+    key = max((k for k in ALLOWED if module == k or module.startswith(k + ".")), key=len)
+    return ALLOWED[key]
+
+
+def test_dependencies_point_one_way():
+    bad = []
+    for module, deps in graph().items():
+        allowed = _rule(module)
+        for dep in deps:
+            if dep.split(".")[0] == module.split(".")[0] == "learner" and dep == "learner":
+                continue
+            if not any(dep == a or dep.startswith(a + ".") for a in allowed):
+                bad.append(f"{module} imports {dep}")
+    assert not bad, "imports against the layout:\n" + "\n".join(sorted(bad))
+
+
+def test_no_import_cycles():
+    g = graph()
+    state: dict[str, int] = {}  # 1 on the stack, 2 done
+    cycles = []
+
+    def visit(node: str, stack: list[str]) -> None:
+        state[node] = 1
+        for dep in sorted(g[node]):
+            if state.get(dep) == 1:
+                cycles.append(" -> ".join(stack[stack.index(dep):] + [dep]))
+            elif dep not in state:
+                visit(dep, stack + [dep])
+        state[node] = 2
+
+    for node in sorted(g):
+        if node not in state:
+            visit(node, [node])
+    assert not cycles, "import cycles:\n" + "\n".join(cycles)
+
+
+def test_ray_only_at_the_edges():
+    offenders = sorted(
+        m for m, p in project_modules().items()
+        if any(i == "ray" or i.startswith("ray.") for i in imports_of(p)) and not any(m == a or m.startswith(a + ".") for a in RAY_ALLOWED)
+    )
+    assert not offenders, f"modules importing ray outside the edges: {offenders}"
+
+
+def test_every_package_says_what_it_holds_and_may_import():
+    for init in [p for pkg in PACKAGES for p in (REPO / pkg).rglob("__init__.py")]:
+        doc = ast.get_docstring(ast.parse(init.read_text())) or ""
+        assert len(doc) > 40, f"{init.relative_to(REPO)} has no docstring saying what the package holds"
+        assert "import" in doc, f"{init.relative_to(REPO)}'s docstring does not say what it may import"
