@@ -94,6 +94,8 @@ def load_pipeline(model: ModelConfig, device: str | torch.device = "cpu", with_l
     pipe.to(device)
     if with_lora:
         add_lora(pipe.unet, model, seed)
+    if model.compile:  # the forward, not the module: callers (and accelerate's wrappers) keep the nn.Module
+        pipe.unet.forward = torch.compile(pipe.unet.forward, dynamic=False)
     return pipe
 
 

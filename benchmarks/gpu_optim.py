@@ -13,6 +13,7 @@ included) and learner updates on the pairs just sampled: a warm-up call, then th
   channels_last  both UNets in channels_last memory format
   compile        torch.compile (default mode, dynamic=False) of both UNets' forward (LoRA included)
   micro8         train.micro_batch_size=8: the same 2 x 8 samples per optimizer step, 2 backward passes not 8
+  compile_micro8 both
 A variant that raises is reported as failed (first line of its error) and the others still run.
 Progress goes to stderr with elapsed seconds; one JSON line to stdout and to --out (which is also
 rewritten after every variant, "complete": false, so a run killed at a time limit keeps what it
@@ -33,7 +34,7 @@ from pathlib import Path
 
 from benchmarks.gpu_throughput import PEAK_FLOPS
 
-VARIANTS = ("baseline", "channels_last", "micro8", "compile")  # run order: the slow compile last
+VARIANTS = ("baseline", "channels_last", "micro8", "compile", "compile_micro8")  # run order: the slow compile last
 SMOKE_VARIANTS = ("baseline", "channels_last", "micro8")
 START = time.perf_counter()
 
@@ -75,7 +76,7 @@ def apply_variant(name: str, rollout, learner) -> None:
     if name == "channels_last":
         for unet in (rollout.pipe.unet, learner.unet):
             unet.to(memory_format=torch.channels_last)
-    elif name == "compile":
+    elif name.startswith("compile"):
         # The forward, not the module: the workers (and accelerate's autocast wrapper on the learner's
         # forward) keep calling the same nn.Module; peft's LoRA layers are traced inside the graph.
         for unet in (rollout.pipe.unet, learner.unet):
@@ -92,7 +93,7 @@ def run_variant(name: str, args, model, sampling, train, device: str, flops: dic
     from learner.worker.learner_worker import LearnerWorker
 
     sync = torch.cuda.synchronize if device == "cuda" else lambda: None
-    if name == "micro8":
+    if name.endswith("micro8"):
         train = TrainConfig(**(train.model_dump() | {"micro_batch_size": 8}))
     t0 = time.perf_counter()
     threads = 2 if device == "cpu" else 1

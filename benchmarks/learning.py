@@ -50,14 +50,15 @@ def initial_policy_eval(config: str) -> dict[str, float]:
     from actors.rollout_worker import RolloutWorker
     from learner.config import load_config
     from learner.driver.evaluation import evaluate_policy, heldout_seeds
-    from learner.driver.launch import LocalActor
+    from actors.remote import LocalActor
     from rewards.pool import RewardPool
     from rewards.server import RewardServer
 
     cfg = load_config(config)
-    worker = RolloutWorker(cfg.model, cfg.sampling, cfg.seed)  # LoRA B = 0: the base model
+    worker = RolloutWorker(model=cfg.model, sampling=cfg.sampling, seed=cfg.seed)  # LoRA B = 0: the base model
     w = cfg.reward
-    pool = RewardPool([LocalActor(RewardServer(w.name, "cpu", w.batch_size, w.options, w.weights))], w.batch_size, w.timeout_s, 0)
+    server = RewardServer(name=w.name, batch_size=w.batch_size, options=w.options, weights=w.weights, modules=w.modules)
+    pool = RewardPool([LocalActor(server)], w.batch_size, w.timeout_s, 0)
     prompts = load_prompts(cfg.eval.prompts)[: cfg.eval.num_prompts]
     result = evaluate_policy([LocalActor(worker)], pool, prompts, heldout_seeds(cfg.eval.seed, len(prompts)), list(cfg.eval.steps))
     return result.metrics()

@@ -4,10 +4,12 @@ object-store put/get of the same bytes.
     python -m benchmarks.weight_sync [--actors 1 2 4] [--ranks 4 332] [--repeats 20] [--out FILE.json]
 
 For each LoRA rank, a real LearnerWorker and real RolloutWorker actors on local Ray hold the tiny
-pipeline. `publish` is learner.driver.stages.publish_weights, the path every epoch takes: the learner's
-LoRA state to the driver, ONE ray.put, set_weights (peft load) on every actor. `raw` is ray.put of
-the same PolicyWeights object and a ray.get of it in N trivial actors; `put_and_load` is publish
-without the learner fetch (the same transfer as raw, plus the peft load). Rank 4 is the tiny preset
+pipeline. `publish` is learner.driver.stages.publish_weights, the path every epoch of the
+disaggregated layout takes: the learner's get_weights call leaves its LoRA state in the object store
+as the call's result, and every actor's set_weights (peft load) reads that one object; the driver
+only passes the reference. `raw` is ray.put of the same PolicyWeights object and a ray.get of it in N
+trivial actors; `put_and_load` is a driver-side ray.put plus the peft load on every actor (the old
+path without its learner-to-driver fetch); `learner_fetch` is what that fetch cost. Rank 4 is the tiny preset
 (39.9 KB); rank 332 gives 3.31 MB, the size of SD-Turbo's rank-4 LoRA (3.32 MB, 829,952 fp32
 parameters). Prints progress and a final JSON line of medians in milliseconds.
 """
@@ -52,13 +54,14 @@ def measure_rank(rank: int, actor_counts: list[int], repeats: int, tiny_cache: s
     from actors.rollout_worker import RolloutWorker
     from learner.config import TrainConfig
     from learner.worker.learner_worker import LearnerWorker
+    from learner.driver.launch import RankGroup, Workers
     from learner.driver.stages import publish_weights
 
     model = ModelConfig(lora_rank=rank, lora_alpha=float(rank), tiny_cache_dir=tiny_cache)
     sampling = SamplingConfig(num_steps=4)
     n_max = max(actor_counts)
-    learner = ray.remote(LearnerWorker).options(num_cpus=0.1).remote(model, sampling, TrainConfig(), 0)
-    rollouts = [ray.remote(RolloutWorker).options(num_cpus=0.1).remote(model, sampling, 0) for _ in range(n_max)]
+    learner = ray.remote(LearnerWorker).options(num_cpus=0.1).remote(model=model, sampling=sampling, train=TrainConfig(), seed=0)
+    rollouts = [ray.remote(RolloutWorker).options(num_cpus=0.1).remote(model=model, sampling=sampling, seed=0) for _ in range(n_max)]
     sinks = [ray.remote(Sink).options(num_cpus=0.1).remote() for _ in range(n_max)]
     ray.get([a.identity.remote() for a in [learner, *rollouts]])  # all pipelines loaded
     weights = ray.get(learner.get_weights.remote())
@@ -67,7 +70,8 @@ def measure_rank(rank: int, actor_counts: list[int], repeats: int, tiny_cache: s
     rows = []
     for n in actor_counts:
         actors, sink_n = rollouts[:n], sinks[:n]
-        publish = median_ms(lambda: publish_weights(learner, actors), repeats)
+        workers = Workers(actors, RankGroup([learner]), [], hybrid=False, num_shards=1, device_share={})
+        publish = median_ms(lambda: publish_weights(workers, 0), repeats)
         fetch = median_ms(lambda: ray.get(learner.get_weights.remote()), repeats)
 
         def raw_put_get():

@@ -91,7 +91,8 @@ class LearnerWorker:
         return f"{host}:{free_port()}"
 
     def identity(self) -> str:
-        return f"{type(self).__name__}(rank={self.rank.rank}, pid={os.getpid()}, host={socket.gethostname()})"
+        rank = f", rank {self.rank.rank} of {self.rank.world_size}" if self.rank.distributed else ""
+        return f"{type(self).__name__}(pid={os.getpid()}, host={socket.gethostname()}{rank})"
 
     def get_weights(self) -> PolicyWeights:
         return PolicyWeights(self.version, lora_state(self.pipe.unet))

@@ -139,3 +139,12 @@ def decode_to_uint8_of(worker, latents):
     from actors.sampling import decode_to_uint8
 
     return decode_to_uint8(worker.pipe, latents)
+
+
+def test_compile_option_compiles_the_unet_forward(tiny_cache):
+    """model.compile wraps the UNet's forward in torch.compile (the module stays what callers hold)."""
+    from actors.policy import load_pipeline
+
+    pipe = load_pipeline(ModelConfig(tiny_cache_dir=tiny_cache, compile=True))
+    assert hasattr(pipe.unet.forward, "_torchdynamo_orig_callable")
+    assert not hasattr(load_pipeline(ModelConfig(tiny_cache_dir=tiny_cache)).unet.forward, "_torchdynamo_orig_callable")

@@ -130,12 +130,15 @@ def test_kill_9_of_the_driver_after_epoch_2_then_resume_is_exact(reference, tiny
     driver.proc.send_signal(signal.SIGKILL)
     driver.finish()
     _await_exit(cluster, must=("raylet", "gcs_server"))
-    _valid_checkpoints_only(run_dir)
+    # killed in the middle of a checkpoint write, its temporary directory may be left: never read,
+    # and removed by the next write; every complete checkpoint matches its manifest
+    assert all(problem(p) is None for p in list_checkpoints(checkpoint_dir(run_dir)))
 
     res = run_cli(*_args(run_dir, tiny_cache, 3, "ray.num_cpus=2"))
     assert res.returncode == 0, res.stderr[-3000:]
     assert re.search(r"resuming after epoch [12] ", res.stdout)
     assert_same_metrics(run_dir, reference[:3])
+    _valid_checkpoints_only(run_dir)
 
 
 def _await_exit(procs: list[psutil.Process], must: tuple[str, ...], timeout: float = 60) -> None:

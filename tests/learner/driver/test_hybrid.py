@@ -26,7 +26,7 @@ def runs(tiny_cache, tmp_path_factory) -> tuple[Path, Path]:
     root = tmp_path_factory.mktemp("hybrid")
     on_ray = run_cli("--epochs", "2", "--run-dir", str(root / "ray"), f"model.tiny_cache_dir={tiny_cache}", "ray.num_cpus=2", *HYBRID)
     assert on_ray.returncode == 0, on_ray.stdout[-3000:] + on_ray.stderr[-3000:]
-    assert "on 2 hybrid policy workers" in on_ray.stdout and "PolicyWorker(rank=1" in on_ray.stdout
+    assert "on 2 hybrid policy workers" in on_ray.stdout and "rank 1 of 2)" in on_ray.stdout
     local = run_cli("--epochs", "2", "--run-dir", str(root / "local"), f"model.tiny_cache_dir={tiny_cache}", "ray.enabled=false", *HYBRID)
     assert local.returncode == 0, local.stdout[-3000:] + local.stderr[-3000:]
     return root / "ray", root / "local"
