@@ -10,7 +10,7 @@ from pydantic import BaseModel, ConfigDict, Field, model_validator
 class Section(BaseModel):
     """Base of every config section: immutable, and an unknown key is an error."""
 
-    model_config = ConfigDict(frozen=True, extra="forbid")
+    model_config = ConfigDict(frozen=True, extra="forbid", allow_inf_nan=False)  # every float finite
 
 
 class ModelConfig(Section):
@@ -27,7 +27,7 @@ class ModelConfig(Section):
     dtype: Literal["float32", "float16", "bfloat16"] = Field(
         "float32", description="Dtype of the frozen weights on GPU (always float32 on CPU)."
     )
-    lora_rank: int = Field(4, ge=1, description="LoRA rank of the UNet attention adapters.")
+    lora_rank: int = Field(4, ge=1, le=4096, description="LoRA rank of the UNet attention adapters.")
     lora_alpha: float = Field(4.0, gt=0, description="LoRA alpha (scale = alpha / rank).")
     lora_target_modules: tuple[str, ...] = Field(
         ("to_q", "to_k", "to_v", "to_out.0"),
@@ -62,11 +62,11 @@ class PromptConfig(Section):
 
 
 class RolloutConfig(Section):
-    num_actors: int = Field(2, ge=0, description="Number of rollout actors (0 in the hybrid layout, where the policy workers sample).")
+    num_actors: int = Field(2, ge=0, le=4096, description="Number of rollout actors (0 in the hybrid layout, where the policy workers sample).")
     num_cpus: float = Field(0.5, gt=0, description="CPUs reserved per rollout actor (fractions allowed).")
     num_gpus: float = Field(0.0, ge=0, description="GPUs per rollout actor (fractions share a GPU).")
-    pairs_per_epoch: int = Field(8, ge=1, description="B: trajectory pairs (prompts) sampled per epoch, over all actors.")
-    chunk_size: int = Field(4, ge=1, description="Pairs sampled together in one batched rollout call.")
+    pairs_per_epoch: int = Field(8, ge=1, le=1_000_000, description="B: trajectory pairs (prompts) sampled per epoch, over all actors.")
+    chunk_size: int = Field(4, ge=1, le=4096, description="Pairs sampled together in one batched rollout call.")
     torch_threads: int = Field(1, ge=1, description="torch intra-op threads inside each CPU rollout actor.")
     max_restarts: int = Field(
         3, ge=0, description="Times Ray restarts a crashed rollout actor; its unfinished pairs are sampled again."

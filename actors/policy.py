@@ -6,8 +6,6 @@ from __future__ import annotations
 
 import os
 from pathlib import Path
-from typing import Any
-
 import torch
 
 from actors.config import ModelConfig
@@ -180,7 +178,3 @@ def unet_output(
     out = unet(both, torch.cat([timesteps, timesteps]), torch.cat([negative_embeds, embeds]).to(dtype)).sample
     uncond, cond = out.chunk(2)
     return uncond + guidance_scale * (cond - uncond)
-
-
-def unwrap(module: torch.nn.Module) -> Any:
-    return getattr(module, "module", module)

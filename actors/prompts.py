@@ -10,6 +10,7 @@ from actors.errors import UsageError
 
 ASSETS = Path(__file__).parent / "assets"
 BUILTIN = ("simple_animals", "complex_animals", "heldout_animals")
+MAX_PROMPT_FILE_BYTES = 16 << 20
 
 
 class PromptError(UsageError):
@@ -21,7 +22,13 @@ def load_prompts(source: str, key: str = "prompts.source") -> list[str]:
     path = ASSETS / f"{source}.txt" if source in BUILTIN else Path(source).expanduser()
     if not path.is_file():
         raise PromptError(f"{key}: '{source}' is neither a built-in list ({', '.join(BUILTIN)}) nor a file")
-    prompts = [line.strip() for line in path.read_text().splitlines() if line.strip()]
+    if path.stat().st_size > MAX_PROMPT_FILE_BYTES:
+        raise PromptError(f"{key}: '{source}' is {path.stat().st_size} bytes; at most {MAX_PROMPT_FILE_BYTES} are read")
+    try:
+        text = path.read_bytes().decode("utf-8")
+    except UnicodeDecodeError as err:
+        raise PromptError(f"{key}: '{source}' is not UTF-8 text (byte {err.start})") from None
+    prompts = [line.strip() for line in text.splitlines() if line.strip()]
     if not prompts:
         raise PromptError(f"{key}: '{source}' holds no prompts")
     return prompts

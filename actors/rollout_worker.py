@@ -21,6 +21,10 @@ class StaleWeightsError(RunFailure):
     """Asked to sample with a policy version other than the one loaded (e.g. just restarted by Ray)."""
 
 
+class NonFinitePolicyError(RunFailure):
+    """The policy sampled NaN or infinite latents: its weights are broken (e.g. a learning rate far too large)."""
+
+
 class RolloutWorker:
     def __init__(self, *, model: ModelConfig, sampling: SamplingConfig, seed: int, device: str = "cpu", torch_threads: int = 1, pipe=None):
         """`pipe`: an already loaded pipeline to sample with (the hybrid policy worker shares its own)."""
@@ -45,6 +49,11 @@ class RolloutWorker:
         start, s = time.perf_counter(), self.sampling
         gens = [pair_generator(self.seed, epoch, i) for i in pair_indices]
         pairs = sample_pairs(self.pipe, prompts, gens, s.num_steps, s.eta, s.guidance_scale)
+        if not (torch.isfinite(pairs.latents).all() and torch.isfinite(pairs.log_probs).all()):
+            raise NonFinitePolicyError(
+                f"{self.identity()}: policy version {self.version} sampled non-finite latents in epoch {epoch}; its weights "
+                "are broken (lower train.learning_rate)"
+            )
         query_steps, sims, images = sparse_queries(self.pipe, pairs.pred_x0, s.num_anchors)
         index = torch.tensor(pair_indices)
         trajectories = Trajectories(self.version, epoch, index, list(prompts), pairs.timesteps, pairs.latents, pairs.log_probs)

@@ -8,7 +8,7 @@ import numpy as np
 import torch
 
 # Stream tags: a fixed last key per kind of stream, so that two kinds never share a seed.
-PAIR, UPDATE, HELDOUT, PROMPTS = None, 0x5D90, 0xE7A1, 0x9E37
+UPDATE, HELDOUT, PROMPTS = 0x5D90, 0xE7A1, 0x9E37  # (a pair's stream is (seed, epoch, pair index) alone)
 
 
 def mixed_seed(*keys: int | None) -> int:

@@ -28,15 +28,21 @@ class TrainConfig(Section):
     adam_weight_decay: float = Field(1e-4, ge=0, description="AdamW weight decay.")
     adam_epsilon: float = Field(1e-8, gt=0, description="AdamW epsilon.")
     batch_size: int = Field(
-        2, ge=1, description="Pairs per minibatch, as the reference counts it: each rank's optimizer step averages "
+        2, ge=1, le=65536, description="Pairs per minibatch, as the reference counts it: each rank's optimizer step averages "
         "batch_size x gradient_accumulation_steps (pair, step) samples."
     )
-    gradient_accumulation_steps: int = Field(8, ge=1, description="Minibatches per optimizer step (per rank).")
+    gradient_accumulation_steps: int = Field(8, ge=1, le=1_000_000, description="Minibatches per optimizer step (per rank).")
     micro_batch_size: int | None = Field(
-        None, ge=1, description="Pairs in one backward pass (None = batch_size). Changes speed, not the math: the same "
+        None, ge=1, le=65536, description="Pairs in one backward pass (None = batch_size). Changes speed, not the math: the same "
         "samples share each optimizer step. Must divide batch_size x gradient_accumulation_steps."
     )
     max_grad_norm: float = Field(1.0, gt=0, description="Gradient-norm clip.")
+    max_nonfinite_steps: int = Field(
+        3, ge=0, le=1_000_000,
+        description="Optimizer steps per update that may be skipped for a non-finite loss or gradient (metric "
+        "nonfinite_steps); one more stops the run (exit 1) before anything is checkpointed. Under fp16 the grad "
+        "scaler's own skipped steps (overflow while it calibrates its scale) are normal and not counted.",
+    )
     num_inner_epochs: int = Field(1, ge=1, description="Passes over each epoch's samples.")
     timestep_fraction: float = Field(1.0, gt=0, le=1, description="Fraction of the T permuted steps trained on.")
     clip_range: float = Field(
@@ -73,7 +79,7 @@ class LearnerConfig(Section):
     num_gpus: float = Field(0.0, ge=0, description="GPUs for the learner actor.")
     torch_threads: int = Field(1, ge=1, description="torch intra-op threads in a CPU learner.")
     num_workers: int = Field(
-        1, ge=1, description="Data-parallel learner ranks (torch.distributed: NCCL on GPU, gloo on CPU), each with these "
+        1, ge=1, le=4096, description="Data-parallel learner ranks (torch.distributed: NCCL on GPU, gloo on CPU), each with these "
         "resources; rank r trains shard r of each epoch's pairs. In the hybrid layout each rank also samples its shard. "
         "With ray.enabled=false one process computes the same N-shard update."
     )
@@ -85,6 +91,9 @@ class RayConfig(Section):
         None, description="Ray address to join; None uses RAY_ADDRESS if set, else starts a local cluster."
     )
     num_cpus: float | None = Field(None, gt=0, description="CPUs of a locally started cluster (None = all).")
+    connect_timeout_s: float = Field(
+        30.0, gt=0, le=3600, description="Give up (exit 1) when the cluster at `address` / RAY_ADDRESS does not answer within this time."
+    )
     placement_strategy: Literal["PACK", "SPREAD", "STRICT_PACK", "STRICT_SPREAD"] = Field(
         "PACK",
         description="Ray placement-group strategy for all actors' bundles; STRICT_PACK keeps everything on one node "
@@ -125,7 +134,7 @@ class EvalConfig(Section):
         description="Held-out prompts: a built-in list ('heldout_animals': 8 animals in no training list) or a text file, one per line.",
     )
     num_prompts: int = Field(8, ge=1, description="Evaluate on the first this many held-out prompts (all if the source has fewer).")
-    seed: int = Field(1234, ge=0, description="Seed of the held-out initial noises: the same noise per prompt at every evaluation and step count.")
+    seed: int = Field(1234, ge=0, le=2**63 - 1, description="Seed of the held-out initial noises: the same noise per prompt at every evaluation and step count.")
 
     @model_validator(mode="after")
     def _steps_valid(self) -> "EvalConfig":
@@ -136,8 +145,8 @@ class EvalConfig(Section):
 
 class Config(Section):
     name: str = Field("sdpo", description="Run name, used in the default run directory.")
-    seed: int = Field(0, ge=0, description="Seed of all sampling and shuffling (pairs are seeded by epoch and index).")
-    epochs: int = Field(100, ge=1, description="Training epochs (one rollout + one update each).")
+    seed: int = Field(0, ge=0, le=2**63 - 1, description="Seed of all sampling and shuffling (pairs are seeded by epoch and index).")
+    epochs: int = Field(100, ge=1, le=1_000_000, description="Training epochs (one rollout + one update each).")
     layout: Literal["disaggregated", "hybrid"] = Field(
         "disaggregated",
         description="'hybrid': learner.num_workers policy workers each sample their shard of the pairs and train on it with "
@@ -217,6 +226,28 @@ def parse_override(item: str) -> tuple[str, Any]:
     return key, value
 
 
+MAX_CONFIG_BYTES = 1 << 20  # a config file is a few KB; anything near this is a mistake or an attack
+MAX_CONFIG_NODES = 10_000  # values and keys, counting every repetition of a YAML alias
+MAX_CONFIG_DEPTH = 16
+
+
+def check_config_size(tree: Any, source: str) -> None:
+    """ConfigError if `tree` (plain YAML data) has more than MAX_CONFIG_NODES nodes, counting every
+    repetition of a YAML alias (so an alias bomb is refused before anything expands it), or is nested
+    deeper than MAX_CONFIG_DEPTH."""
+    nodes, stack = 0, [(tree, 0)]
+    while stack:
+        node, depth = stack.pop()
+        nodes += 1
+        if nodes > MAX_CONFIG_NODES or depth > MAX_CONFIG_DEPTH:
+            what = f"more than {MAX_CONFIG_NODES} values" if nodes > MAX_CONFIG_NODES else f"nesting deeper than {MAX_CONFIG_DEPTH}"
+            raise ConfigError(f"{source}: {what} (YAML aliases count once per use); a config is a small mapping of keys")
+        if isinstance(node, dict):
+            stack.extend((v, depth + 1) for kv in node.items() for v in kv)
+        elif isinstance(node, list):
+            stack.extend((v, depth + 1) for v in node)
+
+
 def read_yaml(path: str | Path) -> dict[str, Any]:
     """Read a config file, or a preset by name (e.g. 'tiny')."""
     p = Path(path)
@@ -225,8 +256,14 @@ def read_yaml(path: str | Path) -> dict[str, Any]:
     if not p.is_file():
         presets = ", ".join(sorted(x.stem for x in PRESET_DIR.glob("*.yaml")))
         raise ConfigError(f"config file '{path}' does not exist (presets: {presets})")
+    if p.stat().st_size > MAX_CONFIG_BYTES:
+        raise ConfigError(f"config file '{path}' is {p.stat().st_size} bytes; at most {MAX_CONFIG_BYTES} are read")
     try:
-        data = yaml.safe_load(p.read_text())
+        text = p.read_bytes().decode("utf-8")
+    except UnicodeDecodeError as err:
+        raise ConfigError(f"config file '{path}' is not UTF-8 text (byte {err.start})") from None
+    try:
+        data = yaml.safe_load(text)
     except yaml.YAMLError as err:
         mark = getattr(err, "problem_mark", None)
         where = f" at line {mark.line + 1}" if mark else ""
@@ -235,6 +272,7 @@ def read_yaml(path: str | Path) -> dict[str, Any]:
         return {}
     if not isinstance(data, dict):
         raise ConfigError(f"config file '{path}' must hold a mapping of config keys, not {type(data).__name__}")
+    check_config_size(data, f"config file '{path}'")
     return data
 
 
@@ -250,9 +288,11 @@ def _format_error(err: ValidationError) -> str:
 
 def build_config(data: dict[str, Any], overrides: list[str] = ()) -> Config:
     """Validate a raw mapping plus KEY=VALUE overrides into a Config, or raise ConfigError."""
+    check_config_size(data, "config")
     tree = yaml.safe_load(yaml.safe_dump(data))  # deep copy of plain data
     for item in overrides:
         key, value = parse_override(item)
+        check_config_size(value, key)
         _set_dotted(tree, key, value)
     try:
         return Config.model_validate(tree)

@@ -93,15 +93,21 @@ def _check_inputs(cfg: Config) -> list[str]:
     """Fail fast, before any cluster starts, on inputs that can never work."""
     from actors.policy import resolve_model_path
     from actors.prompts import load_prompts
-    from rewards.registry import import_reward_modules, reward_spec
+    from rewards.registry import check_options, import_reward_modules, reward_spec
 
     import_reward_modules(cfg.reward.modules)
     for name in cfg.reward.reward_names:
         reward_spec(name)
+        check_options(name, cfg.reward.options.get(name, {}))  # here, not first inside a reward server
+    for name in sorted(set(cfg.reward.options) - set(cfg.reward.reward_names)):
+        raise ConfigError(f"reward.options.{name}: options for a reward this run does not use (rewards: {', '.join(cfg.reward.reward_names)})")
     if cfg.eval.enabled:
         load_prompts(cfg.eval.prompts, "eval.prompts")
     if cfg.model.pretrained != "tiny":
         resolve_model_path(cfg.model)
+    run_dir = Path(cfg.output.run_dir).expanduser() if cfg.output.run_dir else None
+    if run_dir is not None and run_dir.exists() and not run_dir.is_dir():
+        raise ConfigError(f"output.run_dir: '{cfg.output.run_dir}' exists and is not a directory")
     if cfg.sampling.num_steps < cfg.sampling.num_anchors + 2:
         raise ConfigError(f"sampling.num_steps: {cfg.sampling.num_anchors} anchor(s) need at least {cfg.sampling.num_anchors + 2} steps")
     return load_prompts(cfg.prompts.source)

@@ -23,7 +23,6 @@ from rewards import clip_features
 from rewards.registry import RewardFn, register_reward
 
 DEFAULT_MODEL = "openai/clip-vit-large-patch14"
-HIDDEN = (1024, 128, 64, 16)
 LINEAR_INDICES = (0, 2, 4, 6, 7)  # the nn.Linear positions inside `layers`
 
 

@@ -19,6 +19,7 @@ import numpy as np
 from rewards.registry import build_reward, reward_names, reward_spec
 
 USAGE_ERROR = 2
+MAX_IMAGE_PIXELS = 4096 * 4096  # the same bound as a reward server's requests (rewards.server)
 
 
 class CliError(Exception):
@@ -64,8 +65,11 @@ def _read_image(path: str) -> np.ndarray:
     """An image file -> uint8 (1, H, W, 3)."""
     from PIL import Image, UnidentifiedImageError
 
+    Image.MAX_IMAGE_PIXELS = None  # PIL's own guard raises on open; ours below reads the header and names the file
     try:
         with Image.open(path) as img:
+            if img.width * img.height > MAX_IMAGE_PIXELS:  # checked from the header, before decoding
+                raise CliError(f"image {path} has {img.width * img.height} pixels ({img.width} x {img.height}); at most {MAX_IMAGE_PIXELS} are scored")
             return np.asarray(img.convert("RGB"), dtype=np.uint8)[None]
     except FileNotFoundError:
         raise CliError(f"image file not found: {path}") from None

@@ -8,7 +8,7 @@ from pydantic import BaseModel, ConfigDict, Field, model_validator
 
 
 class RewardConfig(BaseModel):
-    model_config = ConfigDict(frozen=True, extra="forbid")
+    model_config = ConfigDict(frozen=True, extra="forbid", allow_inf_nan=False)  # every float finite
 
     name: str = Field(
         "jpeg_compressibility",
@@ -24,10 +24,10 @@ class RewardConfig(BaseModel):
     modules: tuple[str, ...] = Field(
         (), description="Python modules imported on the reward servers (and driver) first: your own rewards, registered with @register_reward."
     )
-    num_servers: int = Field(1, ge=1, description="Reward-server actors in the pool.")
+    num_servers: int = Field(1, ge=1, le=4096, description="Reward-server actors in the pool.")
     num_cpus: float = Field(0.25, gt=0, description="CPUs reserved per reward server.")
     num_gpus: float = Field(0.0, ge=0, description="GPU fraction per reward server.")
-    batch_size: int = Field(32, ge=1, description="Images gathered (across rollout chunks) into one server call, and the most one model call scores.")
+    batch_size: int = Field(32, ge=1, le=65536, description="Images gathered (across rollout chunks) into one server call, and the most one model call scores.")
     timeout_s: float = Field(300.0, gt=0, description="A reward call not answered in this time is retried on another server.")
     max_retries: int = Field(2, ge=0, description="Retries of a failed or timed-out reward call before its pairs are dropped.")
     max_restarts: int = Field(3, ge=0, description="Times Ray restarts a crashed reward server (it rebuilds its model).")

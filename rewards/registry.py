@@ -48,7 +48,7 @@ def register_reward(name: str, needs: str = "nothing (offline)") -> Callable:
 
 # The built-in rewards are plug-ins like a user's (`reward.modules`): loaded by name on first use, so
 # the registry itself depends on none of them. None imports torch or transformers at import time.
-BUILTIN_MODULES = ("rewards.aesthetic", "rewards.jpeg", "rewards.pickscore", "rewards.unavailable")
+BUILTIN_MODULES = ("rewards.aesthetic", "rewards.hpsv2", "rewards.jpeg", "rewards.pickscore", "rewards.unavailable")
 
 
 def _load_builtin() -> None:
@@ -89,9 +89,18 @@ def reward_options(name: str) -> list[str] | None:
     return [p.name for p in params if p.name != "device"]
 
 
-def build_reward(name: str, device: str = "cpu", **options: Any) -> RewardFn:
+class RewardOptionError(UsageError):
+    """An option the reward's factory does not take."""
+
+
+def check_options(name: str, options: dict[str, Any]) -> None:
+    """RewardOptionError naming the unknown options of reward `name` and its valid ones."""
     valid = reward_options(name)
     unknown = [] if valid is None else sorted(set(options) - set(valid))
     if unknown:
-        raise ValueError(f"reward '{name}' has no option(s) {unknown}; its options: {valid or 'none'}")
+        raise RewardOptionError(f"reward '{name}' has no option(s) {unknown}; its options: {valid or 'none'}")
+
+
+def build_reward(name: str, device: str = "cpu", **options: Any) -> RewardFn:
+    check_options(name, options)
     return reward_spec(name).factory(device=device, **options)

@@ -28,6 +28,9 @@ class RewardFunctionError(RunFailure):
         return str(self.args[0])
 
 
+MAX_IMAGE_PIXELS = 4096 * 4096  # a decoded image a reward server accepts; SD-class samples are 512 x 512 to 1024 x 1024
+
+
 @dataclass
 class ScoreRequest:
     images: np.ndarray  # (N, H, W, 3) uint8
@@ -38,6 +41,8 @@ class ScoreRequest:
             raise ValueError(f"ScoreRequest.images must be uint8 (N, H, W, 3), got {self.images.dtype} {self.images.shape}")
         if len(self.prompts) != self.images.shape[0]:
             raise ValueError(f"ScoreRequest: {len(self.prompts)} prompts for {self.images.shape[0]} images")
+        if self.images.shape[1] * self.images.shape[2] > MAX_IMAGE_PIXELS:
+            raise ValueError(f"ScoreRequest: images of {self.images.shape[1]} x {self.images.shape[2]} pixels; at most {MAX_IMAGE_PIXELS} per image")
         return self
 
 

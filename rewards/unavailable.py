@@ -1,7 +1,8 @@
-"""ImageReward and HPSv2: registered so that their names are known, but they cannot be built yet.
+"""ImageReward: registered so that its name is known, but it cannot be built yet.
 
-Their published packages cannot be installed beside this project's torch and transformers (details
-and the way forward in rewards/README.md). Building either raises a RuntimeError that says why.
+Its published package cannot be installed beside this project's torch and transformers (details and
+the way forward in rewards/README.md). Building it raises a RuntimeError that says why. (HPSv2 used
+to be here too; it now runs natively, see rewards/hpsv2.py.)
 """
 
 from __future__ import annotations
@@ -16,10 +17,6 @@ _WHY = {
         "and prune_linear_layer from transformers.modeling_utils (gone in transformers 5), pins timm==0.6.13 "
         "and fairscale, and needs torchvision (pip would replace torch)"
     ),
-    "hpsv2": (
-        "the `hpsv2` 1.2.0 package pins protobuf<4 and pytest==7.2.0 and needs torchvision; open-clip-torch "
-        "(the alternative) also needs torchvision and timm, and pip would replace torch to install them"
-    ),
 }
 
 
@@ -33,7 +30,4 @@ def _unavailable(name: str):
 
 register_reward("imagereward", needs="unavailable: the image-reward package conflicts with transformers 5 (rewards/README.md)")(
     _unavailable("imagereward")
-)
-register_reward("hpsv2", needs="unavailable: hpsv2 / open-clip-torch need torchvision (rewards/README.md)")(
-    _unavailable("hpsv2")
 )

@@ -49,17 +49,3 @@ def micro_batches(schedule: Minibatch, start: int, stop: int, size: int) -> Iter
     for lo in range(start, stop, size):
         hi = min(lo + size, stop)
         yield Minibatch(schedule.sample_index[lo:hi], schedule.step_index[lo:hi])
-
-
-def step_shuffled_minibatches(
-    num_samples: int, num_steps: int, batch_size: int, timestep_fraction: float, generator: torch.Generator
-) -> Iterator[Minibatch]:
-    """One inner epoch as the reference walks it: for each step position j, the shuffled samples in
-    minibatches of `batch_size` (the last one of a position may be short)."""
-    schedule = step_shuffled_schedule(num_samples, num_steps, timestep_fraction, 1, generator)
-    for lo in range(0, len(schedule), num_samples):
-        yield from micro_batches(schedule, lo, lo + num_samples, batch_size)
-
-
-def num_backward_passes(num_samples: int, num_steps: int, batch_size: int, timestep_fraction: float) -> int:
-    return num_train_steps(num_steps, timestep_fraction) * -(-num_samples // batch_size)

@@ -4,6 +4,7 @@ one-line message and exit code of an error that ended the run. Exit codes: actor
 
 from __future__ import annotations
 
+import errno
 import os
 import re
 import signal
@@ -35,8 +36,8 @@ class Preemption:
 
     Install it after ray.init, which sets a SIGTERM handler of its own in the driver."""
 
-    def __init__(self, grace_s: float):
-        self.grace_s = grace_s
+    def __init__(self, grace_s: float, clock=time.monotonic):
+        self.grace_s, self._clock = grace_s, clock
         self.requested = False  # SIGTERM seen: finish this epoch, checkpoint it, exit
         self.abandoned = False  # SIGTERM seen: the epoch in progress was abandoned
         self._epoch_start: float | None = None
@@ -48,7 +49,7 @@ class Preemption:
         return self
 
     def epoch_started(self) -> None:
-        now = time.monotonic()
+        now = self._clock()
         if self._epoch_start is not None:
             self._epoch_s = now - self._epoch_start
         self._epoch_start = now
@@ -57,7 +58,7 @@ class Preemption:
         """Expected seconds until the current epoch's checkpoint; None before one epoch was timed."""
         if self._epoch_s is None or self._epoch_start is None:
             return None
-        return max(0.0, self._epoch_s - (time.monotonic() - self._epoch_start))
+        return max(0.0, self._epoch_s - (self._clock() - self._epoch_start))
 
     def _on_sigterm(self, signum, frame) -> None:
         if self.requested or self.abandoned:
@@ -148,7 +149,9 @@ def describe_actor_error(err: BaseException) -> str:
 def failure(err: BaseException, preemption: Preemption | None, run_dir: Path) -> Failure | None:
     """The exit code and one-line message of an error that ended a run, by its type (every project
     error carries its exit code: actors/errors.py), or None for a bug (which keeps its traceback)."""
-    if preemption is not None and (preemption.requested or preemption.abandoned) and isinstance(err, SystemExit):
+    if isinstance(err, SystemExit) and (
+        (preemption is not None and (preemption.requested or preemption.abandoned)) or err.code == signal.SIGTERM  # Ray's own handler
+    ):
         return Failure(EXIT_PREEMPTED, f"preempted by SIGTERM; {_resume_hint(run_dir)}")
     if isinstance(err, KeyboardInterrupt):
         return Failure(EXIT_INTERRUPTED, f"interrupted; {_resume_hint(run_dir)}")
@@ -168,6 +171,8 @@ def failure(err: BaseException, preemption: Preemption | None, run_dir: Path) ->
         RayOOM = ()  # noqa: N806
     if RayOOM and isinstance(err, RayOOM):
         return Failure(EXIT_FAILURE, f"an actor was killed by Ray's memory monitor (out of memory); {_resume_hint(run_dir)}")
+    if isinstance(err, OSError) and err.errno in (errno.ENOSPC, errno.EDQUOT, errno.EFBIG, errno.EROFS):  # writing outputs
+        return Failure(EXIT_FAILURE, f"cannot write {err.filename or 'the run directory'}: {err.strerror}; {_resume_hint(run_dir)}")
     if isinstance(err, actor_failures()):
         if getattr(err, "actor_init_failed", False):  # the constructor raised: Ray keeps only its text
             kind, msg = _raised(str(err))

@@ -4,9 +4,10 @@ requested resources, and launching workers as Ray actors or, with ray.enabled=fa
 from __future__ import annotations
 
 import os
+import socket
 from dataclasses import dataclass
 
-from actors.errors import UsageError
+from actors.errors import RunFailure, UsageError
 from actors.remote import GroupRef, LocalActor, put
 from actors.rollout_worker import RolloutWorker
 from learner.config import Config
@@ -83,13 +84,36 @@ def check_resources(bundles: list[dict[str, float]], nodes: list[dict[str, float
         raise ResourceError("the Ray cluster can never satisfy the requested resources (" + "; ".join(short) + ")")
 
 
+class ClusterUnreachableError(RunFailure):
+    """The Ray cluster to join did not answer within ray.connect_timeout_s."""
+
+
+def check_reachable(address: str, timeout_s: float) -> None:
+    """ClusterUnreachableError unless a TCP connection to a 'host:port' GCS address opens within
+    `timeout_s` (ray.init itself would retry for minutes). Other address forms are left to Ray."""
+    host, sep, port = address.rpartition(":")
+    if not sep or not port.isdigit() or "/" in address:
+        return
+    try:
+        socket.create_connection((host or "127.0.0.1", int(port)), timeout=timeout_s).close()
+    except OSError as err:
+        raise ClusterUnreachableError(
+            f"the Ray cluster at {address} cannot be reached ({err.strerror or err}; ray.connect_timeout_s={timeout_s:g}); "
+            "check RAY_ADDRESS / ray.address and that its head is up"
+        ) from None
+
+
 def init_ray(cfg: Config) -> None:
     import ray
 
     # No runtime_env here: a job submitted with its own runtime_env would clash with one set by the driver.
     address = cfg.ray.address or os.environ.get("RAY_ADDRESS")
     if address:
-        ray.init(address=address, log_to_driver=True)
+        check_reachable(address, cfg.ray.connect_timeout_s)
+        try:
+            ray.init(address=address, log_to_driver=True)
+        except ConnectionError as err:  # e.g. 'auto' with no cluster running
+            raise ClusterUnreachableError(f"cannot join the Ray cluster at '{address}': {str(err).strip().splitlines()[0]}") from None
     else:
         ray.init(num_cpus=cfg.ray.num_cpus, include_dashboard=False, log_to_driver=True)
     nodes = [n["Resources"] for n in ray.nodes() if n.get("Alive")]
@@ -102,8 +126,7 @@ def shutdown_ray() -> None:
         import ray
     except ImportError:
         return
-    if ray.is_initialized():
-        ray.shutdown()
+    ray.shutdown()  # also stops what a start-up interrupted half-way had started
 
 
 def _device(num_gpus: float) -> str:

@@ -18,6 +18,7 @@ from learner.driver import resume, stages
 from learner.driver.evaluation import Evaluator
 from learner.driver.faults import Preemption, name_workers
 from learner.driver.launch import Workers, init_ray, launch_workers
+from learner.run.lock import RunDirLock
 from learner.run.outputs import RunOutputs
 from rewards.pool import PoolStats, RewardPool
 
@@ -30,13 +31,22 @@ def timed(times: dict[str, float], key: str):
 
 
 def run(cfg: Config, run_dir: Path, prompt_list: list[str], preemption: Preemption | None = None) -> Path:
+    lock = RunDirLock(run_dir).acquire()  # one driver per run directory (released when this process ends)
+    try:
+        return _run(cfg, run_dir, prompt_list, preemption)
+    finally:
+        lock.release()
+
+
+def _run(cfg: Config, run_dir: Path, prompt_list: list[str], preemption: Preemption | None) -> Path:
     state = resume.find_resume(run_dir, cfg)  # the newest complete checkpoint, or None
     if state is not None and state.epoch >= cfg.epochs:
         return resume.finish_completed(run_dir, state)
-    out = RunOutputs(run_dir, to_yaml(cfg), cfg.output.tensorboard, first_epoch=state.epoch if state else 0)
+    preemption = (preemption or Preemption(cfg.checkpoint.grace_s)).install()  # a SIGTERM while Ray starts: exit 143
     if cfg.ray.enabled:
         init_ray(cfg)
-    preemption = (preemption or Preemption(cfg.checkpoint.grace_s)).install()  # after ray.init, which sets its own
+        preemption.install()  # again: ray.init sets a SIGTERM handler of its own
+    out = RunOutputs(run_dir, to_yaml(cfg), cfg.output.tensorboard, first_epoch=state.epoch if state else 0)
     workers = launch_workers(cfg)
     pool = RewardPool(workers.reward_servers, cfg.reward.batch_size, cfg.reward.timeout_s, cfg.reward.max_retries)
     tracker = StepStatTracker(cfg.train.stat_buffer_size, cfg.train.stat_min_count) if cfg.train.per_step_stat_tracking else None

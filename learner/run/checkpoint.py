@@ -34,6 +34,8 @@ import numpy as np
 import torch
 import yaml
 
+from actors.errors import RunFailure
+
 log = logging.getLogger(__name__)
 
 FORMAT = 1
@@ -71,8 +73,20 @@ RESUMABLE_KEYS = (
 )
 
 
-class CheckpointError(RuntimeError):
-    """A checkpoint directory that is incomplete or does not match its manifest."""
+class CheckpointError(RunFailure):
+    """A checkpoint directory that is incomplete or does not match its manifest, or a checkpoint
+    that cannot or must not be written (a full disk, non-finite weights)."""
+
+
+def nonfinite(tree: Any, prefix: str = "") -> list[str]:
+    """Names of the floating-point tensors in a nest of dicts/lists that hold NaN or infinity."""
+    if isinstance(tree, torch.Tensor):
+        return [prefix] if tree.is_floating_point() and not torch.isfinite(tree).all() else []
+    if isinstance(tree, dict):
+        return [n for k, v in tree.items() for n in nonfinite(v, f"{prefix}.{k}" if prefix else str(k))]
+    if isinstance(tree, (list, tuple)):
+        return [n for i, v in enumerate(tree) for n in nonfinite(v, f"{prefix}[{i}]")]
+    return []
 
 
 @dataclass
@@ -159,17 +173,48 @@ def _fsync_dir(path: Path) -> None:
 
 
 def write_checkpoint(directory: str | Path, state: TrainingState, keep: int) -> Path:
-    """Write `state` as ``directory/epoch-NNNNNN`` (tmp dir, then rename), then keep only the newest `keep`."""
-    from safetensors.torch import save as save_safetensors
+    """Write `state` as ``directory/epoch-NNNNNN`` (tmp dir, then rename), then keep only the newest `keep`.
+    CheckpointError (the previous checkpoint stands) for non-finite state or a failed write."""
+    bad = nonfinite({"lora": state.lora, "trainer": state.trainer})
+    if bad:
+        raise CheckpointError(f"refusing to checkpoint epoch {state.epoch}: non-finite values in {', '.join(bad[:3])}")
+    try:
+        return _write_checkpoint(Path(directory), state, keep)
+    except OSError as err:  # a full disk, a read-only mount: the previous checkpoint stands
+        raise CheckpointError(f"cannot write the checkpoint of epoch {state.epoch} in {directory}: {err.strerror or err}") from None
+    except Exception as err:  # safetensors reports I/O failures as its own error type
+        if type(err).__name__ != "SafetensorError":
+            raise
+        raise CheckpointError(f"cannot write the checkpoint of epoch {state.epoch} in {directory}: {err}") from None
 
-    from actors.policy import save_lora_state_diffusers
 
-    d = Path(directory)
+def _write_checkpoint(d: Path, state: TrainingState, keep: int) -> Path:
     d.mkdir(parents=True, exist_ok=True)
     final = d / f"{PREFIX}{state.epoch:06d}"
     tmp = d / f".tmp-{final.name}-{os.getpid()}"
     shutil.rmtree(tmp, ignore_errors=True)
     tmp.mkdir()
+    try:
+        _write_files(tmp, state)
+    except BaseException:
+        shutil.rmtree(tmp, ignore_errors=True)  # e.g. a full disk: leave no partial directory behind
+        raise
+    if final.exists():  # a broken checkpoint of the same epoch, from before a resume
+        stale = d / f".old-{final.name}-{os.getpid()}"
+        os.replace(final, stale)
+        shutil.rmtree(stale, ignore_errors=True)
+    os.replace(tmp, final)
+    _fsync_dir(d)
+    prune(d, keep)
+    return final
+
+
+def _write_files(tmp: Path, state: TrainingState) -> None:
+    """Every file of the checkpoint and, last, its manifest, each fsynced."""
+    from safetensors.torch import save as save_safetensors
+
+    from actors.policy import save_lora_state_diffusers
+
     save_lora_state_diffusers(state.lora, tmp)
     _write(tmp / "lora_peft.safetensors", save_safetensors({k: v.contiguous() for k, v in state.lora.items()}))
     trainer = tmp / "trainer_state.pt"
@@ -189,14 +234,6 @@ def write_checkpoint(directory: str | Path, state: TrainingState, keep: int) -> 
     }
     _write(tmp / MANIFEST, json.dumps(manifest, indent=1).encode())
     _fsync_dir(tmp)
-    if final.exists():  # a broken checkpoint of the same epoch, from before a resume
-        stale = d / f".old-{final.name}-{os.getpid()}"
-        os.replace(final, stale)
-        shutil.rmtree(stale, ignore_errors=True)
-    os.replace(tmp, final)
-    _fsync_dir(d)
-    prune(d, keep)
-    return final
 
 
 def prune(directory: str | Path, keep: int) -> None:

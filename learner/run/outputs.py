@@ -19,7 +19,7 @@ class RunOutputs:
     def __init__(self, run_dir: str | Path, config_yaml: str, tensorboard: bool = True, first_epoch: int = 0):
         self.dir = Path(run_dir)
         (self.dir / "samples").mkdir(parents=True, exist_ok=True)
-        (self.dir / "config.yaml").write_text(config_yaml)
+        write_atomic(self.dir / "config.yaml", config_yaml.encode())
         self.metrics_path = self.dir / "metrics.jsonl"
         keep_metrics_before(self.metrics_path, first_epoch)
         self.writer = None
@@ -57,9 +57,7 @@ def keep_metrics_before(path: Path, epoch: int) -> None:
                 kept.append(line + "\n")
         except (ValueError, KeyError, TypeError):
             pass  # a line cut short by a kill, or not a record
-    tmp = path.with_suffix(".jsonl.tmp")
-    tmp.write_text("".join(kept))
-    os.replace(tmp, path)
+    write_atomic(path, "".join(kept).encode())
 
 
 def write_grid(images: np.ndarray, path: Path) -> Path:
@@ -67,8 +65,17 @@ def write_grid(images: np.ndarray, path: Path) -> Path:
     rows, cols, H, W, _ = images.shape
     grid = images.transpose(0, 2, 1, 3, 4).reshape(rows * H, cols * W, 3)  # (rows*H, cols*W, 3)
     path.parent.mkdir(parents=True, exist_ok=True)
-    Image.fromarray(grid).save(path)
+    tmp = path.with_name(f".{path.name}.tmp")
+    Image.fromarray(grid).save(tmp, format="PNG")
+    os.replace(tmp, path)  # a reader never sees half a PNG
     return path
+
+
+def write_atomic(path: Path, data: bytes) -> None:
+    """Write `data` to a temporary file beside `path` and rename it into place."""
+    tmp = path.with_name(f".{path.name}.tmp")
+    tmp.write_bytes(data)
+    os.replace(tmp, path)
 
 
 def read_metrics(run_dir: str | Path) -> list[dict]:

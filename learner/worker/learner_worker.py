@@ -39,6 +39,10 @@ class StalePolicyError(RunFailure):
     """A batch sampled by a policy version other than the one the learner expects."""
 
 
+class NonFiniteUpdateError(RunFailure):
+    """More optimizer steps than train.max_nonfinite_steps had a non-finite loss or gradient."""
+
+
 class LearnerWorker:
     def __init__(
         self,
@@ -137,7 +141,7 @@ class LearnerWorker:
         items = request.max_pairs * num_train_steps(T, cfg.timestep_fraction) * cfg.num_inner_epochs
         embeds = [encode_prompts(self.pipe, b.prompts) for b in batches]  # each (B_s, L, D)
         weights = temporal_weights(T, cfg.lam, cfg.log_scale)  # (T,)
-        stats, passes = defaultdict(list), 0
+        stats, passes, self._nonfinite = defaultdict(list), 0, 0
         self.unet.train()
         for k in range(math.ceil(items / per_step)):  # the same number of optimizer steps on every rank
             for batch, schedule, emb in zip(batches, schedules, embeds):
@@ -149,12 +153,17 @@ class LearnerWorker:
                     stats["approx_kl"].append(res.approx_kl.item())
                     if passes == 1:  # first pass of a version: the ratio must be exactly 1
                         stats["ratio_first_pass"].append(ratio)
-            stats["grad_norm"].append(self._optimizer_step())
+            norm = self._optimizer_step()
+            if math.isfinite(norm):
+                stats["grad_norm"].append(norm)
         self.version += 1
         metrics = {k: float(np.mean(v)) for k, v in stats.items()}
         if self.rank.distributed:
             metrics = average_scalars(metrics, str(self.accelerator.device))
-        return metrics | {"backward_passes": float(passes), "policy_version": self.version, "busy_s": time.perf_counter() - start}
+        return metrics | {
+            "backward_passes": float(passes), "nonfinite_steps": self._nonfinite, "policy_version": self.version,
+            "busy_s": time.perf_counter() - start,
+        }
 
     def _backward(self, batch: TrainBatch, mb: Minibatch, embeds: torch.Tensor, weights: torch.Tensor, scale: float):
         """Recompute the log-probs of M pairs at one step each and backpropagate `scale` x their loss."""
@@ -181,10 +190,20 @@ class LearnerWorker:
     def _optimizer_step(self) -> float:
         if self.rank.distributed:
             average_gradients(self.params, self.rank.world_size)  # before unscaling/clipping: all ranks agree
-        norm = self.accelerator.clip_grad_norm_(self.params, self.train.max_grad_norm)
+        norm = float(self.accelerator.clip_grad_norm_(self.params, self.train.max_grad_norm))
+        if not math.isfinite(norm) and self.accelerator.scaler is None:  # (a grad scaler skips such steps itself)
+            self.optimizer.zero_grad(set_to_none=True)  # skip the step: the weights stay finite
+            self._nonfinite += 1
+            if self._nonfinite > self.train.max_nonfinite_steps:
+                raise NonFiniteUpdateError(
+                    f"{self.identity()}: {self._nonfinite} optimizer steps of policy version {self.version} had a non-finite "
+                    f"loss or gradient (train.max_nonfinite_steps={self.train.max_nonfinite_steps}); lower train.learning_rate "
+                    "or check the rewards. Nothing of this update was checkpointed"
+                )
+            return norm
         self.optimizer.step()
         self.optimizer.zero_grad(set_to_none=True)
-        return float(norm)
+        return norm
 
 
 def _to_cpu(tree):

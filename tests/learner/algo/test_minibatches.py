@@ -7,7 +7,20 @@ from collections import Counter
 import pytest
 import torch
 
-from learner.algo.minibatches import num_backward_passes, step_shuffled_minibatches
+from learner.algo.minibatches import micro_batches, num_train_steps, step_shuffled_schedule
+
+
+def step_shuffled_minibatches(num_samples, num_steps, batch_size, timestep_fraction, generator):
+    """One inner epoch as the reference walks it: for each step position j, the shuffled samples in
+    minibatches of `batch_size` (the last one of a position may be short): the schedule cut at every
+    position boundary."""
+    schedule = step_shuffled_schedule(num_samples, num_steps, timestep_fraction, 1, generator)
+    for lo in range(0, len(schedule), num_samples):
+        yield from micro_batches(schedule, lo, lo + num_samples, batch_size)
+
+
+def num_backward_passes(num_samples, num_steps, batch_size, timestep_fraction):
+    return num_train_steps(num_steps, timestep_fraction) * -(-num_samples // batch_size)
 
 
 def run(num_samples, num_steps, batch_size, fraction, seed=0):
@@ -109,8 +122,6 @@ def test_num_backward_passes_matches_count(num_samples, num_steps, batch_size, f
 
 
 def test_schedule_and_micro_batches_cover_each_item_once():
-    from learner.algo.minibatches import micro_batches, step_shuffled_schedule
-
     g = torch.Generator().manual_seed(0)
     sched = step_shuffled_schedule(5, 4, 1.0, 2, g)  # 2 inner epochs x 4 positions x 5 samples
     assert len(sched) == 40
@@ -125,8 +136,6 @@ def test_schedule_and_micro_batches_cover_each_item_once():
 def test_reference_walk_equals_the_schedule_in_minibatches():
     """step_shuffled_minibatches (the reference's walk: per position, per minibatch) is the schedule
     cut at every position boundary."""
-    from learner.algo.minibatches import step_shuffled_schedule
-
     walk = run(6, 3, 2, 1.0, seed=5)
     sched = step_shuffled_schedule(6, 3, 1.0, 1, torch.Generator().manual_seed(5))
     assert torch.equal(torch.cat([mb.sample_index for mb in walk]), sched.sample_index)

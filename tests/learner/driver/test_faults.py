@@ -4,6 +4,7 @@ real local Ray are in test_fault_e2e.py.)"""
 
 from __future__ import annotations
 
+import os
 import signal
 
 import pytest
@@ -40,34 +41,56 @@ def test_describe_actor_error_names_the_actor_and_the_cause():
     assert describe_actor_error(restarting).endswith("is unreachable: Ray is restarting it")
 
 
+class Clock:
+    def __init__(self):
+        self.now = 0.0
+
+    def __call__(self) -> float:
+        return self.now
+
+
+@pytest.fixture
+def sigterm():
+    """Restores the SIGTERM handler the test process had."""
+    saved = signal.getsignal(signal.SIGTERM)
+    yield lambda: os.kill(os.getpid(), signal.SIGTERM)  # a real signal to this process
+    signal.signal(signal.SIGTERM, saved)
+
+
 def _preemption(epoch_s: float | None, elapsed: float, grace: float) -> Preemption:
-    p = Preemption(grace)
+    """An installed Preemption whose last epoch took `epoch_s` (None: no epoch timed yet) and whose
+    current epoch started `elapsed` seconds ago, on a test clock."""
+    clock = Clock()
+    p = Preemption(grace, clock=clock).install()
     if epoch_s is not None:
-        p._epoch_s = epoch_s
-    p._epoch_start = __import__("time").monotonic() - elapsed
+        p.epoch_started()
+        clock.now += epoch_s
+    p.epoch_started()
+    clock.now += elapsed
     return p
 
 
-def test_sigterm_finishes_the_epoch_when_it_fits_in_the_grace_period():
+def test_sigterm_finishes_the_epoch_when_it_fits_in_the_grace_period(sigterm):
     p = _preemption(epoch_s=10.0, elapsed=8.0, grace=5.0)  # ~2 s left <= 5 s
-    p._on_sigterm(signal.SIGTERM, None)
+    sigterm()
     assert p.requested and not p.abandoned
     with pytest.raises(Preempted) as exc:
         p.exit_if_requested()
     assert exc.value.code == EXIT_PREEMPTED == 143
 
 
-def test_sigterm_abandons_the_epoch_when_it_does_not_fit_or_is_unknown():
-    for p in (_preemption(epoch_s=100.0, elapsed=1.0, grace=5.0), _preemption(epoch_s=None, elapsed=1.0, grace=60.0)):
+def test_sigterm_abandons_the_epoch_when_it_does_not_fit_or_is_unknown(sigterm):
+    for epoch_s, grace in ((100.0, 5.0), (None, 60.0)):
+        p = _preemption(epoch_s=epoch_s, elapsed=1.0, grace=grace)  # installed: the handler is its own
         with pytest.raises(Preempted):
-            p._on_sigterm(signal.SIGTERM, None)
+            sigterm()
         assert p.abandoned and not p.requested
 
 
-def test_sigterm_never_interrupts_a_checkpoint_write():
+def test_sigterm_never_interrupts_a_checkpoint_write(sigterm):
     p = _preemption(epoch_s=None, elapsed=0.0, grace=0.0)
     with p.critical():
-        p._on_sigterm(signal.SIGTERM, None)  # no raise inside the critical section
+        sigterm()  # no raise inside the critical section
     assert p.requested
 
 

@@ -23,8 +23,17 @@ def test_colocated_preset_fits_one_gpu():
     check_resources(actor_bundles(cfg), [{"CPU": 16, "GPU": 1}])  # a single-GPU workstation holds it
 
 
-def test_paper_preset_needs_six_gpus():
+def test_paper_preset_fits_four_gpus():
     bundles = actor_bundles(load_config("sd_turbo_aesthetic"))
+    # hybrid: 4 policy workers x 0.9 + reward 0.1 = 3.7 GPUs in total
+    assert sum(b.get("GPU", 0) for b in bundles) == pytest.approx(3.7)
+    check_resources(bundles, [{"CPU": 8, "GPU": 1}] * 4)  # four single-GPU nodes hold it
+    with pytest.raises(ResourceError, match=r"GPU: need 3.7, cluster has 3"):
+        check_resources(bundles, [{"CPU": 64, "GPU": 3}])
+
+
+def test_disaggregated_preset_needs_five_and_a_quarter_gpus():
+    bundles = actor_bundles(load_config("sd_turbo_disaggregated"))
     # 4 rollout x 1 + learner 1 + reward 0.25 = 5.25 GPUs in total
     assert sum(b.get("GPU", 0) for b in bundles) == pytest.approx(5.25)
     with pytest.raises(ResourceError, match=r"GPU: need 5.25, cluster has 4"):
@@ -45,4 +54,6 @@ def test_cpu_only_cluster_refuses_gpu_actors_naming_the_shortfall():
 
 
 def test_tiny_default_fits_two_cores():
-    check_resources(actor_bundles(load_config("tiny")), [{"CPU": 2}])
+    bundles = actor_bundles(load_config("tiny"))
+    assert sum(b["CPU"] for b in bundles) <= 2 and not any("GPU" in b for b in bundles)
+    check_resources(bundles, [{"CPU": 2}])  # raises if it could not
