@@ -1,22 +1,34 @@
 # One command each: `make run` sets up and runs the default job; `make test` sets up and runs the tests.
+# Both install into a project virtualenv, .venv (created on first use), never into the system Python.
 # TORCH is installed first, on purpose (see README, "Installing torch"). On a machine with a
 # different CUDA, e.g.: make run TORCH="torch==2.13.0 --index-url https://download.pytorch.org/whl/cu126"
 PYTHON ?= python3
+VENV ?= .venv
+PY := $(VENV)/bin/python
 TORCH ?= torch==2.13.0
 export RAY_USAGE_STATS_ENABLED ?= 0
 export RAY_AUTH_MODE ?= disabled
 
-.PHONY: setup run test bench
-setup:
-	$(PYTHON) -m pip install --quiet $(TORCH)
-	$(PYTHON) -m pip install --quiet -e '.[test]'
+.PHONY: setup run test bench clean-venv
+$(PY):
+	@$(PYTHON) -c "import venv, ensurepip" 2>/dev/null || { echo "error: $(PYTHON) cannot create a virtualenv (no venv/ensurepip module); install it, e.g. 'apt-get install python3-venv' on Debian/Ubuntu, then run make again" >&2; exit 1; }
+	$(PYTHON) -m venv $(VENV)
+	$(PY) -m pip install --quiet --upgrade pip
+
+setup: $(PY)
+	$(PY) -m pip install --quiet $(TORCH)
+	$(PY) -m pip install --quiet -e '.[test]'
 
 run: setup
-	$(PYTHON) -m learner.main $(ARGS)
+	$(PY) -m learner.main $(ARGS)
 
 test: setup
-	$(PYTHON) -m pytest -q --durations=15
+	$(PY) -m pytest -q --durations=15
 
 bench: setup
-	$(PYTHON) -m benchmarks.overhead
-	$(PYTHON) -m benchmarks.weight_sync
+	$(PY) -m benchmarks.overhead
+	$(PY) -m benchmarks.weight_sync
+	$(PY) -m benchmarks.layout
+
+clean-venv:
+	rm -rf $(VENV)

@@ -1,4 +1,8 @@
-"""Rollout side of SDPO: the DDIM policy, dual-state pair sampling and the rollout worker.
+"""The policy side of SDPO and the plumbing every worker shares (the bottom layer of the project):
+the DDIM policy step, dual-state pair sampling, the latent-similarity predictor (anchors and the dense
+reward fill), the diffusion pipeline with LoRA, the rollout worker and its typed batches, calling
+workers on Ray or in-process (``actors.remote``), seeds, and the error hierarchy (``actors.errors``).
 
-Nothing in this package imports ``learner``; Ray is only imported where workers are launched.
+May import: nothing else of the project. Ray only in ``actors.remote``, and only when a Ray object
+is handled.
 """

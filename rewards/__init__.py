@@ -1,4 +1,6 @@
-"""Rewards for SDPO: the reward registry, the reward-server pool and the latent-similarity predictor.
+"""Rewards for SDPO: the reward registry and the reward models, the reward server (one Ray actor per
+server) and the driver's client of the server pool (``rewards.pool``).
 
-Nothing in this package imports ``learner``; Ray is only imported where servers are launched.
+May import: ``actors`` (its errors and remote-call plumbing). Never imports ``learner``. Ray only in
+``rewards.pool``, where servers are called.
 """

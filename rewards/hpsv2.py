@@ -255,9 +255,8 @@ def read_checkpoint(path: str) -> dict[str, "torch.Tensor"]:
         first = str(err).strip().splitlines()[0] if str(err).strip() else type(err).__name__
         raise ValueError(
             f"cannot read HPSv2 checkpoint {path} with torch.load(weights_only=True): {first}. If it holds Python "
-            "objects besides tensors and you trust the file, re-save its weights once with "
-            "`python -c \"import torch; c = torch.load('IN', map_location='cpu', weights_only=False); "
-            "torch.save({'state_dict': c.get('state_dict', c)}, 'OUT')\"` and pass OUT as checkpoint"
+            "objects besides tensors and you trust the file, load it once in full (torch's weights_only=False) "
+            "and save its 'state_dict' alone with torch.save, then pass that file as checkpoint"
         ) from None
     state = ckpt.get("state_dict", ckpt) if isinstance(ckpt, dict) else None
     if not isinstance(state, dict) or not all(isinstance(v, torch.Tensor) for v in state.values()):
@@ -419,9 +418,10 @@ def build_hpsv2(
     if preprocess not in PREPROCESS:  # before any download or model load
         raise ValueError(f"unknown preprocess '{preprocess}'; valid: {', '.join(PREPROCESS)}")
     clip_config = load_clip_config(config)
+    path = checkpoint_path(checkpoint, name)  # first: without it nothing else is worth loading
     tok = clip_features.load_tokenizer(tokenizer or processor)
     image_processor = clip_features.load_image_processor(processor) if preprocess == "clip" else None
-    clip = load_hpsv2_clip(checkpoint_path(checkpoint, name), clip_config, device, dtype)
+    clip = load_hpsv2_clip(path, clip_config, device, dtype)
     return HPSv2Scorer(clip, tok, preprocess, image_processor)
 
 

@@ -8,7 +8,8 @@ open_clip's laion2B weights is built by the same ``create_model_and_transforms``
 ``pretrained=None`` (the checkpoint replaces every weight anyway), and for the tiny model the
 tokenizer's BPE vocabulary is a character-level one.
 
-Side environment, exactly as used (CPU only; pip's default index):
+Side environment, exactly as used (a CPU machine; PyPI's default wheels, so torch 2.14.1 is its CUDA 13
+build, which runs on the CPU as well):
 
     python3 -m venv /tmp/hps-side
     /tmp/hps-side/bin/pip install torch==2.14.1 torchvision==0.29.1
@@ -20,7 +21,8 @@ Side environment, exactly as used (CPU only; pip's default index):
     /tmp/hps-side/bin/python -c "import zipfile, site; z = zipfile.ZipFile('/tmp/hps-dl/open_clip_torch-3.3.0-py3-none-any.whl'); \
 open(site.getsitepackages()[0] + '/hpsv2/src/open_clip/bpe_simple_vocab_16e6.txt.gz', 'wb').write(z.read('open_clip/bpe_simple_vocab_16e6.txt.gz'))"
 
-(torch 2.13 + torchvision 0.28 from PyPI do not load together on a CPU-only torch, hence 2.14.1.)
+(torch 2.13.0+cpu with PyPI's torchvision 0.28.0 fails at import, "operator torchvision::nms does not
+exist": PyPI's torchvision is built against the CUDA torch. Hence the CUDA torch 2.14.1.)
 
 Run from the repository root:
 
@@ -28,7 +30,7 @@ Run from the repository root:
         rewrites tests/rewards/fixtures/hpsv2_tiny/ (random tiny model, ~0.8 MB)
     /tmp/hps-side/bin/python rewards/equivalence/hpsv2_reference.py full /tmp/hps-full
         random ViT-H/14 (fp16 checkpoint, ~2 GB; not for committing), real CLIP BPE tokenizer
-    python rewards/equivalence/hpsv2_compare.py /tmp/hps-full     (project environment)
+    PYTHONPATH=. python rewards/equivalence/hpsv2_compare.py /tmp/hps-full     (project environment)
 
 Images are made with numpy from the specs in IMAGES (seeded), so the project side regenerates them
 (``make_image``) and checks their sha256. This module imports only numpy at the top, so the tests
@@ -81,6 +83,8 @@ TOKENIZER_PROMPTS = PROMPTS + [
     "zero\u200bwidth and non\u00a0breaking spaces",
 ]
 
+PIXEL_PROBES = 64
+
 # The tiny open_clip model: same structure as ViT-H-14.json, 224 px so the transform is the real one.
 TINY_CONFIG = {
     "embed_dim": 16,
@@ -103,6 +107,19 @@ def make_image(height: int, width: int, kind: str, seed: int) -> np.ndarray:
 
 def image_sha256(img: np.ndarray) -> str:
     return hashlib.sha256(np.ascontiguousarray(img).tobytes()).hexdigest()
+
+
+def pixel_summary(px: np.ndarray) -> dict:
+    """A small fingerprint of a preprocessed (3, S, S) float32 image: its sha256, sum, sum of
+    squares, and the values at PIXEL_PROBES fixed flat positions."""
+    flat = np.ascontiguousarray(px, dtype=np.float32).reshape(-1)
+    probes = np.random.default_rng(0).integers(0, flat.size, size=PIXEL_PROBES)
+    return {
+        "sha256": hashlib.sha256(flat.tobytes()).hexdigest(),
+        "sum": float(flat.sum(dtype=np.float64)),
+        "sum_sq": float((flat.astype(np.float64) ** 2).sum()),
+        "probes": flat[probes].tolist(),
+    }
 
 
 def _bytes_to_unicode_chars() -> list[str]:
@@ -194,8 +211,10 @@ def reference(out: Path, mode: str) -> None:
     tokenize = get_tokenizer("ViT-H-14")
     images = [make_image(*spec) for spec in IMAGES]
     prompts = PROMPTS[: len(images)]
-    scores, image_features, text_features, tokens = [], [], [], []
+    scores, image_features, text_features, tokens, pixels = [], [], [], [], []
     for img, prompt in zip(images, prompts):
+        px = preprocess_val(Image.fromarray(img))  # (3, S, S) float32
+        pixels.append(pixel_summary(px.numpy()))
         scores.append(float(img_score.score(Image.fromarray(img), prompt, cp=str(ckpt))[0]))
         with torch.no_grad():  # the same forward, kept apart to record the features
             out_feats = model(preprocess_val(Image.fromarray(img)).unsqueeze(0), tokenize([prompt]))
@@ -215,6 +234,7 @@ def reference(out: Path, mode: str) -> None:
         "images": [{"height": h, "width": w, "kind": k, "seed": s, "sha256": image_sha256(im)}
                    for (h, w, k, s), im in zip(IMAGES, images)],
         "prompts": prompts,
+        "pixels": pixels,
         "token_ids": tokens,
         "image_features": image_features,
         "text_features": text_features,

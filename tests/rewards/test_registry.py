@@ -8,7 +8,7 @@ import pytest
 
 from rewards.registry import UnknownRewardError, build_reward, reward_names, reward_options
 
-ALL = ["aesthetic", "hpsv2", "imagereward", "jpeg_compressibility", "jpeg_incompressibility", "pickscore"]
+ALL = ["aesthetic", "hpsv2", "hpsv2.1", "imagereward", "jpeg_compressibility", "jpeg_incompressibility", "pickscore"]
 
 
 def test_builtin_rewards_are_registered():
@@ -34,7 +34,7 @@ def test_unknown_option_lists_valid_options():
         build_reward("jpeg_compressibility", model="x")
 
 
-@pytest.mark.parametrize("name", ["imagereward", "hpsv2"])
+@pytest.mark.parametrize("name", ["imagereward"])
 def test_unavailable_rewards_say_why(name):
     with pytest.raises(RuntimeError, match=f"'{name}' reward is not available.*rewards/README.md"):
         build_reward(name)
