@@ -134,23 +134,23 @@ def advantages(algorithm: Algorithm, scored: Scored, cfg: Config, num_shards: in
 def update(workers: Workers, scored: Scored, adv: torch.Tensor, epoch: int, version: int, pairs_per_epoch: int) -> dict:
     """Send every learner rank the advantages of its shard (and, disaggregated, the references of its
     shard's trajectories, straight from the rollout actors); run the update on all ranks at once.
-    Returns rank 0's metrics, with the ranks' busy seconds summed as `busy_learner_s`."""
-    n = workers.num_shards
+    Returns rank 0's metrics (averaged over ranks), with the ranks' busy seconds summed as `busy_learner_s`."""
+    n, ranks = workers.num_shards, workers.learner.ranks
     pair_index = scored.queries.pair_index  # (B,)
     shard = shard_of(pair_index.numpy(), pairs_per_epoch, n)  # (B,)
-    shards = [
-        ShardAdvantages(s, pair_index[rows], adv[rows])
-        for s in range(n)
-        if len(rows := torch.from_numpy(np.flatnonzero(shard == s)))
-    ]
-    max_pairs = max(len(s.pair_index) for s in shards)
-    ranks = workers.learner.ranks
-    mine = (lambda r: shards) if len(ranks) == 1 else (lambda r: [s for s in shards if s.shard == r])
+    shards = []
+    for s in range(n):
+        rows = torch.from_numpy(np.flatnonzero(shard == s))  # (B_s,)
+        if not len(rows):  # every rank must take the same optimizer steps; an empty shard cannot
+            raise TooManyDroppedError(f"every pair of shard {s} (learner rank {s}) lacks a valid reward this epoch")
+        shards.append(ShardAdvantages(s, pair_index[rows], adv[rows]))
+    max_pairs = max(len(x.pair_index) for x in shards)
+    owner = (lambda s: s) if len(ranks) > 1 else (lambda s: 0)  # noqa: E731  rank r trains shard r; in-process, one learner all
     calls = []
     for r, rank in enumerate(ranks):
-        request = UpdateRequest(version, epoch, n, max_pairs, mine(r))
-        refs = [ref for first, ref in sorted(scored.trajectories.items()) if ref is not None and (len(ranks) == 1 or shard_of([first], pairs_per_epoch, n)[0] == r)]
-        calls.append(rank.update.remote(request, *refs))
+        request = UpdateRequest(version, epoch, n, max_pairs, [x for x in shards if owner(x.shard) == r])
+        chunks = [ref for first, ref in sorted(scored.trajectories.items()) if ref is not None and owner(shard_of([first], pairs_per_epoch, n)[0]) == r]
+        calls.append(rank.update.remote(request, *chunks))
     results = get(calls)
     return results[0] | {"busy_learner_s": round(sum(m["busy_s"] for m in results), 4)}
 

@@ -6,7 +6,6 @@ Each ends as README promises: one `error:` line and the documented exit code, no
 from __future__ import annotations
 
 import json
-import os
 import resource
 import signal
 import subprocess

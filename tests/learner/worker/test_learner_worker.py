@@ -86,7 +86,7 @@ def _fresh(tiny_cache, **train) -> LearnerWorker:
 @pytest.fixture(scope="module")
 def eight_pairs(workers):
     learner, rollout = workers
-    rollout.set_weights(_fresh_weights := learner.get_weights())  # noqa: F841 (any policy samples fine data)
+    rollout.set_weights(learner.get_weights())  # any policy samples fine data
     traj = rollout.rollout(7, list(range(8)), ["cat", "dog", "owl", "fox"] * 2, rollout.version).trajectories
     adv = torch.randn(8, 2, 4, generator=torch.Generator().manual_seed(1)).clamp(-5, 5)
     return traj, adv
