@@ -17,17 +17,26 @@ class PromptError(UsageError):
     """A prompt source that is missing, empty or unreadable."""
 
 
+def read_bounded_text(path: Path, max_bytes: int) -> str:
+    """The UTF-8 text of a small input file, or ValueError('is N bytes; ...' / 'is not UTF-8 text ...')."""
+    size = path.stat().st_size
+    if size > max_bytes:
+        raise ValueError(f"is {size} bytes; at most {max_bytes} are read")
+    try:
+        return path.read_bytes().decode("utf-8")
+    except UnicodeDecodeError as err:
+        raise ValueError(f"is not UTF-8 text (byte {err.start})") from None
+
+
 def load_prompts(source: str, key: str = "prompts.source") -> list[str]:
     """The prompts of `source`; errors name the config `key` it came from."""
     path = ASSETS / f"{source}.txt" if source in BUILTIN else Path(source).expanduser()
     if not path.is_file():
         raise PromptError(f"{key}: '{source}' is neither a built-in list ({', '.join(BUILTIN)}) nor a file")
-    if path.stat().st_size > MAX_PROMPT_FILE_BYTES:
-        raise PromptError(f"{key}: '{source}' is {path.stat().st_size} bytes; at most {MAX_PROMPT_FILE_BYTES} are read")
     try:
-        text = path.read_bytes().decode("utf-8")
-    except UnicodeDecodeError as err:
-        raise PromptError(f"{key}: '{source}' is not UTF-8 text (byte {err.start})") from None
+        text = read_bounded_text(path, MAX_PROMPT_FILE_BYTES)
+    except ValueError as why:
+        raise PromptError(f"{key}: '{source}' {why}") from None
     prompts = [line.strip() for line in text.splitlines() if line.strip()]
     if not prompts:
         raise PromptError(f"{key}: '{source}' holds no prompts")

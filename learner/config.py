@@ -14,6 +14,7 @@ from pydantic import Field, ValidationError, model_validator
 
 from actors.config import ModelConfig, PromptConfig, RolloutConfig, SamplingConfig, Section
 from actors.errors import UsageError
+from actors.prompts import read_bounded_text
 from learner.algo.minibatches import num_train_steps
 from rewards.config import RewardConfig
 
@@ -256,12 +257,10 @@ def read_yaml(path: str | Path) -> dict[str, Any]:
     if not p.is_file():
         presets = ", ".join(sorted(x.stem for x in PRESET_DIR.glob("*.yaml")))
         raise ConfigError(f"config file '{path}' does not exist (presets: {presets})")
-    if p.stat().st_size > MAX_CONFIG_BYTES:
-        raise ConfigError(f"config file '{path}' is {p.stat().st_size} bytes; at most {MAX_CONFIG_BYTES} are read")
     try:
-        text = p.read_bytes().decode("utf-8")
-    except UnicodeDecodeError as err:
-        raise ConfigError(f"config file '{path}' is not UTF-8 text (byte {err.start})") from None
+        text = read_bounded_text(p, MAX_CONFIG_BYTES)
+    except ValueError as why:
+        raise ConfigError(f"config file '{path}' {why}") from None
     try:
         data = yaml.safe_load(text)
     except yaml.YAMLError as err:
