@@ -40,16 +40,28 @@ class Published:
 
 
 def load_weights(rollouts: list, ref: Any) -> set[int]:
-    """Load the weights `ref` on every actor; the indices of those that failed (dead or restarting)."""
+    """Load the weights `ref` on every actor; the indices of those that failed (dead or restarting).
+    If the weights themselves could not be made (the learner that produces them died), that error
+    is raised: no rollout actor is at fault."""
     calls = [actor.set_weights.remote(ref) for actor in rollouts]
     stale = set()
     for i, call in enumerate(calls):
         try:
             get(call)
         except actor_failures() as err:
+            if _not_this_actor(err, rollouts[i]):  # another actor failed: the weights' producer
+                raise
             log.warning("rollout actor %d did not take the new weights (%s); retrying before it samples", i, describe_actor_error(err))
             stale.add(i)
     return stale
+
+
+def _not_this_actor(err: BaseException, actor: Any) -> bool:
+    """Ray reports the failure of another actor (e.g. the learner whose result was this call's
+    argument), not of the Ray actor `actor` that was called."""
+    own = getattr(actor, "_actor_id", None)
+    other = getattr(err, "actor_id", None)
+    return own is not None and other is not None and other != own.hex()
 
 
 @dataclass
@@ -95,6 +107,8 @@ def run_chunks(
         try:
             result = get(ref)
         except (*actor_failures(), StaleWeightsError) as err:  # dead, unreachable, or restarted without weights
+            if _not_this_actor(err, rollouts[a]):  # the weights' producer (the learner) failed, not this actor
+                raise
             cause = describe_actor_error(err) if isinstance(err, actor_failures()) else str(err).strip().splitlines()[-1]
             companions.pop(ref, None)
             causes.append(cause)
