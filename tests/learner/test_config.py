@@ -112,3 +112,22 @@ def test_cli_print_config_and_help():
     assert res.returncode == 0
     for flag in ("--config", "--run-dir", "--epochs", "--print-config", "KEY=VALUE"):
         assert flag in res.stdout
+
+
+@pytest.mark.parametrize(
+    "preset, lr, per_step, steps_per_epoch, epochs",
+    [
+        ("sd_turbo_aesthetic", 1e-4, 64, 100, 100),  # 4 GPUs x batch 2 x accumulation 8
+        ("sd_turbo_disaggregated", 1e-4, 64, 100, 100),  # 1 learner x batch 2 x accumulation 32
+        ("sd_turbo_hpsv2", 5e-5, 128, 50, 200),  # 4 GPUs x batch 1 x accumulation 32
+        ("sd_turbo_pickscore", 6e-5, 64, 100, 200),  # 4 GPUs x batch 1 x accumulation 16
+    ],
+)
+def test_paper_presets_are_the_papers_runs(preset, lr, per_step, steps_per_epoch, epochs):
+    """128 pairs x T = 50 per epoch; (pair, timestep) samples per optimizer step and steps per epoch
+    as the reference's config_sdpo.py on 4 GPUs; the reference's prompt list."""
+    cfg = load_config(preset)
+    assert cfg.rollout.pairs_per_epoch == 128 and cfg.sampling.num_steps == 50 and cfg.prompts.source == "simple_animals"
+    assert cfg.train.learning_rate == lr and cfg.epochs == epochs
+    assert cfg.samples_per_optimizer_step == per_step and cfg.optimizer_steps_per_epoch == steps_per_epoch
+    assert cfg.train.clip_range == 1e-4 and cfg.train.adv_clip_max == 5 and cfg.train.gamma == 0.99 and cfg.train.lam == 0.99
