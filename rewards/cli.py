@@ -16,7 +16,7 @@ import sys
 
 import numpy as np
 
-from rewards.registry import build_reward, reward_names, reward_spec
+from rewards.registry import build_reward, reward_names, reward_options, reward_spec
 
 USAGE_ERROR = 2
 MAX_IMAGE_PIXELS = 4096 * 4096  # the same bound as a reward server's requests (rewards.server)
@@ -37,7 +37,8 @@ def _parser() -> argparse.ArgumentParser:
     sub.add_parser("list", help="print each reward name and what it needs")
     score = sub.add_parser("score", help="score image files, one `path<TAB>score` line each")
     score.add_argument("--reward", required=True, help="registered reward name (see `list`)")
-    score.add_argument("--model", help="model hub id or local directory (option `model`)")
+    score.add_argument("--model", help="model hub id or local directory (option `model`; for rewards loaded from one "
+                       "checkpoint file, such as hpsv2, its path: option `checkpoint`)")
     score.add_argument("--head", help="head weights file, e.g. the aesthetic MLP (option `head`)")
     score.add_argument("--processor", help="tokenizer/image-processor hub id or directory (option `processor`)")
     score.add_argument("--option", action="append", default=[], metavar="KEY=VALUE",
@@ -50,6 +51,9 @@ def _parser() -> argparse.ArgumentParser:
 
 def _options(args: argparse.Namespace) -> dict:
     options = {k: getattr(args, k) for k in ("model", "head", "processor") if getattr(args, k) is not None}
+    valid = reward_options(args.reward) or []
+    if "model" in options and "model" not in valid and "checkpoint" in valid:  # e.g. hpsv2: --model HPS_v2_compressed.pt
+        options["checkpoint"] = options.pop("model")
     for item in args.option:
         key, sep, value = item.partition("=")
         if not sep or not key:

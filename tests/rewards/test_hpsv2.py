@@ -296,7 +296,7 @@ def test_cli_scores_with_a_local_checkpoint(tmp_path, scorer):
     for i, img in enumerate(fixture_images()[:2]):
         paths.append(tmp_path / f"img{i}.png")
         Image.fromarray(img).save(paths[-1])
-    out = run_cli("score", "--reward", "hpsv2", "--option", f"checkpoint={CKPT}", "--option", f"config={CONFIG}",
+    out = run_cli("score", "--reward", "hpsv2", "--model", str(CKPT), "--option", f"config={CONFIG}",  # --model: the checkpoint
                   "--processor", TOKENIZER, "--prompt", REF["prompts"][0], *map(str, paths))
     assert out.returncode == 0, out.stderr
     got = [float(line.split("\t")[1]) for line in out.stdout.splitlines()]
