@@ -27,6 +27,7 @@ import torch
 from PIL import Image
 
 from rewards import hpsv2 as H
+from rewards import open_clip_weights as W
 from rewards.clip_features import load_image_processor, pixel_values
 from rewards.registry import build_reward, reward_spec
 
@@ -123,9 +124,9 @@ def test_batch_equals_one_at_a_time(scorer):
 
 
 def test_every_open_clip_key_maps_once():
-    config = H.load_clip_config(CONFIG)
-    converted = H.convert_state_dict(_state(), config)
-    model = H._empty_clip_model(config)
+    config = W.load_clip_config(CONFIG)
+    converted = W.convert_state_dict(_state(), config)
+    model = W._empty_clip_model(config)
     assert sorted(converted) == sorted(model.state_dict())  # each CLIPModel weight filled exactly once
     state = _state()
     w, b = state["visual.transformer.resblocks.1.attn.in_proj_weight"], state["transformer.resblocks.0.attn.in_proj_bias"]
@@ -140,15 +141,15 @@ def test_every_open_clip_key_maps_once():
 
 
 def test_missing_unused_and_misshapen_keys_are_errors_naming_them(tmp_path):
-    config = H.load_clip_config(CONFIG)
+    config = W.load_clip_config(CONFIG)
     state = _state()
     del state["visual.ln_post.bias"]
     state["visual.extra_head.weight"] = torch.zeros(1)
     with pytest.raises(ValueError, match=r"missing key\(s\): visual\.ln_post\.bias; unused key\(s\): visual\.extra_head\.weight"):
-        H.convert_state_dict(state, config)
+        W.convert_state_dict(state, config)
 
     state = {"module." + k: v for k, v in _state().items()}  # a DistributedDataParallel save is fine
-    assert len(H.convert_state_dict(state, config)) == len(H._empty_clip_model(config).state_dict())
+    assert len(W.convert_state_dict(state, config)) == len(W._empty_clip_model(config).state_dict())
 
     state = _state()
     del state["transformer.resblocks.1.attn.in_proj_weight"]
@@ -180,14 +181,14 @@ def test_checkpoint_with_python_objects_says_what_to_do(tmp_path):
 
 
 def test_default_architecture_is_vit_h_14():
-    config = H.load_clip_config(None)
+    config = W.load_clip_config(None)
     v, t = config.vision_config, config.text_config
     assert (v.hidden_size, v.num_hidden_layers, v.num_attention_heads, v.patch_size, v.image_size, v.intermediate_size) == (
         1280, 32, 16, 14, 224, 5120)
     assert (t.hidden_size, t.num_hidden_layers, t.num_attention_heads, t.intermediate_size, t.vocab_size, t.max_position_embeddings) == (
         1024, 24, 16, 4096, 49408, 77)
     assert config.projection_dim == 1024 and v.hidden_act == t.hidden_act == "gelu" and t.eos_token_id == 49407
-    keys = H.expected_open_clip_keys(config)
+    keys = W.expected_open_clip_keys(config)
     assert len(keys) == len(set(keys)) == 5 + 32 * 12 + 3 + 2 + 24 * 12 + 4
     assert "visual.transformer.resblocks.31.attn.in_proj_weight" in keys and "transformer.resblocks.23.mlp.c_fc.bias" in keys
 
@@ -196,9 +197,9 @@ def test_open_clip_features_without_a_clip_counterpart_are_errors():
     cfg = json.loads(Path(CONFIG).read_text())
     cfg["vision_cfg"]["ls_init_value"] = 1e-5
     with pytest.raises(ValueError, match=r"cannot express: vision_cfg\.ls_init_value=1e-05"):
-        H.clip_config_from_open_clip(cfg)
+        W.clip_config_from_open_clip(cfg)
     with pytest.raises(ValueError, match="HPSv2 config not found"):
-        H.load_clip_config("/nonexistent/config.json")
+        W.load_clip_config("/nonexistent/config.json")
 
 
 def test_text_pooling_at_eot_is_what_transformers_pools(scorer):
