@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import os
 from pathlib import Path
+
 import torch
 
 from actors.config import ModelConfig

@@ -17,9 +17,9 @@ import sys
 import numpy as np
 
 from rewards.registry import build_reward, reward_names, reward_options, reward_spec
+from rewards.server import MAX_IMAGE_PIXELS  # the same bound as a reward server's requests
 
 USAGE_ERROR = 2
-MAX_IMAGE_PIXELS = 4096 * 4096  # the same bound as a reward server's requests (rewards.server)
 
 
 class CliError(Exception):

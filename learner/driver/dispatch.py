@@ -151,10 +151,10 @@ def run_assigned(workers: list, assignment: list[list[list[int]]], call: Callabl
     for w, chunks in enumerate(assignment):
         for chunk in chunks:  # Ray runs an actor's calls in submission order
             ref, companion = call(workers[w], chunk)
-            inflight[ref] = (w, companion)
+            inflight[ref] = companion
     while inflight:
         ref = wait_one(list(inflight))
-        w, companion = inflight.pop(ref)
+        companion = inflight.pop(ref)
         try:
             result = get(ref)
         except actor_failures() as err:

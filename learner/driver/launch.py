@@ -48,6 +48,11 @@ class Workers:
     num_shards: int  # N: the epoch's pairs are split into N shards, one per learner rank
     device_share: dict[str, tuple[int, float]]  # worker kind -> (workers with devices of their own, device share each)
 
+    def rank_of(self, shard: int) -> int:
+        """The learner rank that trains shard `shard` (in the hybrid layout also the worker that
+        samples it): rank `shard`, or the one in-process learner, which computes every shard."""
+        return shard if len(self.learner.ranks) > 1 else 0
+
     def named(self) -> list:
         """Each worker once (a hybrid policy worker is both sampler and rank)."""
         return list(self.learner.ranks) + ([] if self.hybrid else list(self.samplers)) + list(self.reward_servers)
@@ -121,7 +126,7 @@ def init_ray(cfg: Config) -> None:
 
 
 def shutdown_ray() -> None:
-    """Disconnect from (or stop the local) Ray cluster, if this process started one."""
+    """Disconnect from the Ray cluster, stopping it if this process started it (a no-op without Ray)."""
     try:
         import ray
     except ImportError:

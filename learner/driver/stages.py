@@ -80,11 +80,9 @@ def rollout_and_score(workers: Workers, pool: RewardPool, epoch: int, prompts: l
         return actor.rollout.options(num_returns=2).remote(epoch, idx, [prompts[i] for i in idx], weights.version)
 
     if workers.hybrid:
-        per_shard = len(chunks) // workers.num_shards
-        if len(workers.samplers) == 1:  # in-process: one worker holds every shard
-            assignment = [chunks]
-        else:
-            assignment = [chunks[r * per_shard : (r + 1) * per_shard] for r in range(workers.num_shards)]
+        assignment = [[] for _ in workers.samplers]  # the chunks each policy worker samples: its shards'
+        for chunk in chunks:
+            assignment[workers.rank_of(int(shard_of([chunk[0]], len(prompts), workers.num_shards)[0]))].append(chunk)
         stream = run_assigned(workers.samplers, assignment, call)
     else:
         stream = run_chunks(workers.samplers, chunks, call, weights, cfg.rollout.restart_timeout_s)
@@ -145,11 +143,13 @@ def update(workers: Workers, scored: Scored, adv: torch.Tensor, epoch: int, vers
             raise TooManyDroppedError(f"every pair of shard {s} (learner rank {s}) lacks a valid reward this epoch")
         shards.append(ShardAdvantages(s, pair_index[rows], adv[rows]))
     max_pairs = max(len(x.pair_index) for x in shards)
-    owner = (lambda s: s) if len(ranks) > 1 else (lambda s: 0)  # noqa: E731  rank r trains shard r; in-process, one learner all
     calls = []
     for r, rank in enumerate(ranks):
-        request = UpdateRequest(version, epoch, n, max_pairs, [x for x in shards if owner(x.shard) == r])
-        chunks = [ref for first, ref in sorted(scored.trajectories.items()) if ref is not None and owner(shard_of([first], pairs_per_epoch, n)[0]) == r]
+        request = UpdateRequest(version, epoch, n, max_pairs, [x for x in shards if workers.rank_of(x.shard) == r])
+        chunks = [
+            ref for first, ref in sorted(scored.trajectories.items())
+            if ref is not None and workers.rank_of(int(shard_of([first], pairs_per_epoch, n)[0])) == r
+        ]
         calls.append(rank.update.remote(request, *chunks))
     results = get(calls)
     return results[0] | {"busy_learner_s": round(sum(m["busy_s"] for m in results), 4)}

@@ -140,19 +140,20 @@ class LearnerWorker:
         ]
         items = request.max_pairs * num_train_steps(T, cfg.timestep_fraction) * cfg.num_inner_epochs
         embeds = [encode_prompts(self.pipe, b.prompts) for b in batches]  # each (B_s, L, D)
+        negative = encode_prompts(self.pipe, [""]) if self.sampling.guidance_scale > 1 else None  # (1, L, D), once
         weights = temporal_weights(T, cfg.lam, cfg.log_scale)  # (T,)
         stats, passes, self._nonfinite = defaultdict(list), 0, 0
         self.unet.train()
         for k in range(math.ceil(items / per_step)):  # the same number of optimizer steps on every rank
             for batch, schedule, emb in zip(batches, schedules, embeds):
                 for mb in micro_batches(schedule, k * per_step, (k + 1) * per_step, micro):
-                    res, ratio = self._backward(batch, mb, emb, weights, len(mb) / (per_step * len(batches)))
+                    res, log_ratio = self._backward(batch, mb, emb, negative, weights, len(mb) / (per_step * len(batches)))
                     passes += 1
                     stats["loss"].append(res.loss.item())
                     stats["clipfrac"].append(res.clipfrac.item())
                     stats["approx_kl"].append(res.approx_kl.item())
                     if passes == 1:  # first pass of a version: the ratio must be exactly 1
-                        stats["ratio_first_pass"].append(ratio)
+                        stats["ratio_first_pass"].append(log_ratio.exp().mean().item())
             norm = self._optimizer_step()
             if math.isfinite(norm):
                 stats["grad_norm"].append(norm)
@@ -165,8 +166,11 @@ class LearnerWorker:
             "busy_s": time.perf_counter() - start,
         }
 
-    def _backward(self, batch: TrainBatch, mb: Minibatch, embeds: torch.Tensor, weights: torch.Tensor, scale: float):
-        """Recompute the log-probs of M pairs at one step each and backpropagate `scale` x their loss."""
+    def _backward(
+        self, batch: TrainBatch, mb: Minibatch, embeds: torch.Tensor, negative: torch.Tensor | None, weights: torch.Tensor, scale: float
+    ):
+        """Recompute the log-probs of M pairs at one step each and backpropagate `scale` x their loss;
+        (the loss terms, the detached log-ratios new - old (M, 2))."""
         dev = self.accelerator.device
         idx, steps = mb.sample_index, mb.step_index  # (M,), (M,)
         rows, cols = idx[:, None], steps[:, None]  # (M, 1) each, broadcast over the pair axis
@@ -175,7 +179,7 @@ class LearnerWorker:
         x_next = batch.latents[rows, pair, cols + 1].flatten(0, 1).to(dev)  # (2M, C, h, w)
         step_idx = steps.repeat_interleave(2)  # (2M,)
         cond = embeds[idx].repeat_interleave(2, dim=0)  # (2M, L, D)
-        neg = encode_prompts(self.pipe, [""]).expand(len(step_idx), -1, -1) if self.sampling.guidance_scale > 1 else None
+        neg = negative.expand(len(step_idx), -1, -1) if negative is not None else None  # (2M, L, D)
         with self.accelerator.autocast():  # the DDIM arithmetic inside stays float32 (it upcasts first)
             new_lp = score_steps(
                 self.unet, self.pipe.scheduler, x, x_next, step_idx, batch.timesteps, cond, self.sampling.eta,
@@ -185,7 +189,7 @@ class LearnerWorker:
         adv = batch.advantages[rows, pair, cols].to(dev)  # (M, 2)
         res = self.algorithm.loss(new_lp, old_lp, adv, weights[steps].to(dev), self.train.clip_range)
         self.accelerator.backward(res.loss * scale)
-        return res, (new_lp - old_lp).exp().mean().item()
+        return res, (new_lp - old_lp).detach()
 
     def _optimizer_step(self) -> float:
         if self.rank.distributed:
