@@ -16,8 +16,16 @@ class Section(BaseModel):
 class ModelConfig(Section):
     pretrained: str = Field(
         "tiny",
-        description="Hub id or local directory of a diffusers StableDiffusionPipeline; "
+        description="Hub id or local directory of a diffusers pipeline of a supported family (StableDiffusionPipeline, "
+        "StableDiffusionXLPipeline, StableDiffusion3Pipeline); "
         "'tiny' builds (once, offline) and loads the embedded tiny SD-architecture pipeline.",
+    )
+    family: Literal["auto", "sd", "sdxl", "sd3"] = Field(
+        "auto", description="Model family; 'auto' reads it from the model's model_index.json `_class_name`."
+    )
+    resolution: int | None = Field(
+        None, ge=8, le=4096,
+        description="Image side in pixels (e.g. 512 for SDXL-Turbo, whose UNet config says 1024); None = the denoiser's native size.",
     )
     revision: str | None = Field(None, description="Hub revision of `pretrained` (ignored for local dirs).")
     tiny_cache_dir: str = Field(
@@ -27,26 +35,29 @@ class ModelConfig(Section):
     dtype: Literal["float32", "float16", "bfloat16"] = Field(
         "float32", description="Dtype of the frozen weights on GPU (always float32 on CPU)."
     )
-    lora_rank: int = Field(4, ge=1, le=4096, description="LoRA rank of the UNet attention adapters.")
+    lora_rank: int = Field(4, ge=1, le=4096, description="LoRA rank of the denoiser's (UNet or transformer) attention adapters.")
     lora_alpha: float = Field(4.0, gt=0, description="LoRA alpha (scale = alpha / rank).")
     lora_target_modules: tuple[str, ...] = Field(
         ("to_q", "to_k", "to_v", "to_out.0"),
-        description="UNet attention projections that get LoRA adapters (peft target_modules).",
+        description="Denoiser attention projections that get LoRA adapters (peft target_modules).",
     )
     local_files_only: bool = Field(
         False, description="Never touch the network when loading `pretrained` (set HF_HUB_OFFLINE=1 too)."
     )
     compile: bool = Field(
         False,
-        description="torch.compile the UNet's forward (dynamic=False) in every worker. On an H200 at SD-Turbo size: "
+        description="torch.compile the denoiser's forward (dynamic=False) in every worker. On an H200 at SD-Turbo size: "
         "1.25x rollout and, with train.micro_batch_size=8, 4.2x update throughput, after a one-time compile of about "
         "2 minutes per worker (benchmarks/results/gpu_optim_H200*.json). Meant for GPU runs.",
     )
 
 
 class SamplingConfig(Section):
-    num_steps: int = Field(50, ge=2, le=1000, description="T: DDIM denoising steps per trajectory.")
-    eta: float = Field(1.0, gt=0, le=1.0, description="DDIM eta; > 0 makes the sampler a stochastic policy.")
+    num_steps: int = Field(50, ge=2, le=1000, description="T: denoising steps per trajectory.")
+    eta: float = Field(
+        1.0, gt=0, le=1.0,
+        description="DDIM eta (SD, SDXL), or the flow SDE's noise level a (SD3); > 0 makes the sampler a stochastic policy.",
+    )
     guidance_scale: float = Field(1.0, ge=1.0, description="Classifier-free guidance scale (1 = no CFG).")
     num_anchors: int = Field(1, ge=1, description="Anchor states between the first and last step (paper: 1).")
     similarity_floor: float = Field(

@@ -1,22 +1,26 @@
-"""The diffusion policy: loading a diffusers pipeline with LoRA, prompt encoding, the UNet call,
-and LoRA weights in and out. Shared by the rollout workers and the learner.
+"""The diffusion policy: loading a diffusers pipeline of a supported family (actors.families) with
+LoRA, prompt encoding, the denoiser call, and LoRA weights in and out. Shared by the rollout workers
+and the learner.
 """
 
 from __future__ import annotations
 
+import json
 import os
 from pathlib import Path
 
 import torch
 
 from actors.config import ModelConfig
-from actors.errors import UsageError
+from actors.families import (
+    FAMILIES, ModelFamily, ModelLoadError, family_named, family_of, family_of_lora_state, family_of_pipeline_class,
+)
+from actors.families.base import DTYPES, add_lora, quiet_libraries
 
-DTYPES = {"float32": torch.float32, "float16": torch.float16, "bfloat16": torch.bfloat16}
-
-
-class ModelLoadError(UsageError):
-    """The configured model path or id is not a loadable diffusers StableDiffusionPipeline."""
+__all__ = [
+    "DTYPES", "ModelLoadError", "add_lora", "denoiser", "encode_prompts", "load_lora_state", "load_pipeline", "lora_state",
+    "model_family", "quiet_libraries", "resolve_model_path", "save_lora_diffusers", "save_lora_state_diffusers", "unet_output",
+]
 
 
 def resolve_model_path(model: ModelConfig) -> str:
@@ -31,135 +35,102 @@ def resolve_model_path(model: ModelConfig) -> str:
             f"model.pretrained: '{model.pretrained}' is not a diffusers pipeline directory (no model_index.json)"
         )
     if looks_local:
-        _check_pipeline_dir(path, model.pretrained)
+        _check_pipeline_dir(path, model)
     return str(path) if looks_local else model.pretrained
 
 
-def _check_pipeline_dir(path: Path, name: str) -> None:
-    """A local directory must hold a readable model_index.json and the Stable Diffusion components."""
-    import json
-
+def _read_index(path: Path, name: str) -> dict:
     try:
         index = json.loads((path / "model_index.json").read_text())
     except (OSError, ValueError):
         raise ModelLoadError(f"model.pretrained: '{name}/model_index.json' is not valid JSON") from None
     if not isinstance(index, dict):
         raise ModelLoadError(f"model.pretrained: '{name}/model_index.json' is not a JSON object")
-    missing = [c for c in ("unet", "vae", "text_encoder", "tokenizer", "scheduler") if not (path / c).is_dir()]
+    return index
+
+
+def _check_pipeline_dir(path: Path, model: ModelConfig) -> None:
+    """A local directory must hold a readable model_index.json and its family's components."""
+    name = model.pretrained
+    family = _family_from_index(_read_index(path, name), model)
+    missing = [c for c in family.components if not (path / c).is_dir()]
     if missing:
         raise ModelLoadError(
-            f"model.pretrained: '{name}' is not a Stable Diffusion pipeline directory (no {', '.join(missing)} folder)"
+            f"model.pretrained: '{name}' is not a {family.pipeline_class} directory (no {', '.join(missing)} folder)"
         )
 
 
-def quiet_libraries() -> None:
-    """No per-component progress bars or advisory warnings from diffusers/transformers in worker logs."""
-    import transformers
-
-    transformers.utils.logging.set_verbosity_error()  # before diffusers imports the CLIP processors
-    transformers.utils.logging.disable_progress_bar()
-    import diffusers
-
-    diffusers.utils.logging.set_verbosity_error()
-    diffusers.utils.logging.disable_progress_bar()
+def _family_from_index(index: dict, model: ModelConfig) -> ModelFamily:
+    if model.family != "auto":
+        return family_named(model.family)
+    return family_of_pipeline_class(index.get("_class_name"), model.pretrained)
 
 
-def load_pipeline(model: ModelConfig, device: str | torch.device = "cpu", with_lora: bool = True, seed: int = 0):
-    """StableDiffusionPipeline.from_pretrained + a DDIM scheduler from the model's scheduler config,
-    frozen VAE and text encoder, and (optionally) peft LoRA adapters on the UNet attention projections."""
-    quiet_libraries()
-    from diffusers import DDIMScheduler, StableDiffusionPipeline
+def model_family(model: ModelConfig, source: str | None = None) -> ModelFamily:
+    """model.family, or the family of the model's model_index.json `_class_name` (`source`: the resolved path or id)."""
+    if model.family != "auto":
+        return family_named(model.family)
+    source = source or resolve_model_path(model)
+    if Path(source, "model_index.json").is_file():
+        return _family_from_index(_read_index(Path(source), model.pretrained), model)
+    from diffusers import DiffusionPipeline
 
-    device = torch.device(device)
-    dtype = DTYPES[model.dtype] if device.type == "cuda" else torch.float32
-    source = resolve_model_path(model)
     try:
-        pipe = StableDiffusionPipeline.from_pretrained(
-            source,
-            revision=model.revision,
-            dtype=dtype,
-            safety_checker=None,
-            requires_safety_checker=False,
-            local_files_only=model.local_files_only or model.pretrained == "tiny",
-        )
+        index = DiffusionPipeline.load_config(source, revision=model.revision, local_files_only=model.local_files_only)
     except (OSError, ValueError) as err:
         first = str(err).strip().splitlines()[0] if str(err).strip() else type(err).__name__
         raise ModelLoadError(f"model.pretrained: cannot load '{model.pretrained}': {first}") from err
-    # set_alpha_to_one=False: with a final alpha of 1 the last step has sigma = 0 and no log-probability.
-    pipe.scheduler = DDIMScheduler.from_config(pipe.scheduler.config, set_alpha_to_one=False)
-    pipe.set_progress_bar_config(disable=True)
-    for module in (pipe.vae, pipe.text_encoder, pipe.unet):
-        module.requires_grad_(False)
-    pipe.to(device)
-    if with_lora:
-        add_lora(pipe.unet, model, seed)
-    if model.compile:  # the forward, not the module: callers (and accelerate's wrappers) keep the nn.Module
-        pipe.unet.forward = torch.compile(pipe.unet.forward, dynamic=False)
-    return pipe
+    return _family_from_index(dict(index), model)
 
 
-def add_lora(unet, model: ModelConfig, seed: int = 0) -> None:
-    """peft LoRA adapters, initialized from `seed` alone (not from whatever the global RNG holds)."""
-    with torch.random.fork_rng(devices=[]):
-        torch.manual_seed(seed)
-        _add_adapter(unet, model)
-    for p in unet.parameters():  # LoRA parameters train in float32, whatever the base dtype
-        if p.requires_grad:
-            p.data = p.data.float()
+def load_pipeline(model: ModelConfig, device: str | torch.device = "cpu", with_lora: bool = True, seed: int = 0):
+    """The family's pipeline from_pretrained, with its policy scheduler (DDIM from the model's scheduler
+    config, or the flow scheduler), frozen weights and (optionally) peft LoRA adapters on the denoiser's
+    attention projections."""
+    quiet_libraries()
+    source = resolve_model_path(model)
+    return model_family(model, source).load(source, model, torch.device(device), with_lora, seed)
 
 
-def _add_adapter(unet, model: ModelConfig) -> None:
-    from peft import LoraConfig
-
-    unet.add_adapter(
-        LoraConfig(
-            r=model.lora_rank,
-            lora_alpha=model.lora_alpha,
-            init_lora_weights="gaussian",
-            target_modules=list(model.lora_target_modules),
-        )
-    )
+def denoiser(pipe) -> torch.nn.Module:
+    """The module a pipeline's LoRA lives on and that is trained: the UNet, or SD3's transformer."""
+    return family_of(pipe).denoiser(pipe)
 
 
-def lora_state(unet) -> dict[str, torch.Tensor]:
+def lora_state(denoiser_module) -> dict[str, torch.Tensor]:
     """The trainable LoRA tensors (peft names), detached on CPU: what a weight broadcast carries."""
     from peft.utils import get_peft_model_state_dict
 
-    return {k: v.detach().to("cpu", copy=True) for k, v in get_peft_model_state_dict(unet).items()}
+    return {k: v.detach().to("cpu", copy=True) for k, v in get_peft_model_state_dict(denoiser_module).items()}
 
 
-def load_lora_state(unet, state: dict[str, torch.Tensor]) -> None:
+def load_lora_state(denoiser_module, state: dict[str, torch.Tensor]) -> None:
     from peft.utils import set_peft_model_state_dict
 
-    result = set_peft_model_state_dict(unet, state)
+    result = set_peft_model_state_dict(denoiser_module, state)
     unexpected = getattr(result, "unexpected_keys", None)
     if unexpected:
-        raise ValueError(f"LoRA state has keys the UNet does not: {unexpected[:3]}")
+        raise ValueError(f"LoRA state has keys the denoiser does not: {unexpected[:3]}")
 
 
-def save_lora_diffusers(unet, directory: str | Path) -> Path:
-    """Save the LoRA in the diffusers format (pytorch_lora_weights.safetensors), loadable with
-    plain ``StableDiffusionPipeline.load_lora_weights(directory)``."""
-    return save_lora_state_diffusers(lora_state(unet), directory)
+def save_lora_diffusers(denoiser_module, directory: str | Path, family: ModelFamily | None = None) -> Path:
+    """Save the LoRA in the diffusers format (pytorch_lora_weights.safetensors), loadable with the
+    family's plain ``<Pipeline>.load_lora_weights(directory)``."""
+    return save_lora_state_diffusers(lora_state(denoiser_module), directory, family)
 
 
-def save_lora_state_diffusers(state: dict[str, torch.Tensor], directory: str | Path) -> Path:
-    """The same, from a peft LoRA state dict (what lora_state returns): no UNet needed."""
-    from diffusers import StableDiffusionPipeline
-    from diffusers.utils import convert_state_dict_to_diffusers
-
-    layers = convert_state_dict_to_diffusers(dict(state))
-    StableDiffusionPipeline.save_lora_weights(str(directory), unet_lora_layers=layers, safe_serialization=True)
+def save_lora_state_diffusers(state: dict[str, torch.Tensor], directory: str | Path, family: ModelFamily | None = None) -> Path:
+    """The same, from a peft LoRA state dict (what lora_state returns): no denoiser needed. Without a
+    family the file format is read off the state's key names (SD and SDXL UNets share one)."""
+    (family or family_of_lora_state(state)).save_lora_state(state, directory)
     return Path(directory) / "pytorch_lora_weights.safetensors"
 
 
 @torch.no_grad()
-def encode_prompts(pipe, prompts: list[str]) -> torch.Tensor:
-    """prompts (N) -> text embeddings (N, L, D) from the frozen text encoder."""
-    tokens = pipe.tokenizer(
-        prompts, padding="max_length", max_length=pipe.tokenizer.model_max_length, truncation=True, return_tensors="pt"
-    ).input_ids.to(pipe.text_encoder.device)
-    return pipe.text_encoder(tokens)[0]
+def encode_prompts(pipe, prompts: list[str]):
+    """prompts (N) -> the conditioning of the pipeline's denoiser: text embeddings (N, L, D) for SD,
+    a NamedTuple of (N, ...) tensors for SDXL and SD3."""
+    return family_of(pipe).encode_prompts(pipe, prompts)
 
 
 def unet_output(
@@ -170,12 +141,6 @@ def unet_output(
     guidance_scale: float = 1.0,
     negative_embeds: torch.Tensor | None = None,
 ) -> torch.Tensor:
-    """UNet prediction (N, C, h, w) for latents (N, C, h, w) at timesteps (N,) with embeds (N, L, D);
-    classifier-free guidance when guidance_scale > 1 (negative_embeds (N, L, D) required)."""
-    dtype = unet.dtype
-    if guidance_scale <= 1.0:
-        return unet(latents.to(dtype), timesteps, embeds.to(dtype)).sample
-    both = torch.cat([latents, latents]).to(dtype)  # (2N, C, h, w): unconditional, conditional
-    out = unet(both, torch.cat([timesteps, timesteps]), torch.cat([negative_embeds, embeds]).to(dtype)).sample
-    uncond, cond = out.chunk(2)
-    return uncond + guidance_scale * (cond - uncond)
+    """A Stable Diffusion UNet's prediction (N, C, h, w) for latents (N, C, h, w) at timesteps (N,)
+    with embeds (N, L, D); classifier-free guidance when guidance_scale > 1 (negative_embeds required)."""
+    return FAMILIES["sd"].denoise(unet, latents, timesteps, embeds, guidance_scale, negative_embeds)

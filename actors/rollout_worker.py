@@ -13,7 +13,7 @@ import torch
 from actors.batch import PolicyWeights, RolloutBatch, SparseQueries, Trajectories
 from actors.config import ModelConfig, SamplingConfig
 from actors.errors import RunFailure
-from actors.policy import load_lora_state, load_pipeline
+from actors.policy import denoiser, load_lora_state, load_pipeline
 from actors.sampling import decode_to_uint8, pair_generator, sample_deterministic, sample_pairs, sparse_queries
 
 
@@ -38,7 +38,7 @@ class RolloutWorker:
         return f"{type(self).__name__}(pid={os.getpid()}, host={socket.gethostname()})"
 
     def set_weights(self, weights: PolicyWeights) -> int:
-        load_lora_state(self.pipe.unet, weights.lora)
+        load_lora_state(denoiser(self.pipe), weights.lora)
         self.version = weights.version
         return self.version
 
@@ -64,7 +64,7 @@ class RolloutWorker:
         return RolloutBatch(queries.validate(), trajectories.validate())
 
     def evaluate(self, prompts: list[str], seeds: list[int], num_steps: int) -> np.ndarray:
-        """Held-out samples of the loaded policy: deterministic (eta = 0) `num_steps`-step DDIM from
+        """Held-out samples of the loaded policy: the family's deterministic `num_steps`-step sampler from
         the noise of torch.Generator().manual_seed(seeds[n]); uint8 images (N, H, W, 3)."""
         gens = [torch.Generator().manual_seed(int(s)) for s in seeds]
         pred_x0 = sample_deterministic(self.pipe, prompts, gens, num_steps, self.sampling.guidance_scale)  # (N, C, h, w)

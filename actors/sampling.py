@@ -1,4 +1,5 @@
-"""Dual-state trajectory pair sampling (spec section 2) over a diffusers StableDiffusionPipeline.
+"""Dual-state trajectory pair sampling (spec section 2) over a diffusers pipeline of any model family
+(actors.families): the family encodes the prompts, calls the denoiser and takes the policy step.
 
 Each pair shares one initial noise x_0 and runs two trajectories with independent step noise.
 All randomness of pair b comes from its own torch.Generator, so a pair's samples do not depend on
@@ -12,8 +13,8 @@ from typing import NamedTuple
 import numpy as np
 import torch
 
-from actors.ddim import DDIMStep, ddim_step, ddim_step_with_logprob
-from actors.policy import encode_prompts, unet_output
+from actors.families import FAMILIES, ModelFamily, PolicyStep, family_of, repeat_rows
+from actors.families.base import Conditioning
 from actors.seeds import seeded_generator
 from actors.similarity import select_anchors
 
@@ -31,20 +32,14 @@ def pair_generator(seed: int, epoch: int, pair_index: int) -> torch.Generator:
 
 
 def latent_shape(pipe) -> tuple[int, int, int]:
-    size = pipe.unet.config.sample_size
-    return (pipe.unet.config.in_channels, size, size)
-
-
-def set_timesteps(sched, num_steps: int) -> torch.Tensor:
-    """The scheduler's timesteps for `num_steps` steps, t_0 > ... > t_{T-1}: (T,)."""
-    sched.set_timesteps(num_steps, device="cpu")
-    return sched.timesteps.clone()
+    """(C, h, w) of the pipeline's latents at the configured resolution."""
+    return family_of(pipe).latent_shape(pipe)
 
 
 def initial_noise(pipe, generators: list[torch.Generator]) -> torch.Tensor:
     """x_0 ~ N(0, I) scaled by the scheduler's init sigma, the FIRST draw of each generator: (N, C, h, w)."""
     x0 = torch.stack([torch.randn(latent_shape(pipe), generator=g) for g in generators])  # (N, C, h, w)
-    return x0 * pipe.scheduler.init_noise_sigma
+    return x0 * getattr(pipe.scheduler, "init_noise_sigma", 1.0)
 
 
 @torch.no_grad()
@@ -57,28 +52,22 @@ def sample_pairs(
     guidance_scale: float = 1.0,
 ) -> SampledPairs:
     """Sample B = len(prompts) trajectory pairs; generators[b] drives every draw of pair b."""
-    B, device, dtype = len(prompts), pipe.unet.device, pipe.unet.dtype
+    fam = family_of(pipe)
+    net = fam.denoiser(pipe)
+    B, device, dtype = len(prompts), net.device, net.dtype
     shape = latent_shape(pipe)
-    embeds = encode_prompts(pipe, prompts).repeat_interleave(2, dim=0)  # (2B, L, D): pair-major
-    negative = encode_prompts(pipe, [""] * (2 * B)) if guidance_scale > 1 else None
+    embeds = repeat_rows(fam.encode_prompts(pipe, prompts), 2)  # (2B, ...): pair-major
+    negative = fam.encode_prompts(pipe, [""] * (2 * B)) if guidance_scale > 1 else None
     sched = pipe.scheduler
-    timesteps = set_timesteps(sched, num_steps)  # (T,)
+    timesteps = fam.set_timesteps(sched, num_steps)  # (T,)
     # x_0: one draw per pair, shared by its two trajectories
     x = initial_noise(pipe, generators).repeat_interleave(2, dim=0).to(device, dtype)  # (2B, C, h, w)
     latents, log_probs, pred_x0 = [x], [], []
     for i, t in enumerate(timesteps):
-        out = unet_output(pipe.unet, x, t.expand(2 * B).to(device), embeds, guidance_scale, negative)
+        out = fam.denoise(net, x, t.expand(2 * B).to(device), embeds, guidance_scale, negative)
         noise = torch.stack([torch.randn((2, *shape), generator=g) for g in generators])  # (B, 2, C, h, w)
-        step = ddim_step_with_logprob(
-            out,
-            x,
-            torch.full((2 * B,), i),
-            timesteps,
-            sched.alphas_cumprod,
-            float(sched.final_alpha_cumprod),
-            eta,
-            sched.config.prediction_type,
-            noise=noise.flatten(0, 1).to(device),  # (2B, C, h, w)
+        step = fam.step_with_logprob(
+            sched, out, x, torch.full((2 * B,), i), timesteps, eta, noise=noise.flatten(0, 1).to(device)  # (2B, C, h, w)
         )
         x = step.next_sample
         latents.append(x)
@@ -89,58 +78,59 @@ def sample_pairs(
 
 
 def score_steps(
-    unet,
+    denoiser,
     scheduler,
     x: torch.Tensor,
     x_next: torch.Tensor,
     step_index: torch.Tensor,
     timesteps: torch.Tensor,
-    embeds: torch.Tensor,
+    embeds: Conditioning,
     eta: float,
     guidance_scale: float = 1.0,
-    negative_embeds: torch.Tensor | None = None,
-) -> DDIMStep:
-    """Rescore stored actions under the current UNet: the DDIM step x_i (N, C, h, w) -> x_{i+1}
-    (N, C, h, w) at per-sample step indices (N,) into `timesteps` (T,), with embeds (N, L, D).
-    The learner's log-prob recomputation; the same UNet call and DDIM arithmetic as sampling."""
-    out = unet_output(unet, x, timesteps[step_index].to(x.device), embeds, guidance_scale, negative_embeds)
-    return ddim_step_with_logprob(
-        out, x, step_index, timesteps, scheduler.alphas_cumprod, float(scheduler.final_alpha_cumprod),
-        eta, scheduler.config.prediction_type, next_sample=x_next,
-    )
+    negative_embeds: Conditioning | None = None,
+    family: ModelFamily | None = None,
+) -> PolicyStep:
+    """Rescore stored actions under the current denoiser: the policy step x_i (N, C, h, w) -> x_{i+1}
+    (N, C, h, w) at per-sample step indices (N,) into `timesteps` (T,), with the conditioning `embeds`
+    (N, ...). The learner's log-prob recomputation; the same family code (denoiser call and step
+    arithmetic) as sampling. `family`: the model family (None: Stable Diffusion)."""
+    fam = family or FAMILIES["sd"]
+    out = fam.denoise(denoiser, x, timesteps[step_index].to(x.device), embeds, guidance_scale, negative_embeds)
+    return fam.step_with_logprob(scheduler, out, x, step_index, timesteps, eta, next_sample=x_next)
 
 
 @torch.no_grad()
 def sample_deterministic(
     pipe, prompts: list[str], generators: list[torch.Generator], num_steps: int, guidance_scale: float = 1.0
 ) -> torch.Tensor:
-    """The held-out evaluation sampler: the DDIM chain at eta = 0 from x_0 = the first draw of
-    generators[n] (as in sample_pairs), over the same prompt encoding, UNet call and DDIM arithmetic
-    as training. Returns the predicted clean state of the last step, x0_{k-1}, (N, C, h, w): the
-    state whose decoding training scores as the k-step sample (x0_0 for k = 1)."""
-    N, device, dtype = len(prompts), pipe.unet.device, pipe.unet.dtype
-    embeds = encode_prompts(pipe, prompts)  # (N, L, D)
-    negative = encode_prompts(pipe, [""] * N) if guidance_scale > 1 else None
+    """The held-out evaluation sampler: the family's deterministic chain (DDIM at eta = 0, or the flow
+    ODE's Euler steps) from x_0 = the first draw of generators[n] (as in sample_pairs), over the same
+    prompt encoding, denoiser call and step arithmetic as training. Returns the predicted clean state
+    of the last step, x0_{k-1}, (N, C, h, w): the state whose decoding training scores as the k-step
+    sample (x0_0 for k = 1)."""
+    fam = family_of(pipe)
+    net = fam.denoiser(pipe)
+    N, device, dtype = len(prompts), net.device, net.dtype
+    embeds = fam.encode_prompts(pipe, prompts)  # (N, ...)
+    negative = fam.encode_prompts(pipe, [""] * N) if guidance_scale > 1 else None
     sched = pipe.scheduler
-    timesteps = set_timesteps(sched, num_steps)  # (k,)
+    timesteps = fam.set_timesteps(sched, num_steps)  # (k,)
     x = initial_noise(pipe, generators).to(device, dtype)  # (N, C, h, w)
     pred_x0 = x
     for i, t in enumerate(timesteps):
-        out = unet_output(pipe.unet, x, t.expand(N).to(device), embeds, guidance_scale, negative)
-        step = ddim_step(
-            out, x, torch.full((N,), i), timesteps, sched.alphas_cumprod, float(sched.final_alpha_cumprod),
-            sched.config.prediction_type,
-        )
-        x, pred_x0 = step.next_sample, step.pred_original_sample
+        out = fam.denoise(net, x, t.expand(N).to(device), embeds, guidance_scale, negative)
+        x, pred_x0 = fam.step(sched, out, x, torch.full((N,), i), timesteps)
     return pred_x0.cpu()
 
 
 @torch.no_grad()
 def decode_to_uint8(pipe, latents: torch.Tensor, chunk: int = 16) -> np.ndarray:
-    """VAE-decode latents (N, C, h, w) to uint8 images (N, H, W, 3)."""
+    """VAE-decode latents (N, C, h, w) to uint8 images (N, H, W, 3) (undoing the VAE's scaling and, where it has one, shift)."""
     vae, images = pipe.vae, []
+    shift = getattr(vae.config, "shift_factor", None)
     for start in range(0, latents.shape[0], chunk):
         z = latents[start : start + chunk].to(vae.device, vae.dtype) / vae.config.scaling_factor
+        z = z if shift is None else z + shift
         img = vae.decode(z).sample.float()  # (n, 3, H, W) in about [-1, 1]
         img = ((img / 2 + 0.5).clamp(0, 1) * 255).round().to(torch.uint8)
         images.append(img.permute(0, 2, 3, 1).cpu().numpy())  # (n, H, W, 3)

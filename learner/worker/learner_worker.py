@@ -1,4 +1,4 @@
-"""The learner worker: LoRA UNet, AdamW, the step-shuffled update with gradient accumulation,
+"""The learner worker: LoRA denoiser (UNet or transformer), AdamW, the step-shuffled update with gradient accumulation,
 grad-norm clipping, and mixed precision through accelerate on GPU. A plain class; ``ray.remote``
 is applied where it is launched.
 
@@ -24,7 +24,8 @@ import torch
 from actors.batch import PolicyWeights, Trajectories
 from actors.config import ModelConfig, SamplingConfig
 from actors.errors import RunFailure
-from actors.policy import encode_prompts, load_lora_state, load_pipeline, lora_state, save_lora_diffusers
+from actors.families import expand_rows, family_of, repeat_rows, select_rows
+from actors.policy import load_lora_state, load_pipeline, lora_state, save_lora_diffusers
 from actors.sampling import score_steps
 from actors.seeds import UPDATE, seeded_generator
 from learner.algo.minibatches import Minibatch, micro_batches, num_train_steps, step_shuffled_schedule
@@ -71,7 +72,9 @@ class LearnerWorker:
         self.sampling, self.train, self.seed = sampling, train, seed
         self.algorithm = get_algorithm(algorithm)
         self.pipe = load_pipeline(model, self.accelerator.device, seed=seed)
-        params = [p for p in self.pipe.unet.parameters() if p.requires_grad]
+        self.family = family_of(self.pipe)
+        self.denoiser = self.family.denoiser(self.pipe)  # the module itself (LoRA in and out)
+        params = [p for p in self.denoiser.parameters() if p.requires_grad]
         optimizer = torch.optim.AdamW(
             params,
             lr=train.learning_rate,
@@ -79,7 +82,8 @@ class LearnerWorker:
             weight_decay=train.adam_weight_decay,
             eps=train.adam_epsilon,
         )
-        self.unet, self.optimizer = self.accelerator.prepare(self.pipe.unet, optimizer)
+        # self.unet: the denoiser (UNet or transformer) as accelerate prepared it (autocast on GPU)
+        self.unet, self.optimizer = self.accelerator.prepare(self.denoiser, optimizer)
         self.params = params
         self.version = 0
         # set after accelerate decided it runs single-process: gradients are averaged by hand
@@ -99,10 +103,10 @@ class LearnerWorker:
         return f"{type(self).__name__}(pid={os.getpid()}, host={socket.gethostname()}{rank})"
 
     def get_weights(self) -> PolicyWeights:
-        return PolicyWeights(self.version, lora_state(self.pipe.unet))
+        return PolicyWeights(self.version, lora_state(self.denoiser))
 
     def save_lora(self, directory: str) -> str:
-        return str(save_lora_diffusers(self.pipe.unet, directory))
+        return str(save_lora_diffusers(self.denoiser, directory, self.family))
 
     def state_dict(self) -> dict:
         """What an exact resume needs from the learner, on CPU: policy version, LoRA (peft names),
@@ -111,10 +115,10 @@ class LearnerWorker:
         trainer = {"optimizer": self.optimizer.state_dict(), "torch_rng": torch.get_rng_state()}
         if scaler is not None:
             trainer["scaler"] = scaler.state_dict()
-        return {"version": self.version, "lora": lora_state(self.pipe.unet), "trainer": _to_cpu(trainer)}
+        return {"version": self.version, "lora": lora_state(self.denoiser), "trainer": _to_cpu(trainer)}
 
     def load_state_dict(self, state: dict) -> int:
-        load_lora_state(self.pipe.unet, state["lora"])
+        load_lora_state(self.denoiser, state["lora"])
         self.optimizer.load_state_dict(state["trainer"]["optimizer"])
         torch.set_rng_state(state["trainer"]["torch_rng"])
         if self.accelerator.scaler is not None and "scaler" in state["trainer"]:
@@ -139,8 +143,8 @@ class LearnerWorker:
             for b in batches
         ]
         items = request.max_pairs * num_train_steps(T, cfg.timestep_fraction) * cfg.num_inner_epochs
-        embeds = [encode_prompts(self.pipe, b.prompts) for b in batches]  # each (B_s, L, D)
-        negative = encode_prompts(self.pipe, [""]) if self.sampling.guidance_scale > 1 else None  # (1, L, D), once
+        embeds = [self.family.encode_prompts(self.pipe, b.prompts) for b in batches]  # each (B_s, ...)
+        negative = self.family.encode_prompts(self.pipe, [""]) if self.sampling.guidance_scale > 1 else None  # (1, ...), once
         weights = temporal_weights(T, cfg.lam, cfg.log_scale)  # (T,)
         stats, passes, self._nonfinite = defaultdict(list), 0, 0
         self.unet.train()
@@ -178,12 +182,12 @@ class LearnerWorker:
         x = batch.latents[rows, pair, cols].flatten(0, 1).to(dev)  # (2M, C, h, w)
         x_next = batch.latents[rows, pair, cols + 1].flatten(0, 1).to(dev)  # (2M, C, h, w)
         step_idx = steps.repeat_interleave(2)  # (2M,)
-        cond = embeds[idx].repeat_interleave(2, dim=0)  # (2M, L, D)
-        neg = negative.expand(len(step_idx), -1, -1) if negative is not None else None  # (2M, L, D)
-        with self.accelerator.autocast():  # the DDIM arithmetic inside stays float32 (it upcasts first)
+        cond = repeat_rows(select_rows(embeds, idx), 2)  # (2M, ...)
+        neg = expand_rows(negative, len(step_idx)) if negative is not None else None  # (2M, ...)
+        with self.accelerator.autocast():  # the step arithmetic inside stays float32 (it upcasts first)
             new_lp = score_steps(
                 self.unet, self.pipe.scheduler, x, x_next, step_idx, batch.timesteps, cond, self.sampling.eta,
-                self.sampling.guidance_scale, neg,
+                self.sampling.guidance_scale, neg, family=self.family,
             ).log_prob.view(-1, 2)  # (M, 2)
         old_lp = batch.log_probs[rows, pair, cols].to(dev)  # (M, 2)
         adv = batch.advantages[rows, pair, cols].to(dev)  # (M, 2)
