@@ -13,7 +13,7 @@ from typing import NamedTuple
 import numpy as np
 import torch
 
-from actors.families import FAMILIES, ModelFamily, PolicyStep, family_of, repeat_rows
+from actors.families import FAMILIES, ModelFamily, PolicyStep, expand_rows, family_of, repeat_rows
 from actors.families.base import Conditioning
 from actors.seeds import seeded_generator
 from actors.similarity import select_anchors
@@ -57,7 +57,8 @@ def sample_pairs(
     B, device, dtype = len(prompts), net.device, net.dtype
     shape = latent_shape(pipe)
     embeds = repeat_rows(fam.encode_prompts(pipe, prompts), 2)  # (2B, ...): pair-major
-    negative = fam.encode_prompts(pipe, [""] * (2 * B)) if guidance_scale > 1 else None
+    # the empty prompt encoded once and seen as 2B rows, exactly as the learner's rescoring builds it
+    negative = expand_rows(fam.encode_prompts(pipe, [""]), 2 * B) if guidance_scale > 1 else None
     sched = pipe.scheduler
     timesteps = fam.set_timesteps(sched, num_steps)  # (T,)
     # x_0: one draw per pair, shared by its two trajectories
@@ -112,7 +113,7 @@ def sample_deterministic(
     net = fam.denoiser(pipe)
     N, device, dtype = len(prompts), net.device, net.dtype
     embeds = fam.encode_prompts(pipe, prompts)  # (N, ...)
-    negative = fam.encode_prompts(pipe, [""] * N) if guidance_scale > 1 else None
+    negative = expand_rows(fam.encode_prompts(pipe, [""]), N) if guidance_scale > 1 else None
     sched = pipe.scheduler
     timesteps = fam.set_timesteps(sched, num_steps)  # (k,)
     x = initial_noise(pipe, generators).to(device, dtype)  # (N, C, h, w)

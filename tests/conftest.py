@@ -35,6 +35,22 @@ def tiny_dir(tiny_cache) -> str:
     return str(ensure_tiny_pipeline(tiny_cache))
 
 
+@pytest.fixture(scope="session")
+def tiny_sdxl_dir(tiny_cache) -> str:
+    """A saved tiny StableDiffusionXLPipeline directory (actors.families.tiny)."""
+    from actors.families.tiny import ensure_tiny_family
+
+    return str(ensure_tiny_family("sdxl", tiny_cache))
+
+
+@pytest.fixture(scope="session")
+def tiny_sd3_dir(tiny_cache) -> str:
+    """A saved tiny StableDiffusion3Pipeline directory without T5 (actors.families.tiny)."""
+    from actors.families.tiny import ensure_tiny_family
+
+    return str(ensure_tiny_family("sd3", tiny_cache))
+
+
 def cli_env() -> dict[str, str]:
     env = dict(os.environ)
     env["PYTHONPATH"] = str(REPO) + os.pathsep + env.get("PYTHONPATH", "")

@@ -8,7 +8,7 @@ import sys
 from tests.conftest import REPO, cli_env
 
 CORE = [
-    "actors.ddim", "actors.config", "actors.batch", "actors.errors", "actors.seeds", "actors.similarity", "actors.remote",
+    "actors.ddim", "actors.flow_sde", "actors.families", "actors.config", "actors.batch", "actors.errors", "actors.seeds", "actors.similarity", "actors.remote",
     "rewards.registry", "rewards.config", "learner.algo.advantages", "learner.algo.sdpo", "learner.algo.minibatches",
     "learner.algo.ddpo", "learner.algo.registry", "learner.worker.distributed", "learner.worker.batch",
     "learner.run.checkpoint", "learner.config",

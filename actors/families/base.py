@@ -85,10 +85,14 @@ class ModelFamily:
         import diffusers
 
         dtype = DTYPES[model.dtype] if device.type == "cuda" else torch.float32
+        local_only = model.local_files_only or model.pretrained == "tiny"
         try:
+            index = diffusers.DiffusionPipeline.load_config(source, revision=model.revision, local_files_only=local_only)
+            # components the model ships without (e.g. SD3 without T5: [null, null]) are passed as None, as diffusers asks
+            absent = {k: None for k, v in index.items() if isinstance(v, (list, tuple)) and len(v) == 2 and v[1] is None}
             pipe = getattr(diffusers, self.pipeline_class).from_pretrained(
-                source, revision=model.revision, dtype=dtype,
-                local_files_only=model.local_files_only or model.pretrained == "tiny", **self.pretrained_kwargs,
+                source, revision=model.revision, dtype=dtype, local_files_only=local_only,
+                **(absent | self.pretrained_kwargs),
             )
         except (OSError, ValueError, TypeError) as err:
             first = str(err).strip().splitlines()[0] if str(err).strip() else type(err).__name__

@@ -1,0 +1,153 @@
+"""Model families on tiny SDXL and SD3 pipelines (random weights, saved and loaded back through
+from_pretrained): family choice, conditioning, rollout/learner log-prob agreement, the evaluation
+sampler against diffusers' own schedulers, and LoRA files that the family's diffusers pipeline loads."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+import torch
+
+from actors.batch import PolicyWeights
+from actors.config import ModelConfig, SamplingConfig
+from actors.families import FAMILIES, ModelLoadError, family_of, repeat_rows
+from actors.policy import denoiser, encode_prompts, load_pipeline, lora_state, model_family, resolve_model_path, save_lora_diffusers
+from actors.rollout_worker import RolloutWorker
+from actors.sampling import sample_deterministic, score_steps
+
+PROMPTS = ["cat", "dog"]
+T = 3
+
+
+@pytest.fixture(scope="module", params=["sdxl", "sd3"])
+def family_dir(request, tiny_sdxl_dir, tiny_sd3_dir):
+    return request.param, {"sdxl": tiny_sdxl_dir, "sd3": tiny_sd3_dir}[request.param]
+
+
+@pytest.fixture(scope="module")
+def worker(family_dir):
+    name, path = family_dir
+    w = RolloutWorker(model=ModelConfig(pretrained=path), sampling=SamplingConfig(num_steps=T, eta=0.7), seed=3)
+    w.set_weights(PolicyWeights(0, _perturbed_lora(w.pipe)))
+    return w
+
+
+def _perturbed_lora(pipe) -> dict[str, torch.Tensor]:
+    """LoRA tensors with non-zero B matrices (peft starts B at zero), so the adapters change the output."""
+    gen = torch.Generator().manual_seed(0)
+    return {k: v + 0.05 * torch.randn(v.shape, generator=gen) for k, v in lora_state(denoiser(pipe)).items()}
+
+
+def test_family_is_read_from_model_index(tiny_dir, tiny_sdxl_dir, tiny_sd3_dir):
+    for path, name in ((tiny_dir, "sd"), (tiny_sdxl_dir, "sdxl"), (tiny_sd3_dir, "sd3")):
+        assert model_family(ModelConfig(pretrained=path)).name == name
+
+
+def test_unsupported_pipeline_is_a_usage_error_naming_the_supported_ones(tmp_path):
+    (tmp_path / "model_index.json").write_text(json.dumps({"_class_name": "FluxPipeline"}))
+    with pytest.raises(ModelLoadError) as err:
+        model_family(ModelConfig(pretrained=str(tmp_path)))
+    assert err.value.exit_code == 2
+    msg = str(err.value)
+    assert "is a FluxPipeline" in msg and all(f.pipeline_class in msg for f in FAMILIES.values())
+    # model.family overrides the class name; the directory must then hold that family's components
+    cfg = ModelConfig(pretrained=str(tmp_path), family="sdxl")
+    with pytest.raises(ModelLoadError, match="not a StableDiffusionXLPipeline directory .*text_encoder_2"):
+        resolve_model_path(cfg)
+    assert model_family(cfg, str(tmp_path)).name == "sdxl"
+
+
+def test_conditioning(worker, family_dir):
+    name, _ = family_dir
+    cond = encode_prompts(worker.pipe, PROMPTS)
+    if name == "sdxl":
+        assert cond.embeds.shape == (2, 16, 64) and cond.pooled.shape == (2, 32)  # two encoders' 32 + 32; pooled of the 2nd
+        assert cond.time_ids.tolist() == [[32.0, 32.0, 0.0, 0.0, 32.0, 32.0]] * 2  # (orig, crop, target) at 32 x 32
+        assert type(worker.pipe.scheduler).__name__ == "DDIMScheduler" and worker.pipe.scheduler.config.timestep_spacing == "trailing"
+    else:
+        assert cond.embeds.shape == (2, 16 + 256, 64) and cond.pooled.shape == (2, 64)  # CLIP tokens, then T5's (zeros)
+        assert torch.equal(cond.embeds[:, 16:], torch.zeros(2, 256, 64))  # no T5 in this build
+
+
+def test_rollout_log_probs_are_recomputed_exactly(worker, family_dir):
+    """The learner's rescoring (score_steps with the family) of the stored actions gives the stored log-probs."""
+    name, _ = family_dir
+    traj = worker.rollout(epoch=1, pair_indices=[0, 1], prompts=PROMPTS, version=0).trajectories
+    assert traj.latents.shape[:3] == (2, 2, T + 1) and torch.equal(traj.latents[:, 0, 0], traj.latents[:, 1, 0])
+    fam, pipe = family_of(worker.pipe), worker.pipe
+    assert fam.name == name
+    cond = repeat_rows(encode_prompts(pipe, PROMPTS), 2)  # (2B, ...)
+    for i in range(T):
+        x, x_next = traj.latents[:, :, i].flatten(0, 1), traj.latents[:, :, i + 1].flatten(0, 1)  # (2B, C, h, w)
+        with torch.no_grad():
+            step = score_steps(denoiser(pipe), pipe.scheduler, x, x_next, torch.full((4,), i), traj.timesteps, cond, 0.7, family=fam)
+        assert torch.equal(step.log_prob, traj.log_probs[:, :, i].flatten())
+
+
+def test_deterministic_sampler_equals_the_diffusers_scheduler(worker, family_dir):
+    """SDXL: DDIMScheduler.step(eta=0) bit for bit; SD3: FlowMatchEulerDiscreteScheduler.step (its own sigmas)."""
+    name, _ = family_dir
+    pipe, fam = worker.pipe, family_of(worker.pipe)
+    seeds = (1, 2)
+    ours = sample_deterministic(pipe, PROMPTS, [torch.Generator().manual_seed(s) for s in seeds], 4)
+    shape = fam.latent_shape(pipe)
+    x = torch.stack([torch.randn(shape, generator=torch.Generator().manual_seed(s)) for s in seeds])
+    cond = encode_prompts(pipe, PROMPTS)
+    sched = pipe.scheduler
+    if name == "sd3":
+        from diffusers import FlowMatchEulerDiscreteScheduler
+
+        sched = FlowMatchEulerDiscreteScheduler.from_config(sched.config)
+    sched.set_timesteps(4)
+    for t in sched.timesteps:
+        with torch.no_grad():
+            out = fam.predict(denoiser(pipe), x, t.expand(2), cond)
+        if name == "sdxl":
+            step = sched.step(out, t, x, eta=0.0)
+            x, ref = step.prev_sample, step.pred_original_sample
+        else:
+            ref = x - sched.sigmas[sched.step_index or 0] * out  # x0 = x - s v at this step's level
+            x = sched.step(out, t, x).prev_sample
+    assert ours.shape == (2, *shape)
+    if name == "sdxl":
+        assert torch.equal(ours, ref)
+    else:
+        assert torch.allclose(ours, ref, atol=1e-4)
+
+
+def test_lora_file_loads_with_the_family_pipeline(worker, family_dir, tmp_path):
+    """The saved LoRA, loaded by the family's plain diffusers pipeline, reproduces the trained denoiser's output."""
+    import diffusers
+
+    name, path = family_dir
+    fam, pipe = family_of(worker.pipe), worker.pipe
+    save_lora_diffusers(denoiser(pipe), tmp_path, fam)
+    plain = getattr(diffusers, fam.pipeline_class).from_pretrained(path, **_absent(path))
+    x = torch.randn(2, *fam.latent_shape(pipe), generator=torch.Generator().manual_seed(5))
+    t = torch.full((2,), 500)
+    cond = encode_prompts(pipe, PROMPTS)
+    with torch.no_grad():
+        trained = fam.predict(denoiser(pipe), x, t, cond)
+        before = fam.predict(fam.denoiser(plain), x, t, cond)
+        plain.load_lora_weights(str(tmp_path))  # no project code
+        after = fam.predict(fam.denoiser(plain), x, t, cond)
+    assert (before - trained).abs().max() > 1e-3
+    assert torch.allclose(after, trained, atol=1e-5)
+
+
+def _absent(path) -> dict:
+    index = json.loads((Path(path) / "model_index.json").read_text())
+    return {k: None for k, v in index.items() if isinstance(v, list) and v[1] is None}
+
+
+def test_resolution_sets_the_latent_size(family_dir):
+    name, path = family_dir
+    fam = FAMILIES[name]
+    pipe = load_pipeline(ModelConfig(pretrained=path, resolution=48), with_lora=False)
+    assert fam.latent_shape(pipe)[1:] == (24, 24)
+    # the VAE halves once (2) and SD3's transformer takes 2 x 2 latent patches (4)
+    bad, multiple = {"sdxl": (31, 2), "sd3": (30, 4)}[name]
+    with pytest.raises(ModelLoadError, match=f"model.resolution: {bad} is not a multiple of {multiple} "):
+        load_pipeline(ModelConfig(pretrained=path, resolution=bad), with_lora=False)
