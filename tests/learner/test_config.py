@@ -120,6 +120,7 @@ def test_cli_print_config_and_help():
         ("sd_turbo_aesthetic", 1e-4, 64, 100, 100),  # 4 GPUs x batch 2 x accumulation 8
         ("sd_turbo_disaggregated", 1e-4, 64, 100, 100),  # 1 learner x batch 2 x accumulation 32
         ("sd_turbo_hpsv2", 5e-5, 128, 50, 200),  # 4 GPUs x batch 1 x accumulation 32
+        ("sd_turbo_imagereward", 5e-5, 128, 50, 200),  # 4 GPUs x batch 1 x accumulation 32
         ("sd_turbo_pickscore", 6e-5, 64, 100, 200),  # 4 GPUs x batch 1 x accumulation 16
     ],
 )

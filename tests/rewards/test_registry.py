@@ -34,12 +34,6 @@ def test_unknown_option_lists_valid_options():
         build_reward("jpeg_compressibility", model="x")
 
 
-@pytest.mark.parametrize("name", ["imagereward"])
-def test_unavailable_rewards_say_why(name):
-    with pytest.raises(RuntimeError, match=f"'{name}' reward is not available.*rewards/README.md"):
-        build_reward(name)
-
-
 def test_jpeg_rewards_still_build():
     images = np.random.default_rng(0).integers(0, 256, size=(2, 32, 32, 3), dtype=np.uint8)
     comp, incomp = build_reward("jpeg_compressibility"), build_reward("jpeg_incompressibility")

@@ -81,7 +81,7 @@ def _bad_text_file(tmp_path):
         (["score", "--reward", "jpeg_compressibility", "{png}", "{missing}"], "image file not found: {missing}"),
         (["score", "--reward", "jpeg_compressibility", "{bad}"], "cannot read image {bad}"),
         (["score", "--reward", "jpeg_compressibility", "--model", "m", "{png}"], "has no option(s) ['model']"),
-        (["score", "--reward", "imagereward", "{png}"], "'imagereward' reward is not available"),
+        (["score", "--reward", "imagereward", "--model", "{missing}", "{png}"], "ImageReward checkpoint file not found: {missing}"),
         (["score", "--reward", "aesthetic", "--model", "{missing}", "--head", "h.pth", "{png}"], "model directory not found: {missing}"),
         (["score", "--reward", "jpeg_compressibility"], "required: IMAGE"),
         (["frobnicate"], "invalid choice: 'frobnicate'"),
