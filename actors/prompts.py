@@ -1,6 +1,7 @@
 """Prompt sources: the built-in animal lists or a text file with one prompt per line.
 
-'heldout_animals' is the default held-out evaluation set: 8 animals in neither training list."""
+'heldout_animals' is the default held-out evaluation set: 8 animals in neither training list.
+'shapes_train' and 'shapes_heldout' are the shapes task's disjoint caption lists (actors.shapes.data)."""
 
 from __future__ import annotations
 
@@ -9,7 +10,7 @@ from pathlib import Path
 from actors.errors import UsageError
 
 ASSETS = Path(__file__).parent / "assets"
-BUILTIN = ("simple_animals", "complex_animals", "heldout_animals")
+BUILTIN = ("simple_animals", "complex_animals", "heldout_animals", "shapes_train", "shapes_heldout")
 MAX_PROMPT_FILE_BYTES = 16 << 20
 
 
