@@ -68,9 +68,13 @@ def main(argv: list[str] | None = None) -> int:
     except UsageError as err:
         print(f"error: {err}", file=sys.stderr)
         return 2
+    from actors.console import quiet_environment, show_warnings_once
     from learner.driver.faults import Preemption, failure
     from learner.driver.launch import shutdown_ray
     from learner.driver.loop import run
+
+    quiet_environment()  # no advisories from libraries the job does not use, here or in local workers
+    show_warnings_once()
 
     run_dir, preemption = default_run_dir(cfg).resolve(), Preemption(cfg.checkpoint.grace_s)
     try:

@@ -10,6 +10,7 @@ from typing import Any
 
 import numpy as np
 
+from actors.console import quiet_environment
 from actors.errors import RunFailure
 from rewards.combined import build_weighted_reward
 from rewards.registry import import_reward_modules
@@ -66,6 +67,7 @@ class RewardServer:
         weights: dict[str, float] | None = None,
         modules: tuple[str, ...] = (),
     ):
+        quiet_environment()  # before any reward module imports transformers
         import_reward_modules(modules)
         self.name, self.batch_size = name, batch_size
         self.reward = build_weighted_reward(weights or {name: 1.0}, device=device, options=options or {})

@@ -18,8 +18,11 @@ from learner.driver import resume, stages
 from learner.driver.evaluation import Evaluator
 from learner.driver.faults import Preemption, name_workers
 from learner.driver.launch import Workers, init_ray, launch_workers
+from learner.driver.ray_metrics import RayMetrics
 from learner.run.lock import RunDirLock
+from learner.run.model_card import finish_lora
 from learner.run.outputs import RunOutputs
+from learner.run.progress import Progress
 from rewards.pool import PoolStats, RewardPool
 
 
@@ -41,12 +44,15 @@ def run(cfg: Config, run_dir: Path, prompt_list: list[str], preemption: Preempti
 def _run(cfg: Config, run_dir: Path, prompt_list: list[str], preemption: Preemption | None) -> Path:
     state = resume.find_resume(run_dir, cfg)  # the newest complete checkpoint, or None
     if state is not None and state.epoch >= cfg.epochs:
-        return resume.finish_completed(run_dir, state)
+        resume.finish_completed(run_dir, state)
+        finish_lora(run_dir, cfg, state.epoch)
+        return run_dir
     preemption = (preemption or Preemption(cfg.checkpoint.grace_s)).install()  # a SIGTERM while Ray starts: exit 143
     if cfg.ray.enabled:
         init_ray(cfg)
         preemption.install()  # again: ray.init sets a SIGTERM handler of its own
-    out = RunOutputs(run_dir, to_yaml(cfg), cfg.output.tensorboard, first_epoch=state.epoch if state else 0)
+    out = RunOutputs(run_dir, to_yaml(cfg), cfg.output.tensorboard, first_epoch=state.epoch if state else 0, wandb=_wandb(cfg, run_dir))
+    ray_metrics = RayMetrics(run_dir.name) if cfg.ray.enabled else None
     workers = launch_workers(cfg)
     pool = RewardPool(workers.reward_servers, cfg.reward.batch_size, cfg.reward.timeout_s, cfg.reward.max_retries)
     tracker = StepStatTracker(cfg.train.stat_buffer_size, cfg.train.stat_min_count) if cfg.train.per_step_stat_tracking else None
@@ -56,7 +62,7 @@ def _run(cfg: Config, run_dir: Path, prompt_list: list[str], preemption: Preempt
     where = f"{cfg.learner.num_workers} hybrid policy workers" if workers.hybrid else f"{len(workers.samplers)} rollout actors"
     print(f"{cfg.algorithm.upper()}: {cfg.epochs} epochs x {cfg.rollout.pairs_per_epoch} pairs on {where}; run dir {run_dir}", flush=True)
     print("workers: " + ", ".join(name_workers(workers.named())), flush=True)
-    published = None
+    published, progress = None, Progress(start, cfg.epochs)
     for epoch in range(start, cfg.epochs):
         preemption.epoch_started()
         times: dict[str, float] = {}
@@ -76,11 +82,11 @@ def _run(cfg: Config, run_dir: Path, prompt_list: list[str], preemption: Preempt
         eval_metrics, published = evaluator.after_epoch(epoch, metrics, version, published)  # when due; reward_curves.png
         metrics |= eval_metrics
         out.log_metrics(metrics)
-        print(
-            f"epoch {epoch + 1}/{cfg.epochs}  v{metrics['weights_version']}  reward 1-step {metrics['reward_1step_mean']:.4f}  "
-            f"final {metrics['reward_final_mean']:.4f}  loss {metrics['loss']:.4f}  {times['time_epoch_s']:.1f}s",
-            flush=True,
-        )
+        if eval_metrics:
+            out.log_image("eval", run_dir / "eval" / f"epoch_{epoch:04d}.png", epoch, "rows: step counts; columns: held-out prompts")
+        if ray_metrics is not None:
+            ray_metrics.record(metrics, stats.latencies, version)
+        print(progress.epoch_line(epoch, metrics), flush=True)
         if (epoch + 1) % cfg.output.image_every == 0 or epoch + 1 == cfg.epochs:
             out.save_grid(scored.queries.images[:8, 0][:, [0, -1]], epoch)  # trajectory 1 of up to 8 pairs: 1-step, final
         if resume.is_due(epoch + 1, cfg) or preemption.requested:
@@ -88,9 +94,18 @@ def _run(cfg: Config, run_dir: Path, prompt_list: list[str], preemption: Preempt
                 resume.save_checkpoint(run_dir, epoch + 1, workers.learner, tracker, cfg)
         preemption.exit_if_requested()
     lora_file = get(workers.learner.save_lora.remote(str(run_dir / "lora")))
+    finish_lora(run_dir, cfg, cfg.epochs)  # the model card (and the upload, with output.push_to_hub)
     out.close()
-    print(f"done: outputs in {run_dir} (metrics.jsonl, samples/, tensorboard/, LoRA {lora_file})", flush=True)
+    print(f"done: outputs in {run_dir} (metrics.jsonl, samples/, tensorboard/, LoRA {lora_file} with its model card)", flush=True)
     return run_dir
+
+
+def _wandb(cfg: Config, run_dir: Path):
+    if not cfg.output.wandb.enabled:
+        return None
+    from learner.run.wandb_log import WandbLogger
+
+    return WandbLogger(cfg.output.wandb, run_dir, cfg.model_dump(mode="json"))
 
 
 def _update_metrics(update: dict, stats: PoolStats, workers: Workers, times: dict) -> dict[str, float]:

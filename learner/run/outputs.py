@@ -1,4 +1,5 @@
-"""What a run leaves in its directory: config.yaml, metrics.jsonl, TensorBoard events, sample grids."""
+"""What a run leaves in its directory: config.yaml, metrics.jsonl, TensorBoard events, sample grids
+(and, with output.wandb, the same in a Weights & Biases run)."""
 
 from __future__ import annotations
 
@@ -16,8 +17,9 @@ class RunOutputs:
     left by an earlier attempt that ran past its last checkpoint, are dropped, in metrics.jsonl and
     in TensorBoard (purge_step), so that every epoch is logged once."""
 
-    def __init__(self, run_dir: str | Path, config_yaml: str, tensorboard: bool = True, first_epoch: int = 0):
-        self.dir = Path(run_dir)
+    def __init__(self, run_dir: str | Path, config_yaml: str, tensorboard: bool = True, first_epoch: int = 0, wandb=None):
+        """`wandb`: a learner.run.wandb_log.WandbLogger, or None."""
+        self.dir, self.wandb = Path(run_dir), wandb
         (self.dir / "samples").mkdir(parents=True, exist_ok=True)
         write_atomic(self.dir / "config.yaml", config_yaml.encode())
         self.metrics_path = self.dir / "metrics.jsonl"
@@ -36,14 +38,25 @@ class RunOutputs:
                 if isinstance(v, (int, float)) and k != "epoch" and math.isfinite(v):
                     self.writer.add_scalar(k, v, metrics["epoch"])
             self.writer.flush()
+        if self.wandb is not None:
+            self.wandb.log(metrics)
 
     def save_grid(self, images: np.ndarray, epoch: int) -> Path:
         """images (rows, cols, H, W, 3) uint8 -> samples/epoch_XXXX.png (rows: pairs; cols: 1-step, final)."""
-        return write_grid(images, self.dir / "samples" / f"epoch_{epoch:04d}.png")
+        path = write_grid(images, self.dir / "samples" / f"epoch_{epoch:04d}.png")
+        self.log_image("samples", path, epoch, "rows: pairs; columns: 1-step, final")
+        return path
+
+    def log_image(self, key: str, path: Path, epoch: int, caption: str = "") -> None:
+        """An image already written to the run directory, sent to the trackers that take images."""
+        if self.wandb is not None and path.exists():
+            self.wandb.log_image(key, path, epoch, caption)
 
     def close(self) -> None:
         if self.writer is not None:
             self.writer.close()
+        if self.wandb is not None:
+            self.wandb.finish()
 
 
 def keep_metrics_before(path: Path, epoch: int) -> None:

@@ -47,6 +47,10 @@ def test_config_is_frozen():
         (["nosuchsection.x=1"], "nosuchsection"),
         (["novalue"], "novalue"),
         (["train.stat_min_count=64"], "train"),
+        (["output.wandb.mode=cloud"], "output.wandb.mode"),
+        (["output.wandb.project="], "output.wandb.project"),
+        (["output.push_to_hub=not a/repo id"], "output.push_to_hub"),
+        (["output.push_to_hub=a/b/c"], "output.push_to_hub"),
     ],
 )
 def test_invalid_overrides_name_the_key(overrides, key):

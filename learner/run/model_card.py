@@ -1,0 +1,121 @@
+"""The model card of a trained LoRA: <run_dir>/lora/README.md, in the format diffusers' training
+scripts write (their model-card template and metadata: library diffusers, base_model, tags), so the
+folder can be uploaded to a model hub as it is. It records how the LoRA was made (base model, LoRA
+rank, reward, algorithm, epochs and optimizer steps) and the final held-out evaluation at each step
+count, with the evaluation grid beside it (evaluation.png)."""
+
+from __future__ import annotations
+
+import re
+import shutil
+from pathlib import Path
+
+from learner.config import Config
+
+_EVAL_KEY = re.compile(r"^eval_(.+)_(\d+)step_mean$")
+
+
+def eval_table(metrics: dict) -> str:
+    """The final evaluation as a markdown table: one row per step count, one column per measure
+    (`eval_<measure>_<k>step_mean`, with its std where recorded)."""
+    found: dict[int, dict[str, str]] = {}
+    for key, value in metrics.items():
+        m = _EVAL_KEY.match(key)
+        if m and isinstance(value, (int, float)):
+            measure, k = m.group(1), int(m.group(2))
+            std = metrics.get(f"eval_{measure}_{k}step_std")
+            found.setdefault(k, {})[measure] = f"{value:.4f}" + (f" ± {std:.4f}" if isinstance(std, (int, float)) else "")
+    if not found:
+        return "No held-out evaluation was recorded (eval.enabled is false)."
+    measures = sorted({m for row in found.values() for m in row})
+    lines = ["| steps | " + " | ".join(measures) + " |", "|---" * (len(measures) + 1) + "|"]
+    lines += [f"| {k} | " + " | ".join(found[k].get(m, "") for m in measures) + " |" for k in sorted(found)]
+    return "\n".join(lines)
+
+
+def hub_base_model(pretrained: str) -> str | None:
+    """The base model's hub id for the card's metadata; None for a local directory or the embedded model."""
+    if pretrained.startswith((".", "/", "~")) or Path(pretrained).exists() or "/" not in pretrained:
+        return None
+    return pretrained
+
+
+def card_text(cfg: Config, metrics: dict, epochs_trained: int, has_grid: bool) -> str:
+    m, t, s = cfg.model, cfg.train, cfg.sampling
+    reward = cfg.reward.name if cfg.reward.name != "weighted" else " + ".join(f"{w:g} x {n}" for n, w in sorted(cfg.reward.weights.items()))
+    steps = epochs_trained * cfg.optimizer_steps_per_epoch
+    grid = (
+        "\n![held-out evaluation](evaluation.png)\n\nRows: the step counts above, in order; columns: held-out prompts; the same initial noise in every row.\n"
+        if has_grid
+        else ""
+    )
+    return f"""# {cfg.algorithm.upper()} LoRA for {m.pretrained}
+
+LoRA adapters for the denoiser of `{m.pretrained}`, fine-tuned with {cfg.algorithm.upper()}
+(Stepwise Diffusion Policy Optimization, arXiv 2411.11727) to raise the `{reward}` reward at every
+number of sampling steps.
+
+## Training
+
+| | |
+|---|---|
+| algorithm | {cfg.algorithm} |
+| base model | `{m.pretrained}` |
+| reward | `{reward}` |
+| LoRA | rank {m.lora_rank}, alpha {m.lora_alpha:g}, on {", ".join(m.lora_target_modules)} |
+| trained | {epochs_trained} epochs x {cfg.rollout.pairs_per_epoch} trajectory pairs of {s.num_steps} steps (eta {s.eta:g}); {steps} optimizer steps |
+| optimizer | learning rate {t.learning_rate:g}, clip range {t.clip_range:g}, {cfg.samples_per_optimizer_step} (pair, timestep) samples per step |
+| seed | {cfg.seed} |
+
+## Held-out evaluation
+
+Deterministic sampling (eta = 0) of the held-out prompts (`{cfg.eval.prompts}`) after the last epoch; mean ± std over prompts.
+
+{eval_table(metrics)}
+{grid}
+## Use
+
+```python
+from diffusers import AutoPipelineForText2Image
+
+pipe = AutoPipelineForText2Image.from_pretrained("{m.pretrained}")
+pipe.load_lora_weights("<this folder or its hub repo id>")
+image = pipe("a photo of a cat", num_inference_steps=1, guidance_scale={s.guidance_scale if s.guidance_scale > 1 else 0.0:g}).images[0]
+```
+"""
+
+
+def write_model_card(lora_dir: Path, cfg: Config, metrics: dict, epochs_trained: int, eval_grid: Path | None) -> Path:
+    """Write lora_dir/README.md (and lora_dir/evaluation.png from `eval_grid`, if it exists)."""
+    from diffusers.utils.hub_utils import MODEL_CARD_TEMPLATE_PATH, populate_model_card
+    from huggingface_hub import ModelCard, ModelCardData
+
+    has_grid = eval_grid is not None and eval_grid.exists()
+    if has_grid:
+        shutil.copy2(eval_grid, lora_dir / "evaluation.png")
+    card = ModelCard.from_template(
+        card_data=ModelCardData(library_name="diffusers", base_model=hub_base_model(cfg.model.pretrained), inference=True),
+        template_path=MODEL_CARD_TEMPLATE_PATH,
+        model_description=card_text(cfg, metrics, epochs_trained, has_grid),
+    )
+    populate_model_card(card, tags=["text-to-image", "diffusers", "lora", "diffusers-training", cfg.algorithm, f"reward-{cfg.reward.name}"])
+    path = lora_dir / "README.md"
+    card.save(path)
+    return path
+
+
+def finish_lora(run_dir: Path, cfg: Config, epochs_trained: int) -> Path:
+    """After the LoRA is saved in run_dir/lora: its model card, from the last evaluation in
+    metrics.jsonl; then the upload when output.push_to_hub names a repo. Returns the card's path."""
+    from learner.run.hub import push_folder
+    from learner.run.outputs import read_metrics
+
+    evaluated = [r for r in read_metrics(run_dir) if any(_EVAL_KEY.match(k) for k in r)]
+    last = evaluated[-1] if evaluated else {}
+    grid = run_dir / "eval" / f"epoch_{last['epoch']:04d}.png" if last else None
+    card = write_model_card(run_dir / "lora", cfg, last, epochs_trained, grid)
+    if cfg.output.push_to_hub:
+        message = f"{cfg.algorithm.upper()} LoRA: {run_dir.name}, {epochs_trained} epochs"
+        url = push_folder(run_dir / "lora", cfg.output.push_to_hub, cfg.output.hub_private, message)
+        print(f"uploaded {run_dir / 'lora'} to {url}", flush=True)
+    return card
