@@ -13,7 +13,10 @@ import torch
 from actors.batch import PolicyWeights
 from actors.config import ModelConfig, SamplingConfig
 from actors.families import FAMILIES, ModelLoadError, family_of, repeat_rows
-from actors.policy import denoiser, encode_prompts, load_pipeline, lora_state, model_family, resolve_model_path, save_lora_diffusers
+from actors.policy import (
+    denoiser, encode_prompts, load_pipeline, lora_state, model_family, resolve_model_path, save_lora_diffusers,
+    save_lora_state_diffusers,
+)
 from actors.rollout_worker import RolloutWorker
 from actors.sampling import sample_deterministic, score_steps
 
@@ -118,12 +121,17 @@ def test_deterministic_sampler_equals_the_diffusers_scheduler(worker, family_dir
 
 
 def test_lora_file_loads_with_the_family_pipeline(worker, family_dir, tmp_path):
-    """The saved LoRA, loaded by the family's plain diffusers pipeline, reproduces the trained denoiser's output."""
+    """The saved LoRA, loaded by the family's plain diffusers pipeline, reproduces the trained denoiser's output.
+    A checkpoint writes it from the peft state alone: the file format is then read off the key names."""
     import diffusers
+    from safetensors.torch import load_file
 
     name, path = family_dir
     fam, pipe = family_of(worker.pipe), worker.pipe
-    save_lora_diffusers(denoiser(pipe), tmp_path, fam)
+    save_lora_diffusers(denoiser(pipe), tmp_path / "with_family", fam)
+    save_lora_state_diffusers(lora_state(denoiser(pipe)), tmp_path)  # as learner/run/checkpoint.py does
+    with_family, inferred = (load_file(str(d / "pytorch_lora_weights.safetensors")) for d in (tmp_path / "with_family", tmp_path))
+    assert with_family.keys() == inferred.keys() and all(torch.equal(with_family[k], inferred[k]) for k in inferred)
     plain = getattr(diffusers, fam.pipeline_class).from_pretrained(path, **_absent(path))
     x = torch.randn(2, *fam.latent_shape(pipe), generator=torch.Generator().manual_seed(5))
     t = torch.full((2,), 500)

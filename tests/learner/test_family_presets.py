@@ -1,0 +1,34 @@
+"""The SDXL-Turbo and SD3.5-Large-Turbo presets: valid, round-trip, and their family settings take
+effect on the tiny builds of the same architectures (the preset's LoRA targets exist in SD3's
+transformer; its noise level and step count give a proper flow SDE)."""
+
+from __future__ import annotations
+
+import yaml
+
+from learner.config import Config, load_config, to_yaml
+
+
+def test_presets_validate_and_round_trip():
+    for name in ("sdxl_turbo_aesthetic", "sd35_large_turbo_aesthetic"):
+        cfg = load_config(name)
+        assert Config.model_validate(yaml.safe_load(to_yaml(cfg))) == cfg
+
+
+def test_sdxl_turbo_preset():
+    cfg = load_config("sdxl_turbo_aesthetic")
+    assert cfg.model.pretrained == "stabilityai/sdxl-turbo" and cfg.model.resolution == 512
+    assert (cfg.sampling.num_steps, cfg.sampling.eta, cfg.sampling.guidance_scale) == (50, 1.0, 1.0)
+    assert cfg.samples_per_optimizer_step == 64 and cfg.optimizer_steps_per_epoch == 100  # sd_turbo_aesthetic's numbers
+
+
+def test_sd35_turbo_preset_lora_targets_exist_in_the_sd3_transformer(tiny_sd3_dir):
+    from actors.policy import load_pipeline, lora_state
+
+    cfg = load_config("sd35_large_turbo_aesthetic")
+    assert cfg.model.pretrained == "stabilityai/stable-diffusion-3.5-large-turbo" and cfg.model.resolution == 1024
+    assert (cfg.sampling.num_steps, cfg.sampling.eta, cfg.sampling.guidance_scale) == (10, 0.7, 1.0)
+    model = cfg.model.model_copy(update={"pretrained": tiny_sd3_dir, "resolution": None, "dtype": "float32"})
+    state = lora_state(load_pipeline(model).transformer)
+    for target in cfg.model.lora_target_modules:  # both attention streams get adapters
+        assert any(f".{target}.lora_A" in k for k in state), target
