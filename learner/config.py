@@ -201,6 +201,15 @@ class Config(Section):
             )
         return self
 
+    @model_validator(mode="after")
+    def _runtime_env_needs_ray(self) -> "Config":
+        if self.reward.runtime_env is not None and not self.ray.enabled:
+            raise ValueError(
+                "reward.runtime_env: a runtime_env is applied by Ray to the reward-server actors; with ray.enabled=false "
+                "everything runs in this process and it cannot be honoured (set ray.enabled=true, or remove reward.runtime_env)"
+            )
+        return self
+
     @property
     def samples_per_optimizer_step(self) -> int:
         """(pair, step) samples averaged by one optimizer step, over all ranks."""

@@ -97,12 +97,8 @@ def _check_inputs(cfg: Config) -> list[str]:
     """Fail fast, before any cluster starts, on inputs that can never work."""
     from actors.policy import resolve_model_path
     from actors.prompts import load_prompts
-    from rewards.registry import check_options, import_reward_modules, reward_spec
 
-    import_reward_modules(cfg.reward.modules)
-    for name in cfg.reward.reward_names:
-        reward_spec(name)
-        check_options(name, cfg.reward.options.get(name, {}))  # here, not first inside a reward server
+    _check_rewards(cfg)
     for name in sorted(set(cfg.reward.options) - set(cfg.reward.reward_names)):
         raise ConfigError(f"reward.options.{name}: options for a reward this run does not use (rewards: {', '.join(cfg.reward.reward_names)})")
     if cfg.eval.enabled:
@@ -115,6 +111,27 @@ def _check_inputs(cfg: Config) -> list[str]:
     if cfg.sampling.num_steps < cfg.sampling.num_anchors + 2:
         raise ConfigError(f"sampling.num_steps: {cfg.sampling.num_anchors} anchor(s) need at least {cfg.sampling.num_anchors + 2} steps")
     return load_prompts(cfg.prompts.source)
+
+
+def _check_rewards(cfg: Config) -> None:
+    """Reward names and options against their factories, here rather than first inside a reward
+    server. With reward.runtime_env the rewards exist in the servers' environment, maybe not in this
+    one: the servers check them when they start (a bad name or option still exits 2 with one line),
+    and here only what the driver's machine can tell about that environment is checked."""
+    import importlib.metadata
+    import os
+
+    from rewards.registry import check_options, import_reward_modules, reward_spec
+    from rewards.runtime_env import check_runtime_env
+
+    if cfg.reward.runtime_env is not None:
+        local = not (cfg.ray.address or os.environ.get("RAY_ADDRESS"))
+        check_runtime_env(cfg.reward.runtime_env, local, importlib.metadata.version("ray"))
+        return
+    import_reward_modules(cfg.reward.modules)
+    for name in cfg.reward.reward_names:
+        reward_spec(name)
+        check_options(name, cfg.reward.options.get(name, {}))
 
 
 if __name__ == "__main__":

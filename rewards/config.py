@@ -4,7 +4,142 @@ from __future__ import annotations
 
 from typing import Any
 
-from pydantic import BaseModel, ConfigDict, Field, model_validator
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
+
+
+class _Spec(BaseModel):
+    model_config = ConfigDict(frozen=True, extra="forbid", strict=True)  # Ray takes these types and no others
+
+
+class PipSpec(_Spec):
+    packages: list[str] | str = Field(description="pip requirements, or the path of a requirements.txt on the driver.")
+    pip_check: bool = Field(False, description="Run `pip check` after the install.")
+    pip_version: str | None = Field(None, description="pip version specifier for the environment, e.g. '==24.0'.")
+    pip_install_options: list[str] | None = Field(None, description="Options of `pip install` (Ray's default: --disable-pip-version-check --no-cache-dir).")
+
+
+class UvSpec(_Spec):
+    packages: list[str] = Field(description="Requirements installed with `uv pip install`.")
+    uv_check: bool = Field(False, description="Run `uv pip check` after the install.")
+    uv_version: str | None = Field(None, description="uv version specifier, e.g. '==0.4.0'.")
+    uv_pip_install_options: list[str] | None = Field(None, description="Options of `uv pip install` (Ray's default: --no-cache).")
+
+
+class ContainerSpec(_Spec):
+    image: str = Field(min_length=1, description="Container image the reward servers run in (podman on the nodes).")
+    run_options: list[str] = Field(default_factory=list, description="Extra `podman run` options.")
+    worker_path: str | None = Field(None, description="Path of Ray's default_worker.py inside the image.")
+
+
+class SetupSpec(_Spec):
+    setup_timeout_seconds: int = Field(600, description="Give up building the environment after this many seconds (-1: never).")
+    eager_install: bool = Field(True, description="Build it when the job starts rather than when the first server starts.")
+
+    @model_validator(mode="after")
+    def _timeout(self) -> "SetupSpec":
+        if self.setup_timeout_seconds <= 0 and self.setup_timeout_seconds != -1:
+            raise ValueError("setup_timeout_seconds must be positive, or -1 for no limit")
+        return self
+
+
+_ENV_BUILDERS = ("pip", "uv", "conda")  # each builds the interpreter's environment: at most one
+_IMAGE_COMPANIONS = {"env_vars", "config"}  # Ray runs image_uri / container with these fields only
+
+
+class RuntimeEnvConfig(_Spec):
+    """Ray's runtime_env of the reward-server actors (keys as Ray 2.60 spells them), so that a reward
+    whose dependencies conflict with the project's runs in its own environment while the rollout and
+    learner actors stay in the job's. Needs Ray (ray.enabled); the job's own runtime_env still applies
+    to every field set nowhere here (Ray merges env_vars, any other field here replaces the job's)."""
+
+    pip: list[str] | str | PipSpec | None = Field(
+        None, description="pip requirements installed into a virtualenv on top of the job's packages (or a requirements.txt path, or Ray's dict form)."
+    )
+    uv: list[str] | str | UvSpec | None = Field(None, description="As `pip`, installed with uv.")
+    conda: str | dict[str, Any] | None = Field(None, description="A conda environment's name or prefix, an environment.yaml path, or its contents.")
+    py_executable: str | None = Field(
+        None, description="The interpreter (or command) that runs the reward servers, e.g. /envs/imagereward/bin/python of a prepared virtualenv with the same Ray."
+    )
+    py_modules: list[str] | None = Field(
+        None, description="Local package directories, .py files or .whl files (uploaded by the driver), or remote URIs, put on the servers' PYTHONPATH."
+    )
+    working_dir: str | None = Field(None, description="A local directory (uploaded by the driver) or archive URI the servers run in, also on their PYTHONPATH.")
+    excludes: list[str] | None = Field(None, description="gitignore-style patterns left out of the uploaded py_modules and working_dir.")
+    env_vars: dict[str, str] = Field(default_factory=dict, description="Environment variables of the reward servers (values are strings: quote numbers in YAML).")
+    image_uri: str | None = Field(None, description="Container image the reward servers run in (only with env_vars and config).")
+    container: ContainerSpec | None = Field(None, description="Ray's older container form (only with env_vars and config).")
+    config: SetupSpec | None = Field(None, description="How Ray builds the environment (setup timeout, eager install).")
+
+    @field_validator("pip", "uv", "conda", mode="before")
+    @classmethod
+    def _one_of_ray_forms(cls, value: Any, info) -> Any:
+        """One clear error for the field's form (Ray takes a list, a file path or a mapping), not one per form."""
+        if value is None or isinstance(value, str):
+            return value
+        if info.field_name == "conda":
+            if not isinstance(value, dict):
+                raise ValueError(f"must be an environment name or path, or an environment.yaml mapping, not {type(value).__name__}")
+            return value
+        if isinstance(value, list):
+            bad = [v for v in value if not isinstance(v, str)]
+            if bad:
+                raise ValueError(f"requirements are strings, not {bad[0]!r}")
+            return value
+        if isinstance(value, dict):
+            spec = PipSpec if info.field_name == "pip" else UvSpec
+            try:
+                return spec.model_validate(value)
+            except ValidationError as err:
+                first = err.errors()[0]
+                msg = "unknown key" if first["type"] == "extra_forbidden" else first["msg"].removeprefix("Value error, ")
+                raise ValueError(f"{'.'.join(str(p) for p in first['loc'])}: {msg}") from None
+        raise ValueError(f"must be a list of requirements, a requirements-file path, or {{packages: [...]}}, not {type(value).__name__}")
+
+    @field_validator("env_vars", mode="before")
+    @classmethod
+    def _string_values(cls, value: Any) -> Any:
+        if isinstance(value, dict):
+            for key, v in value.items():
+                if not isinstance(v, str):
+                    raise ValueError(f"{key}: environment values are strings, not {type(v).__name__} (quote it: {key}: \"{v}\")")
+        return value
+
+    @model_validator(mode="after")
+    def _fields_combine(self) -> "RuntimeEnvConfig":
+        given = set(self.to_ray())
+        if not given:
+            raise ValueError("set at least one field (pip, uv, conda, py_executable, py_modules, working_dir, env_vars, image_uri, container), or leave runtime_env out")
+        builders = sorted(given & set(_ENV_BUILDERS))
+        if len(builders) > 1:
+            raise ValueError(f"{' and '.join(builders)} cannot be combined (each builds the environment); list pip packages inside a conda environment instead")
+        if builders and self.py_executable:
+            raise ValueError(f"py_executable names a prepared interpreter; {builders[0]} builds one: use one of them")
+        for image in ("image_uri", "container"):
+            if image in given and given - _IMAGE_COMPANIONS - {image}:
+                raise ValueError(f"{image} runs the servers in a container and combines only with env_vars and config, not {sorted(given - _IMAGE_COMPANIONS - {image})}")
+        if self.excludes is not None and not (self.py_modules or self.working_dir):
+            raise ValueError("excludes applies to the uploaded py_modules and working_dir; neither is set")
+        for key in self.env_vars:
+            if not key or "=" in key:
+                raise ValueError(f"env_vars: '{key}' is not an environment variable name")
+        return self
+
+    def to_ray(self) -> dict[str, Any]:
+        """The runtime_env dict Ray takes (unset fields left out)."""
+        out = self.model_dump(exclude_none=True)
+        if not out.get("env_vars"):
+            out.pop("env_vars", None)
+        return out
+
+    def local_paths(self) -> list[tuple[str, str]]:
+        """(field, path) of every entry that names a path on the driver's machine (not a URI)."""
+        entries = [("py_modules", m) for m in self.py_modules or []] + ([("working_dir", self.working_dir)] if self.working_dir else [])
+        for field in ("pip", "uv"):
+            value = getattr(self, field)
+            packages = value.packages if isinstance(value, (PipSpec, UvSpec)) else value
+            if isinstance(packages, str):
+                entries.append((field, packages))  # a requirements file
+        return [(field, path) for field, path in entries if "://" not in path]
 
 
 class RewardConfig(BaseModel):
@@ -23,6 +158,12 @@ class RewardConfig(BaseModel):
     )
     modules: tuple[str, ...] = Field(
         (), description="Python modules imported on the reward servers (and driver) first: your own rewards, registered with @register_reward."
+    )
+    runtime_env: RuntimeEnvConfig | None = Field(
+        None,
+        description="Ray runtime_env of the reward servers only (pip, uv, conda, py_executable, py_modules, working_dir, env_vars, "
+        "image_uri, ...): a reward with conflicting dependencies runs in its own environment. Needs ray.enabled; the "
+        "servers then import `modules` and check reward names and options themselves (rewards/README.md).",
     )
     num_servers: int = Field(1, ge=1, le=4096, description="Reward-server actors in the pool.")
     num_cpus: float = Field(0.25, gt=0, description="CPUs reserved per reward server.")

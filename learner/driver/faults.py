@@ -173,6 +173,12 @@ def failure(err: BaseException, preemption: Preemption | None, run_dir: Path) ->
         return Failure(EXIT_FAILURE, f"an actor was killed by Ray's memory monitor (out of memory); {_resume_hint(run_dir)}")
     if isinstance(err, OSError) and err.errno in (errno.ENOSPC, errno.EDQUOT, errno.EFBIG, errno.EROFS):  # writing outputs
         return Failure(EXIT_FAILURE, f"cannot write {err.filename or 'the run directory'}: {err.strerror}; {_resume_hint(run_dir)}")
+    try:
+        from ray.exceptions import RuntimeEnvSetupError
+    except ImportError:
+        RuntimeEnvSetupError = ()  # noqa: N806
+    if RuntimeEnvSetupError and isinstance(err, RuntimeEnvSetupError):  # only the reward servers have a runtime_env of their own
+        return Failure(EXIT_USAGE, f"reward.runtime_env: Ray could not set up the reward servers' environment: {_setup_reason(str(err))}")
     if isinstance(err, actor_failures()):
         if getattr(err, "actor_init_failed", False):  # the constructor raised: Ray keeps only its text
             kind, msg = _raised(str(err))
@@ -180,6 +186,19 @@ def failure(err: BaseException, preemption: Preemption | None, run_dir: Path) ->
                 return Failure(EXIT_USAGE, msg)
         return Failure(EXIT_FAILURE, f"{describe_actor_error(err)}; {_resume_hint(run_dir)}")
     return None
+
+
+def _setup_reason(text: str) -> str:
+    """The line of a RuntimeEnvSetupError's text that says why: the installer's last 'ERROR:' line
+    (pip's 'No matching distribution found for ...'), else the last 'Name: message' line, else its first line."""
+    errors = re.findall(r"^\s*ERROR: (.+)$", text, re.M)
+    if errors:
+        return errors[-1].strip()[:300]
+    kind, msg = _raised(text)
+    if kind:
+        return f"{kind}: {msg}"[:300]
+    lines = [line.strip() for line in text.splitlines() if line.strip()]
+    return lines[0][:300] if lines else "no reason given"
 
 
 def _raised(text: str) -> tuple[str, str]:

@@ -193,8 +193,9 @@ def launch_workers(cfg: Config) -> Workers:
         on_bundle(RolloutWorker, r.num_cpus, r.num_gpus, max_restarts=r.max_restarts, max_task_retries=0).remote(**rollout_kw)
         for _ in range(r.num_actors)
     ]
+    env = {"runtime_env": reward_runtime_env(w.runtime_env.to_ray())} if w.runtime_env else {}
     servers = [
-        on_bundle(RewardServer, w.num_cpus, w.num_gpus, max_restarts=w.max_restarts).remote(**reward_kw)
+        on_bundle(RewardServer, w.num_cpus, w.num_gpus, max_restarts=w.max_restarts, **env).remote(**reward_kw)
         for _ in range(w.num_servers)
     ]
     first_rank_bundle = r.num_actors + w.num_servers
@@ -206,6 +207,21 @@ def launch_workers(cfg: Config) -> Workers:
         address = ray.get(ranks[0].rendezvous.remote(_bundle_node_ip(pg, first_rank_bundle)))
         ray.get([rank.join_group.remote(address) for rank in ranks])
     return Workers(ranks if hybrid else samplers, RankGroup(ranks), servers, hybrid, lrn.num_workers, device_share(cfg))
+
+
+def reward_runtime_env(runtime_env: dict) -> dict:
+    """reward.runtime_env as Ray takes it for an actor. Below the job level Ray accepts py_modules and
+    working_dir only as URIs, so local paths are uploaded to the cluster here, with the packaging
+    functions ray.init uses for a job's runtime_env (content-addressed: an unchanged path is sent once)."""
+    from ray._private.runtime_env.py_modules import upload_py_modules_if_needed
+    from ray._private.runtime_env.working_dir import upload_working_dir_if_needed
+    from ray._private.worker import global_worker
+
+    scratch = global_worker.node.get_runtime_env_dir_path()
+    env = upload_py_modules_if_needed(dict(runtime_env), include_gitignore=True, scratch_dir=scratch)
+    env = upload_working_dir_if_needed(env, include_gitignore=True, scratch_dir=scratch)
+    env.pop("excludes", None)  # used by the upload only
+    return env
 
 
 def _bundle_node_ip(pg, bundle: int) -> str:

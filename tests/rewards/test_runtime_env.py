@@ -1,0 +1,213 @@
+"""`reward.runtime_env`: the reward servers in an environment of their own. The config is checked
+(keys, types, combinations, Ray required), the driver checks what its machine can tell, and on a
+real local Ray cluster a reward that exists only in that environment (its module shipped with
+`py_modules`, a package only a second virtualenv has, run by that virtualenv's interpreter as
+`py_executable`, a setting from `env_vars`) scores a short training run of the tiny job."""
+
+from __future__ import annotations
+
+import importlib.util
+import subprocess
+import sys
+import sysconfig
+from pathlib import Path
+
+import pytest
+
+from learner.config import ConfigError, build_config
+from learner.run.outputs import read_metrics
+from rewards.runtime_env import RuntimeEnvError, check_runtime_env
+from tests.conftest import run_cli
+
+RAY_VERSION = importlib.metadata.version("ray")
+SMALL = ["rollout.pairs_per_epoch=4", "rollout.chunk_size=2", "sampling.num_steps=4", "eval.enabled=false", "output.tensorboard=false"]
+
+SHIPPED_REWARD = '''"""A reward that exists only in the reward servers' environment."""
+import os
+import sys
+from pathlib import Path
+
+import renv_extra_only  # installed only in the servers' virtualenv
+from rewards.jpeg import jpeg_size_kb
+from rewards.registry import register_reward
+
+
+@register_reward("env_offset_jpeg", needs="the test's reward-server environment")
+def env_offset_jpeg(device="cpu", scale=1.0):
+    offset = float(os.environ["SDPO_TEST_REWARD_OFFSET"])
+    Path(os.environ["SDPO_TEST_REWARD_MARKER"]).write_text(sys.executable)
+    return lambda images, prompts: offset + renv_extra_only.BONUS - scale * jpeg_size_kb(images)
+'''
+
+
+def _cfg(**runtime_env):
+    return build_config({}, [f"reward.runtime_env={runtime_env}"])
+
+
+# --- the config ------------------------------------------------------------------------------------
+
+
+def test_runtime_env_is_passed_to_ray_as_written():
+    cfg = build_config({}, [
+        "reward.runtime_env.pip=[image-reward==1.5, timm==0.6.13]", 'reward.runtime_env.env_vars.HF_HOME="/models"',
+        "reward.runtime_env.py_modules=[/srv/my_rewards]", "reward.runtime_env.config.setup_timeout_seconds=1800",
+    ])
+    assert cfg.reward.runtime_env.to_ray() == {
+        "pip": ["image-reward==1.5", "timm==0.6.13"], "py_modules": ["/srv/my_rewards"], "env_vars": {"HF_HOME": "/models"},
+        "config": {"setup_timeout_seconds": 1800, "eager_install": True},
+    }
+    assert build_config({}).reward.runtime_env is None  # unset: the servers run in the job's environment
+
+
+@pytest.mark.parametrize("override, message", [
+    ("reward.runtime_env.pips=[a]", "reward.runtime_env.pips: unknown key"),
+    ("reward.runtime_env.pip.packages=[a]", None),  # Ray's dict form is accepted
+    ("reward.runtime_env.pip={packages: [a], check: true}", "reward.runtime_env.pip: check: unknown key"),
+    ("reward.runtime_env.env_vars.SEED=1", 'reward.runtime_env.env_vars: SEED: environment values are strings, not int (quote it: SEED: "1")'),
+    ("reward.runtime_env.pip=[a, 2]", "reward.runtime_env.pip: requirements are strings, not 2"),
+    ("reward.runtime_env.pip=3", "reward.runtime_env.pip: must be a list of requirements, a requirements-file path, or {packages: [...]}, not int"),
+    ("reward.runtime_env.py_modules=/srv/x", "reward.runtime_env.py_modules: Input should be a valid list"),
+    ("reward.runtime_env.config.setup_timeout_seconds=0", "reward.runtime_env.config: setup_timeout_seconds must be positive, or -1 for no limit"),
+    ("reward.runtime_env={}", "reward.runtime_env: set at least one field"),
+])
+def test_bad_keys_and_types_are_one_line_errors(override, message):
+    if message is None:
+        assert build_config({}, [override]).reward.runtime_env.to_ray()["pip"] == {"packages": ["a"], "pip_check": False}
+        return
+    with pytest.raises(ConfigError) as err:
+        build_config({}, [override])
+    assert str(err.value).startswith(message), str(err.value)
+
+
+@pytest.mark.parametrize("runtime_env, message", [
+    ({"pip": ["a"], "conda": "env"}, "conda and pip cannot be combined"),
+    ({"py_executable": "/envs/x/bin/python", "uv": ["a"]}, "py_executable names a prepared interpreter; uv builds one"),
+    ({"image_uri": "reg/img:1", "pip": ["a"]}, "image_uri runs the servers in a container and combines only with env_vars and config, not ['pip']"),
+    ({"excludes": ["*.pt"], "env_vars": {"A": "b"}}, "excludes applies to the uploaded py_modules and working_dir"),
+])
+def test_fields_ray_cannot_combine_are_refused(runtime_env, message):
+    with pytest.raises(ConfigError, match=message.replace("[", r"\[").replace("]", r"\]")):
+        _cfg(**runtime_env)
+
+
+def test_a_runtime_env_without_ray_is_an_error_not_ignored():
+    with pytest.raises(ConfigError, match=r"reward.runtime_env: .* with ray.enabled=false .* cannot be honoured"):
+        build_config({}, ["ray.enabled=false", 'reward.runtime_env.env_vars.A="b"'])
+
+
+# --- the driver's checks ---------------------------------------------------------------------------
+
+
+def test_driver_checks_local_paths_and_the_interpreter(tmp_path):
+    check_runtime_env(_cfg(py_modules=[str(tmp_path)], py_executable=sys.executable).reward.runtime_env, True, RAY_VERSION)
+    check_runtime_env(_cfg(py_executable="/envs/on/the/nodes/python").reward.runtime_env, False, RAY_VERSION)  # a joined cluster's path
+    cases = [
+        (dict(py_modules=[str(tmp_path / "missing")]), RAY_VERSION, "py_modules: '.*missing' does not exist on the driver's machine"),
+        (dict(pip=str(tmp_path / "requirements.txt")), RAY_VERSION, "pip: '.*requirements.txt' does not exist"),
+        (dict(py_executable=str(tmp_path / "python")), RAY_VERSION, "py_executable: '.*python' is not an executable on this machine"),
+        (dict(py_executable="/bin/false"), RAY_VERSION, "py_executable: '/bin/false' cannot start a reward server: exit code 1"),
+        (dict(py_executable=sys.executable), "0.0.1", f"has Ray {RAY_VERSION}, the driver Ray 0.0.1"),
+    ]
+    for runtime_env, version, message in cases:
+        with pytest.raises(RuntimeEnvError, match=message):
+            check_runtime_env(_cfg(**runtime_env).reward.runtime_env, True, version)
+
+
+def test_with_a_runtime_env_the_driver_leaves_reward_names_to_the_servers(tmp_path):
+    """Without runtime_env a module the driver cannot import is exit 2 before any actor; with one,
+    the driver does not import it (it may exist only in the servers' environment)."""
+    args = ["--print-config", "reward.modules=[only_in_the_servers_env]", "reward.name=shipped", "reward.options.shipped.x=1"]
+    assert run_cli(*args, timeout=60).returncode == 0  # --print-config checks the config only
+    res = run_cli("--run-dir", str(tmp_path / "a"), *args[1:], timeout=60)
+    assert res.returncode == 2 and "error: reward.modules: cannot import 'only_in_the_servers_env'" in res.stderr
+    from learner.main import _check_rewards
+
+    _check_rewards(build_config({}, [*args[1:], 'reward.runtime_env.env_vars.A="b"']))  # nothing to import here: no error
+
+
+def test_a_runtime_env_that_ray_cannot_build_is_exit_2_with_the_installers_reason():
+    from ray.exceptions import RuntimeEnvSetupError
+
+    from learner.driver.faults import failure
+
+    err = RuntimeEnvSetupError(
+        "Failed to set up runtime environment.\nTraceback (most recent call last):\n"
+        "ray._private.runtime_env.utils.SubprocessCalledProcessError: Run cmd[9] failed with the following details.\n"
+        "Last 50 lines of stdout:\n    ERROR: Could not find a version that satisfies the requirement nope==0.1\n"
+        "    ERROR: No matching distribution found for nope==0.1\n"
+    )
+    fail = failure(err, None, Path("/nonexistent"))
+    assert (fail.code, fail.message) == (2, "reward.runtime_env: Ray could not set up the reward servers' environment: No matching distribution found for nope==0.1")
+
+
+# --- on Ray ----------------------------------------------------------------------------------------
+
+
+@pytest.fixture(scope="module")
+def servers_env(tmp_path_factory) -> dict[str, Path]:
+    """A reward package (not on the driver's path) and a second virtualenv that reaches the project's
+    packages through a .pth file and alone has the module `renv_extra_only`."""
+    root = tmp_path_factory.mktemp("renv")
+    package = root / "ship" / "renv_test_reward"
+    package.mkdir(parents=True)
+    (package / "__init__.py").write_text(SHIPPED_REWARD)
+    venv = root / "venv"
+    subprocess.run([sys.executable, "-m", "venv", "--without-pip", str(venv)], check=True, timeout=120)
+    python = venv / "bin" / "python"
+    site = Path(subprocess.run([python, "-c", "import sysconfig; print(sysconfig.get_paths()['purelib'])"], capture_output=True, text=True, check=True).stdout.strip())
+    (site / "project_env.pth").write_text(f"import site; site.addsitedir({sysconfig.get_paths()['purelib']!r})\n")
+    (site / "renv_extra_only.py").write_text("BONUS = 0.5\n")
+    return {"package": package, "python": python, "marker": root / "marker.txt"}
+
+
+def _runtime_env_args(env: dict[str, Path], *extra: str) -> list[str]:
+    return [
+        "reward.modules=[renv_test_reward]", "reward.name=env_offset_jpeg", "ray.num_cpus=2", *SMALL,
+        f"reward.runtime_env.py_modules=[{env['package']}]", f"reward.runtime_env.py_executable={env['python']}",
+        'reward.runtime_env.env_vars.SDPO_TEST_REWARD_OFFSET="1000"', f"reward.runtime_env.env_vars.SDPO_TEST_REWARD_MARKER={env['marker']}",
+        *extra,
+    ]
+
+
+@pytest.mark.e2e
+def test_a_reward_only_in_its_runtime_env_scores_a_training_run(servers_env, tiny_cache, tmp_path):
+    assert importlib.util.find_spec("renv_test_reward") is None and importlib.util.find_spec("renv_extra_only") is None
+    run_dir = tmp_path / "run"
+    res = run_cli("--epochs", "1", "--run-dir", str(run_dir), f"model.tiny_cache_dir={tiny_cache}", *_runtime_env_args(servers_env))
+    assert res.returncode == 0, res.stdout[-3000:] + res.stderr[-3000:]
+    [m] = read_metrics(run_dir)
+    assert m["pairs"] == 4 and m["pairs_dropped"] == 0 and m["reward_queries"] == 6 * 4  # all scored by the pool
+    # offset 1000 (env_vars) + 0.5 (the second virtualenv's module) - a few kB of JPEG per 64 x 64 image
+    for key in ("reward_1step_mean", "reward_final_mean"):
+        assert 990.0 < m[key] < 1000.5, (key, m[key])
+    assert servers_env["marker"].read_text() == str(servers_env["python"])  # built by py_executable's interpreter
+
+
+@pytest.mark.e2e
+def test_bad_names_and_options_found_by_the_servers_are_exit_2(servers_env):
+    """The driver cannot check a reward that exists only in the servers' environment: the servers'
+    own RewardOptionError / UnknownRewardError end the run as exit 2 with one line, as on the driver.
+    (Reward servers only, launched as learner.driver.launch does: no rollout or learner actors.)"""
+    import ray
+
+    from learner.driver.faults import failure, name_workers
+    from learner.driver.launch import reward_runtime_env, worker_arguments
+    from rewards.server import RewardServer
+
+    cases = {
+        "reward.options.env_offset_jpeg.bogus=1": "reward 'env_offset_jpeg' has no option(s) ['bogus']; its options: ['scale']",
+        "reward.name=env_offset_jpge": "unknown reward 'env_offset_jpge'; valid rewards: ",
+    }
+    ray.init(num_cpus=1, include_dashboard=False)
+    try:
+        for override, message in cases.items():
+            cfg = build_config({}, _runtime_env_args(servers_env, override))
+            env = reward_runtime_env(cfg.reward.runtime_env.to_ray())
+            server = ray.remote(RewardServer).options(num_cpus=0.25, runtime_env=env).remote(**worker_arguments(cfg)[1])
+            with pytest.raises(Exception) as err:
+                name_workers([server])
+            fail = failure(err.value, None, Path("/nonexistent"))
+            assert fail is not None and fail.code == 2 and fail.message.startswith(message), (fail, str(err.value)[-2000:])
+            assert "env_offset_jpeg" in fail.message  # the names registered in the servers' environment
+    finally:
+        ray.shutdown()
