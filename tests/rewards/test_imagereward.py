@@ -54,8 +54,17 @@ REFMOD = _reference_module()
 IMAGES = [REFMOD.make_image(s["height"], s["width"], s["kind"], s["seed"]) for s in REF["images"]]
 
 
+@pytest.fixture(scope="module", autouse=True)
+def one_thread():
+    """The tiny model's ops are too small to split: one thread is ~50x faster on a busy 2-core machine."""
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(threads)
+
+
 @pytest.fixture(scope="module")
-def scorer() -> IR.ImageRewardScorer:
+def scorer(one_thread) -> IR.ImageRewardScorer:
     return build_reward("imagereward", **OPTIONS)
 
 
