@@ -8,7 +8,9 @@ import pytest
 
 from rewards.registry import UnknownRewardError, build_reward, reward_names, reward_options
 
-ALL = ["aesthetic", "hpsv2", "hpsv2.1", "imagereward", "jpeg_compressibility", "jpeg_incompressibility", "pickscore"]
+ALL = [
+    "aesthetic", "hpsv2", "hpsv2.1", "imagereward", "jpeg_compressibility", "jpeg_incompressibility", "pickscore", "shapes_classifier",
+]
 
 
 def test_builtin_rewards_are_registered():
