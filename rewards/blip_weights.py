@@ -244,5 +244,4 @@ def load_image_reward(checkpoint: str, arch: dict, device: str = "cpu", dtype: "
         raise ValueError(f"ImageReward checkpoint shapes do not fit the configured architecture: {', '.join(wrong[:10])}")
     with torch.no_grad():
         model.load_state_dict(converted, strict=True)  # also checks the mapping fills every weight of ours
-    model.text.embeddings.position_ids.copy_(torch.arange(text.max_position_embeddings).expand(1, -1))  # a non-persistent buffer no_init left empty
     return model.to(device=device, dtype=dtype or torch.float32).eval().requires_grad_(False)

@@ -30,7 +30,9 @@ build, which runs on the CPU as well; these are the torch / torchvision of the H
     /tmp/ir-side/bin/pip install --no-deps --no-build-isolation fairscale==0.4.13   # an sdist; builds against that torch
 
 (transformers 4.46.3: ImageReward's med.py imports apply_chunking_to_forward & co. from
-transformers.modeling_utils, which transformers 5 no longer has.)
+transformers.modeling_utils, which transformers 5 no longer has.) The environment the recorded results
+came from was a copy of /tmp/hps-side (made by the same first two commands) with hpsv2 uninstalled and
+the last three commands run; reference.json records the versions that mattered.
 
 Run from the repository root:
 
