@@ -70,6 +70,7 @@ RESUMABLE_KEYS = (
     "reward.max_retries",
     "reward.max_restarts",
     "reward.max_dropped_fraction",
+    "reward.runtime_env",  # where the reward runs (a moved virtualenv, a longer setup timeout), not which reward
 )
 
 

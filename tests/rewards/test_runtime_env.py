@@ -95,6 +95,16 @@ def test_a_runtime_env_without_ray_is_an_error_not_ignored():
         build_config({}, ["ray.enabled=false", 'reward.runtime_env.env_vars.A="b"'])
 
 
+def test_a_run_resumes_with_another_runtime_env():
+    """The environment says where the reward runs, not which reward: a resume may change it."""
+    from learner.run.checkpoint import incompatible_keys
+
+    saved = build_config({}).model_dump(mode="json")
+    moved = build_config({}, ["reward.runtime_env.py_executable=/envs/new/bin/python"]).model_dump(mode="json")
+    assert incompatible_keys(saved, moved) == []
+    assert incompatible_keys(saved, build_config({}, ["reward.name=jpeg_incompressibility"]).model_dump(mode="json")) == ["reward.name"]
+
+
 # --- the driver's checks ---------------------------------------------------------------------------
 
 
