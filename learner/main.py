@@ -115,18 +115,20 @@ def _check_inputs(cfg: Config) -> list[str]:
 
 def _check_rewards(cfg: Config) -> None:
     """Reward names and options against their factories, here rather than first inside a reward
-    server. With reward.runtime_env the rewards exist in the servers' environment, maybe not in this
-    one: the servers check them when they start (a bad name or option still exits 2 with one line),
-    and here only what the driver's machine can tell about that environment is checked."""
+    server. With a reward.runtime_env that brings other code (packages, modules, an interpreter, an
+    image) the rewards exist in the servers' environment, maybe not in this one: the servers check
+    them when they start (a bad name or option still exits 2 with one line), and here only what the
+    driver's machine can tell about that environment is checked."""
     import importlib.metadata
     import os
 
     from rewards.registry import check_options, import_reward_modules, reward_spec
     from rewards.runtime_env import check_runtime_env
 
-    if cfg.reward.runtime_env is not None:
+    env = cfg.reward.runtime_env
+    if env is not None and env.changes_code:
         local = not (cfg.ray.address or os.environ.get("RAY_ADDRESS"))
-        check_runtime_env(cfg.reward.runtime_env, local, importlib.metadata.version("ray"))
+        check_runtime_env(env, local, importlib.metadata.version("ray"))
         return
     import_reward_modules(cfg.reward.modules)
     for name in cfg.reward.reward_names:

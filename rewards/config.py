@@ -33,7 +33,6 @@ class ContainerSpec(_Spec):
 
 class SetupSpec(_Spec):
     setup_timeout_seconds: int = Field(600, description="Give up building the environment after this many seconds (-1: never).")
-    eager_install: bool = Field(True, description="Build it when the job starts rather than when the first server starts.")
 
     @model_validator(mode="after")
     def _timeout(self) -> "SetupSpec":
@@ -68,7 +67,7 @@ class RuntimeEnvConfig(_Spec):
     env_vars: dict[str, str] = Field(default_factory=dict, description="Environment variables of the reward servers (values are strings: quote numbers in YAML).")
     image_uri: str | None = Field(None, description="Container image the reward servers run in (only with env_vars and config).")
     container: ContainerSpec | None = Field(None, description="Ray's older container form (only with env_vars and config).")
-    config: SetupSpec | None = Field(None, description="How Ray builds the environment (setup timeout, eager install).")
+    config: SetupSpec | None = Field(None, description="How Ray builds the environment: its setup timeout (Ray's eager_install applies to a job's runtime_env only).")
 
     @field_validator("pip", "uv", "conda", mode="before")
     @classmethod
@@ -130,6 +129,11 @@ class RuntimeEnvConfig(_Spec):
         if not out.get("env_vars"):
             out.pop("env_vars", None)
         return out
+
+    @property
+    def changes_code(self) -> bool:
+        """Whether the servers may import other code than the driver (anything beyond env_vars and config)."""
+        return bool(set(self.to_ray()) - {"env_vars", "config"})
 
     def local_paths(self) -> list[tuple[str, str]]:
         """(field, path) of every entry that names a path on the driver's machine (not a URI)."""

@@ -14,6 +14,7 @@ from pathlib import Path
 
 import pytest
 
+from actors.errors import UsageError
 from learner.config import ConfigError, build_config
 from learner.run.outputs import read_metrics
 from rewards.runtime_env import RuntimeEnvError, check_runtime_env
@@ -54,7 +55,7 @@ def test_runtime_env_is_passed_to_ray_as_written():
     ])
     assert cfg.reward.runtime_env.to_ray() == {
         "pip": ["image-reward==1.5", "timm==0.6.13"], "py_modules": ["/srv/my_rewards"], "env_vars": {"HF_HOME": "/models"},
-        "config": {"setup_timeout_seconds": 1800, "eager_install": True},
+        "config": {"setup_timeout_seconds": 1800},
     }
     assert build_config({}).reward.runtime_env is None  # unset: the servers run in the job's environment
 
@@ -124,15 +125,18 @@ def test_driver_checks_local_paths_and_the_interpreter(tmp_path):
 
 
 def test_with_a_runtime_env_the_driver_leaves_reward_names_to_the_servers(tmp_path):
-    """Without runtime_env a module the driver cannot import is exit 2 before any actor; with one,
-    the driver does not import it (it may exist only in the servers' environment)."""
+    """Without runtime_env a module the driver cannot import is exit 2 before any actor; with one
+    that brings code, the driver does not import it (it may exist only in the servers' environment);
+    with env_vars alone the servers run the driver's code, which the driver still checks."""
     args = ["--print-config", "reward.modules=[only_in_the_servers_env]", "reward.name=shipped", "reward.options.shipped.x=1"]
     assert run_cli(*args, timeout=60).returncode == 0  # --print-config checks the config only
     res = run_cli("--run-dir", str(tmp_path / "a"), *args[1:], timeout=60)
     assert res.returncode == 2 and "error: reward.modules: cannot import 'only_in_the_servers_env'" in res.stderr
     from learner.main import _check_rewards
 
-    _check_rewards(build_config({}, [*args[1:], 'reward.runtime_env.env_vars.A="b"']))  # nothing to import here: no error
+    _check_rewards(build_config({}, [*args[1:], f"reward.runtime_env.py_modules=[{tmp_path}]"]))  # nothing to import here: no error
+    with pytest.raises(UsageError, match="cannot import 'only_in_the_servers_env'"):  # env_vars alone: the same code, checked here
+        _check_rewards(build_config({}, [*args[1:], 'reward.runtime_env.env_vars.A="b"']))
 
 
 def test_a_runtime_env_that_ray_cannot_build_is_exit_2_with_the_installers_reason():
