@@ -6,13 +6,22 @@ actors, which sample a fixed held-out prompt set from fixed initial noises with 
 arithmetic as training. The reward servers score the images. Each image is the decoded predicted
 clean state of the chain's last step, x0_{k-1}: the state training scores as its k-step sample.
 
-Outputs: eval_reward_{k}step_mean / _std in the epoch's metrics (metrics.jsonl and TensorBoard),
-eval/epoch_XXXX.png (rows: step counts in `eval.steps` order; columns: prompts), and
+When every held-out prompt is a caption of the shapes task (actors.shapes), the images are also
+measured by its held-out pixel metric (actors.shapes.fidelity), which no reward model and no
+training sees: a learned reward that rises while this falls is reward hacking.
+
+A new run first evaluates the initial policy the same way (eval/initial.json, eval/initial.npz), so
+every grid and curve can put the trained policy beside it.
+
+Outputs: eval_reward_{k}step_mean / _std (and eval_fidelity_{k}step_mean / _std) in the epoch's
+metrics (metrics.jsonl and TensorBoard), eval/epoch_XXXX.png (rows: for each step count in
+`eval.steps` order, the initial policy and this epoch's; columns: prompts, labelled), and
 reward_curves.png, redrawn every epoch. Legend: K step counts, N held-out prompts, H/W image.
 """
 
 from __future__ import annotations
 
+import json
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -21,11 +30,14 @@ import numpy as np
 
 from actors.remote import get
 from actors.seeds import HELDOUT, mixed_seed
+from actors.shapes.data import parse_caption
+from actors.shapes.fidelity import fidelity
 from learner.config import EvalConfig
 from learner.driver.dispatch import Published
 from learner.driver.launch import Workers
 from learner.driver.stages import publish_weights
-from learner.run.outputs import read_metrics, write_grid
+from learner.run.grids import write_labelled_grid
+from learner.run.outputs import read_metrics
 from learner.run.plots import plot_reward_curves
 from rewards.pool import RewardPool
 from rewards.server import ScoreRequest
@@ -41,6 +53,7 @@ class EvalResult:
     steps: list[int]  # the K step counts
     images: np.ndarray  # (K, N, H, W, 3) uint8
     rewards: np.ndarray  # (K, N) float64; NaN where the reward call failed for good
+    fidelity: np.ndarray | None = None  # (K, N) held-out pixel metric in [0, 1]; None unless shapes prompts
 
     def metrics(self) -> dict[str, float]:
         out = {}
@@ -48,8 +61,26 @@ class EvalResult:
             ok = r[np.isfinite(r)]
             out[f"eval_reward_{k}step_mean"] = float(ok.mean()) if ok.size else float("nan")
             out[f"eval_reward_{k}step_std"] = float(ok.std()) if ok.size else float("nan")
+        if self.fidelity is not None:
+            for k, f in zip(self.steps, self.fidelity):
+                out[f"eval_fidelity_{k}step_mean"], out[f"eval_fidelity_{k}step_std"] = float(f.mean()), float(f.std())
         out["eval_rewards_missing"] = int((~np.isfinite(self.rewards)).sum())
         return out
+
+    def save(self, path: Path) -> None:
+        """All of it in one .npz (the initial policy's evaluation, for a resumed run's grids)."""
+        path.parent.mkdir(parents=True, exist_ok=True)
+        extra = {} if self.fidelity is None else {"fidelity": self.fidelity}
+        np.savez_compressed(path, steps=np.array(self.steps), images=self.images, rewards=self.rewards, **extra)
+
+    @classmethod
+    def load(cls, path: Path) -> "EvalResult":
+        with np.load(path) as z:
+            return cls([int(k) for k in z["steps"]], z["images"], z["rewards"], z["fidelity"] if "fidelity" in z else None)
+
+
+def is_shapes_prompt_list(prompts: list[str]) -> bool:
+    return bool(prompts) and all(parse_caption(p) is not None for p in prompts)
 
 
 def evaluate_policy(rollouts: list, pool: RewardPool, prompts: list[str], seeds: list[int], steps: list[int]) -> EvalResult:
@@ -73,12 +104,23 @@ def evaluate_policy(rollouts: list, pool: RewardPool, prompts: list[str], seeds:
     rewards = np.full((len(steps), len(prompts)), np.nan)  # (K, N)
     for qi, idx, imgs, ticket in parts:
         images[qi, idx], rewards[qi, idx] = imgs, results[ticket].scores
-    return EvalResult(list(steps), images, rewards)
+    pixel_metric = None
+    if is_shapes_prompt_list(prompts):
+        pixel_metric = np.stack([fidelity(images[qi], prompts) for qi in range(len(steps))])  # (K, N)
+    return EvalResult(list(steps), images, rewards, pixel_metric)
 
 
-def save_eval_grid(images: np.ndarray, path: Path) -> Path:
-    """images (K, N, H, W, 3) -> one PNG, rows: step counts, columns: prompts."""
-    return write_grid(images, path)
+def save_eval_grid(result: EvalResult, prompts: list[str], path: Path, label: str, initial: EvalResult | None = None) -> Path:
+    """One labelled PNG: for each step count k a row of `result` (labelled `label`, k), preceded by the
+    initial policy's row when given; columns: prompts."""
+    rows, labels = [], []
+    for qi, k in enumerate(result.steps):
+        if initial is not None and k in initial.steps:
+            rows.append(initial.images[initial.steps.index(k)])
+            labels.append(f"initial, {k} step{'s' * (k > 1)}")
+        rows.append(result.images[qi])
+        labels.append(f"{label}, {k} step{'s' * (k > 1)}")
+    return write_labelled_grid(np.stack(rows), labels, prompts, path)  # (rows, N, H, W, 3)
 
 
 class Evaluator:
@@ -90,6 +132,8 @@ class Evaluator:
         self.prompts = prompts[: cfg.num_prompts]
         self.seeds = heldout_seeds(cfg.seed, len(self.prompts))
         self.history = read_metrics(self.dir)  # earlier epochs' records (a resumed run), for the curves
+        self.initial: EvalResult | None = None
+        self.initial_metrics: dict | None = None
 
     @classmethod
     def from_config(cls, cfg, workers: Workers, run_dir: str | Path) -> "Evaluator":
@@ -100,6 +144,35 @@ class Evaluator:
         pool = RewardPool(workers.reward_servers, r.batch_size, r.timeout_s, r.max_retries)
         prompts = load_prompts(cfg.eval.prompts, "eval.prompts") if cfg.eval.enabled else []
         return cls(cfg.eval, cfg.epochs, workers, pool, run_dir, prompts)
+
+    def evaluate_initial(self, fresh: bool) -> None:
+        """Before the first epoch of a new run (`fresh`), evaluate the initial policy, which the
+        samplers hold before any broadcast (LoRA B = 0: the pretrained model), and save it; a resumed
+        run reads it back."""
+        path = self.dir / "eval" / "initial.npz"
+        if not self.cfg.enabled:
+            return
+        if not fresh:
+            if path.exists():
+                self.initial = EvalResult.load(path)
+                self.initial_metrics = self.initial.metrics()
+            return
+        start = time.perf_counter()
+        self.initial = evaluate_policy(self.workers.samplers, self.pool, self.prompts, self.seeds, list(self.cfg.steps))
+        self.initial.save(path)
+        self.initial_metrics = self.initial.metrics()
+        (self.dir / "eval" / "initial.json").write_text(json.dumps(self.initial_metrics, indent=1) + "\n")
+        save_eval_grid(self.initial, self.prompts, self.dir / "eval" / "initial.png", "initial")
+        print(f"held-out eval of the initial policy: {self._summary(self.initial_metrics)}  ({time.perf_counter() - start:.1f}s)", flush=True)
+
+    def _summary(self, metrics: dict) -> str:
+        parts = []
+        for k in self.cfg.steps:
+            part = f"{k}-step {metrics[f'eval_reward_{k}step_mean']:.4f}"
+            if f"eval_fidelity_{k}step_mean" in metrics:
+                part += f" (fidelity {metrics[f'eval_fidelity_{k}step_mean']:.3f})"
+            parts.append(part)
+        return "  ".join(parts)
 
     def due(self, epoch: int) -> bool:
         return self.cfg.enabled and ((epoch + 1) % self.cfg.every == 0 or epoch + 1 == self.epochs)
@@ -114,10 +187,9 @@ class Evaluator:
             published = weights = publish_weights(self.workers, version, published)
             live = [a for i, a in enumerate(self.workers.samplers) if i not in weights.stale]
             result = evaluate_policy(live, self.pool, self.prompts, self.seeds, list(self.cfg.steps))
-            save_eval_grid(result.images, self.dir / "eval" / f"epoch_{epoch:04d}.png")
+            save_eval_grid(result, self.prompts, self.dir / "eval" / f"epoch_{epoch:04d}.png", f"epoch {epoch}", self.initial)
             out = {"eval_policy_version": version} | result.metrics() | {"time_eval_s": round(time.perf_counter() - start, 4)}
-            scores = "  ".join(f"{k}-step {out[f'eval_reward_{k}step_mean']:.4f}" for k in self.cfg.steps)
-            print(f"held-out eval of v{version}: {scores}  ({out['time_eval_s']:.1f}s)", flush=True)
+            print(f"held-out eval of v{version}: {self._summary(out)}  ({out['time_eval_s']:.1f}s)", flush=True)
         self.history.append(metrics | out)
-        plot_reward_curves(self.history, self.dir / "reward_curves.png")
+        plot_reward_curves(self.history, self.dir / "reward_curves.png", initial=self.initial_metrics)
         return out, published

@@ -29,21 +29,32 @@ def _save(fig, path: Path) -> Path:
     return path
 
 
-def plot_reward_curves(history: list[dict], path: str | Path) -> Path:
-    """Left: training reward at 1 step (x0_0) and final (x0_{T-1}) per epoch. Right: held-out
-    eval reward per step count k (deterministic k-step samples) after the epochs that evaluated."""
+def plot_reward_curves(history: list[dict], path: str | Path, initial: dict | None = None) -> Path:
+    """Left: training reward at 1 step (x0_0) and final (x0_{T-1}) per epoch. Middle: held-out
+    eval reward per step count k (deterministic k-step samples) after the epochs that evaluated.
+    Right, when the records have it (shapes prompts): the held-out pixel fidelity per k. `initial`
+    (the initial policy's eval metrics) is drawn at epoch -1."""
     from matplotlib.figure import Figure
     from matplotlib.ticker import MaxNLocator
 
-    fig = Figure(figsize=(11, 4), layout="constrained")
-    train_ax, eval_ax = fig.subplots(1, 2)
+    with_fidelity = any(key.startswith("eval_fidelity_") for rec in [*history, initial or {}] for key in rec)
+    fig = Figure(figsize=(16 if with_fidelity else 11, 4), layout="constrained")
+    axes = fig.subplots(1, 3 if with_fidelity else 2)
+    train_ax, eval_axes = axes[0], [(axes[1], "reward", "held-out eval reward (eta = 0)", "mean reward")]
+    if with_fidelity:
+        eval_axes.append((axes[2], "fidelity", "held-out pixel fidelity (not trained on)", "mean fidelity"))
     for key, label in (("reward_1step_mean", "1 step (x0_0)"), ("reward_final_mean", "final (x0_{T-1})")):
         train_ax.plot(*_series(history, key), marker=".", label=label)
     train_ax.set(title="training reward (sampled pairs)", xlabel="epoch", ylabel="mean reward")
-    for k in eval_step_counts(history):
-        eval_ax.plot(*_series(history, f"eval_reward_{k}step_mean"), marker="o", label=f"{k} step{'s' * (k > 1)}")
-    eval_ax.set(title="held-out eval reward (eta = 0)", xlabel="epoch (after its update)", ylabel="mean reward")
-    for ax in (train_ax, eval_ax):
+    for ax, what, title, ylabel in eval_axes:
+        for k in eval_step_counts(history + ([initial] if initial else [])):
+            key = f"eval_{what}_{k}step_mean"
+            epochs, values = _series(history, key)
+            if initial is not None and key in initial:
+                epochs, values = [-1, *epochs], [initial[key], *values]
+            ax.plot(epochs, values, marker="o", label=f"{k} step{'s' * (k > 1)}")
+        ax.set(title=title, xlabel="epoch (after its update; -1: initial policy)", ylabel=ylabel)
+    for ax in axes:
         ax.xaxis.set_major_locator(MaxNLocator(integer=True))
         if ax.get_legend_handles_labels()[0]:
             ax.legend(fontsize="small")

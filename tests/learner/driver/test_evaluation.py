@@ -113,7 +113,9 @@ def test_eval_metrics_in_metrics_jsonl(sdpo_run):
 def test_eval_grids_reward_curves_and_tensorboard(sdpo_run):
     grids = sorted((sdpo_run / "eval").glob("epoch_*.png"))
     assert [g.name for g in grids] == ["epoch_0000.png", "epoch_0001.png"]
-    assert Image.open(grids[0]).size == (3 * 64, 2 * 64)  # columns: 3 prompts, rows: 2 step counts
+    width, height = Image.open(grids[0]).size  # labelled; columns: 3 prompts, rows: initial and epoch per step count
+    assert 3 * 130 < width < 3 * 130 + 200 and 4 * 130 < height < 4 * 130 + 60  # 64 px images shown at 128 px
+    assert (sdpo_run / "eval" / "initial.npz").exists() and (sdpo_run / "eval" / "initial.png").exists()
     assert (sdpo_run / "reward_curves.png").stat().st_size > 0
     from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
 
