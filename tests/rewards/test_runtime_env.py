@@ -174,10 +174,12 @@ def servers_env(tmp_path_factory) -> dict[str, Path]:
     return {"package": package, "python": python, "marker": root / "marker.txt"}
 
 
-def _runtime_env_args(env: dict[str, Path], *extra: str) -> list[str]:
+def _runtime_env_args(env: dict[str, Path], *extra: str, ship: str = "py_modules") -> list[str]:
+    """The reward's module shipped as a py_modules package, or (ship='working_dir') in the servers' working_dir."""
+    shipped = f"py_modules=[{env['package']}]" if ship == "py_modules" else f"working_dir={env['package'].parent}"
     return [
         "reward.modules=[renv_test_reward]", "reward.name=env_offset_jpeg", "ray.num_cpus=2", *SMALL,
-        f"reward.runtime_env.py_modules=[{env['package']}]", f"reward.runtime_env.py_executable={env['python']}",
+        f"reward.runtime_env.{shipped}", f"reward.runtime_env.py_executable={env['python']}",
         'reward.runtime_env.env_vars.SDPO_TEST_REWARD_OFFSET="1000"', f"reward.runtime_env.env_vars.SDPO_TEST_REWARD_MARKER={env['marker']}",
         *extra,
     ]
@@ -201,27 +203,28 @@ def test_a_reward_only_in_its_runtime_env_scores_a_training_run(servers_env, tin
 def test_bad_names_and_options_found_by_the_servers_are_exit_2(servers_env):
     """The driver cannot check a reward that exists only in the servers' environment: the servers'
     own RewardOptionError / UnknownRewardError end the run as exit 2 with one line, as on the driver.
-    (Reward servers only, launched as learner.driver.launch does: no rollout or learner actors.)"""
+    (Reward servers only, launched as learner.driver.launch does: no rollout or learner actors. The
+    second server finds the module in an uploaded working_dir.)"""
     import ray
 
     from learner.driver.faults import failure, name_workers
     from learner.driver.launch import reward_runtime_env, worker_arguments
     from rewards.server import RewardServer
 
-    cases = {
-        "reward.options.env_offset_jpeg.bogus=1": "reward 'env_offset_jpeg' has no option(s) ['bogus']; its options: ['scale']",
-        "reward.name=env_offset_jpge": "unknown reward 'env_offset_jpge'; valid rewards: ",
-    }
+    cases = [  # (override, how the module is shipped, the error)
+        ("reward.options.env_offset_jpeg.bogus=1", "py_modules", "reward 'env_offset_jpeg' has no option(s) ['bogus']; its options: ['scale']"),
+        ("reward.name=env_offset_jpge", "working_dir", "unknown reward 'env_offset_jpge'; valid rewards: "),
+    ]
     ray.init(num_cpus=1, include_dashboard=False)
     try:
-        for override, message in cases.items():
-            cfg = build_config({}, _runtime_env_args(servers_env, override))
+        for override, ship, message in cases:
+            cfg = build_config({}, _runtime_env_args(servers_env, override, ship=ship))
             env = reward_runtime_env(cfg.reward.runtime_env.to_ray())
             server = ray.remote(RewardServer).options(num_cpus=0.25, runtime_env=env).remote(**worker_arguments(cfg)[1])
             with pytest.raises(Exception) as err:
                 name_workers([server])
             fail = failure(err.value, None, Path("/nonexistent"))
             assert fail is not None and fail.code == 2 and fail.message.startswith(message), (fail, str(err.value)[-2000:])
-            assert "env_offset_jpeg" in fail.message  # the names registered in the servers' environment
+            assert "env_offset_jpeg" in fail.message  # registered in the servers' environment (imported from py_modules / working_dir)
     finally:
         ray.shutdown()
