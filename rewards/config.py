@@ -161,7 +161,8 @@ class RewardConfig(BaseModel):
         description="Reward name -> keyword options of its factory, e.g. {aesthetic: {head: /path/head.pth}}.",
     )
     modules: tuple[str, ...] = Field(
-        (), description="Python modules imported on the reward servers (and driver) first: your own rewards, registered with @register_reward."
+        (), description="Python modules imported on the reward servers (and on the driver, unless runtime_env brings code) first: "
+        "your own rewards, registered with @register_reward."
     )
     runtime_env: RuntimeEnvConfig | None = Field(
         None,
