@@ -17,10 +17,10 @@ class ModelConfig(Section):
     pretrained: str = Field(
         "tiny",
         description="Hub id or local directory of a diffusers pipeline of a supported family (StableDiffusionPipeline, "
-        "StableDiffusionXLPipeline, StableDiffusion3Pipeline); "
+        "StableDiffusionXLPipeline, StableDiffusion3Pipeline, FluxPipeline); "
         "'tiny' builds (once, offline) and loads the embedded tiny SD-architecture pipeline.",
     )
-    family: Literal["auto", "sd", "sdxl", "sd3"] = Field(
+    family: Literal["auto", "sd", "sdxl", "sd3", "flux"] = Field(
         "auto", description="Model family; 'auto' reads it from the model's model_index.json `_class_name`."
     )
     resolution: int | None = Field(
@@ -56,7 +56,7 @@ class SamplingConfig(Section):
     num_steps: int = Field(50, ge=2, le=1000, description="T: denoising steps per trajectory.")
     eta: float = Field(
         1.0, gt=0, le=1.0,
-        description="DDIM eta (SD, SDXL), or the flow SDE's noise level a (SD3); > 0 makes the sampler a stochastic policy.",
+        description="DDIM eta (SD, SDXL), or the flow SDE's noise level a (SD3, FLUX); > 0 makes the sampler a stochastic policy.",
     )
     guidance_scale: float = Field(1.0, ge=1.0, description="Classifier-free guidance scale (1 = no CFG).")
     num_anchors: int = Field(1, ge=1, description="Anchor states between the first and last step (paper: 1).")

@@ -51,6 +51,15 @@ def tiny_sd3_dir(tiny_cache) -> str:
     return str(ensure_tiny_family("sd3", tiny_cache))
 
 
+@pytest.fixture(scope="session")
+def tiny_flux_dir(tiny_cache) -> str:
+    """A saved tiny FluxPipeline directory of the FLUX.1-schnell class (actors.families.tiny); load it with
+    model.resolution set (FluxPipeline's default size is 1024)."""
+    from actors.families.tiny import ensure_tiny_family
+
+    return str(ensure_tiny_family("flux", tiny_cache))
+
+
 def cli_env() -> dict[str, str]:
     env = dict(os.environ)
     env["PYTHONPATH"] = str(REPO) + os.pathsep + env.get("PYTHONPATH", "")

@@ -16,11 +16,12 @@ from actors.errors import UsageError
 from actors.families.base import (
     Conditioning, ModelFamily, ModelLoadError, PolicyStep, cat_rows, expand_rows, repeat_rows, select_rows,
 )
+from actors.families.flux import Flux
 from actors.families.sd import StableDiffusion
 from actors.families.sd3 import StableDiffusion3
 from actors.families.sdxl import StableDiffusionXL
 
-FAMILIES: dict[str, ModelFamily] = {f.name: f for f in (StableDiffusion(), StableDiffusionXL(), StableDiffusion3())}
+FAMILIES: dict[str, ModelFamily] = {f.name: f for f in (StableDiffusion(), StableDiffusionXL(), StableDiffusion3(), Flux())}
 _BY_PIPELINE = {f.pipeline_class: f for f in FAMILIES.values()}
 
 __all__ = [
@@ -55,6 +56,7 @@ def family_of(pipe) -> ModelFamily:
 
 
 def family_of_lora_state(state: dict[str, torch.Tensor]) -> ModelFamily:
-    """The family whose LoRA file format a peft state of a denoiser needs: SD3's transformer blocks
-    sit at the top level, a UNet's under down/mid/up blocks (SD and SDXL write the same UNet format)."""
+    """The family whose LoRA file format a peft state of a denoiser needs: a transformer's blocks sit
+    at the top level, a UNet's under down/mid/up blocks. SD and SDXL write one UNet format, SD3 and
+    FLUX one transformer format (peft names under `transformer.`)."""
     return FAMILIES["sd3"] if any(k.startswith("transformer_blocks.") for k in state) else FAMILIES["sd"]

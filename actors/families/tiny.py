@@ -1,9 +1,11 @@
-"""Tiny SDXL and SD3 pipelines for offline tests: the real architectures (two CLIP encoders and a
-text-time UNet; an MMDiT transformer on a 16-channel VAE with a shift factor, without T5), built
+"""Tiny SDXL, SD3 and FLUX pipelines for offline tests: the real architectures (two CLIP encoders and
+a text-time UNet; an MMDiT transformer on a 16-channel VAE with a shift factor, without T5; a FLUX
+transformer on packed latents with CLIP and a small T5 and its own tokenizer), built
 from configs with random weights and a fixed seed, saved with ``save_pretrained`` and loaded back
 through the family's ``from_pretrained`` path like a real model.
 
-Shapes: SDXL latents (4, 16, 16), SD3 latents (16, 16, 16); images (32, 32, 3) for both.
+Shapes: SDXL latents (4, 16, 16), SD3 latents (16, 16, 16); images (32, 32, 3). FLUX takes its size
+from model.resolution (FluxPipeline's default is 1024): at 32, latents (4, 16, 16).
 """
 
 from __future__ import annotations
@@ -17,7 +19,7 @@ import torch
 
 from actors.tiny_model import _write_char_tokenizer
 
-TINY_VERSIONS = {"sdxl": "tiny-sdxl-v1", "sd3": "tiny-sd3-v1"}  # cache keys: bump when a build changes
+TINY_VERSIONS = {"sdxl": "tiny-sdxl-v1", "sd3": "tiny-sd3-v1", "flux": "tiny-flux-v1"}  # cache keys: bump when a build changes
 _SEED = 4321
 
 
@@ -99,11 +101,39 @@ def build_tiny_sd3(directory: Path, work: Path) -> None:
     pipe.save_pretrained(directory, safe_serialization=True)
 
 
-BUILDERS = {"sdxl": build_tiny_sdxl, "sd3": build_tiny_sd3}
+def build_tiny_flux(directory: Path, work: Path) -> None:
+    """A FluxPipeline of the FLUX.1-schnell class: no guidance embedding, a fixed shift of 1."""
+    from diffusers import FlowMatchEulerDiscreteScheduler, FluxPipeline, FluxTransformer2DModel
+    from transformers import CLIPTextModel, T5Config, T5EncoderModel, T5TokenizerFast
+
+    tokenizer = _tokenizer(work / "tok")
+    # a character-level T5 vocabulary (the pad, end and unknown tokens first, as T5 numbers them)
+    t5_vocab = [("<pad>", 0.0), ("</s>", 0.0), ("<unk>", 0.0), ("\u2581", -1.0)] + [(chr(c), -1.0) for c in range(33, 127)]
+    t5_tokenizer = T5TokenizerFast(vocab=t5_vocab, extra_ids=0)
+    torch.manual_seed(_SEED)
+    t5 = T5EncoderModel(
+        T5Config(vocab_size=len(t5_tokenizer), d_model=32, d_kv=8, d_ff=64, num_layers=2, num_heads=4, pad_token_id=0, eos_token_id=1)
+    )
+    transformer = FluxTransformer2DModel(
+        patch_size=1, in_channels=16, num_layers=1, num_single_layers=1, attention_head_dim=16, num_attention_heads=2,
+        joint_attention_dim=32,  # the T5 width
+        pooled_projection_dim=32,  # the CLIP width
+        guidance_embeds=False, axes_dims_rope=(4, 4, 8),  # rotary dims per position id axis: sum = head dim
+    )
+    pipe = FluxPipeline(
+        transformer=transformer, scheduler=FlowMatchEulerDiscreteScheduler(num_train_timesteps=1000, shift=1.0),
+        vae=_vae(4, scaling_factor=0.3611, shift_factor=0.1159, use_quant_conv=False, use_post_quant_conv=False),
+        text_encoder=CLIPTextModel(_clip_config(tokenizer)), tokenizer=tokenizer,
+        text_encoder_2=t5, tokenizer_2=t5_tokenizer,
+    )
+    pipe.save_pretrained(directory, safe_serialization=True)
+
+
+BUILDERS = {"sdxl": build_tiny_sdxl, "sd3": build_tiny_sd3, "flux": build_tiny_flux}
 
 
 def ensure_tiny_family(family: str, cache_dir: str | Path) -> Path:
-    """The directory of the saved tiny pipeline of `family` ('sdxl' or 'sd3'), built once (atomically) if absent."""
+    """The directory of the saved tiny pipeline of `family` ('sdxl', 'sd3' or 'flux'), built once (atomically) if absent."""
     target = Path(os.path.expanduser(str(cache_dir))) / TINY_VERSIONS[family]
     if (target / "model_index.json").exists():
         return target

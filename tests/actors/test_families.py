@@ -7,6 +7,7 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
+import numpy as np
 import pytest
 import torch
 
@@ -24,15 +25,16 @@ PROMPTS = ["cat", "dog"]
 T = 3
 
 
-@pytest.fixture(scope="module", params=["sdxl", "sd3"])
-def family_dir(request, tiny_sdxl_dir, tiny_sd3_dir):
-    return request.param, {"sdxl": tiny_sdxl_dir, "sd3": tiny_sd3_dir}[request.param]
+@pytest.fixture(scope="module", params=["sdxl", "sd3", "flux"])
+def family_dir(request, tiny_sdxl_dir, tiny_sd3_dir, tiny_flux_dir):
+    return request.param, {"sdxl": tiny_sdxl_dir, "sd3": tiny_sd3_dir, "flux": tiny_flux_dir}[request.param]
 
 
 @pytest.fixture(scope="module")
 def worker(family_dir):
-    name, path = family_dir
-    w = RolloutWorker(model=ModelConfig(pretrained=path), sampling=SamplingConfig(num_steps=T, eta=0.7), seed=3)
+    _, path = family_dir
+    model = ModelConfig(pretrained=path, resolution=32)  # the tiny builds' size (FluxPipeline's default is 1024)
+    w = RolloutWorker(model=model, sampling=SamplingConfig(num_steps=T, eta=0.7), seed=3)
     w.set_weights(PolicyWeights(0, _perturbed_lora(w.pipe)))
     return w
 
@@ -43,18 +45,18 @@ def _perturbed_lora(pipe) -> dict[str, torch.Tensor]:
     return {k: v + 0.05 * torch.randn(v.shape, generator=gen) for k, v in lora_state(denoiser(pipe)).items()}
 
 
-def test_family_is_read_from_model_index(tiny_dir, tiny_sdxl_dir, tiny_sd3_dir):
-    for path, name in ((tiny_dir, "sd"), (tiny_sdxl_dir, "sdxl"), (tiny_sd3_dir, "sd3")):
+def test_family_is_read_from_model_index(tiny_dir, tiny_sdxl_dir, tiny_sd3_dir, tiny_flux_dir):
+    for path, name in ((tiny_dir, "sd"), (tiny_sdxl_dir, "sdxl"), (tiny_sd3_dir, "sd3"), (tiny_flux_dir, "flux")):
         assert model_family(ModelConfig(pretrained=path)).name == name
 
 
 def test_unsupported_pipeline_is_a_usage_error_naming_the_supported_ones(tmp_path):
-    (tmp_path / "model_index.json").write_text(json.dumps({"_class_name": "FluxPipeline"}))
+    (tmp_path / "model_index.json").write_text(json.dumps({"_class_name": "PixArtAlphaPipeline"}))
     with pytest.raises(ModelLoadError) as err:
         model_family(ModelConfig(pretrained=str(tmp_path)))
     assert err.value.exit_code == 2
     msg = str(err.value)
-    assert "is a FluxPipeline" in msg and all(f.pipeline_class in msg for f in FAMILIES.values())
+    assert "is a PixArtAlphaPipeline" in msg and all(f.pipeline_class in msg for f in FAMILIES.values())
     # model.family overrides the class name; the directory must then hold that family's components
     cfg = ModelConfig(pretrained=str(tmp_path), family="sdxl")
     with pytest.raises(ModelLoadError, match="not a StableDiffusionXLPipeline directory .*text_encoder_2"):
@@ -69,9 +71,12 @@ def test_conditioning(worker, family_dir):
         assert cond.embeds.shape == (2, 16, 64) and cond.pooled.shape == (2, 32)  # two encoders' 32 + 32; pooled of the 2nd
         assert cond.time_ids.tolist() == [[32.0, 32.0, 0.0, 0.0, 32.0, 32.0]] * 2  # (orig, crop, target) at 32 x 32
         assert type(worker.pipe.scheduler).__name__ == "DDIMScheduler" and worker.pipe.scheduler.config.timestep_spacing == "trailing"
-    else:
+    elif name == "sd3":
         assert cond.embeds.shape == (2, 16 + 256, 64) and cond.pooled.shape == (2, 64)  # CLIP tokens, then T5's (zeros)
         assert torch.equal(cond.embeds[:, 16:], torch.zeros(2, 256, 64))  # no T5 in this build
+    else:
+        assert cond.embeds.shape == (2, 256, 32) and cond.pooled.shape == (2, 32)  # T5 tokens; CLIP pooled
+        assert type(worker.pipe.scheduler).__name__ == "FlowMatchEulerDiscreteScheduler"
 
 
 def test_rollout_log_probs_are_recomputed_exactly(worker, family_dir):
@@ -90,7 +95,8 @@ def test_rollout_log_probs_are_recomputed_exactly(worker, family_dir):
 
 
 def test_deterministic_sampler_equals_the_diffusers_scheduler(worker, family_dir):
-    """SDXL: DDIMScheduler.step(eta=0) bit for bit; SD3: FlowMatchEulerDiscreteScheduler.step (its own sigmas)."""
+    """SDXL: DDIMScheduler.step(eta=0) bit for bit; SD3 and FLUX: FlowMatchEulerDiscreteScheduler.step (its own
+    sigmas; FLUX's from linspace(1, 1/k, k) as FluxPipeline sets them)."""
     name, _ = family_dir
     pipe, fam = worker.pipe, family_of(worker.pipe)
     seeds = (1, 2)
@@ -99,11 +105,14 @@ def test_deterministic_sampler_equals_the_diffusers_scheduler(worker, family_dir
     x = torch.stack([torch.randn(shape, generator=torch.Generator().manual_seed(s)) for s in seeds])
     cond = encode_prompts(pipe, PROMPTS)
     sched = pipe.scheduler
-    if name == "sd3":
+    if name != "sdxl":
         from diffusers import FlowMatchEulerDiscreteScheduler
 
         sched = FlowMatchEulerDiscreteScheduler.from_config(sched.config)
-    sched.set_timesteps(4)
+    if name == "flux":
+        sched.set_timesteps(sigmas=np.linspace(1.0, 1 / 4, 4))
+    else:
+        sched.set_timesteps(4)
     for t in sched.timesteps:
         with torch.no_grad():
             out = fam.predict(denoiser(pipe), x, t.expand(2), cond)
@@ -155,7 +164,7 @@ def test_resolution_sets_the_latent_size(family_dir):
     fam = FAMILIES[name]
     pipe = load_pipeline(ModelConfig(pretrained=path, resolution=48), with_lora=False)
     assert fam.latent_shape(pipe)[1:] == (24, 24)
-    # the VAE halves once (2) and SD3's transformer takes 2 x 2 latent patches (4)
-    bad, multiple = {"sdxl": (31, 2), "sd3": (30, 4)}[name]
+    # the VAE halves once (2); SD3's transformer and FLUX's packing take 2 x 2 latent patches (4)
+    bad, multiple = {"sdxl": (31, 2), "sd3": (30, 4), "flux": (30, 4)}[name]
     with pytest.raises(ModelLoadError, match=f"model.resolution: {bad} is not a multiple of {multiple} "):
         load_pipeline(ModelConfig(pretrained=path, resolution=bad), with_lora=False)

@@ -1,6 +1,6 @@
-"""The SDXL-Turbo and SD3.5-Large-Turbo presets: valid, round-trip, and their family settings take
-effect on the tiny builds of the same architectures (the preset's LoRA targets exist in SD3's
-transformer; its noise level and step count give a proper flow SDE)."""
+"""The SDXL-Turbo, SD3.5-Large-Turbo and FLUX.1-schnell presets: valid, round-trip, and their family
+settings take effect on the tiny builds of the same architectures (the LoRA targets exist in the
+transformers)."""
 
 from __future__ import annotations
 
@@ -10,7 +10,7 @@ from learner.config import Config, load_config, to_yaml
 
 
 def test_presets_validate_and_round_trip():
-    for name in ("sdxl_turbo_aesthetic", "sd35_large_turbo_aesthetic"):
+    for name in ("sdxl_turbo_aesthetic", "sd35_large_turbo_aesthetic", "flux_schnell_aesthetic"):
         cfg = load_config(name)
         assert Config.model_validate(yaml.safe_load(to_yaml(cfg))) == cfg
 
@@ -31,4 +31,16 @@ def test_sd35_turbo_preset_lora_targets_exist_in_the_sd3_transformer(tiny_sd3_di
     model = cfg.model.model_copy(update={"pretrained": tiny_sd3_dir, "resolution": None, "dtype": "float32"})
     state = lora_state(load_pipeline(model).transformer)
     for target in cfg.model.lora_target_modules:  # both attention streams get adapters
+        assert any(f".{target}.lora_A" in k for k in state), target
+
+
+def test_flux_schnell_preset_lora_targets_exist_in_the_flux_transformer(tiny_flux_dir):
+    from actors.policy import load_pipeline, lora_state
+
+    cfg = load_config("flux_schnell_aesthetic")
+    assert cfg.model.pretrained == "black-forest-labs/FLUX.1-schnell"
+    assert (cfg.sampling.num_steps, cfg.sampling.eta, cfg.sampling.guidance_scale) == (8, 0.7, 1.0)
+    model = cfg.model.model_copy(update={"pretrained": tiny_flux_dir, "resolution": 32, "dtype": "float32"})
+    state = lora_state(load_pipeline(model).transformer)
+    for target in cfg.model.lora_target_modules:
         assert any(f".{target}.lora_A" in k for k in state), target
