@@ -168,3 +168,15 @@ def test_resolution_sets_the_latent_size(family_dir):
     bad, multiple = {"sdxl": (31, 2), "sd3": (30, 4), "flux": (30, 4)}[name]
     with pytest.raises(ModelLoadError, match=f"model.resolution: {bad} is not a multiple of {multiple} "):
         load_pipeline(ModelConfig(pretrained=path, resolution=bad), with_lora=False)
+
+
+def test_flux_packing_is_fluxpipelines():
+    """Our 2 x 2 packing and position ids are FluxPipeline's, and unpacking inverts packing."""
+    from diffusers import FluxPipeline
+
+    from actors.families.flux import image_ids, pack_latents, unpack_latents
+
+    x = torch.randn(2, 4, 6, 8)  # (N, C, h, w)
+    assert torch.equal(pack_latents(x), FluxPipeline._pack_latents(x, 2, 4, 6, 8))  # (N, 3 * 4, 16)
+    assert torch.equal(unpack_latents(pack_latents(x), 6, 8), x)
+    assert torch.equal(image_ids(6, 8, "cpu", torch.float32), FluxPipeline._prepare_latent_image_ids(2, 3, 4, "cpu", torch.float32))
