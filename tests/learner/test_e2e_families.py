@@ -1,4 +1,4 @@
-"""End to end on the tiny SDXL and SD3 (no T5) pipelines: the real CLI on a real local Ray cluster,
+"""End to end on the tiny SDXL, SD3 (no T5) and FLUX pipelines: the real CLI on a real local Ray cluster,
 `model.pretrained` pointing at a saved diffusers directory. Two epochs (so the second samples with
 LoRA weights broadcast to the rollout actors), the held-out evaluation on the deterministic samplers,
 and a LoRA file that the family's plain diffusers pipeline loads."""
@@ -15,15 +15,17 @@ from tests.conftest import run_cli
 pytestmark = pytest.mark.e2e
 
 SMALL = ["rollout.num_actors=1", "rollout.pairs_per_epoch=2", "rollout.chunk_size=1", "sampling.num_steps=3", "eval.num_prompts=2", "ray.num_cpus=2"]
-PIPELINES = {"sdxl": "StableDiffusionXLPipeline", "sd3": "StableDiffusion3Pipeline"}
+PIPELINES = {"sdxl": "StableDiffusionXLPipeline", "sd3": "StableDiffusion3Pipeline", "flux": "FluxPipeline"}
 
 
-@pytest.fixture(scope="module", params=["sdxl", "sd3"])
-def family_run(request, tiny_sdxl_dir, tiny_sd3_dir, tmp_path_factory):
+@pytest.fixture(scope="module", params=["sdxl", "sd3", "flux"])
+def family_run(request, tiny_sdxl_dir, tiny_sd3_dir, tiny_flux_dir, tmp_path_factory):
     name = request.param
-    model_dir = {"sdxl": tiny_sdxl_dir, "sd3": tiny_sd3_dir}[name]
+    model_dir = {"sdxl": tiny_sdxl_dir, "sd3": tiny_sd3_dir, "flux": tiny_flux_dir}[name]
     run_dir = tmp_path_factory.mktemp(f"e2e-{name}") / "run"
-    res = run_cli("--epochs", "2", "--run-dir", str(run_dir), f"model.pretrained={model_dir}", "sampling.eta=0.7", *SMALL)
+    res = run_cli(
+        "--epochs", "2", "--run-dir", str(run_dir), f"model.pretrained={model_dir}", "model.resolution=32", "sampling.eta=0.7", *SMALL
+    )
     assert res.returncode == 0, res.stdout[-3000:] + res.stderr[-3000:]
     return name, model_dir, run_dir
 
