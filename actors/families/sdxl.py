@@ -2,7 +2,9 @@
 hidden states are concatenated, the second one's pooled embedding, and the size/crop time ids
 (original size, crop top-left, target size), all fed to the UNet as its added conditioning. The
 policy step is DDIM with trailing timestep spacing (as SDXL-Turbo's model card samples: its
-scheduler config uses trailing spacing; 1-4 steps without guidance)."""
+scheduler config uses trailing spacing; 1-4 steps without guidance). With classifier-free guidance the
+negative is the encoded empty prompt, as for the other families (SDXL's own pipeline uses zeros where
+its config sets force_zeros_for_empty_prompt)."""
 
 from __future__ import annotations
 
