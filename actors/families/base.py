@@ -13,6 +13,7 @@ from typing import Any, ClassVar, NamedTuple
 
 import torch
 
+from actors.console import quiet_libraries  # noqa: F401  (re-exported for actors.policy)
 from actors.config import ModelConfig
 from actors.errors import UsageError
 
@@ -53,18 +54,6 @@ def cat_rows(first: Conditioning, second: Conditioning) -> Conditioning:
     if isinstance(first, torch.Tensor):
         return torch.cat([first, second])
     return type(first)(*(torch.cat([a, b]) for a, b in zip(first, second)))
-
-
-def quiet_libraries() -> None:
-    """No per-component progress bars or advisory warnings from diffusers/transformers in worker logs."""
-    import transformers
-
-    transformers.utils.logging.set_verbosity_error()  # before diffusers imports the CLIP processors
-    transformers.utils.logging.disable_progress_bar()
-    import diffusers
-
-    diffusers.utils.logging.set_verbosity_error()
-    diffusers.utils.logging.disable_progress_bar()
 
 
 class ModelFamily:
