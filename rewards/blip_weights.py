@@ -20,6 +20,8 @@ import os
 import re
 from typing import TYPE_CHECKING, Any
 
+from rewards.checkpoint_file import read_state_dict
+
 if TYPE_CHECKING:
     import torch
 
@@ -208,27 +210,7 @@ def image_reward_model(vision_config: Any, text_config: Any, head_input: int) ->
 
 
 def read_checkpoint(path: str) -> dict[str, "torch.Tensor"]:
-    """The state dict in an ImageReward checkpoint file (a flat torch.save'd state dict as published, or a
-    dict with a "state_dict" entry; a .safetensors file is read as one)."""
-    import torch
-
-    if path.endswith(".safetensors"):
-        from safetensors.torch import load_file
-
-        return load_file(path)
-    try:
-        ckpt = torch.load(path, map_location="cpu", weights_only=True)
-    except Exception as err:  # pickle.UnpicklingError and others: a message, not the unpickler's traceback
-        first = str(err).strip().splitlines()[0] if str(err).strip() else type(err).__name__
-        raise ValueError(
-            f"cannot read ImageReward checkpoint {path} with torch.load(weights_only=True): {first}. If it holds "
-            "Python objects besides tensors and you trust the file, load it once in full (torch's weights_only=False) "
-            "and save its state dict alone with torch.save, then pass that file as checkpoint"
-        ) from None
-    state = ckpt.get("state_dict", ckpt) if isinstance(ckpt, dict) else None
-    if not isinstance(state, dict) or not state or not all(isinstance(v, torch.Tensor) for v in state.values()):
-        raise ValueError(f"ImageReward checkpoint {path} is not a state dict of tensors")
-    return state
+    return read_state_dict(path, "ImageReward")
 
 
 def load_image_reward(checkpoint: str, arch: dict, device: str = "cpu", dtype: "torch.dtype | None" = None) -> "torch.nn.Module":

@@ -16,6 +16,7 @@ import re
 from typing import TYPE_CHECKING, Any
 
 from rewards import clip_features
+from rewards.checkpoint_file import read_state_dict
 
 if TYPE_CHECKING:
     import torch
@@ -210,27 +211,7 @@ def _empty_clip_model(config: Any) -> Any:
 
 
 def read_checkpoint(path: str) -> dict[str, "torch.Tensor"]:
-    """The open_clip state dict inside an HPSv2 checkpoint file (its "state_dict" entry, or the file
-    itself when that is already a flat state dict; a .safetensors file is read as one)."""
-    import torch
-
-    if path.endswith(".safetensors"):
-        from safetensors.torch import load_file
-
-        return load_file(path)
-    try:
-        ckpt = torch.load(path, map_location="cpu", weights_only=True)
-    except Exception as err:  # pickle.UnpicklingError and others: a message, not the unpickler's traceback
-        first = str(err).strip().splitlines()[0] if str(err).strip() else type(err).__name__
-        raise ValueError(
-            f"cannot read HPSv2 checkpoint {path} with torch.load(weights_only=True): {first}. If it holds Python "
-            "objects besides tensors and you trust the file, load it once in full (torch's weights_only=False) "
-            "and save its 'state_dict' alone with torch.save, then pass that file as checkpoint"
-        ) from None
-    state = ckpt.get("state_dict", ckpt) if isinstance(ckpt, dict) else None
-    if not isinstance(state, dict) or not all(isinstance(v, torch.Tensor) for v in state.values()):
-        raise ValueError(f"HPSv2 checkpoint {path} is not a state dict (nor a dict with a 'state_dict' entry of tensors)")
-    return state
+    return read_state_dict(path, "HPSv2")
 
 
 def load_hpsv2_clip(checkpoint: str, config: Any, device: str = "cpu", dtype: str = "float32") -> Any:

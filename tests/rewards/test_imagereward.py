@@ -196,7 +196,7 @@ def test_wrong_files_are_clear_errors(tmp_path):
         build_reward("imagereward", **{**OPTIONS, "checkpoint": str(hps)})
     pickled = tmp_path / "pickled.pt"
     torch.save({"state_dict": _state(), "args": Path("x")}, pickled)
-    with pytest.raises(ValueError, match="save its state dict alone with torch.save"):
+    with pytest.raises(ValueError, match=r"save its .state_dict. alone with torch.save"):
         build_reward("imagereward", **{**OPTIONS, "checkpoint": str(pickled)})
     with pytest.raises(ValueError, match="ImageReward config not found"):
         build_reward("imagereward", **{**OPTIONS, "config": "/nonexistent/model_config.json"})
