@@ -18,7 +18,8 @@ class ModelConfig(Section):
         "tiny",
         description="Hub id or local directory of a diffusers pipeline of a supported family (StableDiffusionPipeline, "
         "StableDiffusionXLPipeline, StableDiffusion3Pipeline, FluxPipeline); "
-        "'tiny' builds (once, offline) and loads the embedded tiny SD-architecture pipeline.",
+        "'tiny' builds (once, offline) and loads the embedded tiny SD-architecture pipeline (random weights); "
+        "'shapes' loads the committed tiny text-to-image model pretrained on the shapes task (actors/shapes).",
     )
     family: Literal["auto", "sd", "sdxl", "sd3", "flux"] = Field(
         "auto", description="Model family; 'auto' reads it from the model's model_index.json `_class_name`."

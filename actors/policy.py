@@ -23,11 +23,16 @@ __all__ = [
 ]
 
 
+SHAPES_MODEL = Path(__file__).parent / "shapes" / "assets" / "shapes-sd"  # pretrained by python -m actors.shapes.train
+
+
 def resolve_model_path(model: ModelConfig) -> str:
     if model.pretrained == "tiny":
         from actors.tiny_model import ensure_tiny_pipeline
 
         return str(ensure_tiny_pipeline(model.tiny_cache_dir))
+    if model.pretrained == "shapes":
+        return str(SHAPES_MODEL)
     path = Path(os.path.expanduser(model.pretrained))
     looks_local = model.pretrained.startswith((".", "/", "~")) or path.exists()
     if looks_local and not (path / "model_index.json").is_file():

@@ -1,0 +1,52 @@
+"""The committed shapes text-to-image model (actors/shapes/assets/shapes-sd): it loads through
+diffusers' from_pretrained and the project's load_pipeline, its VAE keeps what the pixel metric
+reads, and its many-step samples show their prompts while its 1-step samples do so clearly less."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import torch
+
+from actors.config import ModelConfig
+from actors.policy import SHAPES_MODEL, load_pipeline, resolve_model_path
+from actors.sampling import decode_to_uint8, sample_deterministic
+from actors.seeds import seeded_generator
+from actors.shapes.data import heldout_prompts, sample_images
+from actors.shapes.fidelity import CHANCE, fidelity
+
+
+@pytest.fixture(scope="module")
+def pipe():
+    return load_pipeline(ModelConfig(pretrained="shapes"), with_lora=False)
+
+
+def test_loads_with_diffusers_from_pretrained():
+    from diffusers import StableDiffusionPipeline
+
+    assert resolve_model_path(ModelConfig(pretrained="shapes")) == str(SHAPES_MODEL)
+    sd = StableDiffusionPipeline.from_pretrained(str(SHAPES_MODEL), local_files_only=True)
+    assert sd.unet.config.sample_size == 16 and sd.unet.config.in_channels == 4 and sd.vae_scale_factor == 2
+    assert sd.scheduler.config.prediction_type == "epsilon" and sd.scheduler.config.beta_schedule == "scaled_linear"
+    assert sum(p.numel() for p in sd.unet.parameters()) < 2_000_000
+    assert sum((SHAPES_MODEL / part).stat().st_size for part in ("unet/diffusion_pytorch_model.safetensors",
+               "vae/diffusion_pytorch_model.safetensors", "text_encoder/model.safetensors")) < 8 << 20
+
+
+@torch.no_grad()
+def test_vae_round_trip_keeps_the_factors(pipe):
+    images, captions = sample_images(heldout_prompts(), 2, seed=7)  # (48, 32, 32, 3)
+    x = torch.from_numpy(images).permute(0, 3, 1, 2).float() / 127.5 - 1
+    latents = pipe.vae.encode(x).latent_dist.mean * pipe.vae.config.scaling_factor  # (48, 4, 16, 16)
+    assert latents.shape == (48, 4, 16, 16) and 0.5 < float(latents.std()) < 2.0  # scaled to about unit variance
+    assert fidelity(decode_to_uint8(pipe, latents), captions).mean() > 0.9  # the ceiling of any sample (about 0.95)
+
+
+def test_many_step_samples_match_prompts_and_one_step_samples_less(pipe):
+    prompts = heldout_prompts()  # 24 combinations the model never saw
+    scores = {}
+    for k in (1, 8):
+        gens = [seeded_generator(3, 0, i) for i in range(len(prompts))]
+        scores[k] = fidelity(decode_to_uint8(pipe, sample_deterministic(pipe, prompts, gens, k)), prompts).mean()
+    assert scores[8] > CHANCE + 0.3, scores
+    assert scores[1] < scores[8] - 0.15, scores
