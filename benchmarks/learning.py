@@ -1,17 +1,30 @@
-"""SDPO against DDPO on the embedded task, at equal numbers of sampled pairs and the same seeds.
+"""SDPO against DDPO on the embedded shapes task: the paper's comparison in miniature, on a CPU.
 
-    python -m benchmarks.learning [--epochs 16] [--seeds 0 1] [--eval-every 4] [--ray] [--out FILE.json] [--plot FILE.png]
+    python -m benchmarks.learning [--epochs 16] [--seeds 0 1 2] [--eval-every 4] [--no-sweep]
+                                  [--out benchmarks/results/learning_shapes.json] [--plot benchmarks/results/learning_shapes.png]
 
-The embedded task is the default job (tiny preset): the tiny SD-architecture pipeline, the JPEG
-compressibility reward, 8 pairs per epoch at T = 8 steps. For each seed, the real CLI runs
-algorithm=sdpo and algorithm=ddpo with everything else equal (same preset, hyperparameters, seed,
-prompts, pairs per epoch; the DDPO run shares SDPO's rollout and reward path). Every `--eval-every`
-epochs and after the last, both are evaluated on the 8 held-out prompts with fixed noises at 1, 2, 4
-and 8 deterministic (eta = 0) steps. The initial policy (LoRA B = 0, the same for both and every
-seed) is evaluated once, in-process, with the same code. Runs in-process (ray.enabled=false; the
-Ray run gives identical numbers, see tests/learner/test_e2e.py) unless --ray. Prints progress and a
-final JSON line: per algorithm and step count, the final eval reward (mean over seeds, and per
-seed) and its change from the initial policy.
+The task is the default job (shapes preset): the tiny text-to-image model pretrained on the shapes
+task, the learned shapes reward (rewards/shapes_reward.py), 16 pairs per epoch at T = 8 steps, and
+the 24 held-out captions evaluated at 1, 2, 4 and 8 deterministic (eta = 0) steps from fixed noises,
+scored by the learned reward AND the held-out pixel fidelity (actors/shapes/fidelity.py), which no
+run ever trains on or selects by.
+
+1. Sweep (skipped with --no-sweep): each algorithm gets its own learning rate and clip range from a
+   small grid (SWEEP below; DDPO's clip is PPO's ratio clip, SDPO's the log-prob trust region), run
+   with a seed (SWEEP_SEED) that is not one of the reported seeds. The setting with the highest
+   mean TRAINING reward over the last quarter of epochs (1-step and final, training prompts only)
+   wins; held-out prompts never choose anything.
+2. Comparison, for every seed: SDPO for `epochs` epochs; DDPO for 3 x `epochs` epochs. SDPO queries
+   the reward 3 times per trajectory (x0_0, the anchor, x0_{T-1}), DDPO needs 1 (x0_{T-1}; in this
+   system it shares SDPO's rollout path, which computes all three, but uses only the last). So
+   DDPO at `epochs` has sampled as many images as SDPO ("equal images"), and DDPO at 3 x `epochs`
+   has made as many reward queries as SDPO ("equal reward queries").
+3. The initial policy (LoRA B = 0: the pretrained model, identical for every run) is evaluated once.
+
+Runs in-process (ray.enabled=false; a Ray run gives identical numbers, tests/learner/test_e2e.py).
+Writes a JSON summary (per algorithm, comparison and step count: mean, std and per-seed values of
+the held-out reward and fidelity) and a figure in the paper's style: one panel per step count,
+held-out value against sampled images (top row: learned reward; bottom row: pixel fidelity).
 """
 
 from __future__ import annotations
@@ -28,40 +41,39 @@ import time
 from pathlib import Path
 
 REPO = Path(__file__).resolve().parents[1]
-ALGORITHMS = ("sdpo", "ddpo")
+CONFIG = "shapes"
+SWEEP = {  # (learning rate, clip range) per algorithm
+    "sdpo": [(1e-3, 1e-2), (3e-3, 1e-2), (3e-3, 1e-3)],
+    "ddpo": [(1e-3, 1e-1), (3e-3, 1e-1), (3e-3, 1e-2)],
+}
+SWEEP_SEED = 100
+QUERIES_PER_TRAJECTORY = {"sdpo": 3, "ddpo": 1}  # with one anchor (sampling.num_anchors = 1)
+STEPS = (1, 2, 4, 8)
 
 
-def run_cli(run_dir: Path, algorithm: str, seed: int, args) -> list[dict]:
+def run_cli(run_dir: Path, algorithm: str, seed: int, epochs: int, lr: float, clip: float, eval_every: int) -> list[dict]:
     from learner.run.outputs import read_metrics
 
-    overrides = [f"algorithm={algorithm}", f"seed={seed}", f"eval.every={args.eval_every}", f"ray.enabled={str(args.ray).lower()}"]
+    overrides = [f"algorithm={algorithm}", f"seed={seed}", f"eval.every={eval_every}", "ray.enabled=false",
+                 f"train.learning_rate={lr}", f"train.clip_range={clip}", "output.tensorboard=false"]
     env = dict(os.environ, RAY_USAGE_STATS_ENABLED="0", RAY_AUTH_MODE="disabled", HF_HUB_OFFLINE="1",
                PYTHONPATH=str(REPO) + os.pathsep + os.environ.get("PYTHONPATH", ""))
-    cmd = [sys.executable, "-m", "learner.main", "--config", args.config, "--epochs", str(args.epochs), "--run-dir", str(run_dir), *overrides]
+    cmd = [sys.executable, "-m", "learner.main", "--config", CONFIG, "--epochs", str(epochs), "--run-dir", str(run_dir), *overrides]
     res = subprocess.run(cmd, cwd=REPO, env=env, capture_output=True, text=True)
     if res.returncode != 0:
         raise RuntimeError(f"{' '.join(cmd)} failed:\n{res.stdout[-2000:]}\n{res.stderr[-2000:]}")
     return read_metrics(run_dir)
 
 
-def initial_policy_eval(config: str) -> dict[str, float]:
-    """Eval metrics of the initial policy, through the same evaluation code on in-process workers."""
-    from actors.prompts import load_prompts
-    from actors.rollout_worker import RolloutWorker
-    from learner.config import load_config
-    from learner.driver.evaluation import evaluate_policy, heldout_seeds
-    from actors.remote import LocalActor
-    from rewards.pool import RewardPool
-    from rewards.server import RewardServer
+def initial_eval(run_dir: Path) -> dict[str, float]:
+    """The initial policy's eval metrics, as every run writes them (eval/initial.json)."""
+    return json.loads((run_dir / "eval" / "initial.json").read_text())
 
-    cfg = load_config(config)
-    worker = RolloutWorker(model=cfg.model, sampling=cfg.sampling, seed=cfg.seed)  # LoRA B = 0: the base model
-    w = cfg.reward
-    server = RewardServer(name=w.name, batch_size=w.batch_size, options=w.options, weights=w.weights, modules=w.modules)
-    pool = RewardPool([LocalActor(server)], w.batch_size, w.timeout_s, 0)
-    prompts = load_prompts(cfg.eval.prompts)[: cfg.eval.num_prompts]
-    result = evaluate_policy([LocalActor(worker)], pool, prompts, heldout_seeds(cfg.eval.seed, len(prompts)), list(cfg.eval.steps))
-    return result.metrics()
+
+def training_score(history: list[dict]) -> float:
+    """What the sweep selects by: mean training reward (1-step and final) over the last quarter of epochs."""
+    tail = history[-max(1, len(history) // 4):]
+    return statistics.fmean((r["reward_1step_mean"] + r["reward_final_mean"]) / 2 for r in tail)
 
 
 def seed_mean_history(histories: list[list[dict]]) -> list[dict]:
@@ -73,61 +85,103 @@ def seed_mean_history(histories: list[list[dict]]) -> list[dict]:
     return out
 
 
+def at_epoch(history: list[dict], epoch: int) -> dict:
+    (rec,) = [r for r in history if r["epoch"] == epoch]
+    return rec
+
+
+def summarize(values: list[float]) -> dict:
+    return {"mean": round(statistics.fmean(values), 4), "std": round(statistics.pstdev(values), 4), "per_seed": [round(v, 4) for v in values]}
+
+
+def plot(histories: dict[str, list[list[dict]]], baseline: dict, pairs_per_epoch: int, equal_queries_images: int, path: str) -> None:
+    """One panel per step count: held-out value against sampled images, seed mean with a +-1 std band."""
+    from matplotlib.figure import Figure
+
+    fig = Figure(figsize=(13, 6), layout="constrained")
+    axes = fig.subplots(2, len(STEPS), squeeze=False)
+    for row, (what, label) in enumerate((("reward", "held-out learned reward"), ("fidelity", "held-out pixel fidelity"))):
+        for ax, k in zip(axes[row], STEPS):
+            key = f"eval_{what}_{k}step_mean"
+            for name, runs in histories.items():
+                epochs = [r["epoch"] for r in runs[0] if key in r]
+                per_seed = [[at_epoch(run, e)[key] for e in epochs] for run in runs]
+                xs = [0] + [(e + 1) * pairs_per_epoch * 2 for e in epochs]
+                mean = [baseline[key]] + [statistics.fmean(v) for v in zip(*per_seed)]
+                std = [0.0] + [statistics.pstdev(v) for v in zip(*per_seed)]
+                ax.plot(xs, mean, marker="o", label=name.upper())
+                ax.fill_between(xs, [m - s for m, s in zip(mean, std)], [m + s for m, s in zip(mean, std)], alpha=0.2)
+            ax.axvline(equal_queries_images, color="grey", linestyle=":", label="DDPO: as many reward queries as SDPO")
+            ax.set(title=f"{k} step{'s' * (k > 1)}", xlabel="sampled images", ylabel=label if k == STEPS[0] else None)
+            ax.grid(alpha=0.3)
+    axes[0][0].legend(fontsize="small")
+    fig.savefig(path)
+
+
 def main() -> int:
     p = argparse.ArgumentParser(prog="python -m benchmarks.learning", description=__doc__.split("\n\n")[0])
-    p.add_argument("--epochs", type=int, default=16, help="epochs per run (the tiny preset's 16 by default)")
-    p.add_argument("--seeds", type=int, nargs="+", default=[0, 1], help="run seeds; each runs both algorithms")
+    p.add_argument("--epochs", type=int, default=16, help="SDPO epochs per run (DDPO runs 3x as many; the shapes preset's 16 by default)")
+    p.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2], help="reported run seeds; each runs both algorithms")
     p.add_argument("--eval-every", type=int, default=4, help="held-out evaluation every this many epochs (and after the last)")
-    p.add_argument("--config", default="tiny", help="preset or YAML config of both runs")
-    p.add_argument("--ray", action="store_true", help="run on local Ray actors instead of in-process")
-    p.add_argument("--out", help="also write the result JSON to this file")
-    p.add_argument("--plot", help="write the eval-reward-over-epochs comparison plot here")
+    p.add_argument("--no-sweep", action="store_true", help="skip the sweep; use the first setting of each grid")
+    p.add_argument("--out", help="write the result JSON to this file")
+    p.add_argument("--plot", help="write the figure here")
     args = p.parse_args()
+    from learner.config import load_config
 
+    pairs = load_config(CONFIG).rollout.pairs_per_epoch
     start = time.perf_counter()
-    print("initial policy: held-out eval ...", flush=True)
-    baseline = initial_policy_eval(args.config)
-    steps = sorted(int(k.split("_")[2].removesuffix("step")) for k in baseline if k.endswith("step_mean"))
-    print("  " + "  ".join(f"{k}-step {baseline[f'eval_reward_{k}step_mean']:.4f}" for k in steps), flush=True)
-    histories: dict[str, list[list[dict]]] = {a: [] for a in ALGORITHMS}
+    chosen, sweep_log = {}, {}
     with tempfile.TemporaryDirectory() as tmp:
+        for algorithm, grid in SWEEP.items():
+            if args.no_sweep:
+                chosen[algorithm] = grid[0]
+                continue
+            scores = {}
+            for lr, clip in grid:
+                history = run_cli(Path(tmp) / f"sweep-{algorithm}-{lr}-{clip}", algorithm, SWEEP_SEED, args.epochs, lr, clip, args.epochs)
+                scores[(lr, clip)] = training_score(history)
+                print(f"sweep {algorithm} lr {lr:g} clip {clip:g}: training reward {scores[(lr, clip)]:.4f}", flush=True)
+            chosen[algorithm] = max(scores, key=scores.get)
+            sweep_log[algorithm] = [{"learning_rate": lr, "clip_range": clip, "training_reward": round(s, 4)} for (lr, clip), s in scores.items()]
+        histories: dict[str, list[list[dict]]] = {a: [] for a in SWEEP}
+        baseline = None
         for seed in args.seeds:
-            for algorithm in ALGORITHMS:
+            for algorithm, (lr, clip) in chosen.items():
+                epochs = args.epochs * (3 if algorithm == "ddpo" else 1)
                 t0 = time.perf_counter()
-                metrics = run_cli(Path(tmp) / f"{algorithm}-{seed}", algorithm, seed, args)
-                histories[algorithm].append(metrics)
-                last = metrics[-1]
-                print(f"seed {seed} {algorithm}: {len(metrics)} epochs x {last['pairs']} pairs in {time.perf_counter() - t0:.0f}s; final eval "
-                      + "  ".join(f"{k}-step {last[f'eval_reward_{k}step_mean']:.4f}" for k in steps), flush=True)
+                run_dir = Path(tmp) / f"{algorithm}-{seed}"
+                history = run_cli(run_dir, algorithm, seed, epochs, lr, clip, args.eval_every)
+                histories[algorithm].append(history)
+                baseline = baseline or initial_eval(run_dir)
+                last = history[-1]
+                print(f"seed {seed} {algorithm}: {epochs} epochs in {time.perf_counter() - t0:.0f}s; final fidelity "
+                      + "  ".join(f"{k}-step {last[f'eval_fidelity_{k}step_mean']:.3f}" for k in STEPS), flush=True)
 
-    summary = {}
-    for algorithm, runs in histories.items():
-        finals = {k: [run[-1][f"eval_reward_{k}step_mean"] for run in runs] for k in steps}
-        summary[algorithm] = {
-            "pairs_sampled_per_seed": sum(m["pairs"] for m in runs[0]),
-            "eval_final": {k: round(statistics.fmean(v), 4) for k, v in finals.items()},
-            "eval_final_per_seed": {k: [round(x, 4) for x in v] for k, v in finals.items()},
-            "eval_gain_over_initial": {k: round(statistics.fmean(v) - baseline[f"eval_reward_{k}step_mean"], 4) for k, v in finals.items()},
-            "train_reward_1step_last_epoch": round(statistics.fmean(r[-1]["reward_1step_mean"] for r in runs), 4),
-            "train_reward_final_last_epoch": round(statistics.fmean(r[-1]["reward_final_mean"] for r in runs), 4),
-        }
-    sdpo_minus_ddpo = {k: round(summary["sdpo"]["eval_final"][k] - summary["ddpo"]["eval_final"][k], 4) for k in steps}
-    seeds_sdpo_ahead = {k: sum(s > d for s, d in zip(summary["sdpo"]["eval_final_per_seed"][k], summary["ddpo"]["eval_final_per_seed"][k])) for k in steps}
+    last_sdpo = args.epochs - 1
+    comparisons = {"equal_images": {"sdpo": last_sdpo, "ddpo": last_sdpo}, "equal_reward_queries": {"sdpo": last_sdpo, "ddpo": 3 * args.epochs - 1}}
+    result_rows = {}
+    for comparison, epochs in comparisons.items():
+        result_rows[comparison] = {}
+        for algorithm, epoch in epochs.items():
+            runs = histories[algorithm]
+            result_rows[comparison][algorithm] = {
+                "epoch": epoch,
+                "sampled_images": (epoch + 1) * pairs * 2,
+                "reward_queries": (epoch + 1) * pairs * 2 * QUERIES_PER_TRAJECTORY[algorithm],
+                **{f"{what}_{k}step": summarize([at_epoch(run, epoch)[f"eval_{what}_{k}step_mean"] for run in runs])
+                   for what in ("reward", "fidelity") for k in STEPS},
+            }
     if args.plot:
-        from learner.run.plots import plot_algorithm_comparison
-
-        mean_histories = {a: seed_mean_history(runs) for a, runs in histories.items()}
-        plot_algorithm_comparison(mean_histories, args.plot, baseline=baseline)
-        print(f"plot: {args.plot}", flush=True)
+        plot(histories, baseline, pairs, 3 * args.epochs * pairs * 2, args.plot)
     result = {
-        "benchmark": "learning",
+        "benchmark": "learning (shapes task)",
         "machine": f"{os.cpu_count()}-core CPU, {platform.machine()}",
-        "config": args.config, "epochs": args.epochs, "seeds": args.seeds, "eval_every": args.eval_every, "ray": args.ray,
-        "reward": "jpeg_compressibility (higher = smaller JPEG)" if args.config == "tiny" else None,
-        "initial_eval": {k: round(baseline[f"eval_reward_{k}step_mean"], 4) for k in steps},
-        "algorithms": summary,
-        "sdpo_minus_ddpo_final_eval": sdpo_minus_ddpo,
-        "seeds_where_sdpo_ahead": seeds_sdpo_ahead,
+        "config": CONFIG, "epochs_sdpo": args.epochs, "epochs_ddpo": 3 * args.epochs, "seeds": args.seeds, "eval_every": args.eval_every,
+        "chosen": {a: {"learning_rate": lr, "clip_range": clip} for a, (lr, clip) in chosen.items()},
+        "sweep": sweep_log or "skipped (--no-sweep)",
+        "initial": {f"{what}_{k}step": round(baseline[f"eval_{what}_{k}step_mean"], 4) for what in ("reward", "fidelity") for k in STEPS},
+        "comparisons": result_rows,
         "wall_s": round(time.perf_counter() - start, 1),
     }
     if args.out:

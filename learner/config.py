@@ -19,6 +19,7 @@ from learner.algo.minibatches import num_train_steps
 from rewards.config import RewardConfig
 
 PRESET_DIR = Path(__file__).parent / "presets"
+DEFAULT_PRESET = "shapes"  # the default job: SDPO on the pretrained shapes model with the learned reward
 _NUMBER = re.compile(r"[-+]?(\d+\.?\d*|\.\d+)([eE][-+]?\d+)")
 
 
@@ -324,7 +325,7 @@ def build_config(data: dict[str, Any], overrides: list[str] = ()) -> Config:
         raise ConfigError(_format_error(err)) from None
 
 
-def load_config(path: str | None = "tiny", overrides: list[str] = ()) -> Config:
+def load_config(path: str | None = DEFAULT_PRESET, overrides: list[str] = ()) -> Config:
     return build_config(read_yaml(path) if path else {}, overrides)
 
 

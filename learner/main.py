@@ -14,18 +14,21 @@ from datetime import datetime
 from pathlib import Path
 
 from actors.errors import UsageError
-from learner.config import Config, ConfigError, load_config, to_yaml
+from learner.config import DEFAULT_PRESET, Config, ConfigError, load_config, to_yaml
 
 
 def parse_args(argv: list[str] | None) -> argparse.Namespace:
     p = argparse.ArgumentParser(
         prog="python -m learner.main",
         description="Fine-tune a few-step diffusion model with SDPO on Ray. With no arguments, runs the "
-        "'tiny' preset: the embedded tiny model with the offline JPEG-compressibility reward.",
+        "'shapes' preset: the tiny text-to-image model pretrained on the shapes task, with the learned shapes reward "
+        "('tiny': the random tiny model with the JPEG-compressibility reward, the plumbing job).",
         epilog="Overrides: KEY=VALUE with KEY a dotted config path, e.g. train.learning_rate=5e-5 "
         "rollout.num_actors=4. See --print-config for every key. Invalid configuration exits with code 2.",
     )
-    p.add_argument("--config", default="tiny", help="YAML config file, or a preset name (tiny, sd_turbo_aesthetic). Default: tiny.")
+    p.add_argument(
+        "--config", default=DEFAULT_PRESET, help=f"YAML config file, or a preset name (shapes, tiny, sd_turbo_aesthetic). Default: {DEFAULT_PRESET}."
+    )
     p.add_argument("--run-dir", help="Run directory for all outputs (default: runs/<name>-<timestamp>).")
     p.add_argument("--epochs", type=int, help="Number of training epochs (overrides the config's `epochs`).")
     p.add_argument("--print-config", action="store_true", help="Print the resolved config as YAML and exit.")

@@ -67,10 +67,12 @@ def cli_env() -> dict[str, str]:
 
 
 def run_cli(*args: str, cwd: str | Path = REPO, timeout: float = 600):
+    """The CLI on the 'tiny' plumbing preset (random tiny model, JPEG reward) unless args name a --config."""
     import subprocess
 
+    config = [] if "--config" in args else ["--config", "tiny"]
     return subprocess.run(
-        [sys.executable, "-m", "learner.main", *args], cwd=cwd, env=cli_env(), capture_output=True, text=True, timeout=timeout
+        [sys.executable, "-m", "learner.main", *config, *args], cwd=cwd, env=cli_env(), capture_output=True, text=True, timeout=timeout
     )
 
 

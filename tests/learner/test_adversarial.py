@@ -20,7 +20,7 @@ from learner.run.checkpoint import checkpoint_dir, list_checkpoints, nonfinite, 
 from learner.run.outputs import read_metrics
 from tests.conftest import REPO, cli_env, run_cli
 
-SMALL = ["rollout.pairs_per_epoch=4", "rollout.chunk_size=2", "sampling.num_steps=4", "eval.enabled=false", "output.tensorboard=false"]
+SMALL = ["--config", "tiny", "rollout.pairs_per_epoch=4", "rollout.chunk_size=2", "sampling.num_steps=4", "eval.enabled=false", "output.tensorboard=false"]
 
 
 def _args(run_dir: Path, tiny_cache: str, epochs: int, *extra: str) -> list[str]:

@@ -1,0 +1,22 @@
+"""The pure parts of the shapes learning benchmark (benchmarks/learning.py)."""
+
+from __future__ import annotations
+
+import pytest
+
+from benchmarks.learning import QUERIES_PER_TRAJECTORY, SWEEP, at_epoch, summarize, training_score
+
+
+def test_sweep_selects_by_training_reward_over_the_last_quarter():
+    # 8 epochs: the last quarter is epochs 6 and 7; mean of (1-step + final) / 2 = ((0.2 + 0.4) / 2 + (0.4 + 0.6) / 2) / 2 = 0.4
+    history = [{"epoch": e, "reward_1step_mean": 0.0, "reward_final_mean": 0.0} for e in range(6)]
+    history += [{"epoch": 6, "reward_1step_mean": 0.2, "reward_final_mean": 0.4}, {"epoch": 7, "reward_1step_mean": 0.4, "reward_final_mean": 0.6}]
+    assert training_score(history) == pytest.approx(0.4)
+    assert at_epoch(history, 6)["reward_1step_mean"] == 0.2
+    assert summarize([0.5, 0.7]) == {"mean": 0.6, "std": 0.1, "per_seed": [0.5, 0.7]}
+
+
+def test_each_algorithm_has_its_own_grid_and_sdpo_queries_three_times_per_trajectory():
+    assert set(SWEEP) == {"sdpo", "ddpo"} and all(len(grid) >= 2 for grid in SWEEP.values())
+    assert SWEEP["sdpo"] != SWEEP["ddpo"]
+    assert QUERIES_PER_TRAJECTORY == {"sdpo": 3, "ddpo": 1}  # so DDPO runs 3x the epochs for equal queries
