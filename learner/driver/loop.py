@@ -59,10 +59,10 @@ def _run(cfg: Config, run_dir: Path, prompt_list: list[str], preemption: Preempt
     evaluator = Evaluator.from_config(cfg, workers, run_dir)
     algorithm = get_algorithm(cfg.algorithm)
     start, version = resume.restore(state, workers.learner, tracker)  # (0, 0) for a new run
-    evaluator.evaluate_initial(fresh=start == 0)  # the initial policy's held-out eval, beside every later one
     where = f"{cfg.learner.num_workers} hybrid policy workers" if workers.hybrid else f"{len(workers.samplers)} rollout actors"
     print(f"{cfg.algorithm.upper()}: {cfg.epochs} epochs x {cfg.rollout.pairs_per_epoch} pairs on {where}; run dir {run_dir}", flush=True)
     print("workers: " + ", ".join(name_workers(workers.named())), flush=True)
+    evaluator.evaluate_initial(fresh=start == 0)  # the initial policy's held-out eval, beside every later one
     published, progress = None, Progress(start, cfg.epochs)
     for epoch in range(start, cfg.epochs):
         preemption.epoch_started()

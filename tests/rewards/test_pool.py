@@ -116,6 +116,7 @@ def test_reward_server_crash_mid_run_loses_no_pair(tiny_cache, tmp_path):
         res = run_cli(
             "--epochs", "2", "--run-dir", str(tmp_path / "run"), f"model.tiny_cache_dir={tiny_cache}", "ray.num_cpus=2",
             f"reward.modules=[{MODULES[0]}]", "reward.name=crash_once", "reward.num_servers=2", "reward.batch_size=12", *SMALL,
+            "eval.enabled=false",  # the crash must hit training's reward calls, not the initial evaluation's
         )
     finally:
         del os.environ["SDPO_TEST_CRASH_MARKER"]
