@@ -43,7 +43,7 @@ from pathlib import Path
 REPO = Path(__file__).resolve().parents[1]
 CONFIG = "shapes"
 SWEEP = {  # (learning rate, clip range) per algorithm
-    "sdpo": [(1e-3, 1e-2), (3e-3, 1e-2), (3e-3, 1e-3)],
+    "sdpo": [(1e-3, 1e-3), (1e-3, 1e-2), (3e-3, 1e-2)],
     "ddpo": [(1e-3, 1e-1), (3e-3, 1e-1), (3e-3, 1e-2)],
 }
 SWEEP_SEED = 100
