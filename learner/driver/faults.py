@@ -179,6 +179,14 @@ def failure(err: BaseException, preemption: Preemption | None, run_dir: Path) ->
         RuntimeEnvSetupError = ()  # noqa: N806
     if RuntimeEnvSetupError and isinstance(err, RuntimeEnvSetupError):  # only the reward servers have a runtime_env of their own
         return Failure(EXIT_USAGE, f"reward.runtime_env: Ray could not set up the reward servers' environment: {_setup_reason(str(err))}")
+    try:
+        from ray.exceptions import ObjectLostError
+    except ImportError:
+        ObjectLostError = ()  # noqa: N806
+    if ObjectLostError and isinstance(err, ObjectLostError):  # e.g. a result whose node went away before it was fetched
+        return Failure(
+            EXIT_FAILURE, f"a worker's result was lost ({type(err).__name__}): the node that held it, and the actor that made it, died; {_resume_hint(run_dir)}"
+        )
     if isinstance(err, actor_failures()):
         if getattr(err, "actor_init_failed", False):  # the constructor raised: Ray keeps only its text
             kind, msg = _raised(str(err))

@@ -112,7 +112,7 @@ def test_ray_job_submit_runs_to_success(local_head, tiny_cache, tmp_path):
     submit = [
         *_ray_cli(), "job", "submit", "--address", address, "--working-dir", str(REPO),
         "--runtime-env-json", json.dumps(runtime_env), "--",
-        "python", "-m", "learner.main", "--config", "tiny", "--epochs", "2", "--run-dir", str(run_dir),
+        sys.executable, "-m", "learner.main", "--config", "tiny", "--epochs", "2", "--run-dir", str(run_dir),
         f"model.tiny_cache_dir={tiny_cache}", "rollout.pairs_per_epoch=4", "rollout.chunk_size=2",
         "sampling.num_steps=3",
     ]

@@ -46,9 +46,12 @@ def test_a_lost_worker_node_costs_nothing(tiny_cache, tmp_path):
         text = log.read_text()
         if code != 0:  # stopped: one line naming the lost actor, then the same command resumes
             errors = [line for line in text.splitlines() if line.startswith("error: ")]
-            assert code == 1 and len(errors) == 1 and " died" in errors[0] and "resume from" in errors[0], text[-3000:]
+            assert code == 1 and len(errors) == 1 and " died" in errors[0], text[-3000:]
+            checkpointed = "resume from" in errors[0]  # else the node went while the first checkpoint was being written
+            assert checkpointed or "no checkpoint was written yet" in errors[0], errors[0]
             again = run_cli(*on_cluster, timeout=600)
-            assert again.returncode == 0 and "resuming after epoch" in again.stdout, again.stdout[-2000:] + again.stderr[-3000:]
+            assert again.returncode == 0, again.stdout[-2000:] + again.stderr[-3000:]
+            assert ("resuming after epoch" in again.stdout) == checkpointed, again.stdout[-2000:]
     finally:
         cluster.shutdown()
     got, want = read_metrics(tmp_path / "run"), read_metrics(tmp_path / "reference")

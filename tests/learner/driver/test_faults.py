@@ -8,7 +8,7 @@ import os
 import signal
 
 import pytest
-from ray.exceptions import ActorDiedError, ActorUnavailableError, RayActorError
+from ray.exceptions import ActorDiedError, ActorUnavailableError, ObjectReconstructionFailedError, RayActorError
 
 from actors.errors import EXIT_PREEMPTED
 from actors.remote import LocalActor
@@ -158,6 +158,8 @@ def test_failures_map_to_exit_codes_and_one_line_messages(tmp_path):
                               "OSError: no file\nModelLoadError: model.pretrained: cannot load 'x': no file", actor_init_failed=True)
     assert (failure(bad_model, None, tmp_path).code, failure(bad_model, None, tmp_path).message) == (2, "model.pretrained: cannot load 'x': no file")
     assert failure(TooManyDroppedError("3 of 4 pairs"), None, tmp_path).code == 1
+    lost = failure(ObjectReconstructionFailedError("ab" * 14), None, tmp_path)  # a result lost with its node
+    assert lost.code == 1 and " died" in lost.message and "no checkpoint was written yet" in lost.message and "\n" not in lost.message
     assert failure(KeyboardInterrupt(), None, tmp_path).code == 130
     p = Preemption(1.0)
     p.abandoned = True
