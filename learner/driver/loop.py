@@ -89,7 +89,8 @@ def _run(cfg: Config, run_dir: Path, prompt_list: list[str], preemption: Preempt
             ray_metrics.record(metrics, stats.latencies, version)
         print(progress.epoch_line(epoch, metrics), flush=True)
         if (epoch + 1) % cfg.output.image_every == 0 or epoch + 1 == cfg.epochs:
-            out.save_grid(scored.queries.images[:8, 0][:, [0, -1]], epoch)  # trajectory 1 of up to 8 pairs: 1-step, final
+            n = min(8, scored.queries.num_pairs)  # trajectory 1 of up to 8 pairs: its 1-step and final samples
+            out.save_grid(scored.queries.images[:n, 0][:, [0, -1]], epoch, scored.queries.prompts[:n], cfg.sampling.num_steps)
         if resume.is_due(epoch + 1, cfg) or preemption.requested:
             with preemption.critical():
                 resume.save_checkpoint(run_dir, epoch + 1, workers.learner, tracker, cfg)

@@ -9,7 +9,8 @@ import os
 from pathlib import Path
 
 import numpy as np
-from PIL import Image
+
+from learner.run.grids import write_labelled_grid
 
 
 class RunOutputs:
@@ -41,10 +42,12 @@ class RunOutputs:
         if self.wandb is not None:
             self.wandb.log(metrics)
 
-    def save_grid(self, images: np.ndarray, epoch: int) -> Path:
-        """images (rows, cols, H, W, 3) uint8 -> samples/epoch_XXXX.png (rows: pairs; cols: 1-step, final)."""
-        path = write_grid(images, self.dir / "samples" / f"epoch_{epoch:04d}.png")
-        self.log_image("samples", path, epoch, "rows: pairs; columns: 1-step, final")
+    def save_grid(self, images: np.ndarray, epoch: int, prompts: list[str], num_steps: int) -> Path:
+        """images (N, 2, H, W, 3) uint8, the 1-step and final samples of N pairs' first trajectories ->
+        samples/epoch_XXXX.png, labelled: rows '1-step' and '<T>-step', columns the N prompts."""
+        rows = images.transpose(1, 0, 2, 3, 4)  # (2, N, H, W, 3)
+        path = write_labelled_grid(rows, ["1-step", f"{num_steps}-step"], list(prompts), self.dir / "samples" / f"epoch_{epoch:04d}.png")
+        self.log_image("samples", path, epoch, f"rows: 1-step and {num_steps}-step samples; columns: training prompts")
         return path
 
     def log_image(self, key: str, path: Path, epoch: int, caption: str = "") -> None:
@@ -71,17 +74,6 @@ def keep_metrics_before(path: Path, epoch: int) -> None:
         except (ValueError, KeyError, TypeError):
             pass  # a line cut short by a kill, or not a record
     write_atomic(path, "".join(kept).encode())
-
-
-def write_grid(images: np.ndarray, path: Path) -> Path:
-    """images (rows, cols, H, W, 3) uint8 -> one PNG grid at `path`."""
-    rows, cols, H, W, _ = images.shape
-    grid = images.transpose(0, 2, 1, 3, 4).reshape(rows * H, cols * W, 3)  # (rows*H, cols*W, 3)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.name}.tmp")
-    Image.fromarray(grid).save(tmp, format="PNG")
-    os.replace(tmp, path)  # a reader never sees half a PNG
-    return path
 
 
 def write_atomic(path: Path, data: bytes) -> None:
