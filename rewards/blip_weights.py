@@ -15,12 +15,10 @@ nothing is copied.
 
 from __future__ import annotations
 
-import json
-import os
 import re
 from typing import TYPE_CHECKING, Any
 
-from rewards.checkpoint_file import read_state_dict
+from rewards.checkpoint_file import read_json_config, read_state_dict
 
 if TYPE_CHECKING:
     import torch
@@ -111,13 +109,9 @@ def load_arch(config: str | None) -> dict:
     model_config.json) of the form {"vit": {...}, "med_config": {...}}."""
     if config is None:
         return IMAGEREWARD_V1
-    path = os.path.expanduser(str(config))
-    if os.path.isdir(path):
-        path = os.path.join(path, "model_config.json")
-    if not os.path.isfile(path):
-        raise ValueError(f"ImageReward config not found: {config} (pass a model_config.json or a directory holding one)")
-    with open(path, encoding="utf-8") as f:
-        data = json.load(f)
+    data = read_json_config(
+        config, "model_config.json", f"ImageReward config not found: {config} (pass a model_config.json or a directory holding one)"
+    )
     if not isinstance(data, dict) or not {"vit", "med_config"} <= set(data):
         raise ValueError(f"ImageReward config {config} must hold 'vit' and 'med_config' entries")
     return data

@@ -30,7 +30,6 @@ Shapes: N images / prompts, S the image size (224), L <= 77 tokens, D the projec
 from __future__ import annotations
 
 import html
-import os
 import re
 import unicodedata
 from typing import TYPE_CHECKING, Any
@@ -38,6 +37,7 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 
 from rewards import clip_features
+from rewards.checkpoint_file import checkpoint_file
 from rewards.open_clip_weights import load_clip_config, load_hpsv2_clip
 from rewards.registry import RewardFn, register_reward
 
@@ -159,22 +159,7 @@ class HPSv2Scorer:
 
 def checkpoint_path(checkpoint: str | None, name: str) -> str:
     """A local checkpoint file, or the version's release file from the hub (cached by huggingface_hub)."""
-    if checkpoint is not None:
-        path = os.path.expanduser(str(checkpoint))
-        if not os.path.isfile(path):
-            raise ValueError(f"HPSv2 checkpoint file not found: {checkpoint}")
-        return path
-    filename = CHECKPOINT_FILES[name]
-    try:
-        from huggingface_hub import hf_hub_download
-
-        return hf_hub_download(HUB_REPO, filename)
-    except Exception as err:  # offline, no network, gated: say what to do instead
-        first = (str(err).strip().splitlines() or [type(err).__name__])[0]
-        raise ValueError(
-            f"the '{name}' reward needs {filename} (hub repo {HUB_REPO}) and could not download it: {first}; "
-            f"download it and pass checkpoint=PATH (CLI: --option checkpoint=PATH)"
-        ) from None
+    return checkpoint_file(checkpoint, "HPSv2", name, HUB_REPO, CHECKPOINT_FILES[name], "--option checkpoint=PATH")
 
 
 def build_hpsv2(

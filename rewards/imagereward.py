@@ -37,12 +37,12 @@ Dv the ViT width (1024), D the BERT width (768).
 
 from __future__ import annotations
 
-import os
 from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
 from rewards import clip_features
+from rewards.checkpoint_file import checkpoint_file
 from rewards.registry import RewardFn, register_reward
 
 if TYPE_CHECKING:
@@ -150,21 +150,7 @@ class ImageRewardScorer:
 
 def checkpoint_path(checkpoint: str | None) -> str:
     """A local checkpoint file, or ImageReward.pt from the hub (cached by huggingface_hub)."""
-    if checkpoint is not None:
-        path = os.path.expanduser(str(checkpoint))
-        if not os.path.isfile(path):
-            raise ValueError(f"ImageReward checkpoint file not found: {checkpoint}")
-        return path
-    try:
-        from huggingface_hub import hf_hub_download
-
-        return hf_hub_download(HUB_REPO, CHECKPOINT_FILE)
-    except Exception as err:  # offline, no network: say what to do instead
-        first = (str(err).strip().splitlines() or [type(err).__name__])[0]
-        raise ValueError(
-            f"the 'imagereward' reward needs {CHECKPOINT_FILE} (hub repo {HUB_REPO}) and could not download it: {first}; "
-            "download it and pass checkpoint=PATH (CLI: --model PATH)"
-        ) from None
+    return checkpoint_file(checkpoint, "ImageReward", "imagereward", HUB_REPO, CHECKPOINT_FILE, "--model PATH")
 
 
 @register_reward(

@@ -10,13 +10,11 @@ transformers' CLIPModel; nothing is copied.
 
 from __future__ import annotations
 
-import json
-import os
 import re
 from typing import TYPE_CHECKING, Any
 
 from rewards import clip_features
-from rewards.checkpoint_file import read_state_dict
+from rewards.checkpoint_file import read_json_config, read_state_dict
 
 if TYPE_CHECKING:
     import torch
@@ -119,13 +117,9 @@ def load_clip_config(config: str | None) -> Any:
 
     if config is None:
         return clip_config_from_open_clip(VIT_H_14)
-    path = os.path.expanduser(str(config))
-    if os.path.isdir(path):
-        path = os.path.join(path, "config.json")
-    if not os.path.isfile(path):
-        raise ValueError(f"HPSv2 config not found: {config} (pass a config.json, an open_clip model config, or a directory)")
-    with open(path, encoding="utf-8") as f:
-        data = json.load(f)
+    data = read_json_config(
+        config, "config.json", f"HPSv2 config not found: {config} (pass a config.json, an open_clip model config, or a directory)"
+    )
     if "vision_cfg" in data or "model_cfg" in data:
         return clip_config_from_open_clip(data)
     return CLIPConfig.from_dict(data)
