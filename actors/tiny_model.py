@@ -12,6 +12,7 @@ import os
 import shutil
 import tempfile
 from pathlib import Path
+from typing import Callable
 
 import torch
 
@@ -151,13 +152,18 @@ def build_tiny_pipeline(directory: str | Path) -> None:
 
 def ensure_tiny_pipeline(cache_dir: str | Path) -> Path:
     """Return the directory of the saved tiny pipeline, building it once (atomically) if absent."""
-    target = Path(os.path.expanduser(str(cache_dir))) / TINY_VERSION
+    return build_once(Path(os.path.expanduser(str(cache_dir))) / TINY_VERSION, build_tiny_pipeline)
+
+
+def build_once(target: Path, build: Callable[[Path], None]) -> Path:
+    """`target`, a saved pipeline directory: `build(directory)` writes it into a temporary directory
+    beside `target` that is then renamed into place (atomic), unless `target` already exists."""
     if (target / "model_index.json").exists():
         return target
     target.parent.mkdir(parents=True, exist_ok=True)
     tmp = Path(tempfile.mkdtemp(prefix=".building-", dir=target.parent))
     try:
-        build_tiny_pipeline(tmp)
+        build(tmp)
         os.rename(tmp, target)  # atomic; if another process won the race, use its copy
     except OSError:
         if not (target / "model_index.json").exists():

@@ -11,13 +11,12 @@ from model.resolution (FluxPipeline's default is 1024): at 32, latents (4, 16, 1
 from __future__ import annotations
 
 import os
-import shutil
 import tempfile
 from pathlib import Path
 
 import torch
 
-from actors.tiny_model import _write_char_tokenizer
+from actors.tiny_model import _write_char_tokenizer, build_once
 
 TINY_VERSIONS = {"sdxl": "tiny-sdxl-v1", "sd3": "tiny-sd3-v1", "flux": "tiny-flux-v1"}  # cache keys: bump when a build changes
 _SEED = 4321
@@ -135,18 +134,9 @@ BUILDERS = {"sdxl": build_tiny_sdxl, "sd3": build_tiny_sd3, "flux": build_tiny_f
 def ensure_tiny_family(family: str, cache_dir: str | Path) -> Path:
     """The directory of the saved tiny pipeline of `family` ('sdxl', 'sd3' or 'flux'), built once (atomically) if absent."""
     target = Path(os.path.expanduser(str(cache_dir))) / TINY_VERSIONS[family]
-    if (target / "model_index.json").exists():
-        return target
-    target.parent.mkdir(parents=True, exist_ok=True)
-    tmp = Path(tempfile.mkdtemp(prefix=".building-", dir=target.parent))
-    work = Path(tempfile.mkdtemp(prefix=".work-", dir=target.parent))
-    try:
-        BUILDERS[family](tmp, work)
-        os.rename(tmp, target)  # atomic; if another process won the race, use its copy
-    except OSError:
-        if not (target / "model_index.json").exists():
-            raise
-    finally:
-        shutil.rmtree(tmp, ignore_errors=True)
-        shutil.rmtree(work, ignore_errors=True)
-    return target
+
+    def build(directory: Path) -> None:
+        with tempfile.TemporaryDirectory(prefix=".work-", dir=directory.parent) as work:  # the builders' scratch files
+            BUILDERS[family](directory, Path(work))
+
+    return build_once(target, build)
