@@ -37,7 +37,7 @@ from learner.driver.dispatch import Published
 from learner.driver.launch import Workers
 from learner.driver.stages import publish_weights
 from learner.run.grids import write_labelled_grid
-from learner.run.outputs import read_metrics
+from learner.run.outputs import eval_grid_path, read_metrics
 from learner.run.plots import plot_reward_curves
 from rewards.pool import RewardPool
 from rewards.server import ScoreRequest
@@ -187,7 +187,7 @@ class Evaluator:
             published = weights = publish_weights(self.workers, version, published)
             live = [a for i, a in enumerate(self.workers.samplers) if i not in weights.stale]
             result = evaluate_policy(live, self.pool, self.prompts, self.seeds, list(self.cfg.steps))
-            save_eval_grid(result, self.prompts, self.dir / "eval" / f"epoch_{epoch:04d}.png", f"epoch {epoch}", self.initial)
+            save_eval_grid(result, self.prompts, eval_grid_path(self.dir, epoch), f"epoch {epoch}", self.initial)
             out = {"eval_policy_version": version} | result.metrics() | {"time_eval_s": round(time.perf_counter() - start, 4)}
             print(f"held-out eval of v{version}: {self._summary(out)}  ({out['time_eval_s']:.1f}s)", flush=True)
         self.history.append(metrics | out)

@@ -21,7 +21,7 @@ from learner.driver.launch import Workers, init_ray, launch_workers
 from learner.driver.ray_metrics import RayMetrics
 from learner.run.lock import RunDirLock
 from learner.run.model_card import finish_lora
-from learner.run.outputs import RunOutputs
+from learner.run.outputs import RunOutputs, eval_grid_path
 from learner.run.progress import Progress
 from rewards.pool import PoolStats, RewardPool
 
@@ -84,7 +84,7 @@ def _run(cfg: Config, run_dir: Path, prompt_list: list[str], preemption: Preempt
         metrics |= eval_metrics
         out.log_metrics(metrics)
         if eval_metrics:
-            out.log_image("eval", run_dir / "eval" / f"epoch_{epoch:04d}.png", epoch, "rows: initial and trained policy per step count; columns: held-out prompts")
+            out.log_image("eval", eval_grid_path(run_dir, epoch), epoch, "rows: initial and trained policy per step count; columns: held-out prompts")
         if ray_metrics is not None:
             ray_metrics.record(metrics, stats.latencies, version)
         print(progress.epoch_line(epoch, metrics), flush=True)

@@ -108,11 +108,11 @@ def finish_lora(run_dir: Path, cfg: Config, epochs_trained: int) -> Path:
     """After the LoRA is saved in run_dir/lora: its model card, from the last evaluation in
     metrics.jsonl; then the upload when output.push_to_hub names a repo. Returns the card's path."""
     from learner.run.hub import push_folder
-    from learner.run.outputs import read_metrics
+    from learner.run.outputs import eval_grid_path, read_metrics
 
     evaluated = [r for r in read_metrics(run_dir) if any(_EVAL_KEY.match(k) for k in r)]
     last = evaluated[-1] if evaluated else {}
-    grid = run_dir / "eval" / f"epoch_{last['epoch']:04d}.png" if last else None
+    grid = eval_grid_path(run_dir, last["epoch"]) if last else None
     card = write_model_card(run_dir / "lora", cfg, last, epochs_trained, grid)
     if cfg.output.push_to_hub:
         message = f"{cfg.algorithm.upper()} LoRA: {run_dir.name}, {epochs_trained} epochs"

@@ -76,6 +76,11 @@ def keep_metrics_before(path: Path, epoch: int) -> None:
     write_atomic(path, "".join(kept).encode())
 
 
+def eval_grid_path(run_dir: str | Path, epoch: int) -> Path:
+    """Where the held-out evaluation after epoch `epoch` leaves its grid."""
+    return Path(run_dir) / "eval" / f"epoch_{epoch:04d}.png"
+
+
 def write_atomic(path: Path, data: bytes) -> None:
     """Write `data` to a temporary file beside `path` and rename it into place."""
     tmp = path.with_name(f".{path.name}.tmp")
