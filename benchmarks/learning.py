@@ -1,13 +1,14 @@
 """SDPO against DDPO on the embedded shapes task: the paper's comparison in miniature, on a CPU.
 
-    python -m benchmarks.learning [--epochs 16] [--seeds 0 1 2] [--eval-every 4] [--no-sweep]
+    python -m benchmarks.learning [--epochs N] [--seeds 0 1 2] [--eval-every 8] [--jobs 2] [--no-sweep]
                                   [--out benchmarks/results/learning_shapes.json] [--plot benchmarks/results/learning_shapes.png]
 
-The task is the default job (shapes preset): the tiny text-to-image model pretrained on the shapes
-task, the learned shapes reward (rewards/shapes_reward.py), 16 pairs per epoch at T = 8 steps, and
-the 24 held-out captions evaluated at 1, 2, 4 and 8 deterministic (eta = 0) steps from fixed noises,
-scored by the learned reward AND the held-out pixel fidelity (actors/shapes/fidelity.py), which no
-run ever trains on or selects by.
+The task is the default job (shapes preset, whose epochs, pairs per epoch, batch and evaluation
+every run uses): the tiny text-to-image model pretrained on the shapes task, the learned shapes
+reward (rewards/shapes_reward.py), T = 8 steps, and the 24 held-out captions evaluated at 1, 2, 4
+and 8 deterministic (eta = 0) steps from fixed noises (eval.samples_per_prompt each), scored by the
+learned reward AND the held-out pixel fidelity (actors/shapes/fidelity.py), which no run ever trains
+on or selects by.
 
 1. Sweep (skipped with --no-sweep): each algorithm gets its own learning rate and clip range from a
    small grid (SWEEP below; DDPO's clip is PPO's ratio clip, SDPO's the log-prob trust region), run
@@ -38,6 +39,7 @@ import subprocess
 import sys
 import tempfile
 import time
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 REPO = Path(__file__).resolve().parents[1]
@@ -120,43 +122,52 @@ def plot(histories: dict[str, list[list[dict]]], baseline: dict, pairs_per_epoch
 
 def main() -> int:
     p = argparse.ArgumentParser(prog="python -m benchmarks.learning", description=__doc__.split("\n\n")[0])
-    p.add_argument("--epochs", type=int, default=16, help="SDPO epochs per run (DDPO runs 3x as many; the shapes preset's 16 by default)")
+    p.add_argument("--epochs", type=int, default=None, help="SDPO epochs per run (DDPO runs 3x as many); default: the shapes preset's")
     p.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2], help="reported run seeds; each runs both algorithms")
-    p.add_argument("--eval-every", type=int, default=4, help="held-out evaluation every this many epochs (and after the last)")
+    p.add_argument("--eval-every", type=int, default=8, help="held-out evaluation every this many epochs (and after the last)")
+    p.add_argument("--jobs", type=int, default=1, help="runs at a time (each is one single-threaded process; at most the CPU cores)")
     p.add_argument("--no-sweep", action="store_true", help="skip the sweep; use the first setting of each grid")
     p.add_argument("--out", help="write the result JSON to this file")
     p.add_argument("--plot", help="write the figure here")
     args = p.parse_args()
     from learner.config import load_config
 
-    pairs = load_config(CONFIG).rollout.pairs_per_epoch
+    preset = load_config(CONFIG)
+    pairs, args.epochs = preset.rollout.pairs_per_epoch, args.epochs or preset.epochs
     start = time.perf_counter()
     chosen, sweep_log = {}, {}
-    with tempfile.TemporaryDirectory() as tmp:
-        for algorithm, grid in SWEEP.items():
-            if args.no_sweep:
-                chosen[algorithm] = grid[0]
-                continue
-            scores = {}
-            for lr, clip in grid:
-                history = run_cli(Path(tmp) / f"sweep-{algorithm}-{lr}-{clip}", algorithm, SWEEP_SEED, args.epochs, lr, clip, args.epochs)
-                scores[(lr, clip)] = training_score(history)
-                print(f"sweep {algorithm} lr {lr:g} clip {clip:g}: training reward {scores[(lr, clip)]:.4f}", flush=True)
-            chosen[algorithm] = max(scores, key=scores.get)
-            sweep_log[algorithm] = [{"learning_rate": lr, "clip_range": clip, "training_reward": round(s, 4)} for (lr, clip), s in scores.items()]
+    with tempfile.TemporaryDirectory() as tmp, ThreadPoolExecutor(args.jobs) as jobs:
+        if args.no_sweep:
+            chosen = {algorithm: grid[0] for algorithm, grid in SWEEP.items()}
+        else:
+            settings = [(algorithm, lr, clip) for algorithm, grid in SWEEP.items() for lr, clip in grid]
+            sweep_histories = jobs.map(
+                lambda job: run_cli(Path(tmp) / "sweep-{}-{}-{}".format(*job), job[0], SWEEP_SEED, args.epochs, *job[1:], args.epochs),
+                settings,
+            )
+            scores: dict[str, dict[tuple[float, float], float]] = {algorithm: {} for algorithm in SWEEP}
+            for (algorithm, lr, clip), history in zip(settings, sweep_histories):
+                scores[algorithm][(lr, clip)] = training_score(history)
+                print(f"sweep {algorithm} lr {lr:g} clip {clip:g}: training reward {scores[algorithm][(lr, clip)]:.4f}", flush=True)
+            for algorithm, by_setting in scores.items():
+                chosen[algorithm] = max(by_setting, key=by_setting.get)
+                sweep_log[algorithm] = [{"learning_rate": lr, "clip_range": clip, "training_reward": round(v, 4)} for (lr, clip), v in by_setting.items()]
+
+        def comparison_run(job: tuple[str, int]) -> list[dict]:
+            algorithm, seed = job
+            (lr, clip), epochs = chosen[algorithm], args.epochs * (3 if algorithm == "ddpo" else 1)
+            t0 = time.perf_counter()
+            history = run_cli(Path(tmp) / f"{algorithm}-{seed}", algorithm, seed, epochs, lr, clip, args.eval_every)
+            last = history[-1]
+            print(f"seed {seed} {algorithm}: {epochs} epochs in {time.perf_counter() - t0:.0f}s; final fidelity "
+                  + "  ".join(f"{k}-step {last[f'eval_fidelity_{k}step_mean']:.3f}" for k in STEPS), flush=True)
+            return history
+
+        order = [("ddpo", seed) for seed in args.seeds] + [("sdpo", seed) for seed in args.seeds]  # longest first
         histories: dict[str, list[list[dict]]] = {a: [] for a in SWEEP}
-        baseline = None
-        for seed in args.seeds:
-            for algorithm, (lr, clip) in chosen.items():
-                epochs = args.epochs * (3 if algorithm == "ddpo" else 1)
-                t0 = time.perf_counter()
-                run_dir = Path(tmp) / f"{algorithm}-{seed}"
-                history = run_cli(run_dir, algorithm, seed, epochs, lr, clip, args.eval_every)
-                histories[algorithm].append(history)
-                baseline = baseline or initial_eval(run_dir)
-                last = history[-1]
-                print(f"seed {seed} {algorithm}: {epochs} epochs in {time.perf_counter() - t0:.0f}s; final fidelity "
-                      + "  ".join(f"{k}-step {last[f'eval_fidelity_{k}step_mean']:.3f}" for k in STEPS), flush=True)
+        for (algorithm, _), history in zip(order, jobs.map(comparison_run, order)):
+            histories[algorithm].append(history)
+        baseline = initial_eval(Path(tmp) / f"sdpo-{args.seeds[0]}")
 
     last_sdpo = args.epochs - 1
     comparisons = {"equal_images": {"sdpo": last_sdpo, "ddpo": last_sdpo}, "equal_reward_queries": {"sdpo": last_sdpo, "ddpo": 3 * args.epochs - 1}}

@@ -152,6 +152,10 @@ class EvalConfig(Section):
         description="Held-out prompts: a built-in list ('heldout_animals': 8 animals in no training list) or a text file, one per line.",
     )
     num_prompts: int = Field(8, ge=1, description="Evaluate on the first this many held-out prompts (all if the source has fewer).")
+    samples_per_prompt: int = Field(
+        1, ge=1, le=1024, description="Fixed initial noises per held-out prompt; the metrics average all of them (more: a "
+        "steadier estimate), the grids show the first."
+    )
     seed: int = Field(1234, ge=0, le=2**63 - 1, description="Seed of the held-out initial noises: the same noise per prompt at every evaluation and step count.")
 
     @model_validator(mode="after")

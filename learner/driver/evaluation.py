@@ -43,9 +43,10 @@ from rewards.pool import RewardPool
 from rewards.server import ScoreRequest
 
 
-def heldout_seeds(seed: int, num_prompts: int) -> list[int]:
-    """One fixed noise seed per held-out prompt, from (eval seed, prompt index) only."""
-    return [mixed_seed(seed, j, HELDOUT) for j in range(num_prompts)]
+def heldout_seeds(seed: int, num_prompts: int, samples_per_prompt: int = 1) -> list[int]:
+    """Fixed noise seeds, prompt-major ((prompt j, sample m) at j * samples_per_prompt + m), each from
+    (eval seed, j, m) only; sample 0 of a prompt keeps the seed it has with one sample per prompt."""
+    return [mixed_seed(seed, j, HELDOUT, m or None) for j in range(num_prompts) for m in range(samples_per_prompt)]
 
 
 @dataclass
@@ -110,15 +111,21 @@ def evaluate_policy(rollouts: list, pool: RewardPool, prompts: list[str], seeds:
     return EvalResult(list(steps), images, rewards, pixel_metric)
 
 
+def first_samples(images: np.ndarray, num_prompts: int) -> np.ndarray:
+    """The first image of each prompt from prompt-major images (num_prompts x samples per prompt, H, W, 3)."""
+    return images[:: len(images) // num_prompts][:num_prompts]
+
+
 def save_eval_grid(result: EvalResult, prompts: list[str], path: Path, label: str, initial: EvalResult | None = None) -> Path:
     """One labelled PNG: for each step count k a row of `result` (labelled `label`, k), preceded by the
-    initial policy's row when given; columns: prompts."""
+    initial policy's row when given; columns: prompts, each with its first sample (the results hold
+    len(prompts) x samples per prompt images, prompt-major)."""
     rows, labels = [], []
     for qi, k in enumerate(result.steps):
         if initial is not None and k in initial.steps:
-            rows.append(initial.images[initial.steps.index(k)])
+            rows.append(first_samples(initial.images[initial.steps.index(k)], len(prompts)))
             labels.append(f"initial, {k} step{'s' * (k > 1)}")
-        rows.append(result.images[qi])
+        rows.append(first_samples(result.images[qi], len(prompts)))
         labels.append(f"{label}, {k} step{'s' * (k > 1)}")
     return write_labelled_grid(np.stack(rows), labels, prompts, path)  # (rows, N, H, W, 3)
 
@@ -129,8 +136,9 @@ class Evaluator:
     def __init__(self, cfg: EvalConfig, epochs: int, workers: Workers, pool: RewardPool, run_dir: str | Path, prompts: list[str]):
         self.cfg, self.epochs, self.workers, self.pool = cfg, epochs, workers, pool
         self.dir = Path(run_dir)
-        self.prompts = prompts[: cfg.num_prompts]
-        self.seeds = heldout_seeds(cfg.seed, len(self.prompts))
+        self.prompts = prompts[: cfg.num_prompts]  # the grids' columns
+        self.samples = [p for p in self.prompts for _ in range(cfg.samples_per_prompt)]  # what is sampled, prompt-major
+        self.seeds = heldout_seeds(cfg.seed, len(self.prompts), cfg.samples_per_prompt)
         self.history = read_metrics(self.dir)  # earlier epochs' records (a resumed run), for the curves
         self.initial: EvalResult | None = None
         self.initial_metrics: dict | None = None
@@ -158,7 +166,7 @@ class Evaluator:
                 self.initial_metrics = self.initial.metrics()
             return
         start = time.perf_counter()
-        self.initial = evaluate_policy(self.workers.samplers, self.pool, self.prompts, self.seeds, list(self.cfg.steps))
+        self.initial = evaluate_policy(self.workers.samplers, self.pool, self.samples, self.seeds, list(self.cfg.steps))
         self.initial.save(path)
         self.initial_metrics = self.initial.metrics()
         (self.dir / "eval" / "initial.json").write_text(json.dumps(self.initial_metrics, indent=1) + "\n")
@@ -186,7 +194,7 @@ class Evaluator:
             start = time.perf_counter()
             published = weights = publish_weights(self.workers, version, published)
             live = [a for i, a in enumerate(self.workers.samplers) if i not in weights.stale]
-            result = evaluate_policy(live, self.pool, self.prompts, self.seeds, list(self.cfg.steps))
+            result = evaluate_policy(live, self.pool, self.samples, self.seeds, list(self.cfg.steps))
             save_eval_grid(result, self.prompts, eval_grid_path(self.dir, epoch), f"epoch {epoch}", self.initial)
             out = {"eval_policy_version": version} | result.metrics() | {"time_eval_s": round(time.perf_counter() - start, 4)}
             print(f"held-out eval of v{version}: {self._summary(out)}  ({out['time_eval_s']:.1f}s)", flush=True)

@@ -157,3 +157,20 @@ def test_eval_disabled_runs_without_eval_or_its_prompts(tiny_cache, tmp_path):
     (m,) = read_metrics(tmp_path / "off")
     assert not any(k.startswith("eval_") for k in m)
     assert not (tmp_path / "off" / "eval").exists() and (tmp_path / "off" / "reward_curves.png").exists()
+
+
+def test_heldout_seeds_with_several_samples_per_prompt_keep_the_first():
+    one, four = heldout_seeds(3, 5), heldout_seeds(3, 5, 4)
+    assert len(four) == 20 and len(set(four)) == 20
+    assert four[::4] == one  # sample 0 of prompt j: the seed it has with one sample per prompt
+    assert four[:8] == heldout_seeds(3, 2, 4)  # prompt-major: more prompts append
+
+
+def test_eval_grid_shows_the_first_sample_of_each_prompt(tmp_path):
+    from learner.driver.evaluation import EvalResult, first_samples, save_eval_grid
+
+    images = np.arange(2 * 6, dtype=np.uint8).reshape(2, 6, 1, 1, 1) * np.ones((1, 1, 8, 8, 3), np.uint8)  # (K=2, 3 prompts x 2, 8, 8, 3)
+    assert [int(i[0, 0, 0]) for i in first_samples(images[1], 3)] == [6, 8, 10]
+    result = EvalResult([1, 2], images, np.zeros((2, 6)))
+    path = save_eval_grid(result, ["a", "b", "c"], tmp_path / "grid.png", "epoch 0", initial=EvalResult([1, 2], images[:, ::2], np.zeros((2, 3))))
+    assert Image.open(path).size[0] > 3 * 8
