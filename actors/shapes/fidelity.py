@@ -103,14 +103,19 @@ def factor_hits(image: np.ndarray, factors: Factors) -> np.ndarray:
     return np.array([float(getattr(reading, name) == getattr(factors, name)) for name in FACTOR_NAMES])
 
 
-def fidelity(images: np.ndarray, prompts: list[str]) -> np.ndarray:
-    """Per-image fidelity (N,) in [0, 1] of images (N, H, W, 3) uint8 against shapes captions (N)."""
+def factor_table(images: np.ndarray, prompts: list[str]) -> np.ndarray:
+    """(N, 4) 0/1 per image (N, H, W, 3) uint8 and shapes caption (N): which factors (FACTOR_NAMES) it shows."""
     if len(images) != len(prompts):
         raise ValueError(f"{len(images)} images but {len(prompts)} prompts")
-    scores = []
+    rows = []
     for image, prompt in zip(images, prompts):
         factors = parse_caption(prompt)
         if factors is None:
             raise ValueError(f"'{prompt}' is not a shapes caption; the fidelity metric reads only those")
-        scores.append(factor_hits(image, factors).mean())
-    return np.array(scores)
+        rows.append(factor_hits(image, factors))
+    return np.array(rows).reshape(len(prompts), len(FACTOR_NAMES))
+
+
+def fidelity(images: np.ndarray, prompts: list[str]) -> np.ndarray:
+    """Per-image fidelity (N,) in [0, 1] of images (N, H, W, 3) uint8 against shapes captions (N)."""
+    return factor_table(images, prompts).mean(axis=1)

@@ -13,7 +13,8 @@ training sees: a learned reward that rises while this falls is reward hacking.
 A new run first evaluates the initial policy the same way (eval/initial.json, eval/initial.npz), so
 every grid and curve can put the trained policy beside it.
 
-Outputs: eval_reward_{k}step_mean / _std (and eval_fidelity_{k}step_mean / _std) in the epoch's
+Outputs: eval_reward_{k}step_mean / _std (and eval_fidelity_{k}step_mean / _std, and the fraction of
+images showing each factor, eval_fidelity_{k}step_{colour,shape,size,position}) in the epoch's
 metrics (metrics.jsonl and TensorBoard), eval/epoch_XXXX.png (rows: for each step count in
 `eval.steps` order, the initial policy and this epoch's; columns: prompts, labelled), and
 reward_curves.png, redrawn every epoch. Legend: K step counts, N held-out prompts, H/W image.
@@ -31,7 +32,7 @@ import numpy as np
 from actors.remote import get
 from actors.seeds import HELDOUT, mixed_seed
 from actors.shapes.data import parse_caption
-from actors.shapes.fidelity import fidelity
+from actors.shapes.fidelity import FACTOR_NAMES, factor_table
 from learner.config import EvalConfig
 from learner.driver.dispatch import Published
 from learner.driver.launch import Workers
@@ -54,7 +55,12 @@ class EvalResult:
     steps: list[int]  # the K step counts
     images: np.ndarray  # (K, N, H, W, 3) uint8
     rewards: np.ndarray  # (K, N) float64; NaN where the reward call failed for good
-    fidelity: np.ndarray | None = None  # (K, N) held-out pixel metric in [0, 1]; None unless shapes prompts
+    factors: np.ndarray | None = None  # (K, N, 4) 0/1: factors (FACTOR_NAMES) shown; None unless shapes prompts
+
+    @property
+    def fidelity(self) -> np.ndarray | None:
+        """(K, N) the held-out pixel metric in [0, 1]: the fraction of the four factors shown."""
+        return None if self.factors is None else self.factors.mean(axis=-1)
 
     def metrics(self) -> dict[str, float]:
         out = {}
@@ -63,21 +69,22 @@ class EvalResult:
             out[f"eval_reward_{k}step_mean"] = float(ok.mean()) if ok.size else float("nan")
             out[f"eval_reward_{k}step_std"] = float(ok.std()) if ok.size else float("nan")
         if self.fidelity is not None:
-            for k, f in zip(self.steps, self.fidelity):
+            for k, f, hits in zip(self.steps, self.fidelity, self.factors):
                 out[f"eval_fidelity_{k}step_mean"], out[f"eval_fidelity_{k}step_std"] = float(f.mean()), float(f.std())
+                out |= {f"eval_fidelity_{k}step_{name}": float(h) for name, h in zip(FACTOR_NAMES, hits.mean(axis=0))}
         out["eval_rewards_missing"] = int((~np.isfinite(self.rewards)).sum())
         return out
 
     def save(self, path: Path) -> None:
         """All of it in one .npz (the initial policy's evaluation, for a resumed run's grids)."""
         path.parent.mkdir(parents=True, exist_ok=True)
-        extra = {} if self.fidelity is None else {"fidelity": self.fidelity}
+        extra = {} if self.factors is None else {"factors": self.factors}
         np.savez_compressed(path, steps=np.array(self.steps), images=self.images, rewards=self.rewards, **extra)
 
     @classmethod
     def load(cls, path: Path) -> "EvalResult":
         with np.load(path) as z:
-            return cls([int(k) for k in z["steps"]], z["images"], z["rewards"], z["fidelity"] if "fidelity" in z else None)
+            return cls([int(k) for k in z["steps"]], z["images"], z["rewards"], z["factors"] if "factors" in z else None)
 
 
 def is_shapes_prompt_list(prompts: list[str]) -> bool:
@@ -105,10 +112,10 @@ def evaluate_policy(rollouts: list, pool: RewardPool, prompts: list[str], seeds:
     rewards = np.full((len(steps), len(prompts)), np.nan)  # (K, N)
     for qi, idx, imgs, ticket in parts:
         images[qi, idx], rewards[qi, idx] = imgs, results[ticket].scores
-    pixel_metric = None
+    factors = None
     if is_shapes_prompt_list(prompts):
-        pixel_metric = np.stack([fidelity(images[qi], prompts) for qi in range(len(steps))])  # (K, N)
-    return EvalResult(list(steps), images, rewards, pixel_metric)
+        factors = np.stack([factor_table(images[qi], prompts) for qi in range(len(steps))])  # (K, N, 4)
+    return EvalResult(list(steps), images, rewards, factors)
 
 
 def first_samples(images: np.ndarray, num_prompts: int) -> np.ndarray:

@@ -23,14 +23,20 @@ from tests.conftest import REPO, cli_env
 
 def _result(images: np.ndarray, steps=(1, 2)) -> EvalResult:
     K, N = len(steps), images.shape[0] // len(steps)
-    return EvalResult(list(steps), images.reshape(K, N, 32, 32, 3), np.linspace(0, 1, K * N).reshape(K, N), np.full((K, N), 0.75))
+    factors = np.ones((K, N, 4))
+    factors[..., 3] = 0  # position never shown: fidelity 0.75 everywhere
+    factors[0, 0, 0] = 0  # one 1-step image in the wrong colour
+    return EvalResult(list(steps), images.reshape(K, N, 32, 32, 3), np.linspace(0, 1, K * N).reshape(K, N), factors)
 
 
 def test_fidelity_metrics_and_saved_result_round_trip(tmp_path):
     images, _ = sample_images(heldout_prompts()[:3], 2, seed=0)  # (6, 32, 32, 3)
     result = _result(images)
     m = result.metrics()
-    assert m["eval_fidelity_1step_mean"] == 0.75 and m["eval_fidelity_2step_std"] == 0.0
+    assert m["eval_fidelity_1step_mean"] == pytest.approx((0.5 + 0.75 + 0.75) / 3) and m["eval_fidelity_2step_mean"] == 0.75
+    assert m["eval_fidelity_2step_std"] == 0.0
+    assert m["eval_fidelity_1step_colour"] == pytest.approx(2 / 3) and m["eval_fidelity_1step_shape"] == 1.0
+    assert m["eval_fidelity_2step_position"] == 0.0 and m["eval_fidelity_2step_colour"] == 1.0
     assert m["eval_reward_2step_mean"] == pytest.approx(np.linspace(0, 1, 6)[3:].mean())
     result.save(tmp_path / "initial.npz")
     back = EvalResult.load(tmp_path / "initial.npz")
