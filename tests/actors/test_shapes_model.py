@@ -50,3 +50,30 @@ def test_many_step_samples_match_prompts_and_one_step_samples_less(pipe):
         scores[k] = fidelity(decode_to_uint8(pipe, sample_deterministic(pipe, prompts, gens, k)), prompts).mean()
     assert scores[8] > CHANCE + 0.3, scores
     assert scores[1] < scores[8] - 0.15, scores
+
+
+def _weights(directory) -> dict[str, bytes]:
+    return {str(p.relative_to(directory)): p.read_bytes() for p in sorted(directory.rglob("*.safetensors"))}
+
+
+@pytest.mark.parametrize(
+    "module, args",
+    [
+        ("actors.shapes.train", ["--vae-steps", "2", "--unet-steps", "3", "--batch", "4", "--check-per-prompt", "1"]),
+        ("rewards.shapes_train", ["--steps", "3", "--batch", "8"]),
+    ],
+)
+def test_training_scripts_are_deterministic_byte_for_byte(tmp_path, module, args):
+    """A shortened run of each training script, twice: the same weight bytes (the full runs rebuilt
+    the committed weights exactly, docs/shapes.md)."""
+    import subprocess
+    import sys
+
+    from tests.conftest import REPO, cli_env
+
+    for name in ("a", "b"):
+        res = subprocess.run([sys.executable, "-m", module, "--out", str(tmp_path / name), *args], cwd=REPO, env=cli_env(),
+                             capture_output=True, text=True, timeout=600)
+        assert res.returncode == 0, res.stdout[-2000:] + res.stderr[-2000:]
+    a, b = _weights(tmp_path / "a"), _weights(tmp_path / "b")
+    assert a and a == b
