@@ -45,8 +45,8 @@ from pathlib import Path
 REPO = Path(__file__).resolve().parents[1]
 CONFIG = "shapes"
 SWEEP = {  # (learning rate, clip range) per algorithm
-    "sdpo": [(1e-3, 1e-3), (1e-3, 1e-2), (3e-3, 1e-2)],
-    "ddpo": [(1e-3, 1e-1), (3e-3, 1e-1), (3e-3, 1e-2)],
+    "sdpo": [(1e-3, 1e-2), (3e-4, 1e-2)],
+    "ddpo": [(1e-3, 1e-1), (3e-4, 1e-1)],
 }
 SWEEP_SEED = 100
 QUERIES_PER_TRAJECTORY = {"sdpo": 3, "ddpo": 1}  # with one anchor (sampling.num_anchors = 1)
