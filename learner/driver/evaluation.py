@@ -68,8 +68,9 @@ class EvalResult:
             ok = r[np.isfinite(r)]
             out[f"eval_reward_{k}step_mean"] = float(ok.mean()) if ok.size else float("nan")
             out[f"eval_reward_{k}step_std"] = float(ok.std()) if ok.size else float("nan")
-        if self.fidelity is not None:
-            for k, f, hits in zip(self.steps, self.fidelity, self.factors):
+        if self.factors is not None:
+            for k, hits in zip(self.steps, self.factors):  # hits (N, 4)
+                f = hits.mean(axis=1)  # (N,) per-image fidelity
                 out[f"eval_fidelity_{k}step_mean"], out[f"eval_fidelity_{k}step_std"] = float(f.mean()), float(f.std())
                 out |= {f"eval_fidelity_{k}step_{name}": float(h) for name, h in zip(FACTOR_NAMES, hits.mean(axis=0))}
         out["eval_rewards_missing"] = int((~np.isfinite(self.rewards)).sum())
