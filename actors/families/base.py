@@ -58,7 +58,7 @@ def cat_rows(first: Conditioning, second: Conditioning) -> Conditioning:
 
 class ModelFamily:
     """One diffusers pipeline class and its policy: subclasses set the class attributes and implement
-    configure_scheduler, encode_prompts, predict, step_with_logprob, step and save_lora_state."""
+    configure_scheduler, encode_prompts, predict, step_with_logprob and step."""
 
     name: ClassVar[str]  # the value of model.family
     pipeline_class: ClassVar[str]  # model_index.json `_class_name`
@@ -163,13 +163,14 @@ class ModelFamily:
     # ------------------------------------------------------------------ LoRA out
     def save_lora_state(self, state: dict[str, torch.Tensor], directory) -> None:
         """Write a peft LoRA state of the denoiser as pytorch_lora_weights.safetensors, loadable with
-        the pipeline class's own ``load_lora_weights(directory)``."""
+        the pipeline class's own ``load_lora_weights(directory)``. The keys keep their peft names
+        (``lora_A``/``lora_B``), which every family's loader reads: diffusers' older ``lora.down``
+        names exist only for attention projections, so converting a state that also adapts
+        convolutions gives a file of mixed names whose loader silently drops the attention adapters."""
         import diffusers
-        from diffusers.utils import convert_state_dict_to_diffusers
 
-        layers = convert_state_dict_to_diffusers(dict(state))
         getattr(diffusers, self.pipeline_class).save_lora_weights(
-            str(directory), **{self.lora_layers_arg: layers}, safe_serialization=True
+            str(directory), **{self.lora_layers_arg: dict(state)}, safe_serialization=True
         )
 
 

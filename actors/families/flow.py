@@ -34,10 +34,3 @@ class FlowFamily(ModelFamily):
     def step(self, scheduler, model_output, sample, step_index, timesteps):
         out = flow_ode_step(model_output, sample, step_index, flow_levels(timesteps, scheduler.config.num_train_timesteps))
         return out.next_sample, out.pred_original_sample
-
-    def save_lora_state(self, state, directory) -> None:
-        import diffusers
-
-        getattr(diffusers, self.pipeline_class).save_lora_weights(
-            str(directory), transformer_lora_layers=dict(state), safe_serialization=True
-        )

@@ -15,7 +15,7 @@ from actors.batch import PolicyWeights
 from actors.config import ModelConfig, SamplingConfig
 from actors.families import FAMILIES, ModelLoadError, family_of, repeat_rows
 from actors.policy import (
-    denoiser, encode_prompts, load_pipeline, lora_state, model_family, resolve_model_path, save_lora_diffusers,
+    denoiser, encode_prompts, load_lora_state, load_pipeline, lora_state, model_family, resolve_model_path, save_lora_diffusers,
     save_lora_state_diffusers,
 )
 from actors.rollout_worker import RolloutWorker
@@ -180,3 +180,28 @@ def test_flux_packing_is_fluxpipelines():
     assert torch.equal(pack_latents(x), FluxPipeline._pack_latents(x, 2, 4, 6, 8))  # (N, 3 * 4, 16)
     assert torch.equal(unpack_latents(pack_latents(x), 6, 8), x)
     assert torch.equal(image_ids(6, 8, "cpu", torch.float32), FluxPipeline._prepare_latent_image_ids(2, 3, 4, "cpu", torch.float32))
+
+
+@pytest.mark.parametrize("targets", [("to_q", "to_k", "to_v", "to_out.0"), ("to_q", "to_k", "to_v", "to_out.0", "conv1", "conv2")])
+def test_sd_lora_file_with_convolution_adapters_loads_whole(tmp_path, targets):
+    """An SD LoRA that also adapts the resnets' convolutions loads whole in plain diffusers: every
+    adapter (attention and convolution) is in the file and the loaded UNet reproduces the trained one.
+    On the shapes model, whose first UNet block has no attention, a file in diffusers' older attention
+    names beside peft's convolution names loaded only the convolutions, silently."""
+    from diffusers import StableDiffusionPipeline
+
+    model = ModelConfig(pretrained="shapes", lora_target_modules=targets)
+    pipe = load_pipeline(model)
+    load_lora_state(pipe.unet, _perturbed_lora(pipe))
+    path = save_lora_diffusers(pipe.unet, tmp_path)
+    plain = StableDiffusionPipeline.from_pretrained(resolve_model_path(model), safety_checker=None, requires_safety_checker=False)
+    plain.load_lora_weights(str(tmp_path))  # no project code
+    adapted = {n for n, m in plain.unet.named_modules() if hasattr(m, "lora_A")}
+    assert adapted == {n for n, m in pipe.unet.named_modules() if hasattr(m, "lora_A")}
+    assert any(n.endswith(targets[-1]) for n in adapted) and path.is_file()
+    fam = family_of(pipe)
+    x = torch.randn(2, *fam.latent_shape(pipe), generator=torch.Generator().manual_seed(5))
+    t = torch.full((2,), 500)
+    cond = encode_prompts(pipe, PROMPTS)
+    with torch.no_grad():
+        assert torch.allclose(fam.predict(plain.unet, x, t, cond), fam.predict(pipe.unet, x, t, cond), atol=1e-5)
