@@ -36,11 +36,12 @@ class ModelConfig(Section):
     dtype: Literal["float32", "float16", "bfloat16"] = Field(
         "float32", description="Dtype of the frozen weights on GPU (always float32 on CPU)."
     )
-    lora_rank: int = Field(4, ge=1, le=4096, description="LoRA rank of the denoiser's (UNet or transformer) attention adapters.")
+    lora_rank: int = Field(4, ge=1, le=4096, description="LoRA rank of the denoiser's (UNet or transformer) adapters.")
     lora_alpha: float = Field(4.0, gt=0, description="LoRA alpha (scale = alpha / rank).")
     lora_target_modules: tuple[str, ...] = Field(
         ("to_q", "to_k", "to_v", "to_out.0"),
-        description="Denoiser attention projections that get LoRA adapters (peft target_modules).",
+        description="Denoiser modules that get LoRA adapters (peft target_modules): the attention projections by "
+        "default; a UNet's resnet convolutions are `conv1`, `conv2`.",
     )
     local_files_only: bool = Field(
         False, description="Never touch the network when loading `pretrained` (set HF_HUB_OFFLINE=1 too)."

@@ -10,9 +10,10 @@ and 8 deterministic (eta = 0) steps from fixed noises (eval.samples_per_prompt e
 learned reward AND the held-out pixel fidelity (actors/shapes/fidelity.py), which no run ever trains
 on or selects by.
 
-1. Sweep (skipped with --no-sweep): each algorithm gets its own learning rate and clip range from a
-   small grid (SWEEP below; DDPO's clip is PPO's ratio clip, SDPO's the log-prob trust region), run
-   with a seed (SWEEP_SEED) that is not one of the reported seeds. The setting with the highest
+1. Sweep (skipped with --no-sweep): each algorithm gets its own learning rate and LoRA placement
+   (attention projections only, or the resnets' convolutions too) from a small grid (SWEEP below),
+   at its own clip range (DDPO's is PPO's ratio clip, SDPO's the log-prob trust region), run with a
+   seed (SWEEP_SEED) that is not one of the reported seeds. The setting with the highest
    mean TRAINING reward over the last quarter of epochs (1-step and final, training prompts only)
    wins; held-out prompts never choose anything.
 2. Comparison, for every seed: SDPO for `epochs` epochs; DDPO for 3 x `epochs` epochs. SDPO queries
@@ -44,20 +45,27 @@ from pathlib import Path
 
 REPO = Path(__file__).resolve().parents[1]
 CONFIG = "shapes"
-SWEEP = {  # (learning rate, clip range) per algorithm
-    "sdpo": [(1e-3, 1e-2), (3e-4, 1e-2)],
-    "ddpo": [(1e-3, 1e-1), (3e-4, 1e-1)],
+ADAPTERS = {  # LoRA placements the sweep tries (model.lora_target_modules)
+    "attention": ("to_q", "to_k", "to_v", "to_out.0"),
+    "attention+conv": ("to_q", "to_k", "to_v", "to_out.0", "conv1", "conv2"),
+}
+CLIP = {"sdpo": 1e-2, "ddpo": 1e-1}  # SDPO's log-prob trust region; DDPO's PPO ratio clip
+Setting = tuple[float, float, str]  # (learning rate, clip range, ADAPTERS key)
+SWEEP: dict[str, list[Setting]] = {
+    algorithm: [(lr, clip, adapters) for lr in (1e-3, 3e-4) for adapters in ADAPTERS] for algorithm, clip in CLIP.items()
 }
 SWEEP_SEED = 100
 QUERIES_PER_TRAJECTORY = {"sdpo": 3, "ddpo": 1}  # with one anchor (sampling.num_anchors = 1)
 STEPS = (1, 2, 4, 8)
 
 
-def run_cli(run_dir: Path, algorithm: str, seed: int, epochs: int, lr: float, clip: float, eval_every: int) -> list[dict]:
+def run_cli(run_dir: Path, algorithm: str, seed: int, epochs: int, setting: Setting, eval_every: int) -> list[dict]:
     from learner.run.outputs import read_metrics
 
+    lr, clip, adapters = setting
     overrides = [f"algorithm={algorithm}", f"seed={seed}", f"eval.every={eval_every}", "ray.enabled=false",
-                 f"train.learning_rate={lr}", f"train.clip_range={clip}", "output.tensorboard=false"]
+                 f"train.learning_rate={lr}", f"train.clip_range={clip}", "output.tensorboard=false",
+                 f"model.lora_target_modules=[{','.join(ADAPTERS[adapters])}]"]
     env = dict(os.environ, RAY_USAGE_STATS_ENABLED="0", RAY_AUTH_MODE="disabled", HF_HUB_OFFLINE="1",
                PYTHONPATH=str(REPO) + os.pathsep + os.environ.get("PYTHONPATH", ""))
     cmd = [sys.executable, "-m", "learner.main", "--config", CONFIG, "--epochs", str(epochs), "--run-dir", str(run_dir), *overrides]
@@ -65,6 +73,11 @@ def run_cli(run_dir: Path, algorithm: str, seed: int, epochs: int, lr: float, cl
     if res.returncode != 0:
         raise RuntimeError(f"{' '.join(cmd)} failed:\n{res.stdout[-2000:]}\n{res.stderr[-2000:]}")
     return read_metrics(run_dir)
+
+
+def as_record(setting: Setting) -> dict:
+    lr, clip, adapters = setting
+    return {"learning_rate": lr, "clip_range": clip, "lora_adapters": adapters}
 
 
 def initial_eval(run_dir: Path) -> dict[str, float]:
@@ -140,24 +153,25 @@ def main() -> int:
         if args.no_sweep:
             chosen = {algorithm: grid[0] for algorithm, grid in SWEEP.items()}
         else:
-            settings = [(algorithm, lr, clip) for algorithm, grid in SWEEP.items() for lr, clip in grid]
+            settings = [(algorithm, setting) for algorithm, grid in SWEEP.items() for setting in grid]
             sweep_histories = jobs.map(
-                lambda job: run_cli(Path(tmp) / "sweep-{}-{}-{}".format(*job), job[0], SWEEP_SEED, args.epochs, *job[1:], args.epochs),
+                lambda job: run_cli(Path(tmp) / "sweep-{}-{}-{}-{}".format(job[0], *job[1]), job[0], SWEEP_SEED, args.epochs, job[1], args.epochs),
                 settings,
             )
-            scores: dict[str, dict[tuple[float, float], float]] = {algorithm: {} for algorithm in SWEEP}
-            for (algorithm, lr, clip), history in zip(settings, sweep_histories):
-                scores[algorithm][(lr, clip)] = training_score(history)
-                print(f"sweep {algorithm} lr {lr:g} clip {clip:g}: training reward {scores[algorithm][(lr, clip)]:.4f}", flush=True)
+            scores: dict[str, dict[Setting, float]] = {algorithm: {} for algorithm in SWEEP}
+            for (algorithm, setting), history in zip(settings, sweep_histories):
+                scores[algorithm][setting] = training_score(history)
+                print(f"sweep {algorithm} lr {setting[0]:g} clip {setting[1]:g} LoRA on {setting[2]}: "
+                      f"training reward {scores[algorithm][setting]:.4f}", flush=True)
             for algorithm, by_setting in scores.items():
                 chosen[algorithm] = max(by_setting, key=by_setting.get)
-                sweep_log[algorithm] = [{"learning_rate": lr, "clip_range": clip, "training_reward": round(v, 4)} for (lr, clip), v in by_setting.items()]
+                sweep_log[algorithm] = [{**as_record(setting), "training_reward": round(v, 4)} for setting, v in by_setting.items()]
 
         def comparison_run(job: tuple[str, int]) -> list[dict]:
             algorithm, seed = job
-            (lr, clip), epochs = chosen[algorithm], args.epochs * (3 if algorithm == "ddpo" else 1)
+            epochs = args.epochs * (3 if algorithm == "ddpo" else 1)
             t0 = time.perf_counter()
-            history = run_cli(Path(tmp) / f"{algorithm}-{seed}", algorithm, seed, epochs, lr, clip, args.eval_every)
+            history = run_cli(Path(tmp) / f"{algorithm}-{seed}", algorithm, seed, epochs, chosen[algorithm], args.eval_every)
             last = history[-1]
             print(f"seed {seed} {algorithm}: {epochs} epochs in {time.perf_counter() - t0:.0f}s; final fidelity "
                   + "  ".join(f"{k}-step {last[f'eval_fidelity_{k}step_mean']:.3f}" for k in STEPS), flush=True)
@@ -189,7 +203,7 @@ def main() -> int:
         "benchmark": "learning (shapes task)",
         "machine": f"{os.cpu_count()}-core CPU, {platform.machine()}",
         "config": CONFIG, "epochs_sdpo": args.epochs, "epochs_ddpo": 3 * args.epochs, "seeds": args.seeds, "eval_every": args.eval_every,
-        "chosen": {a: {"learning_rate": lr, "clip_range": clip} for a, (lr, clip) in chosen.items()},
+        "chosen": {a: as_record(setting) for a, setting in chosen.items()},
         "sweep": sweep_log or "skipped (--no-sweep)",
         "initial": {f"{what}_{k}step": round(baseline[f"eval_{what}_{k}step_mean"], 4) for what in ("reward", "fidelity") for k in STEPS},
         "comparisons": result_rows,

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from benchmarks.learning import QUERIES_PER_TRAJECTORY, SWEEP, at_epoch, summarize, training_score
+from benchmarks.learning import ADAPTERS, QUERIES_PER_TRAJECTORY, SWEEP, as_record, at_epoch, summarize, training_score
 
 
 def test_sweep_selects_by_training_reward_over_the_last_quarter():
@@ -19,4 +19,8 @@ def test_sweep_selects_by_training_reward_over_the_last_quarter():
 def test_each_algorithm_has_its_own_grid_and_sdpo_queries_three_times_per_trajectory():
     assert set(SWEEP) == {"sdpo", "ddpo"} and all(len(grid) >= 2 for grid in SWEEP.values())
     assert SWEEP["sdpo"] != SWEEP["ddpo"]
+    for grid in SWEEP.values():  # every LoRA placement at every learning rate, one clip range per algorithm
+        assert {a for _, _, a in grid} == set(ADAPTERS) and len({c for _, c, _ in grid}) == 1
+        assert len(set(grid)) == len({lr for lr, _, _ in grid}) * len(ADAPTERS)
+    assert as_record(SWEEP["sdpo"][0]) == {"learning_rate": 1e-3, "clip_range": 1e-2, "lora_adapters": "attention"}
     assert QUERIES_PER_TRAJECTORY == {"sdpo": 3, "ddpo": 1}  # so DDPO runs 3x the epochs for equal queries
