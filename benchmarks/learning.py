@@ -43,12 +43,12 @@ import time
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
+from actors.config import ModelConfig
+
 REPO = Path(__file__).resolve().parents[1]
 CONFIG = "shapes"
-ADAPTERS = {  # LoRA placements the sweep tries (model.lora_target_modules)
-    "attention": ("to_q", "to_k", "to_v", "to_out.0"),
-    "attention+conv": ("to_q", "to_k", "to_v", "to_out.0", "conv1", "conv2"),
-}
+ATTENTION = ModelConfig.model_fields["lora_target_modules"].default  # the attention projections
+ADAPTERS = {"attention": ATTENTION, "attention+conv": (*ATTENTION, "conv1", "conv2")}  # LoRA placements the sweep tries
 CLIP = {"sdpo": 1e-2, "ddpo": 1e-1}  # SDPO's log-prob trust region; DDPO's PPO ratio clip
 Setting = tuple[float, float, str]  # (learning rate, clip range, ADAPTERS key)
 SWEEP: dict[str, list[Setting]] = {
