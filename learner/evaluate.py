@@ -1,0 +1,154 @@
+"""Evaluate a run's policy again, on other noises or more of them:
+``python -m learner.evaluate RUN_DIR [--checkpoint DIR] [--device cpu|cuda] [KEY=VALUE ...]``.
+
+A run evaluates its policy on one fixed set of held-out noises (`eval.seed`), so every evaluation of
+the run is comparable; but a gain measured on one noise set can belong to that set (every seed's
+policy may move the same way, so repeating seeds does not reveal it). This command loads the
+checkpoint's config and LoRA (the newest valid checkpoint of RUN_DIR unless --checkpoint names one),
+applies the overrides (typically `eval.seed=7 eval.samples_per_prompt=8`), and samples the held-out
+prompts with the initial policy and with the checkpoint's, in this process, through the same
+rollout worker, deterministic sampler, reward server and pixel metric as the run. With the run's own
+eval settings it reproduces the run's numbers.
+
+Prints, per step count, the learned reward and (shapes prompts) the held-out fidelity of both
+policies and the trained policy's change with its standard error over the images (the same noises
+for both policies: a paired difference). Writes RUN_DIR/eval/recheck-epoch-NNNNNN-seed-S.json (both
+policies' metrics, the change) and .png (the labelled grid, initial rows first). Exit code 2 on
+bad input.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from pathlib import Path
+
+import numpy as np
+import yaml
+
+from actors.errors import UsageError
+from learner.config import ConfigError, build_config
+
+
+def paired_change(initial: np.ndarray, trained: np.ndarray) -> tuple[float, float]:
+    """Mean and standard error of trained - initial over images scored on the same noises (N,);
+    images whose score is missing (NaN) in either are left out."""
+    d = trained - initial
+    d = d[np.isfinite(d)]
+    if d.size == 0:
+        return float("nan"), float("nan")
+    sem = float(d.std(ddof=1) / np.sqrt(d.size)) if d.size > 1 else float("nan")
+    return float(d.mean()), sem
+
+
+def change_table(initial, trained) -> dict[str, float]:
+    """eval_{reward,fidelity}_{k}step_change and _change_sem for two EvalResults of the same images' noises."""
+    out = {}
+    for qi, k in enumerate(trained.steps):
+        out[f"eval_reward_{k}step_change"], out[f"eval_reward_{k}step_change_sem"] = paired_change(initial.rewards[qi], trained.rewards[qi])
+        if trained.fidelity is not None:
+            mean, sem = paired_change(initial.fidelity[qi], trained.fidelity[qi])
+            out[f"eval_fidelity_{k}step_change"], out[f"eval_fidelity_{k}step_change_sem"] = mean, sem
+    return out
+
+
+def parse_args(argv: list[str] | None) -> argparse.Namespace:
+    p = argparse.ArgumentParser(prog="python -m learner.evaluate", description=__doc__.split("\n\n")[0])
+    p.add_argument("run_dir", help="the run directory (its checkpoints/ and eval/)")
+    p.add_argument("--checkpoint", help="a checkpoint directory (default: the run's newest valid one)")
+    p.add_argument("--device", choices=("cpu", "cuda"), help="where to sample and score (default: cuda when available)")
+    p.add_argument("overrides", nargs="*", metavar="KEY=VALUE", help="config overrides, e.g. eval.seed=7 eval.samples_per_prompt=8")
+    return p.parse_intermixed_args(argv)
+
+
+def load_target(args: argparse.Namespace):
+    """(checkpoint state, config with the overrides) or UsageError."""
+    from learner.run.checkpoint import CheckpointError, checkpoint_dir, latest_valid, read_checkpoint
+
+    path = Path(args.checkpoint) if args.checkpoint else latest_valid(checkpoint_dir(args.run_dir))
+    if path is None:
+        raise UsageError(f"{args.run_dir}: no valid checkpoint under {checkpoint_dir(args.run_dir)}")
+    try:
+        state = read_checkpoint(path)
+    except CheckpointError as err:
+        raise UsageError(str(err)) from None
+    cfg = build_config(yaml.safe_load(state.config_yaml), args.overrides)
+    env = cfg.reward.runtime_env
+    if env is not None and env.changes_code:
+        raise ConfigError("reward.runtime_env: this command scores in its own process; the run's reward needs its own environment")
+    return state, cfg
+
+
+def evaluate(args: argparse.Namespace) -> dict:
+    import torch
+
+    from actors.batch import PolicyWeights
+    from actors.prompts import load_prompts
+    from actors.remote import LocalActor
+    from actors.rollout_worker import RolloutWorker
+    from learner.driver.evaluation import evaluate_policy, heldout_seeds, save_eval_grid
+    from rewards.pool import RewardPool
+    from rewards.server import RewardServer
+
+    state, cfg = load_target(args)
+    e, r = cfg.eval, cfg.reward
+    prompts = load_prompts(e.prompts, "eval.prompts")[: e.num_prompts]
+    samples = [p for p in prompts for _ in range(e.samples_per_prompt)]  # prompt-major, as in a run
+    seeds = heldout_seeds(e.seed, len(prompts), e.samples_per_prompt)
+    device = args.device or ("cuda" if torch.cuda.is_available() else "cpu")
+    print(f"checkpoint {state.path} (epoch {state.epoch}, policy v{state.weights_version}): {len(prompts)} held-out prompts x "
+          f"{e.samples_per_prompt} noises (eval.seed {e.seed}), steps {', '.join(map(str, e.steps))}, on {device}", flush=True)
+    worker = RolloutWorker(model=cfg.model, sampling=cfg.sampling, seed=cfg.seed, device=device, torch_threads=cfg.rollout.torch_threads)
+    server = RewardServer(name=r.name, device=device, batch_size=r.batch_size, options=r.options, weights=r.weights, modules=r.modules)
+    sampler, pool = LocalActor(worker), RewardPool([LocalActor(server)], r.batch_size, r.timeout_s, r.max_retries)
+    initial = evaluate_policy([sampler], pool, samples, seeds, list(e.steps))  # LoRA B = 0: the pretrained model
+    worker.set_weights(PolicyWeights(state.weights_version, state.lora))
+    trained = evaluate_policy([sampler], pool, samples, seeds, list(e.steps))
+    out_dir = Path(args.run_dir) / "eval"
+    stem = f"recheck-{state.path.name}-seed-{e.seed}"
+    save_eval_grid(trained, prompts, out_dir / f"{stem}.png", f"epoch {state.epoch - 1}", initial)
+    report = {
+        "checkpoint": str(state.path), "epoch": state.epoch, "eval": e.model_dump(mode="json"),
+        "initial": initial.metrics(), "trained": trained.metrics(), "change": change_table(initial, trained),
+    }
+    (out_dir / f"{stem}.json").write_text(json.dumps(report, indent=1) + "\n")
+    print(format_report(report), flush=True)
+    print(f"written: {out_dir / stem}.json, .png")
+    return report
+
+
+def format_report(report: dict) -> str:
+    """One line per step count: each metric as initial -> trained (change +- its standard error)."""
+    lines = []
+    for k in report["eval"]["steps"]:
+        parts = []
+        for name in ("reward", "fidelity"):
+            key = f"eval_{name}_{k}step"
+            if f"{key}_mean" in report["trained"]:
+                c = report["change"]
+                parts.append(f"{name} {report['initial'][key + '_mean']:.4f} -> {report['trained'][key + '_mean']:.4f} "
+                             f"({c[key + '_change']:+.4f} +- {c[key + '_change_sem']:.4f})")
+        lines.append(f"{k}-step  " + "  ".join(parts))
+    return "\n".join(lines)
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = parse_args(argv)
+    if not Path(args.run_dir).is_dir():
+        print(f"error: {args.run_dir} is not a run directory", file=sys.stderr)
+        return 2
+    from actors.console import quiet_environment, show_warnings_once
+
+    quiet_environment()
+    show_warnings_once()
+    try:
+        evaluate(args)
+    except UsageError as err:
+        print(f"error: {err}", file=sys.stderr)
+        return 2
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

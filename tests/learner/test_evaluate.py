@@ -1,0 +1,41 @@
+"""`python -m learner.evaluate`: the paired change of a policy's held-out scores, and its errors.
+The command itself, against a real run on Ray, is checked in tests/learner/driver/test_eval_fidelity.py."""
+
+from __future__ import annotations
+
+import math
+
+import numpy as np
+import pytest
+
+from learner.driver.evaluation import EvalResult
+from learner.evaluate import change_table, format_report, main, paired_change
+
+
+def test_paired_change_by_hand():
+    # differences 0.25, 0, -0.5 (the NaN image is left out): mean -1/12; sample std sqrt(0.2916667 / 2) = 0.381881
+    mean, sem = paired_change(np.array([0.5, 0.25, 1.0, np.nan]), np.array([0.75, 0.25, 0.5, 1.0]))
+    assert mean == pytest.approx(-1 / 12) and sem == pytest.approx(0.381881 / math.sqrt(3), rel=1e-5)
+    assert math.isnan(paired_change(np.array([np.nan]), np.array([1.0]))[0])
+
+
+def _result(rewards: list[float], factors: list[list[int]]) -> EvalResult:
+    n = len(rewards)
+    return EvalResult([1], np.zeros((1, n, 4, 4, 3), np.uint8), np.array([rewards]), np.array([factors]))
+
+
+def test_change_table_and_report_give_reward_and_fidelity_per_step_count():
+    initial = _result([0.5, 0.5], [[1, 0, 0, 0], [1, 1, 0, 0]])  # fidelity 0.25, 0.5
+    trained = _result([0.7, 0.5], [[1, 1, 1, 0], [1, 1, 0, 0]])  # fidelity 0.75, 0.5
+    change = change_table(initial, trained)
+    assert change["eval_reward_1step_change"] == pytest.approx(0.1) and change["eval_fidelity_1step_change"] == pytest.approx(0.25)
+    assert change["eval_fidelity_1step_change_sem"] == pytest.approx(0.25)  # differences 0.5, 0: std 0.3536 / sqrt 2
+    report = {"eval": {"steps": [1]}, "initial": initial.metrics(), "trained": trained.metrics(), "change": change}
+    assert format_report(report) == "1-step  reward 0.5000 -> 0.6000 (+0.1000 +- 0.1000)  fidelity 0.3750 -> 0.6250 (+0.2500 +- 0.2500)"
+
+
+def test_errors_exit_2_with_one_line(tmp_path, capsys):
+    assert main([str(tmp_path / "missing")]) == 2
+    assert main([str(tmp_path)]) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert err == [f"error: {tmp_path / 'missing'} is not a run directory", f"error: {tmp_path}: no valid checkpoint under {tmp_path / 'checkpoints'}"]
