@@ -91,6 +91,8 @@ def evaluate(args: argparse.Namespace) -> dict:
     from rewards.pool import RewardPool
     from rewards.server import RewardServer
 
+    if args.device == "cuda" and not torch.cuda.is_available():
+        raise UsageError("--device cuda: no CUDA device here")
     state, cfg = load_target(args)
     e, r = cfg.eval, cfg.reward
     prompts = load_prompts(e.prompts, "eval.prompts")[: e.num_prompts]

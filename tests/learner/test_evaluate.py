@@ -37,5 +37,19 @@ def test_change_table_and_report_give_reward_and_fidelity_per_step_count():
 def test_errors_exit_2_with_one_line(tmp_path, capsys):
     assert main([str(tmp_path / "missing")]) == 2
     assert main([str(tmp_path)]) == 2
+    torn = tmp_path / "checkpoints" / "epoch-000003"
+    torn.mkdir(parents=True)
+    (torn / "manifest.json").write_text("{")
+    assert main([str(tmp_path), "--checkpoint", str(torn)]) == 2
     err = capsys.readouterr().err.strip().splitlines()
-    assert err == [f"error: {tmp_path / 'missing'} is not a run directory", f"error: {tmp_path}: no valid checkpoint under {tmp_path / 'checkpoints'}"]
+    assert err == [
+        f"error: {tmp_path / 'missing'} is not a run directory",
+        f"error: {tmp_path}: no valid checkpoint under {tmp_path / 'checkpoints'}",
+        f"error: checkpoint {torn} is corrupt or partial (no readable manifest.json)",
+    ]
+
+
+@pytest.mark.skipif(__import__("torch").cuda.is_available(), reason="checks the message on a machine without CUDA")
+def test_cuda_without_a_device_is_a_usage_error(tmp_path, capsys):
+    assert main([str(tmp_path), "--device", "cuda"]) == 2
+    assert capsys.readouterr().err.strip() == "error: --device cuda: no CUDA device here"
