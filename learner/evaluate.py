@@ -88,6 +88,7 @@ def evaluate(args: argparse.Namespace) -> dict:
     from actors.remote import LocalActor
     from actors.rollout_worker import RolloutWorker
     from learner.driver.evaluation import evaluate_policy, heldout_seeds, save_eval_grid
+    from learner.run.outputs import write_atomic
     from rewards.pool import RewardPool
     from rewards.server import RewardServer
 
@@ -104,9 +105,10 @@ def evaluate(args: argparse.Namespace) -> dict:
     worker = RolloutWorker(model=cfg.model, sampling=cfg.sampling, seed=cfg.seed, device=device, torch_threads=cfg.rollout.torch_threads)
     server = RewardServer(name=r.name, device=device, batch_size=r.batch_size, options=r.options, weights=r.weights, modules=r.modules)
     sampler, pool = LocalActor(worker), RewardPool([LocalActor(server)], r.batch_size, r.timeout_s, r.max_retries)
-    initial = evaluate_policy([sampler], pool, samples, seeds, list(e.steps))  # LoRA B = 0: the pretrained model
+    shares = [sampler] * cfg.rollout.num_actors  # one call per rollout actor of the run: its batches, so its numbers
+    initial = evaluate_policy(shares, pool, samples, seeds, list(e.steps))  # LoRA B = 0: the pretrained model
     worker.set_weights(PolicyWeights(state.weights_version, state.lora))
-    trained = evaluate_policy([sampler], pool, samples, seeds, list(e.steps))
+    trained = evaluate_policy(shares, pool, samples, seeds, list(e.steps))
     out_dir = Path(args.run_dir) / "eval"
     stem = f"recheck-{state.path.name}-seed-{e.seed}"
     save_eval_grid(trained, prompts, out_dir / f"{stem}.png", f"epoch {state.epoch - 1}", initial)
@@ -114,7 +116,7 @@ def evaluate(args: argparse.Namespace) -> dict:
         "checkpoint": str(state.path), "epoch": state.epoch, "eval": e.model_dump(mode="json"),
         "initial": initial.metrics(), "trained": trained.metrics(), "change": change_table(initial, trained),
     }
-    (out_dir / f"{stem}.json").write_text(json.dumps(report, indent=1) + "\n")
+    write_atomic(out_dir / f"{stem}.json", (json.dumps(report, indent=1) + "\n").encode())
     print(format_report(report), flush=True)
     print(f"written: {out_dir / stem}.json, .png")
     return report
