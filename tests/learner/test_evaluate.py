@@ -7,6 +7,7 @@ import math
 
 import numpy as np
 import pytest
+import torch
 
 from learner.driver.evaluation import EvalResult
 from learner.evaluate import change_table, format_report, main, paired_change
@@ -49,7 +50,7 @@ def test_errors_exit_2_with_one_line(tmp_path, capsys):
     ]
 
 
-@pytest.mark.skipif(__import__("torch").cuda.is_available(), reason="checks the message on a machine without CUDA")
+@pytest.mark.skipif(torch.cuda.is_available(), reason="checks the message on a machine without CUDA")
 def test_cuda_without_a_device_is_a_usage_error(tmp_path, capsys):
     assert main([str(tmp_path), "--device", "cuda"]) == 2
     assert capsys.readouterr().err.strip() == "error: --device cuda: no CUDA device here"
