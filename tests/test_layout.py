@@ -5,7 +5,8 @@ hidden in a function is still an import). Run alone: ``python -m pytest tests/te
 
     actors   the policy side and the actor plumbing (bottom: imports nothing else of the project)
     rewards  reward models, servers and their pool (may import actors)
-    learner  algo -> worker -> driver -> main, with config and run beside them (may import both)
+    learner  algo -> worker -> driver -> main (and evaluate, the other command), with config and run
+             beside them (may import both)
 """
 
 from __future__ import annotations
@@ -27,6 +28,7 @@ ALLOWED = {
     "learner.run": ("learner.run", "learner.config", "actors"),
     "learner.driver": ("learner.driver", "learner.worker", "learner.algo", "learner.run", "learner.config", "actors", "rewards"),
     "learner.main": ("learner", "actors", "rewards"),
+    "learner.evaluate": ("learner", "actors", "rewards"),  # a second command, beside main
     "learner": ("learner",),  # the package docstring module
 }
 # modules that may import ray: Ray at the edges only
