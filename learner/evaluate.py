@@ -88,6 +88,7 @@ def evaluate(args: argparse.Namespace) -> dict:
     from actors.remote import LocalActor
     from actors.rollout_worker import RolloutWorker
     from learner.driver.evaluation import evaluate_policy, heldout_seeds, save_eval_grid
+    from learner.driver.launch import worker_arguments
     from learner.run.outputs import write_atomic
     from rewards.pool import RewardPool
     from rewards.server import RewardServer
@@ -102,8 +103,8 @@ def evaluate(args: argparse.Namespace) -> dict:
     device = args.device or ("cuda" if torch.cuda.is_available() else "cpu")
     print(f"checkpoint {state.path} (epoch {state.epoch}, policy v{state.weights_version}): {len(prompts)} held-out prompts x "
           f"{e.samples_per_prompt} noises (eval.seed {e.seed}), steps {', '.join(map(str, e.steps))}, on {device}", flush=True)
-    worker = RolloutWorker(model=cfg.model, sampling=cfg.sampling, seed=cfg.seed, device=device, torch_threads=cfg.rollout.torch_threads)
-    server = RewardServer(name=r.name, device=device, batch_size=r.batch_size, options=r.options, weights=r.weights, modules=r.modules)
+    rollout_kw, reward_kw, _ = worker_arguments(cfg)  # the run's workers, on this process's device
+    worker, server = RolloutWorker(**rollout_kw | {"device": device}), RewardServer(**reward_kw | {"device": device})
     sampler, pool = LocalActor(worker), RewardPool([LocalActor(server)], r.batch_size, r.timeout_s, r.max_retries)
     shares = [sampler] * cfg.rollout.num_actors  # one call per rollout actor of the run: its batches, so its numbers
     initial = evaluate_policy(shares, pool, samples, seeds, list(e.steps))  # LoRA B = 0: the pretrained model
