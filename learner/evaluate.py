@@ -87,7 +87,7 @@ def evaluate(args: argparse.Namespace) -> dict:
     from actors.prompts import load_prompts
     from actors.remote import LocalActor
     from actors.rollout_worker import RolloutWorker
-    from learner.driver.evaluation import evaluate_policy, heldout_seeds, save_eval_grid
+    from learner.driver.evaluation import eval_set, evaluate_policy, save_eval_grid
     from learner.driver.launch import worker_arguments
     from learner.run.outputs import write_atomic
     from rewards.pool import RewardPool
@@ -97,9 +97,7 @@ def evaluate(args: argparse.Namespace) -> dict:
         raise UsageError("--device cuda: no CUDA device here")
     state, cfg = load_target(args)
     e, r = cfg.eval, cfg.reward
-    prompts = load_prompts(e.prompts, "eval.prompts")[: e.num_prompts]
-    samples = [p for p in prompts for _ in range(e.samples_per_prompt)]  # prompt-major, as in a run
-    seeds = heldout_seeds(e.seed, len(prompts), e.samples_per_prompt)
+    prompts, samples, seeds = eval_set(e, load_prompts(e.prompts, "eval.prompts"))  # as in a run
     device = args.device or ("cuda" if torch.cuda.is_available() else "cpu")
     print(f"checkpoint {state.path} (epoch {state.epoch}, policy v{state.weights_version}): {len(prompts)} held-out prompts x "
           f"{e.samples_per_prompt} noises (eval.seed {e.seed}), steps {', '.join(map(str, e.steps))}, on {device}", flush=True)

@@ -50,6 +50,14 @@ def heldout_seeds(seed: int, num_prompts: int, samples_per_prompt: int = 1) -> l
     return [mixed_seed(seed, j, HELDOUT, m or None) for j in range(num_prompts) for m in range(samples_per_prompt)]
 
 
+def eval_set(cfg: EvalConfig, prompts: list[str]) -> tuple[list[str], list[str], list[int]]:
+    """What an evaluation samples: (the first `num_prompts` prompts (the grids' columns), each repeated
+    `samples_per_prompt` times (prompt-major), their fixed noise seeds (`heldout_seeds`))."""
+    prompts = prompts[: cfg.num_prompts]
+    samples = [p for p in prompts for _ in range(cfg.samples_per_prompt)]
+    return prompts, samples, heldout_seeds(cfg.seed, len(prompts), cfg.samples_per_prompt)
+
+
 @dataclass
 class EvalResult:
     steps: list[int]  # the K step counts
@@ -144,9 +152,7 @@ class Evaluator:
     def __init__(self, cfg: EvalConfig, epochs: int, workers: Workers, pool: RewardPool, run_dir: str | Path, prompts: list[str]):
         self.cfg, self.epochs, self.workers, self.pool = cfg, epochs, workers, pool
         self.dir = Path(run_dir)
-        self.prompts = prompts[: cfg.num_prompts]  # the grids' columns
-        self.samples = [p for p in self.prompts for _ in range(cfg.samples_per_prompt)]  # what is sampled, prompt-major
-        self.seeds = heldout_seeds(cfg.seed, len(self.prompts), cfg.samples_per_prompt)
+        self.prompts, self.samples, self.seeds = eval_set(cfg, prompts)
         self.history = read_metrics(self.dir)  # earlier epochs' records (a resumed run), for the curves
         self.initial: EvalResult | None = None
         self.initial_metrics: dict | None = None

@@ -12,7 +12,7 @@ from PIL import Image
 
 from actors.prompts import load_prompts
 from learner.config import EvalConfig, load_config
-from learner.driver.evaluation import Evaluator, evaluate_policy, heldout_seeds
+from learner.driver.evaluation import Evaluator, eval_set, evaluate_policy, heldout_seeds
 from learner.run.outputs import read_metrics
 from learner.run.plots import eval_step_counts, plot_reward_curves
 from tests.conftest import run_cli
@@ -31,6 +31,12 @@ def test_heldout_seeds_depend_on_seed_and_index_only():
     assert heldout_seeds(3, 4) == heldout_seeds(3, 6)[:4]
     assert len(set(heldout_seeds(3, 8))) == 8
     assert heldout_seeds(3, 4) != heldout_seeds(4, 4)
+
+
+def test_eval_set_takes_the_first_prompts_each_repeated_prompt_major():
+    prompts, samples, seeds = eval_set(EvalConfig(num_prompts=2, samples_per_prompt=3, seed=5), ["a", "b", "c"])
+    assert prompts == ["a", "b"] and samples == ["a", "a", "a", "b", "b", "b"]
+    assert seeds == heldout_seeds(5, 2, 3) and len(set(seeds)) == 6
 
 
 def test_eval_config_defaults_and_schedule():
