@@ -13,7 +13,8 @@ eval settings it reproduces the run's numbers.
 Prints, per step count, the learned reward and (shapes prompts) the held-out fidelity of both
 policies and the trained policy's change with its standard error over the images (the same noises
 for both policies: a paired difference). Writes RUN_DIR/eval/recheck-epoch-NNNNNN-seed-S.json (both
-policies' metrics, the change) and .png (the labelled grid, initial rows first). Exit code 2 on
+policies' metrics, the change) and .png (the labelled grid, initial rows first), or -2, -3, ... after
+the name when it is taken. Exit code 2 on
 bad input.
 """
 
@@ -109,7 +110,7 @@ def evaluate(args: argparse.Namespace) -> dict:
     worker.set_weights(PolicyWeights(state.weights_version, state.lora))
     trained = evaluate_policy(shares, pool, samples, seeds, list(e.steps))
     out_dir = Path(args.run_dir) / "eval"
-    stem = f"recheck-{state.path.name}-seed-{e.seed}"
+    stem = free_stem(out_dir, f"recheck-{state.path.name}-seed-{e.seed}")
     save_eval_grid(trained, prompts, out_dir / f"{stem}.png", f"epoch {state.epoch - 1}", initial)
     report = {
         "checkpoint": str(state.path), "epoch": state.epoch, "eval": e.model_dump(mode="json"),
@@ -119,6 +120,16 @@ def evaluate(args: argparse.Namespace) -> dict:
     print(format_report(report), flush=True)
     print(f"written: {out_dir / stem}.json, .png")
     return report
+
+
+def free_stem(directory: Path, stem: str) -> str:
+    """`stem`, or `stem-2`, `stem-3`, ... : the first whose report is not in `directory` yet, so that a
+    recheck never replaces an earlier one (same seed, other samples per prompt or step counts)."""
+    n, name = 1, stem
+    while (directory / f"{name}.json").exists():
+        n += 1
+        name = f"{stem}-{n}"
+    return name
 
 
 def format_report(report: dict) -> str:

@@ -10,7 +10,7 @@ import pytest
 import torch
 
 from learner.driver.evaluation import EvalResult
-from learner.evaluate import change_table, format_report, main, paired_change
+from learner.evaluate import change_table, format_report, free_stem, main, paired_change
 
 
 def test_paired_change_by_hand():
@@ -33,6 +33,14 @@ def test_change_table_and_report_give_reward_and_fidelity_per_step_count():
     assert change["eval_fidelity_1step_change_sem"] == pytest.approx(0.25)  # differences 0.5, 0: std 0.3536 / sqrt 2
     report = {"eval": {"steps": [1]}, "initial": initial.metrics(), "trained": trained.metrics(), "change": change}
     assert format_report(report) == "1-step  reward 0.5000 -> 0.6000 (+0.1000 +- 0.1000)  fidelity 0.3750 -> 0.6250 (+0.2500 +- 0.2500)"
+
+
+def test_a_recheck_never_replaces_an_earlier_one(tmp_path):
+    assert free_stem(tmp_path, "recheck-epoch-000003-seed-7") == "recheck-epoch-000003-seed-7"
+    (tmp_path / "recheck-epoch-000003-seed-7.json").write_text("{}")
+    assert free_stem(tmp_path, "recheck-epoch-000003-seed-7") == "recheck-epoch-000003-seed-7-2"
+    (tmp_path / "recheck-epoch-000003-seed-7-2.json").write_text("{}")
+    assert free_stem(tmp_path, "recheck-epoch-000003-seed-7") == "recheck-epoch-000003-seed-7-3"
 
 
 def test_errors_exit_2_with_one_line(tmp_path, capsys):
