@@ -16,7 +16,7 @@ from actors.ddim import ddim_step, ddim_step_with_logprob, step_alphas
 SHAPE = (2, 4, 3, 3)  # (N, C, h, w)
 
 
-def make_scheduler(T: int, spacing: str = "trailing", prediction_type: str = "epsilon") -> DDIMScheduler:
+def make_scheduler(T: int, spacing: str = "trailing", prediction_type: str = "epsilon", zero_snr: bool = False) -> DDIMScheduler:
     # SD-style schedule; clip_sample off (our step never clips x0), final alpha = alphas_cumprod[0]
     sched = DDIMScheduler(
         beta_start=0.00085,
@@ -27,6 +27,7 @@ def make_scheduler(T: int, spacing: str = "trailing", prediction_type: str = "ep
         steps_offset=1 if spacing == "leading" else 0,
         timestep_spacing=spacing,
         prediction_type=prediction_type,
+        rescale_betas_zero_snr=zero_snr,
     )
     sched.set_timesteps(T)
     return sched
@@ -146,6 +147,38 @@ def test_other_prediction_types_equal_diffusers(prediction_type, spacing):
         assert torch.equal(ours.pred_original_sample, ref.pred_original_sample), (prediction_type, i)
         assert torch.equal(ours.next_sample, ref.prev_sample), (prediction_type, i)
         x = ref.prev_sample
+
+
+@pytest.mark.parametrize("T", [1, 2, 8])  # T divides 1000: diffusers' a_prev rule is right
+def test_zero_terminal_snr_v_prediction(T):
+    # the shapes model's schedule: a_999 = 0, so the first step starts from pure noise: x0 = -v,
+    # sigma^2 = 1 - a_prev, x_1 = sqrt(a_prev) x0 + sigma z (no eps term at eta = 1), a finite
+    # log-probability. diffusers' step can give NaN there (sqrt of 1 - a_prev - sigma^2 rounded below 0);
+    # every later step, and the deterministic chain, equal diffusers'.
+    sched = make_scheduler(T, "trailing", "v_prediction", zero_snr=True)
+    assert int(sched.timesteps[0]) == 999 and float(sched.alphas_cumprod[999]) == 0.0
+    g = torch.Generator().manual_seed(11)
+    x = torch.randn(SHAPE, generator=g)
+    x_det = x.clone()
+    for i, t in enumerate(sched.timesteps):
+        out, z = torch.randn(SHAPE, generator=g), torch.randn(SHAPE, generator=g)
+        ours = our_step(sched, out, x, i, noise=z)
+        assert torch.isfinite(ours.log_prob).all() and torch.isfinite(ours.next_sample).all(), (T, i)
+        if i == 0:
+            a_prev = float(sched.alphas_cumprod[sched.timesteps[1]]) if T > 1 else float(sched.final_alpha_cumprod)
+            assert torch.equal(ours.pred_original_sample, -out)
+            assert torch.allclose(ours.std_dev, torch.tensor((1 - a_prev) ** 0.5))
+            assert torch.allclose(ours.next_sample, a_prev**0.5 * -out + (1 - a_prev) ** 0.5 * z, atol=1e-4)
+        else:
+            ref = sched.step(out, t, x, eta=1.0, variance_noise=z)
+            assert torch.allclose(ours.next_sample, ref.prev_sample, atol=1e-6), (T, i)
+            assert torch.allclose(ours.pred_original_sample, ref.pred_original_sample, atol=1e-6), (T, i)
+        x = ours.next_sample
+        det = ddim_step(out, x_det, torch.full((SHAPE[0],), i), sched.timesteps, sched.alphas_cumprod,
+                        float(sched.final_alpha_cumprod), prediction_type="v_prediction")
+        ref_det = sched.step(out, t, x_det, eta=0.0)
+        assert torch.allclose(det.next_sample, ref_det.prev_sample, atol=1e-6), (T, i)
+        x_det = det.next_sample
 
 
 # ---------------------------------------------------------------- deterministic step (eta = 0), bit for bit
