@@ -12,7 +12,12 @@ reproducible). Stages:
   3. scaling  scaling_factor = 1 / std of the posterior-mean latents (as SD's 0.18215 was chosen).
   4. UNet     the standard noise-prediction objective on SD's scaled-linear schedule (1000 steps,
               betas 0.00085 -> 0.012): L = |eps - eps_theta(sqrt(a_t) z + sqrt(1 - a_t) eps, t, c)|^2,
-              t ~ U{0..999}, z a posterior sample. The CLIP text encoder trains jointly with the UNet
+              t ~ U{0..999}, z a posterior sample. With --zero-snr the schedule is rescaled to zero
+              terminal SNR (a_999 = 0, Lin et al. 2024) and the UNet predicts v = sqrt(a_t) eps -
+              sqrt(1 - a_t) z: at t = 999 it sees pure noise in training as in sampling, so where the
+              shape goes comes from the caption (SD's schedule leaves a trace of the image at t = 999,
+              and a model trained on it takes the layout from the noise; docs/shapes.md measures
+              both). The CLIP text encoder trains jointly with the UNet
               (a randomly initialized char-level encoder gives the UNet no word features to attend
               to; training it plays the part of a pretrained encoder). Captions are dropped to ""
               with probability CAPTION_DROPOUT, so classifier-free guidance is available.
@@ -43,8 +48,9 @@ KL_WEIGHT = 1e-6
 CAPTION_DROPOUT = 0.1
 
 
-def build_components(tokenizer_dir: Path):
-    """Tokenizer, text encoder, VAE, UNet and scheduler, freshly initialized (seed set by the caller)."""
+def build_components(tokenizer_dir: Path, zero_snr: bool = False):
+    """Tokenizer, text encoder, VAE, UNet and scheduler, freshly initialized (seed set by the caller);
+    `zero_snr`: the schedule rescaled to zero terminal SNR, with v-prediction."""
     from diffusers import AutoencoderKL, DDIMScheduler, UNet2DConditionModel
     from transformers import CLIPTextConfig, CLIPTextModel, CLIPTokenizer
 
@@ -97,7 +103,8 @@ def build_components(tokenizer_dir: Path):
         beta_schedule="scaled_linear",
         beta_start=0.00085,
         beta_end=0.012,
-        prediction_type="epsilon",
+        rescale_betas_zero_snr=zero_snr,
+        prediction_type="v_prediction" if zero_snr else "epsilon",  # at SNR 0, eps does not give x0
         timestep_spacing="trailing",  # k-step sampling starts at t = 999 for every k (1-step included)
         clip_sample=False,
         set_alpha_to_one=False,
@@ -150,7 +157,7 @@ def encode_all(vae, images: torch.Tensor, chunk: int = 256) -> tuple[torch.Tenso
 
 
 def train_unet(
-    unet, text_encoder, tokens: torch.Tensor, empty: torch.Tensor, means, stds, alphas_cumprod,
+    unet, text_encoder, tokens: torch.Tensor, empty: torch.Tensor, means, stds, alphas_cumprod, prediction_type: str,
     steps: int, batch: int, lr: float, gen: torch.Generator, logfile,
 ) -> None:
     params = list(unet.parameters()) + list(text_encoder.parameters())
@@ -171,8 +178,9 @@ def train_unet(
         eps = torch.randn(z.shape, generator=gen)
         a = alphas_cumprod[t].view(-1, 1, 1, 1)
         noisy = a.sqrt() * z + (1 - a).sqrt() * eps
+        target = eps if prediction_type == "epsilon" else a.sqrt() * eps - (1 - a).sqrt() * z  # eps or v
         pred = unet(noisy, t, text_encoder(ids)[0]).sample
-        loss = torch.mean((pred - eps) ** 2)
+        loss = torch.mean((pred - target) ** 2)
         opt.zero_grad(set_to_none=True)
         loss.backward()
         torch.nn.utils.clip_grad_norm_(params, 1.0)
@@ -211,6 +219,8 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--vae-steps", type=int, default=400)
     parser.add_argument("--unet-steps", type=int, default=4000)
     parser.add_argument("--batch", type=int, default=32)
+    parser.add_argument("--zero-snr", action="store_true",
+                        help="zero terminal SNR schedule with v-prediction (the layout from the caption, not the noise)")
     parser.add_argument("--log", default=None, help="also append progress lines to this file")
     parser.add_argument("--check-per-prompt", type=int, default=8, help="held-out samples per prompt in the final check")
     args = parser.parse_args(argv)
@@ -225,7 +235,7 @@ def main(argv: list[str] | None = None) -> None:
     images = to_tensor(images_np)  # (N, 3, 32, 32)
     with tempfile.TemporaryDirectory() as tmp:
         torch.manual_seed(args.seed)
-        tokenizer, text_encoder, vae, unet, scheduler = build_components(Path(tmp))
+        tokenizer, text_encoder, vae, unet, scheduler = build_components(Path(tmp), args.zero_snr)
     log(logfile, f"params: unet {sum(p.numel() for p in unet.parameters())} vae {sum(p.numel() for p in vae.parameters())} "
         f"text {sum(p.numel() for p in text_encoder.parameters())}; {len(images)} training images")
     gen = torch.Generator().manual_seed(args.seed)
@@ -241,8 +251,8 @@ def main(argv: list[str] | None = None) -> None:
         return tokenizer(texts, padding="max_length", max_length=MAX_TOKENS, truncation=True, return_tensors="pt").input_ids
 
     tokens, empty = ids(captions), ids([""])[0]
-    train_unet(unet, text_encoder, tokens, empty, means, stds, scheduler.alphas_cumprod, args.unet_steps,
-               args.batch, 1e-3, gen, logfile)
+    train_unet(unet, text_encoder, tokens, empty, means, stds, scheduler.alphas_cumprod, scheduler.config.prediction_type,
+               args.unet_steps, args.batch, 1e-3, gen, logfile)
     pipe = StableDiffusionPipeline(
         vae=vae, text_encoder=text_encoder, tokenizer=tokenizer, unet=unet, scheduler=scheduler,
         safety_checker=None, feature_extractor=None, requires_safety_checker=False,

@@ -4,6 +4,9 @@ reads, and its many-step samples show their prompts while its 1-step samples do 
 
 from __future__ import annotations
 
+import json
+import math
+
 import numpy as np
 import pytest
 import torch
@@ -60,6 +63,7 @@ def _weights(directory) -> dict[str, bytes]:
     "module, args",
     [
         ("actors.shapes.train", ["--vae-steps", "2", "--unet-steps", "3", "--batch", "4", "--check-per-prompt", "1"]),
+        ("actors.shapes.train", ["--vae-steps", "2", "--unet-steps", "3", "--batch", "4", "--check-per-prompt", "1", "--zero-snr"]),
         ("rewards.shapes_train", ["--steps", "3", "--batch", "8"]),
     ],
 )
@@ -77,3 +81,10 @@ def test_training_scripts_are_deterministic_byte_for_byte(tmp_path, module, args
         assert res.returncode == 0, res.stdout[-2000:] + res.stderr[-2000:]
     a, b = _weights(tmp_path / "a"), _weights(tmp_path / "b")
     assert a and a == b
+    if "--zero-snr" in args:  # v-prediction on a zero-terminal-SNR schedule, sampled through from_pretrained
+        from diffusers import DDIMScheduler
+
+        sched = DDIMScheduler.from_pretrained(str(tmp_path / "a"), subfolder="scheduler")
+        assert sched.config.prediction_type == "v_prediction" and float(sched.alphas_cumprod[-1]) == 0.0
+        check = json.loads((tmp_path / "a" / "training_check.json").read_text())
+        assert all(math.isfinite(check[f"fidelity_{k}"]) for k in (1, 2, 4, 8, 50))
