@@ -121,10 +121,15 @@ def evaluate_policy(rollouts: list, pool: RewardPool, prompts: list[str], seeds:
     rewards = np.full((len(steps), len(prompts)), np.nan)  # (K, N)
     for qi, idx, imgs, ticket in parts:
         images[qi, idx], rewards[qi, idx] = imgs, results[ticket].scores
-    factors = None
-    if is_shapes_prompt_list(prompts):
-        factors = np.stack([factor_table(images[qi], prompts) for qi in range(len(steps))])  # (K, N, 4)
-    return EvalResult(list(steps), images, rewards, factors)
+    return EvalResult(list(steps), images, rewards, read_factors(images, prompts))
+
+
+def read_factors(images: np.ndarray, prompts: list[str]) -> np.ndarray | None:
+    """(K, N, 4) 0/1: which factors each of the (K, N, H, W, 3) images shows, read from the pixels;
+    None unless the prompts are shapes captions."""
+    if not is_shapes_prompt_list(prompts):
+        return None
+    return np.stack([factor_table(step_images, prompts) for step_images in images])
 
 
 def first_samples(images: np.ndarray, num_prompts: int) -> np.ndarray:
@@ -177,6 +182,8 @@ class Evaluator:
         if not fresh:
             if path.exists():
                 self.initial = EvalResult.load(path)
+                if self.initial.factors is None:  # saved before the pixel metric: read it from the images
+                    self.initial.factors = read_factors(self.initial.images, self.samples)
                 self.initial_metrics = self.initial.metrics()
             return
         start = time.perf_counter()

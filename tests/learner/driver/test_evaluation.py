@@ -39,6 +39,23 @@ def test_eval_set_takes_the_first_prompts_each_repeated_prompt_major():
     assert seeds == heldout_seeds(5, 2, 3) and len(set(seeds)) == 6
 
 
+def test_a_resumed_run_reads_the_initial_fidelity_from_an_older_initial_npz(tmp_path):
+    """An eval/initial.npz saved before the pixel metric holds images but no factors: the resumed
+    evaluator reads them from the pixels, so the initial fidelity is not lost."""
+    from actors.shapes.data import heldout_prompts, sample_images
+    from learner.driver.evaluation import EvalResult
+
+    prompts = heldout_prompts()[:3]
+    images, _ = sample_images(prompts, 1, seed=4)  # ground truth: every factor shown
+    images[2] = 40  # a blank grey image: nothing shown
+    (tmp_path / "eval").mkdir()
+    EvalResult([1], images[None], np.full((1, 3), 0.5)).save(tmp_path / "eval" / "initial.npz")
+    ev = Evaluator(EvalConfig(steps=(1,), num_prompts=3, samples_per_prompt=1), 4, None, None, tmp_path, prompts)
+    ev.evaluate_initial(fresh=False)
+    assert ev.initial_metrics["eval_fidelity_1step_mean"] == pytest.approx(2 / 3)
+    assert ev.initial_metrics["eval_reward_1step_mean"] == 0.5
+
+
 def test_eval_config_defaults_and_schedule():
     cfg = load_config("tiny").eval
     assert cfg.steps == (1, 2, 4, 8) and cfg.prompts == "heldout_animals" and cfg.num_prompts == 8
