@@ -13,9 +13,8 @@ eval settings it reproduces the run's numbers.
 Prints, per step count, the learned reward and (shapes prompts) the held-out fidelity of both
 policies and the trained policy's change with its standard error over the images (the same noises
 for both policies: a paired difference). Writes RUN_DIR/eval/recheck-epoch-NNNNNN-seed-S.json (both
-policies' metrics, the change) and .png (the labelled grid, initial rows first), or -2, -3, ... after
-the name when it is taken. Exit code 2 on
-bad input.
+policies' metrics, the change) and .png (the labelled grid, initial rows first), with -2, -3, ...
+after the name when it is taken. Exit code 2 on bad input.
 """
 
 from __future__ import annotations
