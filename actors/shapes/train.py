@@ -157,7 +157,7 @@ def encode_all(vae, images: torch.Tensor, chunk: int = 256) -> tuple[torch.Tenso
 
 
 def train_unet(
-    unet, text_encoder, tokens: torch.Tensor, empty: torch.Tensor, means, stds, alphas_cumprod, prediction_type: str,
+    unet, text_encoder, tokens: torch.Tensor, empty: torch.Tensor, means, stds, scheduler,
     steps: int, batch: int, lr: float, gen: torch.Generator, logfile,
 ) -> None:
     params = list(unet.parameters()) + list(text_encoder.parameters())
@@ -176,9 +176,9 @@ def train_unet(
         ids = torch.where(drop[:, None], empty[None], tokens[idx])  # (b, L)
         t = torch.randint(0, 1000, (batch,), generator=gen)
         eps = torch.randn(z.shape, generator=gen)
-        a = alphas_cumprod[t].view(-1, 1, 1, 1)
+        a = scheduler.alphas_cumprod[t].view(-1, 1, 1, 1)
         noisy = a.sqrt() * z + (1 - a).sqrt() * eps
-        target = eps if prediction_type == "epsilon" else a.sqrt() * eps - (1 - a).sqrt() * z  # eps or v
+        target = eps if scheduler.config.prediction_type == "epsilon" else scheduler.get_velocity(z, eps, t)  # eps or v
         pred = unet(noisy, t, text_encoder(ids)[0]).sample
         loss = torch.mean((pred - target) ** 2)
         opt.zero_grad(set_to_none=True)
@@ -251,8 +251,7 @@ def main(argv: list[str] | None = None) -> None:
         return tokenizer(texts, padding="max_length", max_length=MAX_TOKENS, truncation=True, return_tensors="pt").input_ids
 
     tokens, empty = ids(captions), ids([""])[0]
-    train_unet(unet, text_encoder, tokens, empty, means, stds, scheduler.alphas_cumprod, scheduler.config.prediction_type,
-               args.unet_steps, args.batch, 1e-3, gen, logfile)
+    train_unet(unet, text_encoder, tokens, empty, means, stds, scheduler, args.unet_steps, args.batch, 1e-3, gen, logfile)
     pipe = StableDiffusionPipeline(
         vae=vae, text_encoder=text_encoder, tokenizer=tokenizer, unet=unet, scheduler=scheduler,
         safety_checker=None, feature_extractor=None, requires_safety_checker=False,

@@ -12,7 +12,7 @@ from PIL import Image
 
 from actors.prompts import load_prompts
 from learner.config import EvalConfig, load_config
-from learner.driver.evaluation import Evaluator, eval_set, evaluate_policy, heldout_seeds
+from learner.driver.evaluation import EvalResult, Evaluator, eval_set, evaluate_policy, heldout_seeds
 from learner.run.outputs import read_metrics
 from learner.run.plots import eval_step_counts, plot_reward_curves
 from tests.conftest import run_cli
@@ -43,7 +43,6 @@ def test_a_resumed_run_reads_the_initial_fidelity_from_an_older_initial_npz(tmp_
     """An eval/initial.npz saved before the pixel metric holds images but no factors: the resumed
     evaluator reads them from the pixels, so the initial fidelity is not lost."""
     from actors.shapes.data import heldout_prompts, sample_images
-    from learner.driver.evaluation import EvalResult
 
     prompts = heldout_prompts()[:3]
     images, _ = sample_images(prompts, 1, seed=4)  # ground truth: every factor shown
@@ -190,7 +189,7 @@ def test_heldout_seeds_with_several_samples_per_prompt_keep_the_first():
 
 
 def test_eval_grid_shows_the_first_sample_of_each_prompt(tmp_path):
-    from learner.driver.evaluation import EvalResult, first_samples, save_eval_grid
+    from learner.driver.evaluation import first_samples, save_eval_grid
 
     images = np.arange(2 * 6, dtype=np.uint8).reshape(2, 6, 1, 1, 1) * np.ones((1, 1, 8, 8, 3), np.uint8)  # (K=2, 3 prompts x 2, 8, 8, 3)
     assert [int(i[0, 0, 0]) for i in first_samples(images[1], 3)] == [6, 8, 10]
