@@ -61,7 +61,7 @@ class SamplingConfig(Section):
         description="DDIM eta (SD, SDXL), or the flow SDE's noise level a (SD3, FLUX); > 0 makes the sampler a stochastic policy.",
     )
     guidance_scale: float = Field(1.0, ge=1.0, description="Classifier-free guidance scale (1 = no CFG).")
-    num_anchors: int = Field(1, ge=1, description="Anchor states between the first and last step (paper: 1).")
+    num_anchors: int = Field(1, ge=0, description="Anchor states between the first and last step (paper: 1; 0 queries the first and last step only).")
     similarity_floor: float = Field(
         1e-3, gt=0, le=1, description="Cosine similarities are clamped to at least this before the dense fill."
     )

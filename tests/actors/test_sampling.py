@@ -79,6 +79,19 @@ def test_images_are_decoded_queried_states(worker, batch):
         assert np.abs(image.astype(int) - batch.queries.images[0, 1, q_pos].astype(int)).max() <= 1
 
 
+def test_two_steps_without_anchor_query_both_states(tiny_cache):
+    """sampling.num_anchors = 0 (T = 2 allowed): each trajectory queries x0_0 and x0_1 only, and the
+    1-step state is shared by the pair (one initial noise), the 2-step one is not."""
+    w = RolloutWorker(model=ModelConfig(tiny_cache_dir=tiny_cache), sampling=SamplingConfig(num_steps=2, num_anchors=0), seed=7)
+    w.set_weights(PolicyWeights(0, lora_state(w.pipe.unet)))
+    b = w.rollout(epoch=0, pair_indices=[0, 1], prompts=PROMPTS[:2], version=0)
+    b.trajectories.validate()
+    assert b.queries.query_steps.tolist() == [[[0, 1]] * 2] * 2
+    assert b.queries.images.shape == (2, 2, 2, 64, 64, 3) and b.queries.similarities.shape == (2, 2, 2, 2)
+    assert np.array_equal(b.queries.images[:, 0, 0], b.queries.images[:, 1, 0])
+    assert not np.array_equal(b.queries.images[:, 0, 1], b.queries.images[:, 1, 1])
+
+
 def test_stale_version_is_refused(worker):
     from actors.rollout_worker import StaleWeightsError
 

@@ -73,6 +73,25 @@ def test_two_anchors_greedy():
         torch.testing.assert_close(sel.similarities[:, k], cosine_to_steps(PLANE, torch.tensor([q])))
 
 
+def test_no_anchor_queries_first_and_last_only():
+    # PLANE with K = 0: queries 0 and 4, rows s_first = x and s_last = y from the table above.
+    #   r_first = 1, r_last = 3; weights clamped at 1e-3:
+    #   step 1: (.8*1 + .6*3) / 1.4 = 2.6 / 1.4 = 1.857142...
+    #   step 2: s = (-1 -> .001, 0 -> .001): the plain mean (1 + 3) / 2 = 2
+    #   step 3: (.001*1 + .8*3) / .801 = 2.401 / .801 = 2.997503...
+    sel = select_anchors(PLANE, num_anchors=0)
+    assert sel.query_steps.tolist() == [[0, 4]]
+    torch.testing.assert_close(sel.similarities[0].double(), torch.tensor([[1, .8, -1, -.6, 0], [0, .6, 0, .8, 1]], dtype=torch.float64))
+    r = dense_rewards(torch.tensor([[1.0, 3.0]]), sel.query_steps, sel.similarities, floor=FLOOR)
+    torch.testing.assert_close(r, torch.tensor([[1.0, 2.6 / 1.4, 2.0, 2.401 / 0.801, 3.0]]))
+    # T = 2, the fewest steps with distinct first and last: both steps are queried, nothing is filled in
+    two = select_anchors(traj((1, 0), (0, 1)), num_anchors=0)
+    assert two.query_steps.tolist() == [[0, 1]]
+    torch.testing.assert_close(dense_rewards(torch.tensor([[0.25, 0.75]]), two.query_steps, two.similarities), torch.tensor([[0.25, 0.75]]))
+    with pytest.raises(ValueError, match="at least 2 steps"):
+        select_anchors(torch.zeros(1, 1, 2, 1, 1), num_anchors=0)
+
+
 def test_query_steps_sorted_and_distinct_random():
     g = torch.Generator().manual_seed(0)
     x0 = torch.randn(8, 7, 3, 2, 2, generator=g)
