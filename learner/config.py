@@ -15,7 +15,7 @@ from pydantic import Field, ValidationError, model_validator
 from actors.config import ModelConfig, PromptConfig, RolloutConfig, SamplingConfig, Section
 from actors.errors import UsageError
 from actors.prompts import read_bounded_text
-from learner.algo.minibatches import num_train_steps
+from learner.algo.minibatches import num_train_steps, trainable_steps
 from rewards.config import RewardConfig
 
 PRESET_DIR = Path(__file__).parent / "presets"
@@ -47,6 +47,11 @@ class TrainConfig(Section):
     )
     num_inner_epochs: int = Field(1, ge=1, description="Passes over each epoch's samples.")
     timestep_fraction: float = Field(1.0, gt=0, le=1, description="Fraction of the T permuted steps trained on.")
+    skip_last_step: bool = Field(
+        False, description="Leave the last transition (x_{T-1} -> x_T) out of the update. No reward sees its action: r_last "
+        "scores x0_{T-1}, computed before it (SDPO and this DDPO alike), so its loss term is pure noise, and with the "
+        "last step's small sigma a large one. Off (all T steps) as the reference trains; docs/shapes.md measures it."
+    )
     clip_range: float = Field(
         1e-4, ge=0, description="SDPO: new log-probs clamped to old +- this in the clipped loss; DDPO: ratio clipped to 1 +- this (0 = off)."
     )
@@ -224,7 +229,8 @@ class Config(Section):
     def optimizer_steps_per_epoch(self) -> int:
         """Optimizer steps per epoch (with every pair rewarded)."""
         per_rank = self.rollout.pairs_per_epoch // self.learner.num_workers
-        items = per_rank * num_train_steps(self.sampling.num_steps, self.train.timestep_fraction) * self.train.num_inner_epochs
+        steps = trainable_steps(self.sampling.num_steps, self.train.skip_last_step)
+        items = per_rank * num_train_steps(steps, self.train.timestep_fraction) * self.train.num_inner_epochs
         return -(-items // (self.train.batch_size * self.train.gradient_accumulation_steps))
 
 

@@ -23,6 +23,12 @@ class Minibatch(NamedTuple):
         return len(self.sample_index)
 
 
+def trainable_steps(num_steps: int, skip_last_step: bool) -> int:
+    """How many of the T steps an update may train on: all, or the first T - 1 (train.skip_last_step).
+    The schedule permutes steps 0 .. trainable - 1, so leaving the last one out is a shorter range."""
+    return num_steps - 1 if skip_last_step else num_steps
+
+
 def num_train_steps(num_steps: int, timestep_fraction: float) -> int:
     """How many of the T permuted step positions are trained on."""
     return max(1, int(num_steps * timestep_fraction))

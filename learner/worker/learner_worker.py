@@ -28,7 +28,7 @@ from actors.families import expand_rows, family_of, repeat_rows, select_rows
 from actors.policy import load_lora_state, load_pipeline, lora_state, save_lora_diffusers
 from actors.sampling import score_steps
 from actors.seeds import UPDATE, seeded_generator
-from learner.algo.minibatches import Minibatch, micro_batches, num_train_steps, step_shuffled_schedule
+from learner.algo.minibatches import Minibatch, micro_batches, num_train_steps, step_shuffled_schedule, trainable_steps
 from learner.algo.registry import get_algorithm
 from learner.algo.sdpo import temporal_weights
 from learner.config import TrainConfig
@@ -138,11 +138,12 @@ class LearnerWorker:
         T = batches[0].timesteps.shape[0]
         per_step = cfg.batch_size * cfg.gradient_accumulation_steps  # S: (pair, step) items per shard per optimizer step
         micro = cfg.micro_batch_size or cfg.batch_size  # M: items per backward pass
+        steps = trainable_steps(T, cfg.skip_last_step)  # steps 0 .. steps - 1 are trained on
         schedules = [
-            step_shuffled_schedule(b.num_pairs, T, cfg.timestep_fraction, cfg.num_inner_epochs, seeded_generator(self.seed, b.epoch, b.shard, UPDATE))
+            step_shuffled_schedule(b.num_pairs, steps, cfg.timestep_fraction, cfg.num_inner_epochs, seeded_generator(self.seed, b.epoch, b.shard, UPDATE))
             for b in batches
         ]
-        items = request.max_pairs * num_train_steps(T, cfg.timestep_fraction) * cfg.num_inner_epochs
+        items = request.max_pairs * num_train_steps(steps, cfg.timestep_fraction) * cfg.num_inner_epochs
         embeds = [self.family.encode_prompts(self.pipe, b.prompts) for b in batches]  # each (B_s, ...)
         negative = self.family.encode_prompts(self.pipe, [""]) if self.sampling.guidance_scale > 1 else None  # (1, ...), once
         weights = temporal_weights(T, cfg.lam, cfg.log_scale)  # (T,)

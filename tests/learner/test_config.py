@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytest
 import yaml
 
-from learner.config import Config, ConfigError, load_config, parse_override, to_yaml
+from learner.config import Config, ConfigError, build_config, load_config, parse_override, to_yaml
 from tests.conftest import run_cli
 
 
@@ -136,3 +136,11 @@ def test_paper_presets_are_the_papers_runs(preset, lr, per_step, steps_per_epoch
     assert cfg.train.learning_rate == lr and cfg.epochs == epochs
     assert cfg.samples_per_optimizer_step == per_step and cfg.optimizer_steps_per_epoch == steps_per_epoch
     assert cfg.train.clip_range == 1e-4 and cfg.train.adv_clip_max == 5 and cfg.train.gamma == 0.99 and cfg.train.lam == 0.99
+
+
+def test_skip_last_step_counts_t_minus_1_steps_per_pair():
+    # the aesthetic preset: 128 pairs x 50 steps / 64 per optimizer step = 100; without the last step
+    # 128 x 49 = 6272 items -> ceil(6272 / 64) = 98
+    cfg = load_config("sd_turbo_aesthetic")
+    assert not cfg.train.skip_last_step and cfg.optimizer_steps_per_epoch == 100
+    assert build_config(cfg.model_dump(mode="json"), ["train.skip_last_step=true"]).optimizer_steps_per_epoch == 98

@@ -7,7 +7,7 @@ from collections import Counter
 import pytest
 import torch
 
-from learner.algo.minibatches import micro_batches, num_train_steps, step_shuffled_schedule
+from learner.algo.minibatches import micro_batches, num_train_steps, step_shuffled_schedule, trainable_steps
 
 
 def step_shuffled_minibatches(num_samples, num_steps, batch_size, timestep_fraction, generator):
@@ -140,3 +140,12 @@ def test_reference_walk_equals_the_schedule_in_minibatches():
     sched = step_shuffled_schedule(6, 3, 1.0, 1, torch.Generator().manual_seed(5))
     assert torch.equal(torch.cat([mb.sample_index for mb in walk]), sched.sample_index)
     assert torch.equal(torch.cat([mb.step_index for mb in walk]), sched.step_index)
+
+
+def test_skipping_the_last_step_schedules_every_other_step_once():
+    # T = 5 with train.skip_last_step: steps 0-3 of every sample once, step 4 never
+    T = 5
+    assert trainable_steps(T, True) == 4 and trainable_steps(T, False) == 5
+    schedule = step_shuffled_schedule(6, trainable_steps(T, True), 1.0, 1, torch.Generator().manual_seed(0))
+    seen = Counter(zip(schedule.sample_index.tolist(), schedule.step_index.tolist()))
+    assert set(seen) == {(s, j) for s in range(6) for j in range(T - 1)} and set(seen.values()) == {1}

@@ -114,6 +114,25 @@ def test_micro_batch_size_changes_speed_not_the_math(tiny_cache, eight_pairs):
     assert moved > 0  # the four optimizer steps changed the LoRA
 
 
+def test_skip_last_step_never_trains_on_the_last_transition(tiny_cache, eight_pairs):
+    """train.skip_last_step: the last step's advantages cannot change the update (its items are not
+    scheduled: 8 pairs x 3 steps in passes of 8), while with all T steps they do."""
+    traj, adv = eight_pairs
+    other = adv.clone()
+    other[:, :, -1] = -other[:, :, -1] + 3.0  # different advantages at step T-1 only
+
+    def updated(skip: bool, advantages: torch.Tensor):
+        learner = _fresh(tiny_cache, batch_size=2, gradient_accumulation_steps=4, micro_batch_size=8, skip_last_step=skip)
+        metrics = learner.update(update_request(traj, advantages, version=0), traj)
+        return metrics, learner.get_weights().lora
+
+    (m, w), (_, w_other) = updated(True, adv), updated(True, other)
+    assert m["backward_passes"] == 3  # 24 items, 8 per optimizer step and per pass
+    assert all(torch.equal(w[k], w_other[k]) for k in w)
+    (_, w_all), (_, w_all_other) = updated(False, adv), updated(False, other)
+    assert not all(torch.equal(w_all[k], w_all_other[k]) for k in w_all)
+
+
 _INIT: dict = {}
 
 
