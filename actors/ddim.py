@@ -49,6 +49,11 @@ def step_alphas(
     return alpha_t, alpha_prev
 
 
+def ddim_sigma(alpha_t: torch.Tensor, alpha_prev: torch.Tensor, eta: float) -> torch.Tensor:
+    """sigma = eta * sqrt((1 - a_prev) / (1 - a_t) * (1 - a_t / a_prev)), per sample (float32, as diffusers computes it)."""
+    return eta * ((1 - alpha_prev) / (1 - alpha_t) * (1 - alpha_t / alpha_prev)).clamp(min=0) ** 0.5
+
+
 def _bcast(x: torch.Tensor, like: torch.Tensor) -> torch.Tensor:
     return x.to(like.device, like.dtype).view(-1, *([1] * (like.ndim - 1)))
 
@@ -75,9 +80,8 @@ def _ddim_moments(
     x = sample.float()
     out = model_output.float()
     alpha_t, alpha_prev = step_alphas(step_index, timesteps, alphas_cumprod, final_alpha_cumprod)
-    # 1. sigma from the two alphas (float32, as diffusers computes it)
-    var = (1 - alpha_prev) / (1 - alpha_t) * (1 - alpha_t / alpha_prev)
-    std_dev = eta * var.clamp(min=0) ** 0.5
+    # 1. sigma from the two alphas
+    std_dev = ddim_sigma(alpha_t, alpha_prev, eta)
     a_t, a_prev, std = _bcast(alpha_t, x), _bcast(alpha_prev, x), _bcast(std_dev, x)
     # 2. predicted clean state x0 and predicted noise eps, by prediction type (as diffusers converts)
     if prediction_type == "epsilon":

@@ -26,7 +26,7 @@ def main() -> int:
     import torch
 
     from actors.batch import PolicyWeights
-    from actors.ddim import step_alphas
+    from actors.ddim import ddim_sigma, step_alphas
     from actors.policy import encode_prompts, lora_state
     from actors.prompts import load_prompts
     from actors.rollout_worker import RolloutWorker
@@ -53,7 +53,7 @@ def main() -> int:
     embeds = encode_prompts(worker.pipe, prompts)  # (n, L, D)
     T = traj.timesteps.shape[0]
     a_t, a_prev = step_alphas(torch.arange(T), traj.timesteps, scheduler.alphas_cumprod, scheduler.final_alpha_cumprod)
-    sigmas = (cfg.sampling.eta * ((1 - a_prev) / (1 - a_t) * (1 - a_t / a_prev)).clamp(min=0) ** 0.5).tolist()
+    sigmas = ddim_sigma(a_t, a_prev, cfg.sampling.eta).tolist()
     steps = []
     for i in range(T):
         norms = []
