@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import json
+
 import pytest
 
 from benchmarks.learning import ADAPTERS, QUERIES_PER_TRAJECTORY, SWEEP, as_record, at_epoch, summarize, training_score
@@ -24,3 +26,15 @@ def test_each_algorithm_has_its_own_grid_and_sdpo_queries_three_times_per_trajec
         assert len(set(grid)) == len({lr for lr, _, _ in grid}) * len(ADAPTERS)
     assert as_record(SWEEP["sdpo"][0]) == {"learning_rate": 1e-3, "clip_range": 1e-2, "lora_adapters": "attention"}
     assert QUERIES_PER_TRAJECTORY == {"sdpo": 3, "ddpo": 1}  # so DDPO runs 3x the epochs for equal queries
+
+
+def test_the_budget_is_the_committed_results_not_the_default_jobs():
+    from benchmarks.learning import BUDGET, CONFIG, EPOCHS, REPO
+    from learner.config import load_config
+
+    cfg, default_job = load_config(CONFIG, BUDGET), load_config(CONFIG)
+    assert (cfg.rollout.pairs_per_epoch, cfg.train.batch_size * cfg.train.gradient_accumulation_steps) == (32, 32)
+    assert cfg.train.micro_batch_size == 32 and not cfg.train.skip_last_step and cfg.sampling.num_steps == 8
+    assert default_job.train.skip_last_step and default_job.rollout.pairs_per_epoch != cfg.rollout.pairs_per_epoch
+    committed = json.loads((REPO / "benchmarks" / "results" / "learning_shapes.json").read_text())
+    assert committed["epochs_sdpo"] == EPOCHS and committed["epochs_ddpo"] == 3 * EPOCHS
