@@ -6,7 +6,9 @@ import json
 
 import pytest
 
-from benchmarks.learning import ADAPTERS, QUERIES_PER_TRAJECTORY, SWEEP, as_record, at_epoch, summarize, training_score
+from benchmarks.learning import (ADAPTERS, BUDGET, CONFIG, EPOCHS, QUERIES_PER_TRAJECTORY, REPO, SWEEP, as_record, at_epoch, summarize,
+                                 training_score)
+from learner.config import load_config
 
 
 def test_sweep_selects_by_training_reward_over_the_last_quarter():
@@ -29,9 +31,6 @@ def test_each_algorithm_has_its_own_grid_and_sdpo_queries_three_times_per_trajec
 
 
 def test_the_budget_is_the_committed_results_not_the_default_jobs():
-    from benchmarks.learning import BUDGET, CONFIG, EPOCHS, REPO
-    from learner.config import load_config
-
     cfg, default_job = load_config(CONFIG, BUDGET), load_config(CONFIG)
     assert (cfg.rollout.pairs_per_epoch, cfg.train.batch_size * cfg.train.gradient_accumulation_steps) == (32, 32)
     assert cfg.train.micro_batch_size == 32 and not cfg.train.skip_last_step and cfg.sampling.num_steps == 8
