@@ -3,6 +3,7 @@ and are recorded in docs/benchmarks.md, not repeated here)."""
 
 from __future__ import annotations
 
+import json
 import subprocess
 import sys
 
@@ -44,8 +45,6 @@ def test_layout_model_hand_worked():
 
 
 def test_layout_model_cli_meets_the_goal_at_4_gpus():
-    import json
-
     res = subprocess.run([sys.executable, "-m", "benchmarks.layout", "--skip-run", "--gpus", "4"], cwd=REPO, env=cli_env(), capture_output=True, text=True, timeout=120)
     assert res.returncode == 0, res.stderr
     result = json.loads(res.stdout.strip().splitlines()[-1])
@@ -55,8 +54,6 @@ def test_layout_model_cli_meets_the_goal_at_4_gpus():
 def test_step_gradients_last_step_dominates(tiny_cache, tmp_path):
     """On the tiny pipeline at T = 4, eta = 1: sigma falls step by step, and the last step's (tiny
     sigma) log-prob gradient is several times every other step's, as docs/shapes.md#the-last-step says."""
-    import json
-
     out = tmp_path / "g.json"
     res = subprocess.run(
         [sys.executable, "-m", "benchmarks.step_gradients", "--config", "tiny", "--trajectories", "2", "--out", str(out),
