@@ -62,6 +62,12 @@ class SamplingConfig(Section):
     )
     guidance_scale: float = Field(1.0, ge=1.0, description="Classifier-free guidance scale (1 = no CFG).")
     num_anchors: int = Field(1, ge=0, description="Anchor states between the first and last step (paper: 1; 0 queries the first and last step only).")
+    reward_queries: Literal["auto", "anchors", "final"] = Field(
+        "auto",
+        description="Which states the reward model scores. 'anchors' (SDPO): the decoded predicted clean states x0 of the "
+        "first step, the anchors and the last step; 'final' (DDPO as ddpo-pytorch): the decoded final latent x_T alone. "
+        "'auto': the algorithm's own.",
+    )
     similarity_floor: float = Field(
         1e-3, gt=0, le=1, description="Cosine similarities are clamped to at least this before the dense fill."
     )

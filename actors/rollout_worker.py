@@ -14,7 +14,7 @@ from actors.batch import PolicyWeights, RolloutBatch, SparseQueries, Trajectorie
 from actors.config import ModelConfig, SamplingConfig
 from actors.errors import RunFailure
 from actors.policy import denoiser, load_lora_state, load_pipeline
-from actors.sampling import decode_to_uint8, pair_generator, sample_deterministic, sample_pairs, sparse_queries
+from actors.sampling import decode_to_uint8, final_queries, pair_generator, sample_deterministic, sample_pairs, sparse_queries
 
 
 class StaleWeightsError(RunFailure):
@@ -54,7 +54,10 @@ class RolloutWorker:
                 f"{self.identity()}: policy version {self.version} sampled non-finite latents in epoch {epoch}; its weights "
                 "are broken (lower train.learning_rate)"
             )
-        query_steps, sims, images = sparse_queries(self.pipe, pairs.pred_x0, s.num_anchors)
+        if s.reward_queries == "final":  # DDPO: the decoded x_T
+            query_steps, sims, images = final_queries(self.pipe, pairs.latents)
+        else:  # SDPO: x0 of the first step, the anchors and the last step
+            query_steps, sims, images = sparse_queries(self.pipe, pairs.pred_x0, s.num_anchors)
         index = torch.tensor(pair_indices)
         trajectories = Trajectories(self.version, epoch, index, list(prompts), pairs.timesteps, pairs.latents, pairs.log_probs)
         queries = SparseQueries(

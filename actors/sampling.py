@@ -155,3 +155,17 @@ def sparse_queries(pipe, pred_x0: torch.Tensor, num_anchors: int):
         sel.similarities.unflatten(0, (B, P)),
         images.reshape(B, P, Q, *images.shape[1:]),
     )
+
+
+def final_queries(pipe, latents: torch.Tensor):
+    """The final-sample query of DDPO as ddpo-pytorch scores it: the decoded last latent x_T of each
+    trajectory (not a predicted clean state). latents (B, 2, T+1, C, h, w) -> query_steps (B, 2, 1)
+    (= T, the index of x_T among the latents), similarities (B, 2, 1, T) (ones: no dense fill),
+    images (B, 2, 1, H, W, 3) uint8."""
+    B, P, T1 = latents.shape[:3]
+    images = decode_to_uint8(pipe, latents[:, :, -1].flatten(0, 1))  # (2B, H, W, 3)
+    return (
+        torch.full((B, P, 1), T1 - 1, dtype=torch.long),
+        torch.ones((B, P, 1, T1 - 1)),
+        images.reshape(B, P, 1, *images.shape[1:]),
+    )

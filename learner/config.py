@@ -15,7 +15,8 @@ from pydantic import Field, ValidationError, model_validator
 from actors.config import ModelConfig, PromptConfig, RolloutConfig, SamplingConfig, Section
 from actors.errors import UsageError
 from actors.prompts import read_bounded_text
-from learner.algo.minibatches import num_train_steps, trainable_steps
+from learner.algo.minibatches import items_per_optimizer_step, num_train_steps, trainable_steps
+from learner.algo.registry import ALGORITHMS
 from rewards.config import RewardConfig
 
 PRESET_DIR = Path(__file__).parent / "presets"
@@ -51,6 +52,13 @@ class TrainConfig(Section):
         False, description="Leave the last transition (x_{T-1} -> x_T) out of the update. No reward sees its action: r_last "
         "scores x0_{T-1}, computed before it (SDPO and this DDPO alike), so its loss term is pure noise, and with the "
         "last step's small sigma a large one. Off (all T steps) as the reference trains; docs/shapes.md measures it."
+    )
+    schedule: Literal["auto", "step_shuffled", "trajectory"] = Field(
+        "auto",
+        description="Which (pair, step) items share an optimizer step. 'step_shuffled' (the SDPO reference): each takes "
+        "batch_size x gradient_accumulation_steps items, steps of many pairs mixed; 'trajectory' (ddpo-pytorch): each takes "
+        "every trained step of batch_size x gradient_accumulation_steps pairs. 'auto': the algorithm's own (SDPO: "
+        "step_shuffled, DDPO: trajectory); DDPO with step_shuffled is the ablation that gives DDPO SDPO's schedule.",
     )
     clip_range: float = Field(
         1e-4, ge=0, description="SDPO: new log-probs clamped to old +- this in the clipped loss; DDPO: ratio clipped to 1 +- this (0 = off)."
@@ -197,6 +205,29 @@ class Config(Section):
     eval: EvalConfig = Field(default_factory=EvalConfig, description="Held-out step-generalization evaluation.")
     checkpoint: CheckpointConfig = Field(default_factory=CheckpointConfig, description="Checkpoints and resume.")
 
+    @model_validator(mode="before")
+    @classmethod
+    def _algorithm_defaults(cls, data: Any) -> Any:
+        """'auto' (or unset) train.schedule and sampling.reward_queries become the algorithm's own, so the
+        resolved config names what runs: SDPO step_shuffled + anchors, DDPO trajectory + final."""
+        if not isinstance(data, dict):
+            return data
+        algorithm = ALGORITHMS.get(data.get("algorithm", "sdpo"))
+        if algorithm is None:
+            return data  # the field's own validation names the bad value
+        data = dict(data)
+        for section, key, value in (("train", "schedule", algorithm.schedule), ("sampling", "reward_queries", algorithm.reward_queries)):
+            part = data.get(section, {})
+            if isinstance(part, dict) and part.get(key, "auto") == "auto":
+                data[section] = {**part, key: value}
+        return data
+
+    @model_validator(mode="after")
+    def _queries_fit_algorithm(self) -> "Config":
+        if self.algorithm == "sdpo" and self.sampling.reward_queries == "final":
+            raise ValueError("sampling.reward_queries: SDPO's dense rewards need the anchor queries ('anchors'); 'final' is DDPO's")
+        return self
+
     @model_validator(mode="after")
     def _learner_group_fits(self) -> "Config":
         n, r = self.learner.num_workers, self.rollout
@@ -223,7 +254,13 @@ class Config(Section):
     @property
     def samples_per_optimizer_step(self) -> int:
         """(pair, step) samples averaged by one optimizer step, over all ranks."""
-        return self.learner.num_workers * self.train.batch_size * self.train.gradient_accumulation_steps
+        return self.learner.num_workers * self._items_per_step
+
+    @property
+    def _items_per_step(self) -> int:
+        t = self.train
+        steps = trainable_steps(self.sampling.num_steps, t.skip_last_step)
+        return items_per_optimizer_step(t.schedule, steps, t.batch_size, t.gradient_accumulation_steps, t.timestep_fraction)
 
     @property
     def optimizer_steps_per_epoch(self) -> int:
@@ -231,7 +268,7 @@ class Config(Section):
         per_rank = self.rollout.pairs_per_epoch // self.learner.num_workers
         steps = trainable_steps(self.sampling.num_steps, self.train.skip_last_step)
         items = per_rank * num_train_steps(steps, self.train.timestep_fraction) * self.train.num_inner_epochs
-        return -(-items // (self.train.batch_size * self.train.gradient_accumulation_steps))
+        return -(-items // self._items_per_step)
 
 
 class ConfigError(UsageError):

@@ -50,7 +50,8 @@ def derived_summary(cfg: Config) -> str:
     t = cfg.train
     return (
         f"# layout {cfg.layout}: {cfg.learner.num_workers} learner rank(s) x {t.batch_size} pairs x "
-        f"{t.gradient_accumulation_steps} accumulation = {cfg.samples_per_optimizer_step} (pair, timestep) samples per "
+        f"{t.gradient_accumulation_steps} accumulation{' x every trained step' if t.schedule == 'trajectory' else ''} = "
+        f"{cfg.samples_per_optimizer_step} (pair, timestep) samples per "
         f"optimizer step; {cfg.optimizer_steps_per_epoch} optimizer steps per epoch of {cfg.rollout.pairs_per_epoch} pairs x "
         f"{cfg.sampling.num_steps} steps\n"
     )

@@ -1,6 +1,8 @@
 """`shapes_classifier`: the learned reward of the embedded shapes task (rewards/shapes_net.py). It
-scores how well an image shows its caption: the mean over colour, shape, size and position of the
-probability a CNN trained on the dataset gives the stated value, in [0, 1]."""
+scores how well an image shows its caption: the mean over the chosen factors (by default colour,
+shape, size and position) of the probability a CNN trained on the dataset gives the stated value,
+in [0, 1]. `factors` picks the factors, e.g. "colour,shape,size": the shapes presets leave out
+position, which the shapes models do not control (the initial noise decides it; docs/shapes.md)."""
 
 from __future__ import annotations
 
@@ -10,12 +12,14 @@ from rewards.registry import RewardFn, register_reward
 
 
 @register_reward("shapes_classifier", needs="nothing (weights committed under rewards/assets/shapes-classifier)")
-def shapes_classifier(device: str = "cpu", weights: str | None = None) -> RewardFn:
-    """Options: weights = directory holding model.safetensors (default: the committed one)."""
+def shapes_classifier(device: str = "cpu", weights: str | None = None, factors: str | list[str] | None = None) -> RewardFn:
+    """Options: weights = directory holding model.safetensors (default: the committed one); factors =
+    the factors averaged, a list or a comma-separated string of colour, shape, size, position (default: all four)."""
     import torch
 
     from rewards import shapes_net
 
+    columns = factor_columns(factors)
     model = shapes_net.load(weights or shapes_net.DEFAULT_DIR, device)
 
     def score(images: np.ndarray, prompts: list[str]) -> np.ndarray:
@@ -25,6 +29,20 @@ def shapes_classifier(device: str = "cpu", weights: str | None = None) -> Reward
             probs = shapes_net.factor_probabilities(
                 model, shapes_net.to_pixels(images).to(device), shapes_net.targets(prompts).to(device)
             )  # (N, 4)
-        return probs.mean(dim=1).double().cpu().numpy()
+        return probs[:, columns].mean(dim=1).double().cpu().numpy()
 
     return score
+
+
+def factor_columns(factors: str | list[str] | None) -> list[int]:
+    """Column indices into shapes_net.FACTORS of the chosen factors (all four for None)."""
+    from rewards.shapes_net import FACTORS
+
+    names = [name for name, _ in FACTORS]
+    if factors is None:
+        return list(range(len(names)))
+    chosen = [f.strip() for f in factors.split(",")] if isinstance(factors, str) else [str(f).strip() for f in factors]
+    unknown = [f for f in chosen if f not in names]
+    if unknown or not chosen or len(set(chosen)) != len(chosen):
+        raise ValueError(f"shapes_classifier option factors: {factors!r} must name distinct factors of {', '.join(names)}")
+    return [names.index(f) for f in chosen]

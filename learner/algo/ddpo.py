@@ -7,11 +7,15 @@ ddpo_pytorch/stat_tracking.py's PerPromptStatTracker). Changed: (a) the rollout 
 sharing an initial noise, and the pair axis P = 2 is treated as two independent trajectories of the
 same prompt; (b) per-prompt tracking is this project's StepStatTracker with a single "step", which is
 the same FIFO rule (buffer per prompt; batch statistics until it holds min_count values);
-(c) the reward is that of the last step's predicted clean state x0_{T-1}, the state SDPO scores as
-the final sample.
+(c) nothing else: by default the reward scores the decoded final latent x_T as ddpo-pytorch does
+(its pipeline_with_logprob returns the decoded last latent, scripts/train.py line 336, scored at
+line 382; config `sampling.reward_queries: final`), and an optimizer step accumulates all timesteps
+of its samples (`train.schedule: trajectory`, learner.algo.minibatches). `reward_queries: anchors`
+scores x0_{T-1} (the state SDPO scores as its final sample) instead, and `schedule: step_shuffled`
+gives DDPO SDPO's schedule: the ablations that separate SDPO's objective from its schedule.
 
 Notation (paper <- code):
-    r(x0_{T-1})                <- final_rewards       (B, P)
+    r(x_T)                     <- final_rewards       (B, P): the last query's reward
     A = (r - mean) / (std + eps), clipped to +- adv_clip_max, the same at every step i
                                <- advantages          (B, P, T)
     ratio = pi_theta / pi_old  <- exp(new - old)      (M, P) one step per trajectory
@@ -38,7 +42,7 @@ def ddpo_advantages(sparse: SparseRewards, tracker: StepStatTracker | None, *, a
     """Final rewards (B, P) of B prompts -> per-trajectory advantages (B, P, T), the same at every step.
     Per-prompt tracking (both trajectories of a pair count for its prompt), in the reference's order."""
     T = sparse.similarities.shape[-1]
-    final = np.asarray(sparse.rewards, dtype=np.float64)[:, :, -1:]  # (B, P, 1): x0_{T-1}'s reward
+    final = np.asarray(sparse.rewards, dtype=np.float64)[:, :, -1:]  # (B, P, 1): the last query's (x_T, or x0_{T-1})
     adv = clip_advantages(normalized(final, sparse.prompts, sparse.shard, tracker), adv_clip_max)  # (B, P, 1)
     return np.repeat(adv, T, axis=2)  # (B, P, T)
 

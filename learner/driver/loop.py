@@ -120,18 +120,18 @@ def _update_metrics(update: dict, stats: PoolStats, workers: Workers, times: dic
 
 def epoch_metrics(epoch: int, version: int, scored: stages.Scored, stats: PoolStats) -> dict[str, float]:
     """The epoch's sampling and reward figures (metrics.jsonl); the update and timings are added to it."""
-    sparse = scored.sparse_rewards  # (B, P, K+2): first, anchors, last
+    sparse = scored.sparse_rewards  # (B, P, K+2): first, anchors, last; or (B, P, 1): x_T (DDPO's final queries)
     out = {
         "epoch": epoch,
         "weights_version": version,
         "pairs": scored.queries.num_pairs,
         "pairs_dropped": scored.pairs_dropped,
         "reward_queries": stats.images,
-        "reward_1step_mean": float(np.mean(sparse[:, :, 0])),
         "reward_final_mean": float(np.mean(sparse[:, :, -1])),
-        "reward_1step_std": float(np.std(sparse[:, :, 0])),
         "reward_final_std": float(np.std(sparse[:, :, -1])),
     }
+    if sparse.shape[2] > 1:  # the first query is the 1-step sample x0_0
+        out |= {"reward_1step_mean": float(np.mean(sparse[:, :, 0])), "reward_1step_std": float(np.std(sparse[:, :, 0]))}
     return out | reward_metrics(scored, stats)
 
 

@@ -43,7 +43,7 @@ def plot_reward_curves(history: list[dict], path: str | Path, initial: dict | No
     train_ax, eval_axes = axes[0], [(axes[1], "reward", "held-out eval reward (eta = 0)", "mean reward")]
     if with_fidelity:
         eval_axes.append((axes[2], "fidelity", "held-out pixel fidelity (not trained on)", "mean fidelity"))
-    for key, label in (("reward_1step_mean", "1 step (x0_0)"), ("reward_final_mean", "final (x0_{T-1})")):
+    for key, label in (("reward_1step_mean", "1 step (x0_0)"), ("reward_final_mean", "final (x0_{T-1}, DDPO: x_T)")):
         train_ax.plot(*_series(history, key), marker=".", label=label)
     train_ax.set(title="training reward (sampled pairs)", xlabel="epoch", ylabel="mean reward")
     for ax, what, title, ylabel in eval_axes:

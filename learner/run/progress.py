@@ -31,8 +31,9 @@ class Progress:
         eta = eta_seconds(elapsed, epoch + 1 - self.first_epoch, self.epochs - epoch - 1)
         seconds = metrics["time_epoch_s"]
         rate = metrics["pairs"] / seconds if seconds > 0 else float("nan")
+        first = f"reward 1-step {metrics['reward_1step_mean']:.4f}  " if "reward_1step_mean" in metrics else "reward "
         return (
-            f"epoch {epoch + 1}/{self.epochs}  v{metrics['weights_version']}  reward 1-step {metrics['reward_1step_mean']:.4f}  "
+            f"epoch {epoch + 1}/{self.epochs}  v{metrics['weights_version']}  {first}"
             f"final {metrics['reward_final_mean']:.4f}  loss {metrics['loss']:.4f}  {seconds:.1f}s  {rate:.2f} pairs/s  "
             f"ETA {format_duration(eta)}"
         )

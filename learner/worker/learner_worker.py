@@ -28,7 +28,9 @@ from actors.families import expand_rows, family_of, repeat_rows, select_rows
 from actors.policy import load_lora_state, load_pipeline, lora_state, save_lora_diffusers
 from actors.sampling import score_steps
 from actors.seeds import UPDATE, seeded_generator
-from learner.algo.minibatches import Minibatch, micro_batches, num_train_steps, step_shuffled_schedule, trainable_steps
+from learner.algo.minibatches import (
+    Minibatch, items_per_optimizer_step, micro_batches, num_train_steps, trainable_steps, update_schedule,
+)
 from learner.algo.registry import get_algorithm
 from learner.algo.sdpo import temporal_weights
 from learner.config import TrainConfig
@@ -136,13 +138,17 @@ class LearnerWorker:
         batches = shard_batches(request, list(trajectories))
         cfg = self.train
         T = batches[0].timesteps.shape[0]
-        per_step = cfg.batch_size * cfg.gradient_accumulation_steps  # S: (pair, step) items per shard per optimizer step
         micro = cfg.micro_batch_size or cfg.batch_size  # M: items per backward pass
         steps = trainable_steps(T, cfg.skip_last_step)  # steps 0 .. steps - 1 are trained on
+        name = self.algorithm.schedule if cfg.schedule == "auto" else cfg.schedule
         schedules = [
-            step_shuffled_schedule(b.num_pairs, steps, cfg.timestep_fraction, cfg.num_inner_epochs, seeded_generator(self.seed, b.epoch, b.shard, UPDATE))
+            update_schedule(
+                name, b.num_pairs, steps, cfg.batch_size, cfg.timestep_fraction, cfg.num_inner_epochs,
+                seeded_generator(self.seed, b.epoch, b.shard, UPDATE),
+            )
             for b in batches
         ]
+        per_step = items_per_optimizer_step(name, steps, cfg.batch_size, cfg.gradient_accumulation_steps, cfg.timestep_fraction)  # S
         items = request.max_pairs * num_train_steps(steps, cfg.timestep_fraction) * cfg.num_inner_epochs
         embeds = [self.family.encode_prompts(self.pipe, b.prompts) for b in batches]  # each (B_s, ...)
         negative = self.family.encode_prompts(self.pipe, [""]) if self.sampling.guidance_scale > 1 else None  # (1, ...), once

@@ -161,3 +161,20 @@ def test_compile_option_compiles_the_unet_forward(tiny_cache):
     pipe = load_pipeline(ModelConfig(tiny_cache_dir=tiny_cache, compile=True))
     assert hasattr(pipe.unet.forward, "_torchdynamo_orig_callable")
     assert not hasattr(load_pipeline(ModelConfig(tiny_cache_dir=tiny_cache)).unet.forward, "_torchdynamo_orig_callable")
+
+
+def test_final_queries_score_the_decoded_last_latent(worker, batch):
+    """sampling.reward_queries=final (DDPO as ddpo-pytorch): one query per trajectory, the decoded x_T
+    (the last latent, after the last step), from the same trajectories as the anchor queries."""
+    from actors.sampling import decode_to_uint8
+
+    worker.sampling = SamplingConfig(num_steps=5, reward_queries="final")
+    try:
+        final = worker.rollout(epoch=3, pair_indices=[0, 1, 2], prompts=PROMPTS, version=0)
+    finally:
+        worker.sampling = SamplingConfig(num_steps=5)
+    assert torch.equal(final.trajectories.latents, batch.trajectories.latents)
+    assert final.queries.images.shape == (3, 2, 1, 64, 64, 3) and (final.queries.query_steps == 5).all()
+    x_T = decode_to_uint8(worker.pipe, batch.trajectories.latents[:, :, -1].flatten(0, 1)).reshape(3, 2, 64, 64, 3)
+    np.testing.assert_array_equal(final.queries.images[:, :, 0], x_T)
+    assert not np.array_equal(final.queries.images[:, :, 0], batch.queries.images[:, :, -1])  # not x0_{T-1}

@@ -50,3 +50,23 @@ def test_served_by_a_reward_server_through_the_pool(heldout_images):
     ticket = pool.submit(ScoreRequest(images[:40], captions[:40]))
     result = pool.collect()[ticket]
     np.testing.assert_allclose(result.scores, build_reward("shapes_classifier")(images[:40], captions[:40]), atol=1e-6)
+
+
+def test_factors_option_averages_only_the_chosen_factors(heldout_images):
+    """factors="colour,shape,size": the mean of those three probabilities; a position word changed in
+    the caption no longer moves the score (the models cannot act on position), a colour word does."""
+    from rewards import shapes_net
+
+    images, captions = heldout_images
+    probs = shapes_net.factor_probabilities(
+        shapes_net.load(), shapes_net.to_pixels(images[:8]), shapes_net.targets(captions[:8])
+    ).double().numpy()  # (8, 4): colour, shape, size, position
+    three = build_reward("shapes_classifier", factors="colour,shape,size")
+    np.testing.assert_allclose(three(images[:8], captions[:8]), probs[:, :3].mean(axis=1), atol=1e-6)
+    np.testing.assert_allclose(build_reward("shapes_classifier", factors=["position"])(images[:8], captions[:8]), probs[:, 3], atol=1e-6)
+    red = sample_images(["a small red circle on the right"], 1, seed=0)[0]
+    assert three(red, ["a small red circle on the left"])[0] == pytest.approx(three(red, ["a small red circle on the right"])[0])
+    assert three(red, ["a small blue circle on the right"])[0] < three(red, ["a small red circle on the right"])[0] - 0.2
+    for bad in ("colour,hue", "", "size,size"):
+        with pytest.raises(ValueError, match="shapes_classifier option factors"):
+            build_reward("shapes_classifier", factors=bad)

@@ -157,7 +157,8 @@ def test_ddpo_runs_end_to_end(tiny_cache, tmp_path):
     assert [m["epoch"] for m in metrics] == [0, 1]
     for m in metrics:
         assert np.isfinite(m["loss"]) and m["ratio_first_pass"] == pytest.approx(1.0, abs=1e-6)
-        assert m["reward_queries"] == 6 * m["pairs"]  # the same sparse queries as SDPO
+        assert m["reward_queries"] == 2 * m["pairs"]  # ddpo-pytorch's: the final x_T of each trajectory
+        assert "reward_1step_mean" not in m and np.isfinite(m["reward_final_mean"])
     assert "eval_reward_1step_mean" not in metrics[0]  # eval.every = 5: only after the last epoch
     assert all(np.isfinite(metrics[1][f"eval_reward_{k}step_mean"]) for k in (1, 2, 4, 8))
     assert json.loads((run_dir / "metrics.jsonl").read_text().splitlines()[-1])["epoch"] == 1
