@@ -19,7 +19,8 @@ class ModelConfig(Section):
         description="Hub id or local directory of a diffusers pipeline of a supported family (StableDiffusionPipeline, "
         "StableDiffusionXLPipeline, StableDiffusion3Pipeline, FluxPipeline); "
         "'tiny' builds (once, offline) and loads the embedded tiny SD-architecture pipeline (random weights); "
-        "'shapes' loads the committed tiny text-to-image model pretrained on the shapes task (actors/shapes).",
+        "'shapes' loads the committed tiny text-to-image model pretrained on the shapes task (actors/shapes); "
+        "'shapes-turbo' its few-step student, distilled from it as SD-Turbo is from SD (actors/shapes/distill.py).",
     )
     family: Literal["auto", "sd", "sdxl", "sd3", "flux"] = Field(
         "auto", description="Model family; 'auto' reads it from the model's model_index.json `_class_name`."

@@ -24,6 +24,7 @@ __all__ = [
 
 
 SHAPES_MODEL = Path(__file__).parent / "shapes" / "assets" / "shapes-sd"  # pretrained by python -m actors.shapes.train
+SHAPES_TURBO = Path(__file__).parent / "shapes" / "assets" / "shapes-turbo"  # distilled from it by python -m actors.shapes.distill
 
 
 def resolve_model_path(model: ModelConfig) -> str:
@@ -33,6 +34,8 @@ def resolve_model_path(model: ModelConfig) -> str:
         return str(ensure_tiny_pipeline(model.tiny_cache_dir))
     if model.pretrained == "shapes":
         return str(SHAPES_MODEL)
+    if model.pretrained == "shapes-turbo":
+        return str(SHAPES_TURBO)
     path = Path(os.path.expanduser(model.pretrained))
     looks_local = model.pretrained.startswith((".", "/", "~")) or path.exists()
     if looks_local and not (path / "model_index.json").is_file():

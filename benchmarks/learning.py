@@ -1,34 +1,63 @@
-"""SDPO against DDPO on the embedded shapes task: the paper's comparison in miniature, on a CPU.
+"""The replication: does SDPO align a few-step model better than DDPO at every sampling step count?
+The paper's comparison (Zhang et al., arXiv 2411.11727, section 5) in miniature, on a CPU.
 
-    python -m benchmarks.learning [--epochs N] [--seeds 0 1 2] [--eval-every 8] [--jobs 2] [--no-sweep]
-                                  [--out benchmarks/results/learning_shapes.json] [--plot benchmarks/results/learning_shapes.png]
+    python -m benchmarks.learning [--jobs 2] [--phase sweep|main|control|all] [--report]
 
-The task is the default job's (shapes preset) at the budget of the committed results (BUDGET: 32
-pairs per epoch, 32 (pair, step) samples per optimizer step in one pass, every step trained, 32 SDPO
-epochs), not the default job's own larger budget, which also leaves the last step out (docs/shapes.md
-says why that setting is not this benchmark's): the tiny text-to-image model pretrained on the shapes
-task, the learned shapes reward (rewards/shapes_reward.py), T = 8 steps, and the 24 held-out
-captions evaluated at 1, 2, 4 and 8 deterministic (eta = 0) steps from fixed noises
-(eval.samples_per_prompt each), scored by the learned reward AND the held-out pixel fidelity
-(actors/shapes/fidelity.py), which no run ever trains on or selects by.
+DESIGN (fixed before any run; the code below implements exactly this):
 
-1. Sweep (skipped with --no-sweep): each algorithm gets its own learning rate and LoRA placement
-   (attention projections only, or the resnets' convolutions too) from a small grid (SWEEP below),
-   at its own clip range (DDPO's is PPO's ratio clip, SDPO's the log-prob trust region), run with a
-   seed (SWEEP_SEED) that is not one of the reported seeds. The setting with the highest
-   mean TRAINING reward over the last quarter of epochs (1-step and final, training prompts only)
-   wins; held-out prompts never choose anything.
-2. Comparison, for every seed: SDPO for `epochs` epochs; DDPO for 3 x `epochs` epochs. SDPO queries
-   the reward 3 times per trajectory (x0_0, the anchor, x0_{T-1}), DDPO needs 1 (x0_{T-1}; in this
-   system it shares SDPO's rollout path, which computes all three, but uses only the last). So
-   DDPO at `epochs` has sampled as many images as SDPO ("equal images"), and DDPO at 3 x `epochs`
-   has made as many reward queries as SDPO ("equal reward queries").
-3. The initial policy (LoRA B = 0: the pretrained model, identical for every run) is evaluated once.
+- Model: `shapes-turbo`, the few-step student distilled from the pretrained shapes model as SD-Turbo is
+  from SD (actors/shapes/distill.py): good 1-step samples, like the paper's base model.
+- Reward: `shapes_classifier` with factors colour, shape and size: every component is one the model
+  changes with the caption (benchmarks/reward_factors.py measures it; position, decided by the
+  noise, is left out). The held-out pixel fidelity (actors/shapes/fidelity.py) is reported beside
+  it and never trained on or selected by.
+- Training regime: DDIM at eta = 1 with T = TRAIN_STEPS = 8 steps, LoRA rank 4 on the attention
+  projections, the 120 training captions, 64 pairs (128 images) per epoch. T = 8, not the paper's
+  50: one run of 12,288 images costs about 25 CPU-minutes at T = 8 and would cost about 2.5 CPU-hours
+  at T = 50; the 30 runs below would take weeks of this 2-core machine at T = 50. 8 steps are still
+  more than any evaluated step count except the last.
+- Arms (ARMS):
+    sdpo           SDPO: dense rewards from 3 queries per trajectory (x0 of the first step, the anchor,
+                   the last step), the step-shuffled schedule, 64 (pair, step) items per optimizer
+                   step, clip range 1e-2, the last step left out of the update (no reward sees its
+                   action; docs/shapes.md "The last step").
+    ddpo           DDPO as kvablack/ddpo-pytorch runs it: the decoded x_T scored (1 query per
+                   trajectory), every step trained, all timesteps of 32 pairs (its train.batch_size 4
+                   trajectories x accumulation) in one optimizer step, so 2 optimizer steps per epoch
+                   as its aesthetic config, PPO ratio clip 1e-4.
+    ddpo_stepwise  DDPO's objective on SDPO's schedule (step-shuffled, 64 items per optimizer step):
+                   the ablation that separates SDPO's objective from its schedule.
+- Budget: equal sampled images, the primary axis: EPOCHS = 96 epochs = 12,288 images per run for
+  every arm. Reward queries are reported beside (SDPO makes 3 per image, DDPO 1).
+- Tuning: every arm gets the same learning-rate grid (LR_GRID), one run each with seed SWEEP_SEED
+  (never a reported seed) at a quarter of the budget (SWEEP_EPOCHS); the learning rate with the
+  highest mean training reward of the final sample over the last quarter of its epochs wins (each
+  arm's own final-sample reward: x0_{T-1} for SDPO, x_T for DDPO). Only training captions and
+  training samples choose; held-out captions and noises never do.
+- Seeds: SEEDS = 0..4 for every arm. A seed fixes the prompts of every epoch, every pair's noises
+  and the LoRA initialization, so the arms are paired seed by seed.
+- Evaluation: the 24 held-out captions (new combinations of known words) x 8 noises from
+  EVAL_SEED, which no run trains on, at 1, 2, 4 and 8 deterministic (eta = 0) steps; learned reward
+  and pixel fidelity; every 16 epochs and after the last. The initial policy is evaluated the same way.
+- Metric: the held-out learned reward at each k after the last epoch; per arm mean, std and per-seed
+  values, and paired differences SDPO - DDPO with standard error, t and 95 % interval (benchmarks/stats.py).
+- Decision rule (benchmarks.stats.decide):
+    confirm         SDPO beats both DDPO arms at all four k with paired t > 2.8;
+    refute at k     the 95 % upper bound of SDPO - DDPO(same schedule) is below half of SDPO's own
+                    gain over the initial policy at k;
+    schedule        SDPO beats only the ddpo-pytorch-schedule arm: the gain belongs to the schedule;
+    otherwise       "not resolvable at this budget".
+- Positive control, in the same design: the three arms against `jpeg_compressibility` (a reward both
+  algorithms are known to move: smoother images), each at its chosen learning rate, CONTROL_SEEDS,
+  SWEEP_EPOCHS epochs; it shows that each arm's machinery moves the policy where a reward points.
 
-Runs in-process (ray.enabled=false; a Ray run gives identical numbers, tests/learner/test_e2e.py).
-Writes a JSON summary (per algorithm, comparison and step count: mean, std and per-seed values of
-the held-out reward and fidelity) and a figure in the paper's style: one panel per step count,
-held-out value against sampled images (top row: learned reward; bottom row: pixel fidelity).
+Every run is one single-threaded process (`python -m learner.main`, ray.enabled=false; a Ray run
+gives identical numbers, tests/learner/test_e2e.py). Its metrics are written to
+benchmarks/results/learning/<phase>-<arm>-<lr>-seed<s>.json as soon as it ends, and a run whose file
+exists is not run again: the replication can be run (and committed) in parts. `--report` (also run
+at the end) reads whatever runs exist and writes benchmarks/results/learning_shapes.json (the
+tables, the decision, which runs are still missing) and learning_shapes.png (held-out reward and
+fidelity against sampled images, one panel per k, a mean +- s.e. band per arm).
 """
 
 from __future__ import annotations
@@ -45,175 +74,205 @@ import time
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
-from actors.config import ModelConfig
+from benchmarks.stats import decide, paired
 
 REPO = Path(__file__).resolve().parents[1]
+RESULTS = REPO / "benchmarks" / "results"
+RUNS = RESULTS / "learning"
 CONFIG = "shapes"
-ATTENTION = ModelConfig.model_fields["lora_target_modules"].default  # the attention projections
-ADAPTERS = {"attention": ATTENTION, "attention+conv": (*ATTENTION, "conv1", "conv2")}  # LoRA placements the sweep tries
-CLIP = {"sdpo": 1e-2, "ddpo": 1e-1}  # SDPO's log-prob trust region; DDPO's PPO ratio clip
-Setting = tuple[float, float, str]  # (learning rate, clip range, ADAPTERS key)
-SWEEP: dict[str, list[Setting]] = {
-    algorithm: [(lr, clip, adapters) for lr in (1e-3, 3e-4) for adapters in ADAPTERS] for algorithm, clip in CLIP.items()
-}
-SWEEP_SEED = 100
-QUERIES_PER_TRAJECTORY = {"sdpo": 3, "ddpo": 1}  # with one anchor (sampling.num_anchors = 1)
+TRAIN_STEPS = 8
+PAIRS_PER_EPOCH = 64
+EPOCHS = 96  # 96 x 64 pairs x 2 = 12,288 sampled images per run
+SWEEP_EPOCHS = EPOCHS // 4
+EVAL_EVERY = 16
+EVAL_SEED = 4242
+EVAL_NOISES = 8
 STEPS = (1, 2, 4, 8)
-EPOCHS = 32  # SDPO epochs per run (DDPO runs 3x as many)
-BUDGET = ["rollout.pairs_per_epoch=32", "train.gradient_accumulation_steps=16", "train.micro_batch_size=32", "train.skip_last_step=false"]
+SEEDS = (0, 1, 2, 3, 4)
+SWEEP_SEED = 100
+CONTROL_SEEDS = (0, 1, 2)
+LR_GRID = (5e-5, 1.5e-4, 5e-4, 1.5e-3)
+REWARD = ["reward.name=shapes_classifier", "reward.options={shapes_classifier: {factors: 'colour,shape,size'}}"]
+CONTROL_REWARD = ["reward.name=jpeg_compressibility"]
+COMMON = [
+    "model.pretrained=shapes-turbo", f"sampling.num_steps={TRAIN_STEPS}", "sampling.eta=1.0",
+    f"rollout.pairs_per_epoch={PAIRS_PER_EPOCH}", "prompts.source=shapes_train",
+    "eval.prompts=shapes_heldout", "eval.num_prompts=24", f"eval.samples_per_prompt={EVAL_NOISES}", f"eval.seed={EVAL_SEED}",
+    f"eval.every={EVAL_EVERY}", "ray.enabled=false", "output.tensorboard=false", "output.image_every=1000000",
+]
+ARMS: dict[str, list[str]] = {
+    "sdpo": ["algorithm=sdpo", "train.clip_range=1e-2", "train.skip_last_step=true",
+             "train.batch_size=2", "train.gradient_accumulation_steps=32", "train.micro_batch_size=64"],
+    "ddpo": ["algorithm=ddpo", "train.schedule=trajectory", "sampling.reward_queries=final", "train.clip_range=1e-4",
+             "train.skip_last_step=false", "train.batch_size=2", "train.gradient_accumulation_steps=16", "train.micro_batch_size=32"],
+    "ddpo_stepwise": ["algorithm=ddpo", "train.schedule=step_shuffled", "sampling.reward_queries=final", "train.clip_range=1e-4",
+                      "train.skip_last_step=false", "train.batch_size=2", "train.gradient_accumulation_steps=32", "train.micro_batch_size=64"],
+}
+QUERIES_PER_IMAGE = {"sdpo": 3, "ddpo": 1, "ddpo_stepwise": 1}
+KEEP = ("epoch", "reward_final_mean", "reward_1step_mean", "reward_queries", "loss", "approx_kl", "grad_norm")
 
 
-def run_cli(run_dir: Path, algorithm: str, seed: int, epochs: int, setting: Setting, eval_every: int) -> list[dict]:
+def run_name(phase: str, arm: str, lr: float, seed: int) -> str:
+    return f"{phase}-{arm}-lr{lr:g}-seed{seed}"
+
+
+def overrides(phase: str, arm: str, lr: float, seed: int) -> list[str]:
+    reward = CONTROL_REWARD if phase == "control" else REWARD
+    return [*COMMON, *reward, *ARMS[arm], f"train.learning_rate={lr}", f"seed={seed}"]
+
+
+def run_epochs(phase: str) -> int:
+    return EPOCHS if phase == "main" else SWEEP_EPOCHS
+
+
+def compact(records: list[dict]) -> list[dict]:
+    """A run's metrics as committed: the training figures of every epoch and every evaluation."""
+    return [{k: v for k, v in r.items() if k in KEEP or k.startswith("eval_")} for r in records]
+
+
+def run(phase: str, arm: str, lr: float, seed: int, runs_dir: Path = RUNS) -> Path:
+    """One run, unless its result exists; returns the result file."""
+    out = runs_dir / f"{run_name(phase, arm, lr, seed)}.json"
+    if out.exists():
+        return out
     from learner.run.outputs import read_metrics
 
-    lr, clip, adapters = setting
-    overrides = [f"algorithm={algorithm}", f"seed={seed}", f"eval.every={eval_every}", "ray.enabled=false",
-                 f"train.learning_rate={lr}", f"train.clip_range={clip}", "output.tensorboard=false",
-                 f"model.lora_target_modules=[{','.join(ADAPTERS[adapters])}]", *BUDGET]
     env = dict(os.environ, RAY_USAGE_STATS_ENABLED="0", RAY_AUTH_MODE="disabled", HF_HUB_OFFLINE="1",
                PYTHONPATH=str(REPO) + os.pathsep + os.environ.get("PYTHONPATH", ""))
-    cmd = [sys.executable, "-m", "learner.main", "--config", CONFIG, "--epochs", str(epochs), "--run-dir", str(run_dir), *overrides]
-    res = subprocess.run(cmd, cwd=REPO, env=env, capture_output=True, text=True)
-    if res.returncode != 0:
-        raise RuntimeError(f"{' '.join(cmd)} failed:\n{res.stdout[-2000:]}\n{res.stderr[-2000:]}")
-    return read_metrics(run_dir)
-
-
-def as_record(setting: Setting) -> dict:
-    lr, clip, adapters = setting
-    return {"learning_rate": lr, "clip_range": clip, "lora_adapters": adapters}
-
-
-def initial_eval(run_dir: Path) -> dict[str, float]:
-    """The initial policy's eval metrics, as every run writes them (eval/initial.json)."""
-    return json.loads((run_dir / "eval" / "initial.json").read_text())
-
-
-def training_score(history: list[dict]) -> float:
-    """What the sweep selects by: mean training reward (1-step and final) over the last quarter of epochs."""
-    tail = history[-max(1, len(history) // 4):]
-    return statistics.fmean((r["reward_1step_mean"] + r["reward_final_mean"]) / 2 for r in tail)
-
-
-def seed_mean_history(histories: list[list[dict]]) -> list[dict]:
-    """Average each numeric key over seeds, epoch by epoch (all runs have the same epochs)."""
-    out = []
-    for records in zip(*histories):
-        keys = set.intersection(*(set(r) for r in records))
-        out.append({k: statistics.fmean(r[k] for r in records) for k in keys if isinstance(records[0][k], (int, float))})
+    with tempfile.TemporaryDirectory() as tmp:
+        cmd = [sys.executable, "-m", "learner.main", "--config", CONFIG, "--epochs", str(run_epochs(phase)),
+               "--run-dir", str(Path(tmp) / "run"), *overrides(phase, arm, lr, seed)]
+        t0 = time.perf_counter()
+        res = subprocess.run(cmd, cwd=REPO, env=env, capture_output=True, text=True)
+        if res.returncode != 0:
+            raise RuntimeError(f"{' '.join(cmd)} failed:\n{res.stdout[-2000:]}\n{res.stderr[-2000:]}")
+        initial = json.loads((Path(tmp) / "run" / "eval" / "initial.json").read_text())
+        record = {"phase": phase, "arm": arm, "learning_rate": lr, "seed": seed, "epochs": run_epochs(phase),
+                  "wall_s": round(time.perf_counter() - t0, 1), "overrides": overrides(phase, arm, lr, seed),
+                  "initial": initial, "history": compact(read_metrics(Path(tmp) / "run"))}
+    runs_dir.mkdir(parents=True, exist_ok=True)
+    tmp_out = out.with_suffix(".tmp")
+    tmp_out.write_text(json.dumps(record) + "\n")
+    tmp_out.rename(out)
+    print(f"{out.name}: {record['wall_s']:.0f} s", flush=True)
     return out
 
 
-def at_epoch(history: list[dict], epoch: int) -> dict:
-    (rec,) = [r for r in history if r["epoch"] == epoch]
-    return rec
+def load_runs(runs_dir: Path = RUNS) -> list[dict]:
+    return [json.loads(p.read_text()) for p in sorted(runs_dir.glob("*.json"))]
+
+
+def training_score(history: list[dict]) -> float:
+    """What the sweep selects by: the mean training reward of the final sample over the last quarter of epochs."""
+    tail = history[-max(1, len(history) // 4):]
+    return statistics.fmean(r["reward_final_mean"] for r in tail)
+
+
+def chosen_rates(runs: list[dict]) -> dict[str, float]:
+    """Each arm's learning rate: the sweep run with the best training score (only arms whose whole grid ran)."""
+    out = {}
+    for arm in ARMS:
+        sweep = {r["learning_rate"]: training_score(r["history"]) for r in runs if r["phase"] == "sweep" and r["arm"] == arm}
+        if set(sweep) == set(LR_GRID):
+            out[arm] = max(sweep, key=sweep.get)
+    return out
+
+
+def final_eval(run_record: dict, what: str, k: int) -> float:
+    return [r for r in run_record["history"] if f"eval_{what}_{k}step_mean" in r][-1][f"eval_{what}_{k}step_mean"]
 
 
 def summarize(values: list[float]) -> dict:
-    return {"mean": round(statistics.fmean(values), 4), "std": round(statistics.pstdev(values), 4), "per_seed": [round(v, 4) for v in values]}
+    n = len(values)
+    se = statistics.stdev(values) / n**0.5 if n > 1 else float("nan")
+    return {"mean": round(statistics.fmean(values), 4), "std": round(statistics.stdev(values), 4) if n > 1 else None,
+            "se": round(se, 4) if n > 1 else None, "per_seed": [round(v, 4) for v in values]}
 
 
-def plot(histories: dict[str, list[list[dict]]], baseline: dict, pairs_per_epoch: int, equal_queries_images: int, path: str) -> None:
-    """One panel per step count: held-out value against sampled images, seed mean with a +-1 std band."""
+def report(runs: list[dict], plot_path: Path | None) -> dict:
+    """The tables, the decision (when every main run exists) and the figure, from the runs there are."""
+    rates = chosen_rates(runs)
+    sweep = {arm: {f"{r['learning_rate']:g}": round(training_score(r["history"]), 4) for r in runs
+                   if r["phase"] == "sweep" and r["arm"] == arm} for arm in ARMS}
+    main = {arm: sorted((r for r in runs if r["phase"] == "main" and r["arm"] == arm and r["learning_rate"] == rates.get(arm)),
+                        key=lambda r: r["seed"]) for arm in ARMS}
+    planned = [run_name("sweep", a, lr, SWEEP_SEED) for a in ARMS for lr in LR_GRID]
+    planned += [run_name(p, a, rates[a], s) for a in ARMS if a in rates for p, seeds in (("main", SEEDS), ("control", CONTROL_SEEDS)) for s in seeds]
+    have = {run_name(r["phase"], r["arm"], r["learning_rate"], r["seed"]) for r in runs}
+    out = {"benchmark": "learning (shapes task, few-step student)", "design": "benchmarks/learning.py docstring",
+           "machine": f"{os.cpu_count()}-core CPU, {platform.machine()}", "chosen_learning_rate": rates, "sweep_training_reward": sweep,
+           "missing_runs": [n for n in planned if n not in have] + (["main and control runs (the sweep is not complete)"] if len(rates) < len(ARMS) else []),
+           "wall_s_of_runs": round(sum(r["wall_s"] for r in runs), 1)}
+    if runs:
+        out["initial"] = {f"{w}_{k}step": round(runs[0]["initial"][f"eval_{w}_{k}step_mean"], 4) for w in ("reward", "fidelity") for k in STEPS}
+    out["final"] = {arm: {f"{w}_{k}step": summarize([final_eval(r, w, k) for r in rs]) for w in ("reward", "fidelity") for k in STEPS}
+                    for arm, rs in main.items() if rs}
+    common = sorted(set.intersection(*({r["seed"] for r in rs} for rs in main.values()))) if all(main.values()) else []
+    if len(common) >= 2:
+        per = {arm: {k: [final_eval(r, "reward", k) for r in rs if r["seed"] in common] for k in STEPS} for arm, rs in main.items()}
+        initial = {k: out["initial"][f"reward_{k}step"] for k in STEPS}
+        out["paired_seeds"] = common
+        out["decision"] = decide(per["sdpo"], per["ddpo"], per["ddpo_stepwise"], initial)
+        out["paired_fidelity"] = {k: {"sdpo_minus_ddpo": paired(*[[final_eval(r, "fidelity", k) for r in main[a] if r["seed"] in common]
+                                                                    for a in ("sdpo", "ddpo")]).as_dict()} for k in STEPS}
+        if common != list(SEEDS):
+            out["decision"]["verdict"] += f" (on seeds {common} of {list(SEEDS)}: provisional)"
+    control = {arm: [r for r in runs if r["phase"] == "control" and r["arm"] == arm and r["learning_rate"] == rates.get(arm)] for arm in ARMS}
+    out["control"] = {arm: {f"reward_{k}step_gain": summarize([final_eval(r, "reward", k) - r["initial"][f"eval_reward_{k}step_mean"] for r in rs])
+                            for k in STEPS} for arm, rs in control.items() if rs}
+    if plot_path is not None and any(main.values()):
+        plot(main, runs[0]["initial"], plot_path)
+    return out
+
+
+def plot(main: dict[str, list[dict]], initial: dict, path: Path) -> None:
+    """One panel per step count: held-out value against sampled images, mean +- s.e. over seeds per arm."""
     from matplotlib.figure import Figure
 
-    fig = Figure(figsize=(13, 6), layout="constrained")
+    fig = Figure(figsize=(14, 6.5), layout="constrained")
     axes = fig.subplots(2, len(STEPS), squeeze=False)
     for row, (what, label) in enumerate((("reward", "held-out learned reward"), ("fidelity", "held-out pixel fidelity"))):
         for ax, k in zip(axes[row], STEPS):
             key = f"eval_{what}_{k}step_mean"
-            for name, runs in histories.items():
-                epochs = [r["epoch"] for r in runs[0] if key in r]
-                per_seed = [[at_epoch(run, e)[key] for e in epochs] for run in runs]
-                xs = [0] + [(e + 1) * pairs_per_epoch * 2 for e in epochs]
-                mean = [baseline[key]] + [statistics.fmean(v) for v in zip(*per_seed)]
-                std = [0.0] + [statistics.pstdev(v) for v in zip(*per_seed)]
-                ax.plot(xs, mean, marker="o", label=name.upper())
-                ax.fill_between(xs, [m - s for m, s in zip(mean, std)], [m + s for m, s in zip(mean, std)], alpha=0.2)
-            ax.axvline(equal_queries_images, color="grey", linestyle=":", label="DDPO: as many reward queries as SDPO")
+            for arm, runs in main.items():
+                if not runs:
+                    continue
+                epochs = [r["epoch"] for r in runs[0]["history"] if key in r]
+                per_epoch = [[next(r[key] for r in run["history"] if r["epoch"] == e) for run in runs] for e in epochs]
+                xs = [0] + [(e + 1) * PAIRS_PER_EPOCH * 2 for e in epochs]
+                mean = [initial[key]] + [statistics.fmean(v) for v in per_epoch]
+                se = [0.0] + [statistics.stdev(v) / len(v) ** 0.5 if len(v) > 1 else 0.0 for v in per_epoch]
+                ax.plot(xs, mean, marker="o", label=f"{arm} ({len(runs)} seeds)")
+                ax.fill_between(xs, [m - s for m, s in zip(mean, se)], [m + s for m, s in zip(mean, se)], alpha=0.2)
             ax.set(title=f"{k} step{'s' * (k > 1)}", xlabel="sampled images", ylabel=label if k == STEPS[0] else None)
             ax.grid(alpha=0.3)
     axes[0][0].legend(fontsize="small")
     fig.savefig(path)
 
 
-def main() -> int:
+def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(prog="python -m benchmarks.learning", description=__doc__.split("\n\n")[0])
-    p.add_argument("--epochs", type=int, default=EPOCHS, help=f"SDPO epochs per run (DDPO runs 3x as many); default {EPOCHS}")
-    p.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2], help="reported run seeds; each runs both algorithms")
-    p.add_argument("--eval-every", type=int, default=8, help="held-out evaluation every this many epochs (and after the last)")
-    p.add_argument("--jobs", type=int, default=1, help="runs at a time (each is one single-threaded process; at most the CPU cores)")
-    p.add_argument("--no-sweep", action="store_true", help="skip the sweep; use the first setting of each grid")
-    p.add_argument("--out", help="write the result JSON to this file")
-    p.add_argument("--plot", help="write the figure here")
-    args = p.parse_args()
-    from learner.config import load_config
-
-    pairs = load_config(CONFIG, BUDGET).rollout.pairs_per_epoch
+    p.add_argument("--phase", choices=("sweep", "main", "control", "all"), default="all", help="which runs to run (existing ones are skipped)")
+    p.add_argument("--jobs", type=int, default=1, help="runs at a time (each one single-threaded process; at most the CPU cores)")
+    p.add_argument("--seeds", type=int, nargs="+", default=list(SEEDS), help="main-phase seeds to run now (the report always wants all of SEEDS)")
+    p.add_argument("--report", action="store_true", help="only write the report from the runs there are")
+    p.add_argument("--out", default=str(RESULTS / "learning_shapes.json"))
+    p.add_argument("--plot", default=str(RESULTS / "learning_shapes.png"))
+    args = p.parse_args(argv)
     start = time.perf_counter()
-    chosen, sweep_log = {}, {}
-    with tempfile.TemporaryDirectory() as tmp, ThreadPoolExecutor(args.jobs) as jobs:
-        if args.no_sweep:
-            chosen = {algorithm: grid[0] for algorithm, grid in SWEEP.items()}
-        else:
-            settings = [(algorithm, setting) for algorithm, grid in SWEEP.items() for setting in grid]
-            sweep_histories = jobs.map(
-                lambda job: run_cli(Path(tmp) / "sweep-{}-{}-{}-{}".format(job[0], *job[1]), job[0], SWEEP_SEED, args.epochs, job[1], args.epochs),
-                settings,
-            )
-            scores: dict[str, dict[Setting, float]] = {algorithm: {} for algorithm in SWEEP}
-            for (algorithm, setting), history in zip(settings, sweep_histories):
-                scores[algorithm][setting] = training_score(history)
-                print(f"sweep {algorithm} lr {setting[0]:g} clip {setting[1]:g} LoRA on {setting[2]}: "
-                      f"training reward {scores[algorithm][setting]:.4f}", flush=True)
-            for algorithm, by_setting in scores.items():
-                chosen[algorithm] = max(by_setting, key=by_setting.get)
-                sweep_log[algorithm] = [{**as_record(setting), "training_reward": round(v, 4)} for setting, v in by_setting.items()]
-
-        def comparison_run(job: tuple[str, int]) -> list[dict]:
-            algorithm, seed = job
-            epochs = args.epochs * (3 if algorithm == "ddpo" else 1)
-            t0 = time.perf_counter()
-            history = run_cli(Path(tmp) / f"{algorithm}-{seed}", algorithm, seed, epochs, chosen[algorithm], args.eval_every)
-            last = history[-1]
-            print(f"seed {seed} {algorithm}: {epochs} epochs in {time.perf_counter() - t0:.0f}s; final fidelity "
-                  + "  ".join(f"{k}-step {last[f'eval_fidelity_{k}step_mean']:.3f}" for k in STEPS), flush=True)
-            return history
-
-        order = [("ddpo", seed) for seed in args.seeds] + [("sdpo", seed) for seed in args.seeds]  # longest first
-        histories: dict[str, list[list[dict]]] = {a: [] for a in SWEEP}
-        for (algorithm, _), history in zip(order, jobs.map(comparison_run, order)):
-            histories[algorithm].append(history)
-        baseline = initial_eval(Path(tmp) / f"sdpo-{args.seeds[0]}")
-
-    last_sdpo = args.epochs - 1
-    comparisons = {"equal_images": {"sdpo": last_sdpo, "ddpo": last_sdpo}, "equal_reward_queries": {"sdpo": last_sdpo, "ddpo": 3 * args.epochs - 1}}
-    result_rows = {}
-    for comparison, epochs in comparisons.items():
-        result_rows[comparison] = {}
-        for algorithm, epoch in epochs.items():
-            runs = histories[algorithm]
-            result_rows[comparison][algorithm] = {
-                "epoch": epoch,
-                "sampled_images": (epoch + 1) * pairs * 2,
-                "reward_queries": (epoch + 1) * pairs * 2 * QUERIES_PER_TRAJECTORY[algorithm],
-                **{f"{what}_{k}step": summarize([at_epoch(run, epoch)[f"eval_{what}_{k}step_mean"] for run in runs])
-                   for what in ("reward", "fidelity") for k in STEPS},
-            }
-    if args.plot:
-        plot(histories, baseline, pairs, 3 * args.epochs * pairs * 2, args.plot)
-    result = {
-        "benchmark": "learning (shapes task)",
-        "machine": f"{os.cpu_count()}-core CPU, {platform.machine()}",
-        "config": CONFIG, "epochs_sdpo": args.epochs, "epochs_ddpo": 3 * args.epochs, "seeds": args.seeds, "eval_every": args.eval_every,
-        "chosen": {a: as_record(setting) for a, setting in chosen.items()},
-        "sweep": sweep_log or "skipped (--no-sweep)",
-        "initial": {f"{what}_{k}step": round(baseline[f"eval_{what}_{k}step_mean"], 4) for what in ("reward", "fidelity") for k in STEPS},
-        "comparisons": result_rows,
-        "wall_s": round(time.perf_counter() - start, 1),
-    }
-    if args.out:
-        Path(args.out).write_text(json.dumps(result, indent=1) + "\n")
+    if not args.report:
+        with ThreadPoolExecutor(args.jobs) as jobs:
+            if args.phase in ("sweep", "all"):
+                list(jobs.map(lambda job: run("sweep", job[0], job[1], SWEEP_SEED), [(a, lr) for a in ARMS for lr in LR_GRID]))
+            rates = chosen_rates(load_runs())
+            if args.phase in ("main", "all", "control") and len(rates) < len(ARMS):
+                raise SystemExit("error: the sweep is not complete; run --phase sweep first")
+            if args.phase in ("main", "all"):  # seed by seed across the arms, so a partial replication stays paired
+                list(jobs.map(lambda job: run("main", job[1], rates[job[1]], job[0]), [(s, a) for s in args.seeds for a in ARMS]))
+            if args.phase in ("control", "all"):
+                list(jobs.map(lambda job: run("control", job[1], rates[job[1]], job[0]), [(s, a) for s in CONTROL_SEEDS for a in ARMS]))
+    result = report(load_runs(), Path(args.plot)) | {"report_wall_s": round(time.perf_counter() - start, 1)}
+    Path(args.out).write_text(json.dumps(result, indent=1) + "\n")
     print(json.dumps(result))
     return 0
 
