@@ -15,9 +15,19 @@ $(PY):
 	$(PYTHON) -m venv $(VENV)
 	$(PY) -m pip install --quiet --upgrade pip
 
-setup: $(PY)
-	$(PY) -m pip install --quiet $(TORCH)
-	$(PY) -m pip install --quiet -e '.[test]'
+# The installs run once (and again when pyproject.toml or this file changes; `make clean-venv` starts over,
+# e.g. to change TORCH): the stamp file records that they completed.
+STAMP := $(VENV)/.sdpo-ray-installed
+$(STAMP): $(PY) pyproject.toml Makefile
+	@echo "setup: installing $(TORCH) and this project with its dependencies (ray, diffusers, transformers, test tools) into $(VENV)/;"
+	@echo "setup: this happens on the first run only and takes about 3-8 minutes (about 1.8 GB; pip is quiet meanwhile)"
+	@start=$$(date +%s) && \
+	$(PY) -m pip install --quiet $(TORCH) && \
+	$(PY) -m pip install --quiet -e '.[test]' && \
+	echo "setup: done in $$(( $$(date +%s) - start )) s: $$($(PY) -c 'import torch, ray, diffusers; print(f"torch {torch.__version__}, ray {ray.__version__}, diffusers {diffusers.__version__}")') in $(VENV)/"
+	@touch $@
+
+setup: $(STAMP)
 
 run: setup
 	$(PY) -m learner.main $(ARGS)
