@@ -22,7 +22,7 @@ from learner.driver.ray_metrics import RayMetrics
 from learner.run.lock import RunDirLock
 from learner.run.model_card import finish_lora
 from learner.run.outputs import RunOutputs, eval_grid_path
-from learner.run.progress import Progress
+from learner.run.progress import Progress, TimeBreakdown
 from rewards.pool import PoolStats, RewardPool
 
 
@@ -42,6 +42,7 @@ def run(cfg: Config, run_dir: Path, prompt_list: list[str], preemption: Preempti
 
 
 def _run(cfg: Config, run_dir: Path, prompt_list: list[str], preemption: Preemption | None) -> Path:
+    breakdown = TimeBreakdown()  # where the wall time goes: printed at the end
     state = resume.find_resume(run_dir, cfg)  # the newest complete checkpoint, or None
     if state is not None and state.epoch >= cfg.epochs:
         resume.finish_completed(run_dir, state)
@@ -62,7 +63,11 @@ def _run(cfg: Config, run_dir: Path, prompt_list: list[str], preemption: Preempt
     where = f"{cfg.learner.num_workers} hybrid policy workers" if workers.hybrid else f"{len(workers.samplers)} rollout actors"
     print(f"{cfg.algorithm.upper()}: {cfg.epochs} epochs x {cfg.rollout.pairs_per_epoch} pairs on {where}; run dir {run_dir}", flush=True)
     print("workers: " + ", ".join(name_workers(workers.named())), flush=True)
-    evaluator.evaluate_initial(fresh=start == 0)  # the initial policy's held-out eval, beside every later one
+    breakdown.add("start-up", breakdown.elapsed())
+    initial_times: dict[str, float] = {}
+    with timed(initial_times, "eval"):
+        evaluator.evaluate_initial(fresh=start == 0)  # the initial policy's held-out eval, beside every later one
+    breakdown.add("evaluation", initial_times["eval"])
     published, progress = None, Progress(start, cfg.epochs)
     for epoch in range(start, cfg.epochs):
         preemption.epoch_started()
@@ -80,8 +85,11 @@ def _run(cfg: Config, run_dir: Path, prompt_list: list[str], preemption: Preempt
         stats = pool.take_stats()
         metrics = epoch_metrics(epoch, version, scored, stats) | times | _update_metrics(update, stats, workers, times)
         version = update["policy_version"]
-        eval_metrics, published = evaluator.after_epoch(epoch, metrics, version, published)  # when due; reward_curves.png
-        metrics |= eval_metrics
+        with timed(times, "time_eval_s"):
+            eval_metrics, published = evaluator.after_epoch(epoch, metrics, version, published)  # when due; reward_curves.png
+        breakdown.add_epoch(times)
+        breakdown.add("evaluation", times["time_eval_s"])
+        metrics |= eval_metrics | {"time_eval_s": times["time_eval_s"]}
         out.log_metrics(metrics)
         if eval_metrics:
             out.log_image("eval", eval_grid_path(run_dir, epoch), epoch, "rows: initial and trained policy per step count; columns: held-out prompts")
@@ -92,12 +100,14 @@ def _run(cfg: Config, run_dir: Path, prompt_list: list[str], preemption: Preempt
             n = min(8, scored.queries.num_pairs)  # trajectory 1 of up to 8 pairs: its 1-step and final samples
             out.save_grid(scored.queries.images[:n, 0][:, [0, -1]], epoch, scored.queries.prompts[:n], cfg.sampling.num_steps)
         if resume.is_due(epoch + 1, cfg) or preemption.requested:
-            with preemption.critical():
+            with preemption.critical(), timed(times, "checkpoint"):
                 resume.save_checkpoint(run_dir, epoch + 1, workers.learner, tracker, cfg)
+            breakdown.add("checkpoints", times["checkpoint"])
         preemption.exit_if_requested()
     lora_file = get(workers.learner.save_lora.remote(str(run_dir / "lora")))
     finish_lora(run_dir, cfg, cfg.epochs)  # the model card (and the upload, with output.push_to_hub)
     out.close()
+    print(breakdown.line(), flush=True)
     print(f"done: outputs in {run_dir} (metrics.jsonl, samples/, tensorboard/, LoRA {lora_file} with its model card)", flush=True)
     return run_dir
 

@@ -37,3 +37,35 @@ class Progress:
             f"final {metrics['reward_final_mean']:.4f}  loss {metrics['loss']:.4f}  {seconds:.1f}s  {rate:.2f} pairs/s  "
             f"ETA {format_duration(eta)}"
         )
+
+
+class TimeBreakdown:
+    """Where a run's wall time went, for the line printed at its end: start-up (Ray, workers, model
+    loads), the held-out evaluations (the initial policy's included), the epochs' rollout, reward,
+    update and the rest of the epoch (weight publish, advantages), checkpoints, and everything else
+    (outputs, the LoRA and its card). `add` accumulates seconds per part; `line` formats them."""
+
+    PARTS = ("start-up", "evaluation", "rollout", "reward", "update", "epoch other", "checkpoints")
+
+    def __init__(self, clock: Callable[[], float] = time.monotonic):
+        self.clock, self.started = clock, clock()
+        self.seconds = dict.fromkeys(self.PARTS, 0.0)
+
+    def elapsed(self) -> float:
+        return self.clock() - self.started
+
+    def add(self, part: str, seconds: float) -> None:
+        self.seconds[part] += seconds
+
+    def add_epoch(self, times: dict[str, float]) -> None:
+        """An epoch's own timings (metrics.jsonl's time_*_s)."""
+        parts = {"rollout": times.get("time_rollout_s", 0.0), "reward": times.get("time_reward_s", 0.0), "update": times.get("time_update_s", 0.0)}
+        for part, seconds in parts.items():
+            self.add(part, seconds)
+        self.add("epoch other", max(0.0, times.get("time_epoch_s", 0.0) - sum(parts.values())))
+
+    def line(self) -> str:
+        total = self.elapsed()
+        other = max(0.0, total - sum(self.seconds.values()))
+        parts = ", ".join(f"{name} {seconds:.0f} s" for name, seconds in [*self.seconds.items(), ("other", other)])
+        return f"time: {format_duration(total)} in all: {parts}"

@@ -6,7 +6,7 @@ import math
 
 import pytest
 
-from learner.run.progress import Progress, eta_seconds, format_duration
+from learner.run.progress import Progress, TimeBreakdown, eta_seconds, format_duration
 
 
 @pytest.mark.parametrize(
@@ -31,3 +31,22 @@ def test_epoch_line_of_a_resumed_run_counts_only_this_attempts_epochs():
     assert line.startswith("epoch 6/10  v5  reward 1-step 0.5000  final 0.7500  loss -0.1250  4.0s")
     assert "2.00 pairs/s" in line  # 8 pairs in the epoch's 4.0 s
     assert line.endswith("ETA 0:24")
+
+
+def test_time_breakdown_hand_worked():
+    """A 100 s run: 12 s start-up, 5 + 3 s evaluations, two epochs of 30 s (rollout 10, reward 2,
+    update 15, 3 s else each), a 1 s checkpoint; the remaining 19 s are 'other'."""
+    now = [0.0]
+    breakdown = TimeBreakdown(clock=lambda: now[0])
+    now[0] = 12.0
+    breakdown.add("start-up", breakdown.elapsed())
+    breakdown.add("evaluation", 5.0)
+    for _ in range(2):
+        breakdown.add_epoch({"time_rollout_s": 10.0, "time_reward_s": 2.0, "time_update_s": 15.0, "time_epoch_s": 30.0})
+    breakdown.add("evaluation", 3.0)
+    breakdown.add("checkpoints", 1.0)
+    now[0] = 100.0
+    assert breakdown.line() == (
+        "time: 1:40 in all: start-up 12 s, evaluation 8 s, rollout 20 s, reward 4 s, update 30 s, epoch other 6 s, "
+        "checkpoints 1 s, other 19 s"
+    )
