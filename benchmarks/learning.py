@@ -255,6 +255,7 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--phase", choices=("sweep", "main", "control", "all"), default="all", help="which runs to run (existing ones are skipped)")
     p.add_argument("--jobs", type=int, default=1, help="runs at a time (each one single-threaded process; at most the CPU cores)")
     p.add_argument("--seeds", type=int, nargs="+", default=list(SEEDS), help="main-phase seeds to run now (the report always wants all of SEEDS)")
+    p.add_argument("--arms", nargs="+", choices=list(ARMS), default=list(ARMS), help="arms to run now (e.g. to split the runs between processes)")
     p.add_argument("--report", action="store_true", help="only write the report from the runs there are")
     p.add_argument("--out", default=str(RESULTS / "learning_shapes.json"))
     p.add_argument("--plot", default=str(RESULTS / "learning_shapes.png"))
@@ -263,14 +264,14 @@ def main(argv: list[str] | None = None) -> int:
     if not args.report:
         with ThreadPoolExecutor(args.jobs) as jobs:
             if args.phase in ("sweep", "all"):
-                list(jobs.map(lambda job: run("sweep", job[0], job[1], SWEEP_SEED), [(a, lr) for a in ARMS for lr in LR_GRID]))
+                list(jobs.map(lambda job: run("sweep", job[0], job[1], SWEEP_SEED), [(a, lr) for a in args.arms for lr in LR_GRID]))
             rates = chosen_rates(load_runs())
-            if args.phase in ("main", "all", "control") and len(rates) < len(ARMS):
+            if args.phase in ("main", "all", "control") and not set(args.arms) <= set(rates):
                 raise SystemExit("error: the sweep is not complete; run --phase sweep first")
             if args.phase in ("main", "all"):  # seed by seed across the arms, so a partial replication stays paired
-                list(jobs.map(lambda job: run("main", job[1], rates[job[1]], job[0]), [(s, a) for s in args.seeds for a in ARMS]))
+                list(jobs.map(lambda job: run("main", job[1], rates[job[1]], job[0]), [(s, a) for s in args.seeds for a in args.arms]))
             if args.phase in ("control", "all"):
-                list(jobs.map(lambda job: run("control", job[1], rates[job[1]], job[0]), [(s, a) for s in CONTROL_SEEDS for a in ARMS]))
+                list(jobs.map(lambda job: run("control", job[1], rates[job[1]], job[0]), [(s, a) for s in CONTROL_SEEDS for a in args.arms]))
     result = report(load_runs(), Path(args.plot)) | {"report_wall_s": round(time.perf_counter() - start, 1)}
     Path(args.out).write_text(json.dumps(result, indent=1) + "\n")
     print(json.dumps(result))

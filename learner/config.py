@@ -220,6 +220,8 @@ class Config(Section):
             part = data.get(section, {})
             if isinstance(part, dict) and part.get(key, "auto") == "auto":
                 data[section] = {**part, key: value}
+            elif isinstance(part, Section) and getattr(part, key) == "auto":  # a section built in code
+                data[section] = part.model_copy(update={key: value})
         return data
 
     @model_validator(mode="after")

@@ -1,6 +1,8 @@
 """The committed shapes text-to-image model (actors/shapes/assets/shapes-sd): it loads through
 diffusers' from_pretrained and the project's load_pipeline, its VAE keeps what the pixel metric
-reads, and its many-step samples show their prompts while its 1-step samples do so clearly less."""
+reads, and its many-step samples show their prompts while its 1-step samples do so clearly less.
+Its few-step student (actors/shapes/assets/shapes-turbo) draws at 1 step what the teacher draws at
+many, and stays as good at 2, 4 and 8."""
 
 from __future__ import annotations
 
@@ -12,7 +14,7 @@ import pytest
 import torch
 
 from actors.config import ModelConfig
-from actors.policy import SHAPES_MODEL, load_pipeline, resolve_model_path
+from actors.policy import SHAPES_MODEL, SHAPES_TURBO, load_pipeline, resolve_model_path
 from actors.sampling import decode_to_uint8, sample_deterministic
 from actors.seeds import seeded_generator
 from actors.shapes.data import heldout_prompts, sample_images
@@ -65,6 +67,7 @@ def _weights(directory) -> dict[str, bytes]:
         ("actors.shapes.train", ["--vae-steps", "2", "--unet-steps", "3", "--batch", "4", "--check-per-prompt", "1"]),
         ("actors.shapes.train", ["--vae-steps", "2", "--unet-steps", "3", "--batch", "4", "--check-per-prompt", "1", "--zero-snr"]),
         ("rewards.shapes_train", ["--steps", "3", "--batch", "8"]),
+        ("actors.shapes.distill", ["--pairs-per-prompt", "1", "--teacher-steps", "2", "--steps", "3", "--batch", "4", "--check-per-prompt", "1"]),
     ],
 )
 def test_training_scripts_are_deterministic_byte_for_byte(tmp_path, module, args):
@@ -81,6 +84,9 @@ def test_training_scripts_are_deterministic_byte_for_byte(tmp_path, module, args
         assert res.returncode == 0, res.stdout[-2000:] + res.stderr[-2000:]
     a, b = _weights(tmp_path / "a"), _weights(tmp_path / "b")
     assert a and a == b
+    if module == "actors.shapes.distill":  # only the UNet is trained: the rest is the teacher's, byte for byte
+        assert {k: v for k, v in a.items() if not k.startswith("unet/")} == {k: v for k, v in _weights(SHAPES_MODEL).items() if not k.startswith("unet/")}
+        assert a["unet/diffusion_pytorch_model.safetensors"] != _weights(SHAPES_MODEL)["unet/diffusion_pytorch_model.safetensors"]
     if "--zero-snr" in args:  # v-prediction on a zero-terminal-SNR schedule, sampled through from_pretrained
         from diffusers import DDIMScheduler
 
@@ -88,3 +94,35 @@ def test_training_scripts_are_deterministic_byte_for_byte(tmp_path, module, args
         assert sched.config.prediction_type == "v_prediction" and float(sched.alphas_cumprod[-1]) == 0.0
         check = json.loads((tmp_path / "a" / "training_check.json").read_text())
         assert all(math.isfinite(check[f"fidelity_{k}"]) for k in (1, 2, 4, 8, 50))
+
+
+@pytest.fixture(scope="module")
+def turbo():
+    return load_pipeline(ModelConfig(pretrained="shapes-turbo"), with_lora=False)
+
+
+def test_student_loads_with_diffusers_and_shares_all_but_the_unet():
+    from diffusers import StableDiffusionPipeline
+
+    assert resolve_model_path(ModelConfig(pretrained="shapes-turbo")) == str(SHAPES_TURBO)
+    sd = StableDiffusionPipeline.from_pretrained(str(SHAPES_TURBO), local_files_only=True)
+    assert sd.unet.config == StableDiffusionPipeline.from_pretrained(str(SHAPES_MODEL), local_files_only=True).unet.config
+    assert _weights(SHAPES_TURBO)["vae/diffusion_pytorch_model.safetensors"] == _weights(SHAPES_MODEL)["vae/diffusion_pytorch_model.safetensors"]
+
+
+@torch.no_grad()
+def test_student_samples_at_one_step_what_the_teacher_samples_at_many(pipe, turbo):
+    """The student's sampling path (from_pretrained, the project's deterministic DDIM chain, the VAE):
+    its 1-step held-out samples are close to the teacher's 20-step samples from the same noises (in
+    latent space, far closer than the teacher's own 1-step samples), its fidelity at 1 step is within
+    0.05 of the teacher's many-step fidelity, and it is no worse at 2, 4 and 8 steps."""
+    prompts = heldout_prompts()
+    gens = lambda: [seeded_generator(3, 0, i) for i in range(len(prompts))]  # noqa: E731
+    teacher_many = sample_deterministic(pipe, prompts, gens(), 20)
+    teacher_one = sample_deterministic(pipe, prompts, gens(), 1)
+    student = {k: sample_deterministic(turbo, prompts, gens(), k) for k in (1, 2, 4, 8)}
+    err = lambda x: float(((x - teacher_many) ** 2).mean() / (teacher_many**2).mean())  # noqa: E731
+    assert err(student[1]) < 0.5 * err(teacher_one), (err(student[1]), err(teacher_one))
+    fid = {k: fidelity(decode_to_uint8(turbo, x), prompts).mean() for k, x in student.items()}
+    best = fidelity(decode_to_uint8(pipe, teacher_many), prompts).mean()
+    assert fid[1] > best - 0.05 and min(fid[2], fid[4], fid[8]) > fid[1] - 0.05, (fid, best)
