@@ -9,7 +9,10 @@ minibatch gradient and the exact gradient of the held-out k-step reward, before 
    k-step DDIM chain with autograd on, decoded by the VAE and scored by the differentiable form of
    the shapes reward (the classifier's probabilities on the decoded pixels, before the uint8
    rounding the served reward applies; factors colour, shape and size). The noises are split in two
-   halves; the cosine of the halves' gradients says whether g_k is pinned down (>= 0.8 asked).
+   halves; the cosine c of the halves' gradients says whether g_k is pinned down. Where c is low the
+   target is itself noisy, which shrinks every cosine with it by the same factor: the estimate of
+   g_k from both halves correlates with the true g_k at sqrt(R), R = 2c / (1 + c) (Spearman-Brown),
+   so each cosine is also given divided by sqrt(R) ("corrected"; the raw value beside it).
 2. Estimates: `pairs` trajectory pairs of the training captions at T = `train-steps` (eta = 1), sampled
    once and shared. For each algorithm, its advantages are computed as a run's first epoch would
    (fresh per-prompt tracker) and, for each minibatch of `minibatch` pairs, the gradient of its loss
@@ -66,6 +69,12 @@ def lora_params(unet) -> list[torch.nn.Parameter]:
 def flat_grad(loss: torch.Tensor, params: list, retain: bool) -> torch.Tensor:
     grads = torch.autograd.grad(loss, params, retain_graph=retain, allow_unused=True)
     return torch.cat([(g if g is not None else torch.zeros_like(p)).flatten() for g, p in zip(grads, params)])
+
+
+def reliability(halves_cosine: float) -> float:
+    """R = 2c / (1 + c): the squared correlation of the two halves' mean with the true gradient."""
+    c = max(halves_cosine, 0.0)
+    return 2 * c / (1 + c)
 
 
 def cosine(a: torch.Tensor, b: torch.Tensor) -> float:
@@ -203,14 +212,17 @@ def main(argv: list[str] | None = None) -> int:
         rows[arm] = {}
         for k, values in by_k.items():
             mean, se = statistics.fmean(values), statistics.stdev(values) / math.sqrt(len(values))
-            rows[arm][k] = {"mean": round(mean, 4), "se": round(se, 4), "minibatches": len(values)}
+            root = math.sqrt(reliability(targets[k]["halves_cosine"])) or float("nan")
+            rows[arm][k] = {"mean": round(mean, 4), "se": round(se, 4), "minibatches": len(values),
+                            "corrected_mean": round(mean / root, 4), "corrected_se": round(se / root, 4)}
         print(f"{arm:<16}" + "".join(f"{rows[arm][k]['mean']:>+12.4f} +- {rows[arm][k]['se']:.4f}" for k in STEPS))
+        print(f"{'  corrected':<16}" + "".join(f"{rows[arm][k]['corrected_mean']:>+12.4f} +- {rows[arm][k]['corrected_se']:.4f}" for k in STEPS))
     result = {
         "benchmark": "gradient_alignment",
         "machine": f"{os.cpu_count()}-core CPU, {platform.machine()}",
         "model": args.model, "checkpoint": args.checkpoint, "reward": f"shapes_classifier factors={FACTORS}",
         "pairs": args.pairs, "minibatch_pairs": args.minibatch, "train_steps": args.train_steps, "eta": 1.0,
-        "target": {k: {"halves_cosine": round(v["halves_cosine"], 4), "norm": v["norm"],
+        "target": {k: {"halves_cosine": round(v["halves_cosine"], 4), "reliability": round(reliability(v["halves_cosine"]), 4), "norm": v["norm"],
                        "images": 24 * args.noises} for k, v in targets.items()},
         "cosine": rows, "clip_range": clip, "wall_s": round(time.perf_counter() - start, 1),
     }

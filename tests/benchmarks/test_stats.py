@@ -64,3 +64,12 @@ def test_not_resolvable_when_everything_overlaps():
     noisy = {k: [0.50, 0.60, 0.55, 0.52, 0.58] for k in K}
     out = decide(noisy, {k: [0.58, 0.51, 0.56, 0.60, 0.50] for k in K}, {k: [0.53, 0.59, 0.50, 0.57, 0.55] for k in K}, INITIAL)
     assert out["verdict"] == "not resolvable at this budget"
+
+
+def test_gradient_alignment_reliability_hand_worked():
+    """Spearman-Brown: halves agreeing at c give a full-set estimate whose squared correlation with the
+    truth is 2c / (1 + c): c = 0.8 -> 16/18; c = 0.25 -> 0.4; negative or zero agreement -> 0."""
+    from benchmarks.gradient_alignment import reliability
+
+    assert reliability(0.8) == pytest.approx(16 / 18) and reliability(0.25) == pytest.approx(0.4)
+    assert reliability(0.0) == 0.0 and reliability(-0.2) == 0.0 and reliability(1.0) == 1.0
