@@ -49,6 +49,7 @@ class Preemption:
         return self
 
     def epoch_started(self) -> None:
+        self.exit_if_requested()  # a SIGTERM whose exception was swallowed (e.g. raised inside a finalizer) still ends the run
         now = self._clock()
         if self._epoch_start is not None:
             self._epoch_s = now - self._epoch_start
@@ -61,7 +62,9 @@ class Preemption:
         return max(0.0, self._epoch_s - (self._clock() - self._epoch_start))
 
     def _on_sigterm(self, signum, frame) -> None:
-        if self.requested or self.abandoned:
+        if self.abandoned:  # the first one's exception was swallowed somewhere: raise again
+            raise Preempted()
+        if self.requested:
             return
         left = self.seconds_left()
         if self._critical or (left is not None and left <= self.grace_s):
@@ -83,7 +86,10 @@ class Preemption:
             self._critical -= 1
 
     def exit_if_requested(self) -> None:
-        if self.requested:
+        """Leave with 143 when a SIGTERM asked to (finish-and-checkpoint, or abandon): called at every
+        epoch's start and end and after the start-up steps, so a SIGTERM is never lost even where its
+        handler's exception was swallowed (Python prints "Exception ignored in ..." and goes on)."""
+        if self.requested or self.abandoned:
             raise Preempted()
 
 

@@ -54,7 +54,9 @@ def _run(cfg: Config, run_dir: Path, prompt_list: list[str], preemption: Preempt
         preemption.install()  # again: ray.init sets a SIGTERM handler of its own
     out = RunOutputs(run_dir, to_yaml(cfg), cfg.output.tensorboard, first_epoch=state.epoch if state else 0, wandb=_wandb(cfg, run_dir))
     ray_metrics = RayMetrics(run_dir.name) if cfg.ray.enabled else None
+    preemption.exit_if_requested()
     workers = launch_workers(cfg)
+    preemption.exit_if_requested()
     pool = RewardPool(workers.reward_servers, cfg.reward.batch_size, cfg.reward.timeout_s, cfg.reward.max_retries)
     tracker = StepStatTracker(cfg.train.stat_buffer_size, cfg.train.stat_min_count) if cfg.train.per_step_stat_tracking else None
     evaluator = Evaluator.from_config(cfg, workers, run_dir)

@@ -87,6 +87,23 @@ def test_sigterm_abandons_the_epoch_when_it_does_not_fit_or_is_unknown(sigterm):
         assert p.abandoned and not p.requested
 
 
+def test_a_sigterm_whose_exception_was_swallowed_is_not_lost(sigterm):
+    """The handler's Preempted can land inside code that swallows it (a finalizer: Python prints
+    "Exception ignored in ..." and goes on). The run must still end with 143: at the next epoch
+    boundary, and at once on any later SIGTERM."""
+    p = _preemption(epoch_s=None, elapsed=1.0, grace=0.0)
+    try:
+        sigterm()
+    except Preempted:
+        pass  # swallowed, as a finalizer would
+    assert p.abandoned
+    with pytest.raises(Preempted):
+        sigterm()  # a second SIGTERM is no longer ignored
+    for boundary in (p.epoch_started, p.exit_if_requested):
+        with pytest.raises(Preempted):
+            boundary()
+
+
 def test_sigterm_never_interrupts_a_checkpoint_write(sigterm):
     p = _preemption(epoch_s=None, elapsed=0.0, grace=0.0)
     with p.critical():
