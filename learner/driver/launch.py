@@ -108,11 +108,21 @@ def check_reachable(address: str, timeout_s: float) -> None:
         ) from None
 
 
+class DashboardAddressError(UsageError):
+    """RAY_ADDRESS / ray.address names the dashboard's HTTP address, which only `ray job submit` takes."""
+
+
 def init_ray(cfg: Config) -> None:
     import ray
 
     # No runtime_env here: a job submitted with its own runtime_env would clash with one set by the driver.
     address = cfg.ray.address or os.environ.get("RAY_ADDRESS")
+    if address and address.strip().lower().startswith(("http://", "https://")):
+        key = "ray.address" if cfg.ray.address else "RAY_ADDRESS"
+        raise DashboardAddressError(
+            f"{key}: '{address}' is the dashboard's address, which `ray job submit --address` takes; a driver joins the "
+            "cluster at its GCS address (e.g. 127.0.0.1:6379 or 'auto'); or submit this command with `ray job submit`"
+        )
     if address:
         check_reachable(address, cfg.ray.connect_timeout_s)
         try:

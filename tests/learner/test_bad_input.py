@@ -47,3 +47,19 @@ def test_weights_are_read_only_through_safetensors_or_weights_only_torch_load():
                 if re.search(r"\bpickle\.loads?\(|\bcloudpickle\.loads?\(", line):
                     unsafe.append(f"{f.relative_to(REPO)}:{n}")
     assert not unsafe, f"weights read without safetensors or torch.load(weights_only=True): {unsafe}"
+
+
+def test_the_dashboard_url_as_ray_address_is_one_line():
+    """RAY_ADDRESS=http://127.0.0.1:8265 (the form `ray job submit` takes) is explained, exit 2, no traceback."""
+    import subprocess
+    import sys
+
+    from tests.conftest import cli_env
+
+    env = dict(cli_env(), RAY_ADDRESS="http://127.0.0.1:8265")
+    res = subprocess.run([sys.executable, "-m", "learner.main", "--config", "tiny", "--epochs", "1"], cwd=REPO, env=env,
+                         capture_output=True, text=True, timeout=300)
+    assert res.returncode == 2, res.stderr[-2000:]
+    lines = [line for line in res.stderr.splitlines() if line.strip()]
+    assert len(lines) == 1 and lines[0].startswith("error: RAY_ADDRESS: 'http://127.0.0.1:8265' is the dashboard's address")
+    assert "Traceback" not in res.stderr
