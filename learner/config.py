@@ -297,6 +297,8 @@ def parse_override(item: str) -> tuple[str, Any]:
         value = yaml.safe_load(raw) if raw != "" else ""
     except yaml.YAMLError:
         value = raw
+    except RecursionError:  # the YAML parser recurses once per nesting level
+        raise ConfigError(f"{key}: its value is nested deeper than {MAX_CONFIG_DEPTH} levels; a config value is a small mapping or list") from None
     if isinstance(value, str) and _NUMBER.fullmatch(value):
         value = float(value)  # YAML 1.1 reads '5e-5' (no dot) as a string
     return key, value
@@ -338,6 +340,8 @@ def read_yaml(path: str | Path) -> dict[str, Any]:
         raise ConfigError(f"config file '{path}' {why}") from None
     try:
         data = yaml.safe_load(text)
+    except RecursionError:
+        raise ConfigError(f"config file '{path}': nesting deeper than {MAX_CONFIG_DEPTH}; a config is a small mapping of keys") from None
     except yaml.YAMLError as err:
         mark = getattr(err, "problem_mark", None)
         where = f" at line {mark.line + 1}" if mark else ""

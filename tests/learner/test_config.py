@@ -144,3 +144,15 @@ def test_skip_last_step_counts_t_minus_1_steps_per_pair():
     cfg = load_config("sd_turbo_aesthetic")
     assert not cfg.train.skip_last_step and cfg.optimizer_steps_per_epoch == 100
     assert build_config(cfg.model_dump(mode="json"), ["train.skip_last_step=true"]).optimizer_steps_per_epoch == 98
+
+
+def test_values_and_files_nested_thousands_deep_are_one_line(tmp_path):
+    """The YAML parser recurses per nesting level: a value or file nested 5000 deep is a ConfigError naming
+    the key or file, not a RecursionError (learner.main and learner.evaluate share this parsing)."""
+    deep = "[" * 5000 + "]" * 5000
+    with pytest.raises(ConfigError, match="train.learning_rate: its value is nested deeper than 16 levels"):
+        parse_override(f"train.learning_rate={deep}")
+    path = tmp_path / "deep.yaml"
+    path.write_text(f"a: {deep}\n")
+    with pytest.raises(ConfigError, match="deep.yaml': nesting deeper than 16"):
+        load_config(str(path))
