@@ -62,7 +62,7 @@ class SamplingConfig(Section):
         description="DDIM eta (SD, SDXL), or the flow SDE's noise level a (SD3, FLUX); > 0 makes the sampler a stochastic policy.",
     )
     guidance_scale: float = Field(1.0, ge=1.0, description="Classifier-free guidance scale (1 = no CFG).")
-    num_anchors: int = Field(1, ge=0, description="Anchor states between the first and last step (paper: 1; 0 queries the first and last step only).")
+    num_anchors: int = Field(1, ge=0, le=1000, description="Anchor states between the first and last step (paper: 1; 0 queries the first and last step only).")
     reward_queries: Literal["auto", "anchors", "final"] = Field(
         "auto",
         description="Which states the reward model scores. 'anchors' (SDPO): the decoded predicted clean states x0 of the "
@@ -83,16 +83,16 @@ class PromptConfig(Section):
 
 class RolloutConfig(Section):
     num_actors: int = Field(2, ge=0, le=4096, description="Number of rollout actors (0 in the hybrid layout, where the policy workers sample).")
-    num_cpus: float = Field(0.5, gt=0, description="CPUs reserved per rollout actor (fractions allowed).")
-    num_gpus: float = Field(0.0, ge=0, description="GPUs per rollout actor (fractions share a GPU).")
+    num_cpus: float = Field(0.5, gt=0, le=4096, description="CPUs reserved per rollout actor (fractions allowed).")
+    num_gpus: float = Field(0.0, ge=0, le=4096, description="GPUs per rollout actor (fractions share a GPU).")
     pairs_per_epoch: int = Field(8, ge=1, le=1_000_000, description="B: trajectory pairs (prompts) sampled per epoch, over all actors.")
     chunk_size: int = Field(4, ge=1, le=4096, description="Pairs sampled together in one batched rollout call.")
-    torch_threads: int = Field(1, ge=1, description="torch intra-op threads inside each CPU rollout actor.")
+    torch_threads: int = Field(1, ge=1, le=1024, description="torch intra-op threads inside each CPU rollout actor.")
     max_restarts: int = Field(
-        3, ge=0, description="Times Ray restarts a crashed rollout actor; its unfinished pairs are sampled again."
+        3, ge=0, le=1_000_000, description="Times Ray restarts a crashed rollout actor; its unfinished pairs are sampled again."
     )
     restart_timeout_s: float = Field(
-        600.0, gt=0, description="Give up on a crashed rollout actor that is not back with the current weights within this time."
+        600.0, gt=0, le=604_800, description="Give up on a crashed rollout actor that is not back with the current weights within this time."
     )
 
     @model_validator(mode="after")

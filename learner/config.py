@@ -46,7 +46,7 @@ class TrainConfig(Section):
         "nonfinite_steps); one more stops the run (exit 1) before anything is checkpointed. Under fp16 the grad "
         "scaler's own skipped steps (overflow while it calibrates its scale) are normal and not counted.",
     )
-    num_inner_epochs: int = Field(1, ge=1, description="Passes over each epoch's samples.")
+    num_inner_epochs: int = Field(1, ge=1, le=1000, description="Passes over each epoch's samples.")
     timestep_fraction: float = Field(1.0, gt=0, le=1, description="Fraction of the T permuted steps trained on.")
     skip_last_step: bool = Field(
         False, description="Leave the last transition (x_{T-1} -> x_T) out of the update. No reward sees its action: r_last "
@@ -70,8 +70,8 @@ class TrainConfig(Section):
     per_step_stat_tracking: bool = Field(
         True, description="Normalize returns per (prompt, step) (DDPO: final rewards per prompt); else over the batch."
     )
-    stat_buffer_size: int = Field(32, ge=1, description="FIFO size per (prompt, step) in the stat tracker.")
-    stat_min_count: int = Field(16, ge=1, description="Values needed before a (prompt, step) uses its own stats.")
+    stat_buffer_size: int = Field(32, ge=1, le=1_000_000, description="FIFO size per (prompt, step) in the stat tracker.")
+    stat_min_count: int = Field(16, ge=1, le=1_000_000, description="Values needed before a (prompt, step) uses its own stats.")
     mixed_precision: Literal["auto", "no", "fp16", "bf16"] = Field(
         "auto", description="accelerate mixed precision; 'auto' = fp16 on GPU, none on CPU."
     )
@@ -90,9 +90,9 @@ class TrainConfig(Section):
 
 
 class LearnerConfig(Section):
-    num_cpus: float = Field(0.5, gt=0, description="CPUs reserved for the learner actor.")
-    num_gpus: float = Field(0.0, ge=0, description="GPUs for the learner actor.")
-    torch_threads: int = Field(1, ge=1, description="torch intra-op threads in a CPU learner.")
+    num_cpus: float = Field(0.5, gt=0, le=4096, description="CPUs reserved for the learner actor.")
+    num_gpus: float = Field(0.0, ge=0, le=4096, description="GPUs for the learner actor.")
+    torch_threads: int = Field(1, ge=1, le=1024, description="torch intra-op threads in a CPU learner.")
     num_workers: int = Field(
         1, ge=1, le=4096, description="Data-parallel learner ranks (torch.distributed: NCCL on GPU, gloo on CPU), each with these "
         "resources; rank r trains shard r of each epoch's pairs. In the hybrid layout each rank also samples its shard. "
@@ -105,7 +105,7 @@ class RayConfig(Section):
     address: str | None = Field(
         None, description="Ray address to join; None uses RAY_ADDRESS if set, else starts a local cluster."
     )
-    num_cpus: float | None = Field(None, gt=0, description="CPUs of a locally started cluster (None = all).")
+    num_cpus: float | None = Field(None, gt=0, le=1_000_000, description="CPUs of a locally started cluster (None = all).")
     connect_timeout_s: float = Field(
         30.0, gt=0, le=3600, description="Give up (exit 1) when the cluster at `address` / RAY_ADDRESS does not answer within this time."
     )
@@ -115,7 +115,7 @@ class RayConfig(Section):
         "(the colocated single-GPU mode).",
     )
     placement_timeout_s: float = Field(
-        120.0, gt=0, description="Fail with a clear error if the actors' placement group is not placed in this time."
+        120.0, gt=0, le=604_800, description="Fail with a clear error if the actors' placement group is not placed in this time."
     )
 
 
@@ -132,7 +132,7 @@ class WandbConfig(Section):
 
 class OutputConfig(Section):
     run_dir: str | None = Field(None, description="Run directory; None = runs/<preset>-<timestamp>.")
-    image_every: int = Field(5, ge=1, description="Write a PNG grid of samples every this many epochs (and at the end).")
+    image_every: int = Field(5, ge=1, le=1_000_000, description="Write a PNG grid of samples every this many epochs (and at the end).")
     tensorboard: bool = Field(True, description="Write TensorBoard event files.")
     wandb: WandbConfig = Field(WandbConfig(), description="Optional Weights & Biases logging (off by default).")
     push_to_hub: str | None = Field(
@@ -143,12 +143,13 @@ class OutputConfig(Section):
 
 class CheckpointConfig(Section):
     every: int = Field(
-        1, ge=1, description="Checkpoint (atomically, into <run_dir>/checkpoints) after every this many epochs, and after the last."
+        1, ge=1, le=1_000_000, description="Checkpoint (atomically, into <run_dir>/checkpoints) after every this many epochs, and after the last."
     )
-    keep: int = Field(3, ge=1, description="Keep only the newest this many checkpoints.")
+    keep: int = Field(3, ge=1, le=1_000_000, description="Keep only the newest this many checkpoints.")
     grace_s: float = Field(
         20.0,
         ge=0,
+        le=86_400,
         description="On SIGTERM, finish the current epoch and checkpoint it if that should take at most this many "
         "seconds (keep it below the pod's terminationGracePeriodSeconds); else abandon the epoch at once. Exit code 143.",
     )
@@ -156,7 +157,7 @@ class CheckpointConfig(Section):
 
 class EvalConfig(Section):
     enabled: bool = Field(True, description="Evaluate on held-out prompts every `every` epochs and after the last epoch.")
-    every: int = Field(5, ge=1, description="Evaluate the policy after every this many epochs' updates (and after the last).")
+    every: int = Field(5, ge=1, le=1_000_000, description="Evaluate the policy after every this many epochs' updates (and after the last).")
     steps: tuple[int, ...] = Field(
         (1, 2, 4, 8), min_length=1, description="Step counts k of the deterministic (eta = 0) DDIM samples scored at each evaluation."
     )
@@ -164,7 +165,7 @@ class EvalConfig(Section):
         "heldout_animals",
         description="Held-out prompts: a built-in list ('heldout_animals': 8 animals in no training list) or a text file, one per line.",
     )
-    num_prompts: int = Field(8, ge=1, description="Evaluate on the first this many held-out prompts (all if the source has fewer).")
+    num_prompts: int = Field(8, ge=1, le=100_000, description="Evaluate on the first this many held-out prompts (all if the source has fewer).")
     samples_per_prompt: int = Field(
         1, ge=1, le=1024, description="Fixed initial noises per held-out prompt; the metrics average all of them (more: a "
         "steadier estimate), the grids show the first."

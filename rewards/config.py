@@ -32,7 +32,7 @@ class ContainerSpec(_Spec):
 
 
 class SetupSpec(_Spec):
-    setup_timeout_seconds: int = Field(600, description="Give up building the environment after this many seconds (-1: never).")
+    setup_timeout_seconds: int = Field(600, ge=-1, le=86_400, description="Give up building the environment after this many seconds (-1: never).")
 
     @model_validator(mode="after")
     def _timeout(self) -> "SetupSpec":
@@ -171,12 +171,12 @@ class RewardConfig(BaseModel):
         "servers then import `modules` and check reward names and options themselves (rewards/README.md).",
     )
     num_servers: int = Field(1, ge=1, le=4096, description="Reward-server actors in the pool.")
-    num_cpus: float = Field(0.25, gt=0, description="CPUs reserved per reward server.")
-    num_gpus: float = Field(0.0, ge=0, description="GPU fraction per reward server.")
+    num_cpus: float = Field(0.25, gt=0, le=4096, description="CPUs reserved per reward server.")
+    num_gpus: float = Field(0.0, ge=0, le=4096, description="GPU fraction per reward server.")
     batch_size: int = Field(32, ge=1, le=65536, description="Images gathered (across rollout chunks) into one server call, and the most one model call scores.")
-    timeout_s: float = Field(300.0, gt=0, description="A reward call not answered in this time is retried on another server.")
-    max_retries: int = Field(2, ge=0, description="Retries of a failed or timed-out reward call before its pairs are dropped.")
-    max_restarts: int = Field(3, ge=0, description="Times Ray restarts a crashed reward server (it rebuilds its model).")
+    timeout_s: float = Field(300.0, gt=0, le=86_400, description="A reward call not answered in this time is retried on another server.")
+    max_retries: int = Field(2, ge=0, le=1000, description="Retries of a failed or timed-out reward call before its pairs are dropped.")
+    max_restarts: int = Field(3, ge=0, le=1_000_000, description="Times Ray restarts a crashed reward server (it rebuilds its model).")
     max_dropped_fraction: float = Field(
         0.5, ge=0, le=1, description="Stop the run when more than this fraction of an epoch's pairs lack a valid reward."
     )

@@ -156,3 +156,21 @@ def test_values_and_files_nested_thousands_deep_are_one_line(tmp_path):
     path.write_text(f"a: {deep}\n")
     with pytest.raises(ConfigError, match="deep.yaml': nesting deeper than 16"):
         load_config(str(path))
+
+
+@pytest.mark.parametrize(
+    "override, key",
+    [
+        ("rollout.max_restarts=10000000000000000000", "rollout.max_restarts"),
+        ("reward.timeout_s=1e300", "reward.timeout_s"),
+        ("reward.max_restarts=10000000000000000000", "reward.max_restarts"),
+        ("train.stat_buffer_size=10000000000000000000", "train.stat_buffer_size"),
+        ("train.num_inner_epochs=1000000000000", "train.num_inner_epochs"),
+        ("checkpoint.grace_s=1e300", "checkpoint.grace_s"),
+    ],
+)
+def test_integers_and_times_beyond_what_their_use_takes_are_refused_by_name(override, key):
+    """Numbers Ray or Python would choke on later (OverflowError), or that would run on without bound,
+    are refused at load time, naming the key."""
+    with pytest.raises(ConfigError, match=f"^{key}: Input should be less than or equal to"):
+        load_config("tiny", [override])
