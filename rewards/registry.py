@@ -65,10 +65,19 @@ def import_reward_modules(modules: list[str] | tuple[str, ...]) -> None:
     import importlib
 
     for module in modules:
+        if module.startswith("."):
+            raise UnknownRewardError(f"reward.modules: '{module}' is a relative module name; give its full dotted name (e.g. mypkg.my_reward)")
         try:
             importlib.import_module(module)
         except ImportError as err:
             raise UnknownRewardError(f"reward.modules: cannot import '{module}': {err}") from None
+        except SyntaxError as err:
+            raise UnknownRewardError(f"reward.modules: '{module}' has a syntax error: {err.msg} ({err.filename}, line {err.lineno})") from None
+        except Exception as err:  # noqa: BLE001  (the module's own code raised: its traceback goes above the line)
+            import traceback
+
+            traceback.print_exc()
+            raise UnknownRewardError(f"reward.modules: importing '{module}' raised {type(err).__name__}: {err}") from None
 
 
 def reward_names() -> list[str]:

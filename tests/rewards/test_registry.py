@@ -49,3 +49,25 @@ def test_registry_import_is_light():
         "assert not heavy, heavy"
     )
     subprocess.run([sys.executable, "-c", code], check=True)
+
+
+@pytest.mark.parametrize(
+    "source, module, needle",
+    [
+        ("raise RuntimeError('no GPU here')\n", "raises_at_import", "reward.modules: importing 'raises_at_import' raised RuntimeError: no GPU here"),
+        ("def f(:\n", "broken_syntax", "reward.modules: 'broken_syntax' has a syntax error: "),
+        (None, ".relative", "reward.modules: '.relative' is a relative module name"),
+    ],
+)
+def test_reward_modules_that_cannot_load_are_one_line_naming_reward_modules(tmp_path, monkeypatch, capsys, source, module, needle):
+    from actors.errors import UsageError
+    from rewards.registry import import_reward_modules
+
+    if source is not None:
+        (tmp_path / f"{module}.py").write_text(source)
+    monkeypatch.syspath_prepend(str(tmp_path))
+    with pytest.raises(UsageError) as err:
+        import_reward_modules([module])
+    assert str(err.value).startswith(needle) and "\n" not in str(err.value)
+    if module == "raises_at_import":  # its own traceback above the line, for the user to find the cause
+        assert "RuntimeError: no GPU here" in capsys.readouterr().err
