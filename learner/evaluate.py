@@ -62,6 +62,9 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     return p.parse_intermixed_args(argv)
 
 
+ADAPTER_KEYS = ("pretrained", "family", "lora_rank", "lora_alpha", "lora_target_modules")
+
+
 def load_target(args: argparse.Namespace):
     """(checkpoint state, config with the overrides) or UsageError."""
     from learner.run.checkpoint import CheckpointError, checkpoint_dir, latest_valid, read_checkpoint
@@ -73,7 +76,14 @@ def load_target(args: argparse.Namespace):
         state = read_checkpoint(path)
     except CheckpointError as err:
         raise UsageError(str(err)) from None
+    saved = build_config(yaml.safe_load(state.config_yaml))
     cfg = build_config(yaml.safe_load(state.config_yaml), args.overrides)
+    for key in ADAPTER_KEYS:  # the checkpoint's LoRA only fits the model and adapters it was trained on
+        if getattr(saved.model, key) != getattr(cfg.model, key):
+            raise ConfigError(
+                f"model.{key}: the checkpoint's LoRA was trained with {getattr(saved.model, key)!r}, not {getattr(cfg.model, key)!r}; "
+                "an evaluation keeps the run's model and adapters"
+            )
     env = cfg.reward.runtime_env
     if env is not None and env.changes_code:
         raise ConfigError("reward.runtime_env: this command scores in its own process; the run's reward needs its own environment")

@@ -62,3 +62,19 @@ def test_errors_exit_2_with_one_line(tmp_path, capsys):
 def test_cuda_without_a_device_is_a_usage_error(tmp_path, capsys):
     assert main([str(tmp_path), "--device", "cuda"]) == 2
     assert capsys.readouterr().err.strip() == "error: --device cuda: no CUDA device here"
+
+
+def test_overrides_that_change_the_adapter_are_refused_by_name(tmp_path, capsys):
+    """The checkpoint's LoRA fits only the model and adapters it was trained with: model.lora_rank=8 (or
+    another base model) is one line naming the key, not a size-mismatch traceback."""
+    from learner.config import load_config, to_yaml
+    from learner.run.checkpoint import TrainingState, checkpoint_dir, write_checkpoint
+
+    state = TrainingState(epoch=1, weights_version=1, lora={"x": torch.zeros(1)}, trainer={}, tracker=None, rng={},
+                          config_yaml=to_yaml(load_config("tiny")))
+    write_checkpoint(checkpoint_dir(tmp_path), state, keep=3)
+    assert main([str(tmp_path), "model.lora_rank=8"]) == 2
+    assert main([str(tmp_path), "model.pretrained=shapes"]) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert err[0] == "error: model.lora_rank: the checkpoint's LoRA was trained with 4, not 8; an evaluation keeps the run's model and adapters"
+    assert err[1].startswith("error: model.pretrained: the checkpoint's LoRA was trained with 'tiny', not 'shapes'")
