@@ -12,9 +12,13 @@ import torch
 
 from actors.batch import PolicyWeights, RolloutBatch, SparseQueries, Trajectories
 from actors.config import ModelConfig, SamplingConfig
-from actors.errors import RunFailure
+from actors.errors import RunFailure, UsageError
 from actors.policy import denoiser, load_lora_state, load_pipeline
 from actors.sampling import decode_to_uint8, final_queries, pair_generator, sample_deterministic, sample_pairs, sparse_queries
+
+
+class BrokenBaseModelError(UsageError):
+    """The base model itself (policy version 0: no update yet) sampled NaN or infinite latents: bad input."""
 
 
 class StaleWeightsError(RunFailure):
@@ -50,6 +54,11 @@ class RolloutWorker:
         gens = [pair_generator(self.seed, epoch, i) for i in pair_indices]
         pairs = sample_pairs(self.pipe, prompts, gens, s.num_steps, s.eta, s.guidance_scale)
         if not (torch.isfinite(pairs.latents).all() and torch.isfinite(pairs.log_probs).all()):
+            if self.version == 0:  # no update has touched the LoRA (B = 0): it is the base model
+                raise BrokenBaseModelError(
+                    f"model.pretrained: the base model samples non-finite latents before any update (epoch {epoch}, "
+                    f"{self.identity()}): NaN or inf in its weights, or overflow in its dtype"
+                )
             raise NonFinitePolicyError(
                 f"{self.identity()}: policy version {self.version} sampled non-finite latents in epoch {epoch}; its weights "
                 "are broken (lower train.learning_rate)"

@@ -178,3 +178,22 @@ def test_final_queries_score_the_decoded_last_latent(worker, batch):
     x_T = decode_to_uint8(worker.pipe, batch.trajectories.latents[:, :, -1].flatten(0, 1)).reshape(3, 2, 64, 64, 3)
     np.testing.assert_array_equal(final.queries.images[:, :, 0], x_T)
     assert not np.array_equal(final.queries.images[:, :, 0], batch.queries.images[:, :, -1])  # not x0_{T-1}
+
+
+def test_nan_in_the_base_model_is_bad_input_and_later_a_broken_update(tiny_cache):
+    """Non-finite samples at policy version 0 (no update yet: the base model) are bad input naming
+    model.pretrained (exit 2); after an update they are a run failure pointing at the learning rate."""
+    from actors.errors import EXIT_FAILURE, EXIT_USAGE
+    from actors.rollout_worker import BrokenBaseModelError, NonFinitePolicyError
+
+    w = RolloutWorker(model=ModelConfig(tiny_cache_dir=tiny_cache), sampling=SamplingConfig(num_steps=2, num_anchors=0), seed=7)
+    with torch.no_grad():
+        next(w.pipe.unet.conv_out.parameters()).fill_(float("nan"))
+    w.set_weights(PolicyWeights(0, lora_state(w.pipe.unet)))
+    with pytest.raises(BrokenBaseModelError, match="^model.pretrained: the base model samples non-finite latents") as err:
+        w.rollout(epoch=0, pair_indices=[0], prompts=["cat"], version=0)
+    assert err.value.exit_code == EXIT_USAGE
+    w.set_weights(PolicyWeights(3, lora_state(w.pipe.unet)))
+    with pytest.raises(NonFinitePolicyError, match="lower train.learning_rate") as err:
+        w.rollout(epoch=3, pair_indices=[0], prompts=["cat"], version=3)
+    assert err.value.exit_code == EXIT_FAILURE
