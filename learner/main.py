@@ -109,9 +109,11 @@ def _check_inputs(cfg: Config) -> list[str]:
         load_prompts(cfg.eval.prompts, "eval.prompts")
     if cfg.model.pretrained != "tiny":
         resolve_model_path(cfg.model)
-    run_dir = Path(cfg.output.run_dir).expanduser() if cfg.output.run_dir else None
-    if run_dir is not None and run_dir.exists() and not run_dir.is_dir():
-        raise ConfigError(f"output.run_dir: '{cfg.output.run_dir}' exists and is not a directory")
+    from learner.run.outputs import run_dir_obstacles
+
+    obstacle = run_dir_obstacles(default_run_dir(cfg).expanduser().resolve())
+    if obstacle:
+        raise ConfigError(f"output.run_dir: {obstacle}")
     if cfg.sampling.num_steps < cfg.sampling.num_anchors + 2:
         raise ConfigError(f"sampling.num_steps: {cfg.sampling.num_anchors} anchor(s) need at least {cfg.sampling.num_anchors + 2} steps")
     return load_prompts(cfg.prompts.source)

@@ -91,3 +91,30 @@ def write_atomic(path: Path, data: bytes) -> None:
 def read_metrics(run_dir: str | Path) -> list[dict]:
     path = Path(run_dir) / "metrics.jsonl"
     return [json.loads(line) for line in path.read_text().splitlines() if line.strip()] if path.exists() else []
+
+
+RUN_FILES = (".lock", "config.yaml", "metrics.jsonl", "reward_curves.png")  # what a run writes as files
+RUN_DIRS = ("checkpoints", "eval", "samples", "tensorboard", "lora", "wandb")  # and as folders
+
+
+def run_dir_obstacles(run_dir: Path) -> str | None:
+    """What would stop a run from writing its outputs into `run_dir`, found before any work: the
+    directory (or a parent) being a file, an output file being a folder or an output folder a file,
+    or no write permission. None when there is none."""
+    for parent in [run_dir, *run_dir.parents]:
+        if parent.exists():
+            if not parent.is_dir():
+                return f"'{parent}' is a file, so '{run_dir}' cannot be a run directory"
+            if not os.access(parent, os.W_OK | os.X_OK):
+                return f"'{parent}' is not writable"
+            break
+    for name in RUN_FILES:
+        if (run_dir / name).is_dir():
+            return f"'{run_dir / name}' is a folder where the run writes a file; move it away"
+    for name in RUN_DIRS:
+        path = run_dir / name
+        if path.exists() and not path.is_dir():
+            return f"'{path}' is a file where the run writes a folder; move it away"
+        if path.is_dir() and not os.access(path, os.W_OK | os.X_OK):
+            return f"'{path}' is not writable"
+    return None

@@ -116,11 +116,23 @@ def test_a_full_disk_is_one_line_and_the_last_checkpoint_stands(tiny_cache, tmp_
     assert not list(checkpoint_dir(run_dir).glob(".tmp-*")) and not list_checkpoints(checkpoint_dir(run_dir))
 
 
-def test_a_run_dir_that_is_a_file_exits_2(tmp_path):
-    target = tmp_path / "file"
-    target.write_text("x")
-    line = _one_error(run_cli("--run-dir", str(target), timeout=60), 2)
-    assert "exists and is not a directory" in line
+@pytest.mark.parametrize(
+    "make, run_dir, needle",
+    [
+        (lambda d: d.write_text("x"), "", "is a file, so"),  # the run dir is a file
+        (lambda d: d.write_text("x"), "below", "is a file, so"),  # a parent of it is
+        (lambda d: (d / ".lock").mkdir(parents=True), "", ".lock' is a folder where the run writes a file"),
+        (lambda d: (d / "metrics.jsonl").mkdir(parents=True), "", "metrics.jsonl' is a folder where the run writes a file"),
+        (lambda d: (d.mkdir(), (d / "lora").write_text("x")), "", "lora' is a file where the run writes a folder"),
+    ],
+)
+def test_run_dir_obstacles_exit_2_before_any_work(tmp_path, make, run_dir, needle):
+    """Anything in the way of the run's outputs is found before any work, one line (exit 2), not a
+    NotADirectoryError / IsADirectoryError / FileExistsError traceback (the last one only after training)."""
+    target = tmp_path / "run"
+    make(target)
+    line = _one_error(run_cli("--run-dir", str(target / run_dir) if run_dir else str(target), "ray.enabled=false", timeout=60), 2)
+    assert line.startswith("error: output.run_dir: ") and needle in line, line
 
 
 @pytest.mark.e2e
