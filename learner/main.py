@@ -103,6 +103,10 @@ def _check_inputs(cfg: Config) -> list[str]:
     from actors.prompts import load_prompts
 
     _check_rewards(cfg)
+    if cfg.output.wandb.enabled:
+        from learner.run.wandb_log import check_wandb
+
+        check_wandb(cfg.output.wandb)
     for name in sorted(set(cfg.reward.options) - set(cfg.reward.reward_names)):
         raise ConfigError(f"reward.options.{name}: options for a reward this run does not use (rewards: {', '.join(cfg.reward.reward_names)})")
     if cfg.eval.enabled:

@@ -214,3 +214,13 @@ def test_score_requests_are_bounded_in_pixels():
     with pytest.raises(ValueError, match="pixels"):
         ScoreRequest(np.zeros((1, 5000, 5000, 3), np.uint8), ["x"]).validate()
     assert json.dumps(ScoreRequest(np.zeros((2, 64, 64, 3), np.uint8), ["x", "y"]).validate().prompts)
+
+
+def test_wandb_online_without_credentials_exits_2_before_any_work(tmp_path):
+    import os
+
+    env = {k: v for k, v in cli_env().items() if not k.startswith("WANDB_")} | {"HOME": str(tmp_path), "NETRC": str(tmp_path / "none")}
+    res = subprocess.run([sys.executable, "-m", "learner.main", "--config", "tiny", "--run-dir", str(tmp_path / "r"),
+                          "output.wandb.enabled=true", "ray.enabled=false"], cwd=REPO, env=env, capture_output=True, text=True, timeout=120)
+    line = _one_error(res, 2)
+    assert line.startswith("error: output.wandb: no W&B API key") and not os.path.exists(tmp_path / "r" / "metrics.jsonl")

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import numpy as np
+import pytest
 from PIL import Image
 
 from learner.run.outputs import RunOutputs
@@ -21,3 +22,40 @@ def test_sample_grid_is_labelled_with_step_counts_and_prompts(tmp_path):
     assert (grid[:top] < 128).any() and (grid[:, :left] < 128).any()  # text above the columns, left of the rows
     assert grid[top + cell // 2, left + cell // 2] == 0  # row 1: 1-step samples
     assert grid[top + cell + 2 + cell // 2, left + cell // 2] == 255  # row 2: the final ones
+
+
+def test_wandb_online_without_an_api_key_is_refused_before_any_work(tmp_path):
+    """output.wandb online needs WANDB_API_KEY or a ~/.netrc entry for the W&B host; offline does not."""
+    pytest.importorskip("wandb")
+    from actors.errors import UsageError
+    from learner.config import WandbConfig
+    from learner.run.wandb_log import api_key_present, check_wandb
+
+    none = {"NETRC": str(tmp_path / "no-netrc")}
+    assert not api_key_present(none) and api_key_present({"WANDB_API_KEY": "k"})
+    netrc = tmp_path / "netrc"
+    netrc.write_text("machine api.wandb.ai\n  login user\n  password " + "a" * 40 + "\n")
+    netrc.chmod(0o600)
+    assert api_key_present({"NETRC": str(netrc)})
+    with pytest.raises(UsageError, match="^output.wandb: no W&B API key"):
+        check_wandb(WandbConfig(enabled=True), none)
+    check_wandb(WandbConfig(enabled=True, mode="offline"), none)
+    check_wandb(WandbConfig(enabled=True), none | {"WANDB_MODE": "offline"})
+
+
+def test_wandb_unreachable_falls_back_to_offline_and_says_so(tmp_path, capsys, monkeypatch):
+    """With a key but no W&B server to reach, the run logs offline after a bounded wait, with one warning line."""
+    pytest.importorskip("wandb")
+    from learner.config import WandbConfig
+    from learner.run import wandb_log
+
+    monkeypatch.setenv("WANDB_API_KEY", "a" * 40)
+    monkeypatch.setenv("WANDB_BASE_URL", "http://127.0.0.1:9")  # nothing listens there
+    monkeypatch.setattr(wandb_log, "INIT_TIMEOUT_S", 5.0)
+    logger = wandb_log.WandbLogger(WandbConfig(enabled=True), tmp_path, {"a": 1})
+    try:
+        out = capsys.readouterr().out
+        assert "warning: W&B is unreachable" in out and "logging offline under" in out and out.rstrip().endswith("(upload: wandb sync)")
+        assert list((tmp_path / "wandb").glob("offline-run-*"))
+    finally:
+        logger.run.finish()
