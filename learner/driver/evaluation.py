@@ -24,6 +24,7 @@ from __future__ import annotations
 
 import json
 import time
+import zipfile
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -181,10 +182,10 @@ class Evaluator:
             return
         if not fresh:
             if path.exists():
-                self.initial = EvalResult.load(path)
-                if self.initial.factors is None:  # saved before the pixel metric: read it from the images
+                self.initial = self._read_initial(path)
+                if self.initial is not None and self.initial.factors is None:  # saved before the pixel metric
                     self.initial.factors = read_factors(self.initial.images, self.samples)
-                self.initial_metrics = self.initial.metrics()
+                self.initial_metrics = None if self.initial is None else self.initial.metrics()
             return
         start = time.perf_counter()
         self.initial = evaluate_policy(self.workers.samplers, self.pool, self.samples, self.seeds, list(self.cfg.steps))
@@ -193,6 +194,22 @@ class Evaluator:
         (self.dir / "eval" / "initial.json").write_text(json.dumps(self.initial_metrics, indent=1) + "\n")
         save_eval_grid(self.initial, self.prompts, self.dir / "eval" / "initial.png", "initial")
         print(f"held-out eval of the initial policy: {self._summary(self.initial_metrics)}  ({time.perf_counter() - start:.1f}s)", flush=True)
+
+    def _read_initial(self, path: Path) -> EvalResult | None:
+        """The initial policy's saved evaluation, or None (with one warning line) when it is damaged or
+        was made with other evaluation settings: its rows and curve points are then left out, rather
+        than mislabelled or the run stopped."""
+        try:
+            initial = EvalResult.load(path)
+        except (OSError, ValueError, KeyError, EOFError, zipfile.BadZipFile) as err:
+            why = f"is damaged ({type(err).__name__})"
+        else:
+            if initial.images.shape[:2] == (len(initial.steps), len(self.samples)) and initial.steps == list(self.cfg.steps):
+                return initial
+            why = (f"holds {initial.images.shape[1]} images at steps {initial.steps}, this evaluation samples "
+                   f"{len(self.samples)} at {list(self.cfg.steps)} (eval settings changed on resume)")
+        print(f"warning: {path} {why}; the initial policy's rows and curve points are left out of this attempt's outputs", flush=True)
+        return None
 
     def _summary(self, metrics: dict) -> str:
         parts = []

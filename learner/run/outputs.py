@@ -62,17 +62,36 @@ class RunOutputs:
             self.wandb.finish()
 
 
+def _records(path: Path) -> tuple[list[tuple[str, dict]], int]:
+    """The metrics records of a metrics.jsonl as (line, record), and how many lines were not records
+    of this project's (torn by a kill, binary bytes, not JSON, no whole non-negative epoch)."""
+    good, bad = [], 0
+    for line in path.read_bytes().decode("utf-8", errors="replace").splitlines():
+        if not line.strip():
+            continue
+        try:
+            record = json.loads(line)
+        except ValueError:
+            record = None
+        epoch = record.get("epoch") if isinstance(record, dict) else None
+        if isinstance(epoch, int) and not isinstance(epoch, bool) and epoch >= 0 and "\ufffd" not in line:
+            good.append((line, record))
+        else:
+            bad += 1
+    return good, bad
+
+
 def keep_metrics_before(path: Path, epoch: int) -> None:
-    """Rewrite a metrics.jsonl (atomically) with only its complete records of epochs before `epoch`."""
+    """Rewrite a metrics.jsonl (atomically) with only its complete records of epochs before `epoch`
+    (a resumed run redoes the later ones), saying how many damaged or foreign lines it dropped."""
     if not path.exists():
         return
-    kept = []
-    for line in path.read_text().splitlines():
-        try:
-            if json.loads(line)["epoch"] < epoch:
-                kept.append(line + "\n")
-        except (ValueError, KeyError, TypeError):
-            pass  # a line cut short by a kill, or not a record
+    records, bad = _records(path)
+    kept = [line + "\n" for line, record in records if record["epoch"] < epoch]
+    if len(kept) < len(records):
+        print(f"{path}: dropped {len(records) - len(kept)} record(s) of epoch {epoch} or later (this attempt redoes them)", flush=True)
+    if bad:
+        print(f"warning: {path}: dropped {bad} line(s) that are not this run's records (damaged or foreign)", flush=True)
     write_atomic(path, "".join(kept).encode())
 
 
@@ -89,8 +108,9 @@ def write_atomic(path: Path, data: bytes) -> None:
 
 
 def read_metrics(run_dir: str | Path) -> list[dict]:
+    """The run's metrics records; lines that are not records (torn, binary, foreign) are skipped."""
     path = Path(run_dir) / "metrics.jsonl"
-    return [json.loads(line) for line in path.read_text().splitlines() if line.strip()] if path.exists() else []
+    return [record for _, record in _records(path)[0]] if path.exists() else []
 
 
 RUN_FILES = (".lock", "config.yaml", "metrics.jsonl", "reward_curves.png")  # what a run writes as files

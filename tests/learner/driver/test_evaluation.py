@@ -197,3 +197,26 @@ def test_eval_grid_shows_the_first_sample_of_each_prompt(tmp_path):
     result = EvalResult([1, 2], images, np.zeros((2, 6)))
     path = save_eval_grid(result, ["a", "b", "c"], tmp_path / "grid.png", "epoch 0", initial=EvalResult([1, 2], images[:, ::2], np.zeros((2, 3))))
     assert Image.open(path).size[0] > 3 * 8
+
+
+def test_a_damaged_or_mismatched_initial_evaluation_is_left_out_on_resume(tiny_cache, tmp_path):
+    """A resumed run reads the initial policy's evaluation back from eval/initial.npz. Damaged (not a
+    zip) or made with other eval settings (more or fewer held-out prompts), it is left out with one
+    warning line: the run finishes, and no grid row is labelled 'initial' under another prompt."""
+    import shutil
+
+    run_dir = tmp_path / "run"
+    base = ["--run-dir", str(run_dir), f"model.tiny_cache_dir={tiny_cache}", *SMALL, "eval.every=1", "eval.num_prompts=3",
+            "output.tensorboard=false"]
+    assert run_cli("--epochs", "1", *base).returncode == 0
+    initial = run_dir / "eval" / "initial.npz"
+    shutil.copy(initial, tmp_path / "initial.npz")
+    initial.write_bytes(b"not a zip file")
+    res = run_cli("--epochs", "2", *base)
+    assert res.returncode == 0, res.stderr[-3000:]
+    assert f"warning: {initial} is damaged (" in res.stdout and "Traceback" not in res.stderr
+    shutil.copy(tmp_path / "initial.npz", initial)
+    for prompts in ("5", "2"):  # more held-out prompts, then fewer
+        res = run_cli("--epochs", "4" if prompts == "5" else "5", *base, f"eval.num_prompts={prompts}")
+        assert res.returncode == 0, res.stderr[-3000:]
+        assert "eval settings changed on resume" in res.stdout and "Traceback" not in res.stderr

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import json
+
 import numpy as np
 import pytest
 from PIL import Image
@@ -59,3 +61,19 @@ def test_wandb_unreachable_falls_back_to_offline_and_says_so(tmp_path, capsys, m
         assert list((tmp_path / "wandb").glob("offline-run-*"))
     finally:
         logger.run.finish()
+
+
+def test_damaged_or_foreign_metrics_lines_are_skipped_and_reported(tmp_path, capsys):
+    """Binary bytes, a torn line, a record with a negative or missing epoch: read_metrics skips them, and
+    a resume's rewrite drops them saying how many (and drops, saying so, the epochs it redoes)."""
+    from learner.run.outputs import keep_metrics_before, read_metrics
+
+    path = tmp_path / "metrics.jsonl"
+    good = [json.dumps({"epoch": e, "loss": 0.5}) for e in range(3)]
+    path.write_bytes(("\n".join([good[0], '{"epoch": -3}', good[1], '{"loss": 1}']) + "\n").encode()
+                     + b"\xff\xfe binary \x00\n" + (good[2] + "\n").encode() + b'{"epoch": 3, "lo')
+    assert [r["epoch"] for r in read_metrics(tmp_path)] == [0, 1, 2]
+    keep_metrics_before(path, 2)
+    out = capsys.readouterr().out
+    assert "dropped 4 line(s) that are not this run's records" in out and "dropped 1 record(s) of epoch 2 or later" in out
+    assert path.read_text().splitlines() == good[:2]
