@@ -12,6 +12,8 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
+import stat
 import sys
 
 import numpy as np
@@ -71,14 +73,38 @@ def _read_image(path: str) -> np.ndarray:
 
     Image.MAX_IMAGE_PIXELS = None  # PIL's own guard raises on open; ours below reads the header and names the file
     try:
+        if not stat.S_ISREG(os.stat(path).st_mode):  # a FIFO would block the read forever, a folder cannot be read
+            raise CliError(f"image {path} is not a regular file")
         with Image.open(path) as img:
             if img.width * img.height > MAX_IMAGE_PIXELS:  # checked from the header, before decoding
                 raise CliError(f"image {path} has {img.width * img.height} pixels ({img.width} x {img.height}); at most {MAX_IMAGE_PIXELS} are scored")
-            return np.asarray(img.convert("RGB"), dtype=np.uint8)[None]
+            return _to_uint8_rgb(img, path)[None]
     except FileNotFoundError:
         raise CliError(f"image file not found: {path}") from None
     except (UnidentifiedImageError, OSError) as err:
         raise CliError(f"cannot read image {path}: {err}") from None
+
+
+def _to_uint8_rgb(img, path: str) -> np.ndarray:
+    """(H, W, 3) uint8 from any PIL mode, scaling rather than clipping: 16-bit integer images by 1/257,
+    float images in [0, 1] by 255; other value ranges are refused by name (PIL's convert clips them:
+    a 16-bit image to white, a float one to black)."""
+    if img.mode in ("I", "I;16", "I;16L", "I;16B", "I;16N", "F"):
+        values = np.asarray(img, dtype=np.float64)
+        low, high = (float(values.min()), float(values.max())) if values.size else (0.0, 0.0)
+        if img.mode == "F":
+            if low < 0.0 or high > 1.0:
+                raise CliError(f"image {path}: a float image must hold values in [0, 1], this one spans [{low:g}, {high:g}]")
+            scaled = values * 255.0
+        elif high <= 255 and img.mode == "I" and low >= 0:
+            scaled = values  # 32-bit integers that are 8-bit values
+        elif low >= 0 and high <= 65535:
+            scaled = values / 257.0  # 16-bit
+        else:
+            raise CliError(f"image {path}: integer values span [{low:g}, {high:g}], beyond 16 bits; convert it to 8 or 16 bits first")
+        grey = np.clip(np.round(scaled), 0, 255).astype(np.uint8)
+        return np.repeat(grey[..., None], 3, axis=-1)
+    return np.asarray(img.convert("RGB"), dtype=np.uint8)
 
 
 def _score(args: argparse.Namespace) -> None:
