@@ -169,13 +169,11 @@ class LearnerWorker:
             if math.isfinite(norm):
                 stats["grad_norm"].append(norm)
         self.version += 1
-        metrics = {k: float(np.mean(v)) for k, v in stats.items()}
-        if self.rank.distributed:
+        metrics = {k: float(np.mean(v)) for k, v in stats.items()} | {"backward_passes": float(passes)}
+        if self.rank.distributed:  # means over the ranks; backward_passes is their sum, as one process counts all shards
             metrics = average_scalars(metrics, str(self.accelerator.device))
-        return metrics | {
-            "backward_passes": float(passes), "nonfinite_steps": self._nonfinite, "policy_version": self.version,
-            "busy_s": time.perf_counter() - start,
-        }
+            metrics["backward_passes"] = round(metrics["backward_passes"] * self.rank.world_size)
+        return metrics | {"nonfinite_steps": self._nonfinite, "policy_version": self.version, "busy_s": time.perf_counter() - start}
 
     def _backward(
         self, batch: TrainBatch, mb: Minibatch, embeds: torch.Tensor, negative: torch.Tensor | None, weights: torch.Tensor, scale: float
