@@ -44,7 +44,8 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from actors.config import ModelConfig, SamplingConfig
+from actors.config import ModelConfig
+from benchmarks.stats import paired
 from actors.families import family_of
 from actors.policy import load_lora_state, load_pipeline
 from actors.sampling import final_queries, pair_generator, sample_pairs, score_steps, sparse_queries
@@ -217,6 +218,10 @@ def main(argv: list[str] | None = None) -> int:
                             "corrected_mean": round(mean / root, 4), "corrected_se": round(se / root, 4)}
         print(f"{arm:<16}" + "".join(f"{rows[arm][k]['mean']:>+12.4f} +- {rows[arm][k]['se']:.4f}" for k in STEPS))
         print(f"{'  corrected':<16}" + "".join(f"{rows[arm][k]['corrected_mean']:>+12.4f} +- {rows[arm][k]['corrected_se']:.4f}" for k in STEPS))
+    # the arms' gradients come from the same minibatches: their difference is paired, minibatch by minibatch
+    paired_rows = {f"{a}_minus_ddpo": {k: paired(cos[a][k], cos["ddpo"][k]).as_dict() for k in STEPS} for a in ("sdpo", "sdpo_all_steps")}
+    for name, by_k in paired_rows.items():
+        print(f"{name:<24}" + "".join(f"{f'k={k}':>5} {v['mean']:+.4f} +- {v['se']:.4f} (t {v['t']:.1f})" for k, v in by_k.items()))
     result = {
         "benchmark": "gradient_alignment",
         "machine": f"{os.cpu_count()}-core CPU, {platform.machine()}",
@@ -224,7 +229,7 @@ def main(argv: list[str] | None = None) -> int:
         "pairs": args.pairs, "minibatch_pairs": args.minibatch, "train_steps": args.train_steps, "eta": 1.0,
         "target": {k: {"halves_cosine": round(v["halves_cosine"], 4), "reliability": round(reliability(v["halves_cosine"]), 4), "norm": v["norm"],
                        "images": 24 * args.noises} for k, v in targets.items()},
-        "cosine": rows, "clip_range": clip, "wall_s": round(time.perf_counter() - start, 1),
+        "cosine": rows, "paired": paired_rows, "clip_range": clip, "wall_s": round(time.perf_counter() - start, 1),
     }
     if args.out:
         Path(args.out).write_text(json.dumps(result, indent=1) + "\n")
