@@ -152,6 +152,9 @@ def save_eval_grid(result: EvalResult, prompts: list[str], path: Path, label: st
     return write_labelled_grid(np.stack(rows), labels, prompts, path)  # (rows, N, H, W, 3)
 
 
+PLOT_EVERY = 4  # reward_curves.png is redrawn after every evaluation, every this many epochs and after the last
+
+
 class Evaluator:
     """The driver's evaluation stage; one call per epoch (`after_epoch`)."""
 
@@ -225,7 +228,8 @@ class Evaluator:
 
     def after_epoch(self, epoch: int, metrics: dict, version: int, published: Published) -> tuple[dict, Published]:
         """After epoch `epoch`'s update (policy `version`): when due, publish that version to the
-        samplers and evaluate it; then redraw reward_curves.png with this epoch. Returns the eval
+        samplers and evaluate it; then redraw reward_curves.png with this epoch (after an evaluation,
+        every PLOT_EVERY epochs and after the last). Returns the eval
         metrics ({} when not due) and what the samplers now hold (the next epoch reuses it)."""
         out: dict = {}
         if self.due(epoch):
@@ -237,5 +241,6 @@ class Evaluator:
             out = {"eval_policy_version": version} | result.metrics() | {"time_eval_s": round(time.perf_counter() - start, 4)}
             print(f"held-out eval of v{version}: {self._summary(out)}  ({out['time_eval_s']:.1f}s)", flush=True)
         self.history.append(metrics | out)
-        plot_reward_curves(self.history, self.dir / "reward_curves.png", initial=self.initial_metrics)
+        if out or (epoch + 1) % PLOT_EVERY == 0 or epoch + 1 == self.epochs:  # a redraw costs about half a second
+            plot_reward_curves(self.history, self.dir / "reward_curves.png", initial=self.initial_metrics)
         return out, published
