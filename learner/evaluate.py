@@ -114,7 +114,8 @@ def evaluate(args: argparse.Namespace) -> dict:
     rollout_kw, reward_kw, _ = worker_arguments(cfg)  # the run's workers, on this process's device
     worker, server = RolloutWorker(**rollout_kw | {"device": device}), RewardServer(**reward_kw | {"device": device})
     sampler, pool = LocalActor(worker), RewardPool([LocalActor(server)], r.batch_size, r.timeout_s, r.max_retries)
-    shares = [sampler] * cfg.rollout.num_actors  # one call per rollout actor of the run: its batches, so its numbers
+    samplers = cfg.learner.num_workers if cfg.layout == "hybrid" else cfg.rollout.num_actors  # the run's samplers
+    shares = [sampler] * samplers  # one call per sampler of the run: its batches, so its numbers
     initial = evaluate_policy(shares, pool, samples, seeds, list(e.steps))  # LoRA B = 0: the pretrained model
     worker.set_weights(PolicyWeights(state.weights_version, state.lora))
     trained = evaluate_policy(shares, pool, samples, seeds, list(e.steps))

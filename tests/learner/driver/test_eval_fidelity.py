@@ -77,8 +77,10 @@ def test_the_default_config_is_the_shapes_job():
     res = subprocess.run([sys.executable, "-m", "learner.main", "--print-config"], cwd=REPO, env=cli_env(), capture_output=True, text=True, timeout=120)
     assert res.returncode == 0, res.stderr
     cfg = yaml.safe_load(res.stdout)
-    assert cfg["name"] == "shapes" and cfg["algorithm"] == "sdpo" and cfg["model"]["pretrained"] == "shapes"
+    assert cfg["name"] == "shapes" and cfg["algorithm"] == "sdpo" and cfg["model"]["pretrained"] == "shapes-turbo"
     assert cfg["reward"]["name"] == "shapes_classifier" and cfg["prompts"]["source"] == "shapes_train"
+    assert cfg["reward"]["options"] == {"shapes_classifier": {"factors": "colour,shape,size"}}
+    assert cfg["layout"] == "hybrid" and cfg["learner"]["num_workers"] == 2 and cfg["rollout"]["num_actors"] == 0
     assert cfg["eval"]["prompts"] == "shapes_heldout" and cfg["eval"]["steps"] == [1, 2, 4, 8]
 
 
