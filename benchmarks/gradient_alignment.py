@@ -32,7 +32,6 @@ Prints one table row per algorithm and step count and ends with one JSON line.
 from __future__ import annotations
 
 import argparse
-import json
 import math
 import os
 import platform
@@ -45,11 +44,12 @@ import numpy as np
 import torch
 
 from actors.config import ModelConfig
-from benchmarks.stats import paired
 from actors.families import family_of
 from actors.policy import load_lora_state, load_pipeline
 from actors.sampling import final_queries, pair_generator, sample_pairs, score_steps, sparse_queries
 from actors.shapes.data import heldout_prompts, train_prompts
+from benchmarks.output import emit
+from benchmarks.stats import paired
 from learner.algo.advantages import SparseRewards, StepStatTracker
 from learner.algo.registry import get_algorithm
 from learner.algo.sdpo import temporal_weights
@@ -231,10 +231,7 @@ def main(argv: list[str] | None = None) -> int:
                        "images": 24 * args.noises} for k, v in targets.items()},
         "cosine": rows, "paired": paired_rows, "clip_range": clip, "wall_s": round(time.perf_counter() - start, 1),
     }
-    if args.out:
-        Path(args.out).write_text(json.dumps(result, indent=1) + "\n")
-    print(json.dumps(result))
-    return 0
+    return emit(result, args.out)
 
 
 if __name__ == "__main__":

@@ -17,7 +17,6 @@ rollout chunks in parallel. Prints progress and a final JSON line.
 from __future__ import annotations
 
 import argparse
-import json
 import os
 import platform
 import statistics
@@ -25,6 +24,8 @@ import subprocess
 import sys
 import tempfile
 from pathlib import Path
+
+from benchmarks.output import emit
 
 REPO = Path(__file__).resolve().parents[1]
 STAGES = ("time_epoch_s", "time_publish_s", "time_rollout_s", "time_reward_s", "time_update_s")
@@ -106,10 +107,7 @@ def main() -> int:
         "repeats": args.repeats, "timed_epochs_per_mode": args.repeats * (args.epochs - 1),
         "rows": rows,
     }
-    if args.out:
-        Path(args.out).write_text(json.dumps(result, indent=1) + "\n")
-    print(json.dumps(result))
-    return 0
+    return emit(result, args.out)
 
 
 if __name__ == "__main__":

@@ -26,13 +26,11 @@ Prints both tables and ends with one JSON line.
 from __future__ import annotations
 
 import argparse
-import json
 import os
 import platform
 import sys
 import time
 from dataclasses import replace
-from pathlib import Path
 
 import numpy as np
 import torch
@@ -43,6 +41,7 @@ from actors.sampling import decode_to_uint8, final_queries, pair_generator, samp
 from actors.seeds import seeded_generator
 from actors.shapes.data import COLOURS, POSITIONS, SHAPES, SIZES, parse_caption, train_prompts
 from actors.shapes.fidelity import factor_table
+from benchmarks.output import emit
 from rewards import shapes_net
 
 NAMES = ("colour", "shape", "size", "position")
@@ -120,10 +119,7 @@ def main(argv: list[str] | None = None) -> int:
         "variance_share": {r: {k: round(v, 4) for k, v in s.items()} for r, s in shares.items()},
         "control": control, "wall_s": round(time.perf_counter() - start, 1),
     }
-    if args.out:
-        Path(args.out).write_text(json.dumps(result, indent=1) + "\n")
-    print(json.dumps(result))
-    return 0
+    return emit(result, args.out)
 
 
 if __name__ == "__main__":

@@ -14,10 +14,10 @@ computed before it), so its term is the largest and pure noise: train.skip_last_
 from __future__ import annotations
 
 import argparse
-import json
 import os
 import statistics
-from pathlib import Path
+
+from benchmarks.output import emit
 
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 
@@ -70,10 +70,7 @@ def main() -> int:
     others = statistics.median(s["grad_norm_median"] for s in steps[:-1])
     result = {"benchmark": "step_gradients", "config": args.config, "T": T, "eta": cfg.sampling.eta, "trajectories": n, "steps": steps,
               "last_over_median_other": steps[-1]["grad_norm_median"] / others}
-    if args.out:
-        Path(args.out).write_text(json.dumps(result, indent=1) + "\n")
-    print(json.dumps(result))
-    return 0
+    return emit(result, args.out)
 
 
 if __name__ == "__main__":

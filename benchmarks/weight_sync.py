@@ -17,13 +17,14 @@ parameters). Prints progress and a final JSON line of medians in milliseconds.
 from __future__ import annotations
 
 import argparse
-import json
 import os
 import platform
 import statistics
 import sys
 import time
 from pathlib import Path
+
+from benchmarks.output import emit
 
 os.environ.setdefault("RAY_USAGE_STATS_ENABLED", "0")
 os.environ.setdefault("RAY_AUTH_MODE", "disabled")
@@ -53,9 +54,9 @@ def measure_rank(rank: int, actor_counts: list[int], repeats: int, tiny_cache: s
     from actors.config import ModelConfig, SamplingConfig
     from actors.rollout_worker import RolloutWorker
     from learner.config import TrainConfig
-    from learner.worker.learner_worker import LearnerWorker
     from learner.driver.launch import RankGroup, Workers
     from learner.driver.stages import publish_weights
+    from learner.worker.learner_worker import LearnerWorker
 
     model = ModelConfig(lora_rank=rank, lora_alpha=float(rank), tiny_cache_dir=tiny_cache)
     sampling = SamplingConfig(num_steps=4)
@@ -125,10 +126,7 @@ def main() -> int:
         "repeats": args.repeats,
         "rows": rows,
     }
-    if args.out:
-        Path(args.out).write_text(json.dumps(result, indent=1) + "\n")
-    print(json.dumps(result))
-    return 0
+    return emit(result, args.out)
 
 
 if __name__ == "__main__":

@@ -30,7 +30,6 @@ same CPU rebuilds the same bytes.
 from __future__ import annotations
 
 import argparse
-import json
 import math
 import shutil
 import time
@@ -39,7 +38,7 @@ from pathlib import Path
 import torch
 
 from actors.shapes.data import train_prompts
-from actors.shapes.train import check_samples, log
+from actors.shapes.train import log, write_check
 
 DEFAULT_OUT = Path(__file__).parent / "assets" / "shapes-turbo"
 TEACHER = Path(__file__).parent / "assets" / "shapes-sd"
@@ -156,11 +155,7 @@ def main(argv: list[str] | None = None) -> None:
     shutil.rmtree(out, ignore_errors=True)
     shutil.copytree(args.teacher, out, ignore=shutil.ignore_patterns("training_check.json", "unet"))
     unet.save_pretrained(out / "unet", safe_serialization=True)
-    cpu_s = time.process_time() - start
-    log(logfile, f"saved {out}; distillation CPU time {cpu_s:.0f} s")
-    result = check_samples(out, args.check_per_prompt, logfile)
-    result["distill_cpu_seconds"] = round(cpu_s)
-    (out / "training_check.json").write_text(json.dumps(result, indent=1) + "\n")
+    write_check(out, "distill", time.process_time() - start, args.check_per_prompt, logfile)
 
 
 if __name__ == "__main__":

@@ -212,6 +212,15 @@ def check_samples(directory: Path, per_prompt: int, logfile) -> dict[str, float]
     return result
 
 
+def write_check(out: Path, what: str, cpu_s: float, per_prompt: int, logfile) -> None:
+    """After a pipeline is saved in `out`: its held-out check (check_samples) and the CPU time, in
+    out/training_check.json (`<what>_cpu_seconds`)."""
+    log(logfile, f"saved {out}; {what} CPU time {cpu_s:.0f} s")
+    result = check_samples(out, per_prompt, logfile)
+    result[f"{what}_cpu_seconds"] = round(cpu_s)
+    (out / "training_check.json").write_text(json.dumps(result, indent=1) + "\n")
+
+
 def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--out", default=str(DEFAULT_OUT), help="output pipeline directory (replaced)")
@@ -259,11 +268,7 @@ def main(argv: list[str] | None = None) -> None:
     out = Path(args.out)
     shutil.rmtree(out, ignore_errors=True)
     pipe.save_pretrained(out, safe_serialization=True)
-    cpu_s = time.process_time() - start
-    log(logfile, f"saved {out}; training CPU time {cpu_s:.0f} s")
-    result = check_samples(out, args.check_per_prompt, logfile)
-    result["train_cpu_seconds"] = round(cpu_s)
-    (out / "training_check.json").write_text(json.dumps(result, indent=1) + "\n")
+    write_check(out, "train", time.process_time() - start, args.check_per_prompt, logfile)
 
 
 if __name__ == "__main__":
