@@ -74,6 +74,8 @@ import time
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
+import yaml
+
 from benchmarks.stats import decide, paired
 
 REPO = Path(__file__).resolve().parents[1]
@@ -94,7 +96,10 @@ CONTROL_SEEDS = (0, 1, 2)
 LR_GRID = (5e-5, 1.5e-4, 5e-4, 1.5e-3)
 REWARD = ["reward.name=shapes_classifier", "reward.options={shapes_classifier: {factors: 'colour,shape,size'}}"]
 CONTROL_REWARD = ["reward.name=jpeg_compressibility"]
-COMMON = [
+COMMON = [  # everything the design fixes, so that a change of the default job (the `shapes` preset) changes nothing here
+    "layout=disaggregated", "rollout.num_actors=2", "learner.num_workers=1", "rollout.chunk_size=8",
+    "model.lora_rank=4", "model.lora_alpha=4.0", "train.stat_buffer_size=32", "train.stat_min_count=16",
+    "learner.num_cpus=0.5", "checkpoint.every=1",
     "model.pretrained=shapes-turbo", f"sampling.num_steps={TRAIN_STEPS}", "sampling.eta=1.0",
     f"rollout.pairs_per_epoch={PAIRS_PER_EPOCH}", "prompts.source=shapes_train",
     "eval.prompts=shapes_heldout", "eval.num_prompts=24", f"eval.samples_per_prompt={EVAL_NOISES}", f"eval.seed={EVAL_SEED}",
@@ -149,6 +154,7 @@ def run(phase: str, arm: str, lr: float, seed: int, runs_dir: Path = RUNS) -> Pa
         initial = json.loads((Path(tmp) / "run" / "eval" / "initial.json").read_text())
         record = {"phase": phase, "arm": arm, "learning_rate": lr, "seed": seed, "epochs": run_epochs(phase),
                   "wall_s": round(time.perf_counter() - t0, 1), "overrides": overrides(phase, arm, lr, seed),
+                  "config": yaml.safe_load((Path(tmp) / "run" / "config.yaml").read_text()),
                   "initial": initial, "history": compact(read_metrics(Path(tmp) / "run"))}
     runs_dir.mkdir(parents=True, exist_ok=True)
     tmp_out = out.with_suffix(".tmp")

@@ -28,6 +28,8 @@ def test_the_design_as_stated():
     assert ddpo.optimizer_steps_per_epoch == 2 and ddpo.samples_per_optimizer_step == 32 * 8 and ddpo.train.clip_range == 1e-4
     assert sdpo.samples_per_optimizer_step == stepwise.samples_per_optimizer_step == 64
     assert sdpo.optimizer_steps_per_epoch == 7 and stepwise.optimizer_steps_per_epoch == 8  # 64 pairs x 7 or 8 trained steps / 64
+    for cfg in cfgs.values():  # pinned, not the default job's (hybrid, 2 ranks): the recorded runs stay valid
+        assert cfg.layout == "disaggregated" and cfg.rollout.num_actors == 2 and cfg.learner.num_workers == 1
     control = load_config(CONFIG, overrides("control", "sdpo", 1e-4, 0))
     assert control.reward.name == "jpeg_compressibility" and control.reward.options == {}
 
