@@ -95,7 +95,7 @@ SWEEP_SEED = 100
 CONTROL_SEEDS = (0, 1, 2)
 LR_GRID = (5e-5, 1.5e-4, 5e-4, 1.5e-3)
 REWARD = ["reward.name=shapes_classifier", "reward.options={shapes_classifier: {factors: 'colour,shape,size'}}"]
-CONTROL_REWARD = ["reward.name=jpeg_compressibility"]
+CONTROL_REWARD = ["reward.name=jpeg_compressibility", "reward.options={}"]
 COMMON = [  # everything the design fixes, so that a change of the default job (the `shapes` preset) changes nothing here
     "layout=disaggregated", "rollout.num_actors=2", "learner.num_workers=1", "rollout.chunk_size=8",
     "model.lora_rank=4", "model.lora_alpha=4.0", "train.stat_buffer_size=32", "train.stat_min_count=16",
