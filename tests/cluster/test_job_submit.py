@@ -74,7 +74,7 @@ def _submit(cmd: list[str], env: dict, deadline_s: float = 300) -> subprocess.Co
 # What the job's console may show: Ray's connect lines, and the job's own lines
 CONSOLE_LINES = re.compile(
     r"^(\S+ \S+\s+INFO worker\.py:\d+ -- (Connecting to existing Ray cluster|Connected to Ray cluster)"
-    r"|(SDPO|DDPO): |workers: |epoch \d+/\d+ |held-out eval |done: )"
+    r"|(SDPO|DDPO): |workers: |epoch \d+/\d+ |held-out eval |time: \d+:\d+ in all: |done: )"
 )
 
 
