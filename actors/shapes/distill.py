@@ -129,7 +129,7 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--batch", type=int, default=64)
     parser.add_argument("--lr", type=float, default=2e-4)
     parser.add_argument("--log", default=None, help="also append progress lines to this file")
-    parser.add_argument("--check-per-prompt", type=int, default=8, help="held-out samples per prompt in the final check")
+    parser.add_argument("--check-per-prompt", type=int, default=8, help="held-out samples per prompt in the final check (0: none)")
     args = parser.parse_args(argv)
     torch.set_num_threads(1)
     torch.use_deterministic_algorithms(True)

@@ -207,7 +207,7 @@ def test_a_damaged_or_mismatched_initial_evaluation_is_left_out_on_resume(tiny_c
 
     run_dir = tmp_path / "run"
     base = ["--run-dir", str(run_dir), f"model.tiny_cache_dir={tiny_cache}", *SMALL, "eval.every=1", "eval.num_prompts=3",
-            "output.tensorboard=false"]
+            "eval.steps=[1]", "output.tensorboard=false"]
     assert run_cli("--epochs", "1", *base).returncode == 0
     initial = run_dir / "eval" / "initial.npz"
     shutil.copy(initial, tmp_path / "initial.npz")
