@@ -66,6 +66,7 @@ import argparse
 import json
 import os
 import platform
+import shutil
 import statistics
 import subprocess
 import sys
@@ -135,8 +136,8 @@ def compact(records: list[dict]) -> list[dict]:
     return [{k: v for k, v in r.items() if k in KEEP or k.startswith("eval_")} for r in records]
 
 
-def run(phase: str, arm: str, lr: float, seed: int, runs_dir: Path = RUNS) -> Path:
-    """One run, unless its result exists; returns the result file."""
+def run(phase: str, arm: str, lr: float, seed: int, runs_dir: Path = RUNS, keep: Path | None = None) -> Path:
+    """One run, unless its result exists; returns the result file. `keep`: copy its last checkpoint to keep/<run name>."""
     out = runs_dir / f"{run_name(phase, arm, lr, seed)}.json"
     if out.exists():
         return out
@@ -156,6 +157,11 @@ def run(phase: str, arm: str, lr: float, seed: int, runs_dir: Path = RUNS) -> Pa
                   "wall_s": round(time.perf_counter() - t0, 1), "overrides": overrides(phase, arm, lr, seed),
                   "config": yaml.safe_load((Path(tmp) / "run" / "config.yaml").read_text()),
                   "initial": initial, "history": compact(read_metrics(Path(tmp) / "run"))}
+        if keep is not None:
+            from learner.run.checkpoint import list_checkpoints
+
+            last = list_checkpoints(Path(tmp) / "run" / "checkpoints")[-1]
+            shutil.copytree(last, keep / run_name(phase, arm, lr, seed) / last.name, dirs_exist_ok=True)
     runs_dir.mkdir(parents=True, exist_ok=True)
     tmp_out = out.with_suffix(".tmp")
     tmp_out.write_text(json.dumps(record) + "\n")
@@ -262,6 +268,7 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--jobs", type=int, default=1, help="runs at a time (each one single-threaded process; at most the CPU cores)")
     p.add_argument("--seeds", type=int, nargs="+", default=list(SEEDS), help="main-phase seeds to run now (the report always wants all of SEEDS)")
     p.add_argument("--arms", nargs="+", choices=list(ARMS), default=list(ARMS), help="arms to run now (e.g. to split the runs between processes)")
+    p.add_argument("--keep", type=Path, help="copy each run's last checkpoint here (for benchmarks.gradient_alignment --checkpoint)")
     p.add_argument("--report", action="store_true", help="only write the report from the runs there are")
     p.add_argument("--out", default=str(RESULTS / "learning_shapes.json"))
     p.add_argument("--plot", default=str(RESULTS / "learning_shapes.png"))
@@ -275,7 +282,7 @@ def main(argv: list[str] | None = None) -> int:
             if args.phase in ("main", "all", "control") and not set(args.arms) <= set(rates):
                 raise SystemExit("error: the sweep is not complete; run --phase sweep first")
             if args.phase in ("main", "all"):  # seed by seed across the arms, so a partial replication stays paired
-                list(jobs.map(lambda job: run("main", job[1], rates[job[1]], job[0]), [(s, a) for s in args.seeds for a in args.arms]))
+                list(jobs.map(lambda job: run("main", job[1], rates[job[1]], job[0], keep=args.keep), [(s, a) for s in args.seeds for a in args.arms]))
             if args.phase in ("control", "all"):
                 list(jobs.map(lambda job: run("control", job[1], rates[job[1]], job[0]), [(s, a) for s in CONTROL_SEEDS for a in args.arms]))
     result = report(load_runs(), Path(args.plot)) | {"report_wall_s": round(time.perf_counter() - start, 1)}
