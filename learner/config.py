@@ -179,6 +179,36 @@ class EvalConfig(Section):
         return self
 
 
+MONITOR_STATS = ("brightness", "dark_fraction", "bright_fraction", "saturation", "colourfulness", "edge_density", "diversity")
+DEFAULT_BANDS = {  # absolute, in each statistic's units (docs/monitors.md)
+    "brightness": 0.15, "dark_fraction": 0.2, "bright_fraction": 0.2, "saturation": 0.2,
+    "colourfulness": 0.15, "edge_density": 0.1, "diversity": 0.05,
+}
+
+
+class MonitorConfig(Section):
+    enabled: bool = Field(
+        True, description="Reward-hacking monitors: image statistics of the training and held-out samples each epoch "
+        "(img_*, eval_img_*), monitor_curves.png, and a warning when one leaves its band while the reward rises."
+    )
+    bands: dict[str, float] = Field(
+        default_factory=lambda: dict(DEFAULT_BANDS),
+        description=f"Statistic -> allowed absolute distance from the initial policy's value (given ones replace the "
+        f"defaults {DEFAULT_BANDS}); statistics: {', '.join(MONITOR_STATS)}.",
+    )
+
+    @model_validator(mode="after")
+    def _bands_known(self) -> "MonitorConfig":
+        unknown = sorted(set(self.bands) - set(MONITOR_STATS))
+        if unknown:
+            raise ValueError(f"monitor.bands: unknown statistic(s) {unknown}; known: {list(MONITOR_STATS)}")
+        bad = {k: v for k, v in self.bands.items() if not 0 < v <= 1000}
+        if bad:
+            raise ValueError(f"monitor.bands must be positive (at most 1000), got {bad}")
+        object.__setattr__(self, "bands", DEFAULT_BANDS | self.bands)
+        return self
+
+
 class Config(Section):
     name: str = Field("sdpo", description="Run name, used in the default run directory.")
     seed: int = Field(0, ge=0, le=2**63 - 1, description="Seed of all sampling and shuffling (pairs are seeded by epoch and index).")
@@ -205,6 +235,7 @@ class Config(Section):
     output: OutputConfig = Field(default_factory=OutputConfig, description="Run outputs.")
     eval: EvalConfig = Field(default_factory=EvalConfig, description="Held-out step-generalization evaluation.")
     checkpoint: CheckpointConfig = Field(default_factory=CheckpointConfig, description="Checkpoints and resume.")
+    monitor: MonitorConfig = Field(default_factory=MonitorConfig, description="Reward-hacking monitors.")
 
     @model_validator(mode="before")
     @classmethod

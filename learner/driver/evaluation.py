@@ -37,10 +37,11 @@ from actors.shapes.fidelity import FACTOR_NAMES, factor_table
 from learner.config import EvalConfig
 from learner.driver.dispatch import Published
 from learner.driver.launch import Workers
+from learner.driver.monitors import eval_image_stats
 from learner.driver.stages import publish_weights
 from learner.run.grids import write_labelled_grid
 from learner.run.outputs import eval_grid_path, read_metrics
-from learner.run.plots import plot_reward_curves
+from learner.run.plots import PLOT_EVERY, plot_reward_curves
 from rewards.pool import RewardPool
 from rewards.server import ScoreRequest
 
@@ -152,14 +153,15 @@ def save_eval_grid(result: EvalResult, prompts: list[str], path: Path, label: st
     return write_labelled_grid(np.stack(rows), labels, prompts, path)  # (rows, N, H, W, 3)
 
 
-PLOT_EVERY = 4  # reward_curves.png is redrawn after every evaluation, every this many epochs and after the last
 
 
 class Evaluator:
     """The driver's evaluation stage; one call per epoch (`after_epoch`)."""
 
-    def __init__(self, cfg: EvalConfig, epochs: int, workers: Workers, pool: RewardPool, run_dir: str | Path, prompts: list[str]):
+    def __init__(self, cfg: EvalConfig, epochs: int, workers: Workers, pool: RewardPool, run_dir: str | Path, prompts: list[str],
+                 image_stats: bool = False):
         self.cfg, self.epochs, self.workers, self.pool = cfg, epochs, workers, pool
+        self.image_stats = image_stats  # add the monitors' statistics of the held-out images (eval_img_*)
         self.dir = Path(run_dir)
         self.prompts, self.samples, self.seeds = eval_set(cfg, prompts)
         self.history = read_metrics(self.dir)  # earlier epochs' records (a resumed run), for the curves
@@ -174,7 +176,7 @@ class Evaluator:
         r = cfg.reward
         pool = RewardPool(workers.reward_servers, r.batch_size, r.timeout_s, r.max_retries)
         prompts = load_prompts(cfg.eval.prompts, "eval.prompts") if cfg.eval.enabled else []
-        return cls(cfg.eval, cfg.epochs, workers, pool, run_dir, prompts)
+        return cls(cfg.eval, cfg.epochs, workers, pool, run_dir, prompts, image_stats=cfg.monitor.enabled)
 
     def evaluate_initial(self, fresh: bool) -> None:
         """Before the first epoch of a new run (`fresh`), evaluate the initial policy, which the
@@ -188,15 +190,19 @@ class Evaluator:
                 self.initial = self._read_initial(path)
                 if self.initial is not None and self.initial.factors is None:  # saved before the pixel metric
                     self.initial.factors = read_factors(self.initial.images, self.samples)
-                self.initial_metrics = None if self.initial is None else self.initial.metrics()
+                self.initial_metrics = None if self.initial is None else self._metrics(self.initial)
             return
         start = time.perf_counter()
         self.initial = evaluate_policy(self.workers.samplers, self.pool, self.samples, self.seeds, list(self.cfg.steps))
         self.initial.save(path)
-        self.initial_metrics = self.initial.metrics()
+        self.initial_metrics = self._metrics(self.initial)
         (self.dir / "eval" / "initial.json").write_text(json.dumps(self.initial_metrics, indent=1) + "\n")
         save_eval_grid(self.initial, self.prompts, self.dir / "eval" / "initial.png", "initial")
         print(f"held-out eval of the initial policy: {self._summary(self.initial_metrics)}  ({time.perf_counter() - start:.1f}s)", flush=True)
+
+    def _metrics(self, result: EvalResult) -> dict:
+        stats = eval_image_stats(result.steps, result.images, self.samples) if self.image_stats else {}
+        return result.metrics() | stats
 
     def _read_initial(self, path: Path) -> EvalResult | None:
         """The initial policy's saved evaluation, or None (with one warning line) when it is damaged or
@@ -238,7 +244,7 @@ class Evaluator:
             live = [a for i, a in enumerate(self.workers.samplers) if i not in weights.stale]
             result = evaluate_policy(live, self.pool, self.samples, self.seeds, list(self.cfg.steps))
             save_eval_grid(result, self.prompts, eval_grid_path(self.dir, epoch), f"epoch {epoch}", self.initial)
-            out = {"eval_policy_version": version} | result.metrics()  # time_eval_s: the loop times all of after_epoch
+            out = {"eval_policy_version": version} | self._metrics(result)  # time_eval_s: the loop times all of after_epoch
             print(f"held-out eval of v{version}: {self._summary(out)}  ({time.perf_counter() - start:.1f}s)", flush=True)
         self.history.append(metrics | out)
         if out or (epoch + 1) % PLOT_EVERY == 0 or epoch + 1 == self.epochs:  # a redraw costs about half a second

@@ -18,6 +18,7 @@ from learner.driver import resume, stages
 from learner.driver.evaluation import Evaluator
 from learner.driver.faults import Preemption, name_workers
 from learner.driver.launch import Workers, init_ray, launch_workers
+from learner.driver.monitors import MonitorStage
 from learner.driver.ray_metrics import RayMetrics
 from learner.run.lock import RunDirLock
 from learner.run.model_card import finish_lora
@@ -70,6 +71,7 @@ def _run(cfg: Config, run_dir: Path, prompt_list: list[str], preemption: Preempt
     with timed(initial_times, "eval"):
         evaluator.evaluate_initial(fresh=start == 0)  # the initial policy's held-out eval, beside every later one
     breakdown.add("evaluation", initial_times["eval"])
+    monitor = MonitorStage(cfg.monitor, cfg.epochs, run_dir, evaluator.initial_metrics)  # replays a resumed run's records
     published, progress = None, Progress(start, cfg.epochs)
     for epoch in range(start, cfg.epochs):
         preemption.epoch_started()
@@ -92,6 +94,7 @@ def _run(cfg: Config, run_dir: Path, prompt_list: list[str], preemption: Preempt
         breakdown.add_epoch(times)
         breakdown.add("evaluation", times["time_eval_s"])
         metrics |= eval_metrics | {"time_eval_s": times["time_eval_s"]}
+        metrics |= monitor.after_epoch(epoch, metrics, scored.queries.images[:, :, -1])  # img_* statistics, hacking_alerts
         out.log_metrics(metrics)
         if eval_metrics:
             out.log_image("eval", eval_grid_path(run_dir, epoch), epoch, "rows: initial and trained policy per step count; columns: held-out prompts")

@@ -7,7 +7,11 @@ import os
 import re
 from pathlib import Path
 
+from learner.config import MONITOR_STATS
+
+PLOT_EVERY = 4  # the curves (reward_curves.png, monitor_curves.png) are redrawn after every evaluation, every this many epochs and after the last
 EVAL_KEY = re.compile(r"eval_reward_(\d+)step_mean")
+EVAL_IMG_KEY = re.compile(r"eval_img_(\w+?)_(\d+)step")  # the monitors' held-out statistics
 
 
 def eval_step_counts(history: list[dict]) -> list[int]:
@@ -83,3 +87,31 @@ def plot_algorithm_comparison(histories: dict[str, list[dict]], path: str | Path
         ax.grid(alpha=0.3)
     axes[0].legend(fontsize="small")
     return _save(fig, path)
+
+
+def plot_monitor_curves(history: list[dict], path: str | Path, bands: dict[str, float], eval_initial: dict | None = None) -> Path:
+    """monitor_curves.png: one panel per statistic; the training value per epoch with its band around
+    epoch 0's, and the held-out value per step count k after each evaluation (the initial policy's
+    at epoch -1)."""
+    from matplotlib.figure import Figure
+
+    fig = Figure(figsize=(4 * 4, 3.2 * 2), layout="constrained")
+    axes = fig.subplots(2, 4).ravel()
+    steps = sorted({int(m.group(2)) for rec in history for k in rec if (m := EVAL_IMG_KEY.fullmatch(k))})
+    for ax, name in zip(axes, MONITOR_STATS):
+        xs, ys = _series(history, f"img_{name}")
+        if xs:
+            ax.plot(xs, ys, color="black", label="training, final sample")
+            ax.axhspan(ys[0] - bands[name], ys[0] + bands[name], color="grey", alpha=0.15, label="band")
+        for k in steps:
+            key = f"eval_img_{name}_{k}step"
+            ex, ey = _series(history, key)
+            if eval_initial and key in eval_initial:
+                ex, ey = [-1, *ex], [eval_initial[key], *ey]
+            if ex:
+                ax.plot(ex, ey, marker="o", markersize=3, label=f"held-out, {k} step{'s' * (k > 1)}")
+        ax.set(title=name.replace("_", " "), xlabel="epoch")
+        ax.grid(alpha=0.3)
+    axes[0].legend(fontsize="x-small")
+    axes[-1].axis("off")
+    return _save(fig, Path(path))

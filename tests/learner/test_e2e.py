@@ -42,6 +42,17 @@ def test_metrics_versions_and_reward_queries(ray_run):
     assert metrics[1]["weights_version"] == metrics[0]["weights_version"] + 1
 
 
+def test_reward_hacking_monitors_are_on_by_default(ray_run):
+    from learner.config import MONITOR_STATS
+
+    metrics = read_metrics(ray_run)
+    for m in metrics:  # every epoch, over its final samples
+        assert all(0 <= m[f"img_{s}"] < 10 for s in MONITOR_STATS) and m["hacking_alerts"] >= 0
+    for k in (1, 2, 4, 8):  # at every evaluation, per step count
+        assert all(np.isfinite(metrics[-1][f"eval_img_{s}_{k}step"]) for s in MONITOR_STATS if s != "diversity")
+    assert (ray_run / "monitor_curves.png").stat().st_size > 0
+
+
 def test_heldout_eval_on_ray_actors(ray_run):
     """The default evaluation (eval.every=5) runs after the last epoch on the Ray rollout actors."""
     first, last = read_metrics(ray_run)
@@ -89,7 +100,7 @@ def test_same_seed_same_metrics_with_and_without_ray(ray_run, tiny_cache, tmp_pa
     for a, b in zip(ray_metrics, local_metrics, strict=True):
         for key in ("reward_1step_mean", "reward_final_mean", "loss", "clipfrac", "approx_kl", "grad_norm"):
             assert a[key] == b[key], (key, a[key], b[key])
-        for key in (k for k in a if k.startswith("eval_reward_")):  # the held-out eval too
+        for key in (k for k in a if k.startswith(("eval_reward_", "img_", "eval_img_"))):  # the held-out eval and monitors too
             assert a[key] == b[key], (key, a[key], b[key])
 
 

@@ -10,7 +10,7 @@ from learner.driver.ray_metrics import METRICS, metric_updates
 RECORD = {
     "epoch": 3, "pairs": 8, "reward_queries": 48, "reward_1step_mean": 0.25, "reward_final_mean": float("nan"),
     "time_publish_s": 0.5, "time_rollout_s": 2.0, "time_reward_s": 1.5, "time_update_s": 3.0, "time_epoch_s": 6.0,
-    "gpu_busy_fraction": 0.75, "loss": 1.0,
+    "gpu_busy_fraction": 0.75, "loss": 1.0, "img_dark_fraction": 0.125, "img_diversity": float("nan"), "hacking_alerts": 2,
 }
 
 
@@ -29,6 +29,8 @@ def test_updates_of_one_epoch():
     ]  # no eval phase this epoch
     assert by_name["sdpo_busy_fraction"] == [(0.75, {})]
     assert by_name["sdpo_reward_mean"] == [(0.25, {"step": "1step"})]  # the NaN final mean is not exported
+    assert by_name["sdpo_image_stat"] == [(0.125, {"stat": "dark_fraction"})]  # NaN statistics are not exported
+    assert by_name["sdpo_hacking_alerts"] == [(2, {})]
     assert set(by_name) <= set(METRICS)
 
 
