@@ -17,10 +17,11 @@ Notation (paper <- code):
 
 from __future__ import annotations
 
-import math
 from typing import NamedTuple
 
 import torch
+
+from actors.gaussian import draw_or_score
 
 PREDICTION_TYPES = ("epsilon", "v_prediction", "sample")
 
@@ -119,18 +120,7 @@ def ddim_step_with_logprob(
         model_output, sample, step_index, timesteps, alphas_cumprod, final_alpha_cumprod, eta, prediction_type
     )
     std = _bcast(std_dev, mu)
-    # 4. draw or score x_{i+1}
-    if next_sample is None:
-        if noise is None:
-            raise ValueError("pass `noise` to draw the next sample, or `next_sample` to score it")
-        nxt = mu + std * noise.float()
-    else:
-        nxt = next_sample.float()
-    # 5. log N(x_{i+1}; mu, sigma^2), averaged over (C, h, w)
-    log_prob = (
-        -((nxt.detach() - mu) ** 2) / (2 * std**2) - torch.log(std) - math.log(math.sqrt(2 * math.pi))
-    )
-    log_prob = log_prob.mean(dim=tuple(range(1, log_prob.ndim)))
+    nxt, log_prob = draw_or_score(mu, std, next_sample, noise)  # x_{i+1} and log N(x_{i+1}; mu, sigma^2)
     return DDIMStep(nxt.to(dtype), log_prob, x0.to(dtype), mu.to(dtype), std_dev)
 
 

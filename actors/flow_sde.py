@@ -38,10 +38,11 @@ sample SDPO scores is x0_{T-1}, the clean prediction of the last step. Everythin
 
 from __future__ import annotations
 
-import math
 from typing import NamedTuple
 
 import torch
+
+from actors.gaussian import draw_or_score
 
 
 class FlowStep(NamedTuple):
@@ -102,17 +103,9 @@ def flow_sde_step_with_logprob(
     # 3. its standard deviation
     std_n = sd_n * torch.sqrt(s_n - s_next_n)
     std = _bcast(std_n, x)
-    # 4. draw or score x_{s'}
-    if next_sample is None:
-        if noise is None:
-            raise ValueError("pass `noise` to draw the next sample, or `next_sample` to score it")
-        nxt = mean + std * noise.float()
-    else:
-        nxt = next_sample.float()
-    # 5. log N(x_{s'}; mean, std^2), averaged over (C, h, w)
-    log_prob = -((nxt.detach() - mean) ** 2) / (2 * std**2) - torch.log(std) - math.log(math.sqrt(2 * math.pi))
-    log_prob = log_prob.mean(dim=tuple(range(1, log_prob.ndim)))
-    # 6. predicted clean state
+    # 4. draw or score x_{s'}, and log N(x_{s'}; mean, std^2)
+    nxt, log_prob = draw_or_score(mean, std, next_sample, noise)
+    # 5. predicted clean state
     x0 = x - s * v
     return FlowStep(nxt.to(dtype), log_prob, x0.to(dtype), mean.to(dtype), std_n)
 
