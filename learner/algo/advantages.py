@@ -1,6 +1,7 @@
 """Stepwise advantages (spec section 4): discounted returns and per-(prompt, step) normalization.
 
-Pure numpy: no torch, no ray.  Shapes: N trajectories, T steps.
+The math is pure numpy (torch appears only as the type of the tensors SparseRewards carries; no
+ray). Shapes: N trajectories, T steps.
     r[i]  <- rewards[:, i]     dense reward of step i
     G[i]  <- returns[:, i]     G[i] = r[i] + gamma * G[i+1],  G[T] = 0
     A[i]  <- advantages[:, i]  (G[i] - mean) / (std + 1e-6), then clipped to +- adv_clip_max
