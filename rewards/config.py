@@ -6,6 +6,8 @@ from typing import Any
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
+from actors.config import Section
+
 
 class _Spec(BaseModel):
     model_config = ConfigDict(frozen=True, extra="forbid", strict=True)  # Ray takes these types and no others
@@ -146,8 +148,7 @@ class RuntimeEnvConfig(_Spec):
         return [(field, path) for field, path in entries if "://" not in path]
 
 
-class RewardConfig(BaseModel):
-    model_config = ConfigDict(frozen=True, extra="forbid", allow_inf_nan=False)  # every float finite
+class RewardConfig(Section):  # frozen, unknown keys refused, every float finite
 
     name: str = Field(
         "jpeg_compressibility",

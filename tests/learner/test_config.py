@@ -61,14 +61,23 @@ def test_invalid_overrides_name_the_key(overrides, key):
 
 
 def test_every_field_is_described():
+    """Every field of every section, nested models (reward.runtime_env's specs) included."""
+    from typing import get_args
+
+    from pydantic import BaseModel
+
+    seen = []
+
     def walk(model):
+        seen.append(model.__name__)
         for name, field in model.model_fields.items():
             assert field.description, f"{model.__name__}.{name} has no description"
-            ann = field.annotation
-            if isinstance(ann, type) and issubclass(ann, Config.__mro__[1]):
-                walk(ann)
+            for ann in (field.annotation, *get_args(field.annotation)):
+                if isinstance(ann, type) and issubclass(ann, BaseModel):
+                    walk(ann)
 
     walk(Config)
+    assert {"RewardConfig", "RuntimeEnvConfig", "MonitorConfig", "TrainConfig"} <= set(seen)
 
 
 @pytest.mark.parametrize(
