@@ -1,7 +1,7 @@
 """The KubeRay manifests in cluster/ are accepted by the ray.io/v1 CRDs and agree with the project.
 
-Every RayJob and RayCluster in cluster/*.yaml is validated against the CRD schemas in
-../shared/kuberay/ (strictly: an unknown field is an error, as `kubectl apply`'s default
+Every RayJob and RayCluster in cluster/*.yaml is validated against the CRD schemas vendored in
+tests/cluster/kuberay/ (source and version in its README; strictly: an unknown field is an error, as `kubectl apply`'s default
 --validate=strict has it, where the CRD alone would silently drop it). The other tests check
 what a schema cannot: Ray versions, the image tag, the entrypoint's config, GPUs, the run volume.
 """
@@ -24,7 +24,7 @@ from learner.config import Config, load_config
 
 REPO = Path(__file__).resolve().parents[2]
 CLUSTER = REPO / "cluster"
-SCHEMA_DIR = REPO.parent / "shared" / "kuberay"
+SCHEMA_DIR = Path(__file__).parent / "kuberay"
 SCHEMA_FILES = {"RayJob": "rayjob.v1.schema.json", "RayCluster": "raycluster.v1.schema.json"}
 PRESET = CLUSTER / "sd_turbo_aesthetic.yaml"  # what raycluster.yaml is sized for (it has no entrypoint)
 GPU = "nvidia.com/gpu"
@@ -97,8 +97,6 @@ def _strict(schema):
 
 @pytest.fixture(scope="module")
 def validators() -> dict[str, jsonschema.Draft7Validator]:
-    if not SCHEMA_DIR.is_dir():
-        pytest.skip(f"KubeRay CRD schemas not found at {SCHEMA_DIR} (the shared/ folder beside the repository)")
     return {
         kind: jsonschema.Draft7Validator(_strict(json.loads((SCHEMA_DIR / name).read_text())))
         for kind, name in SCHEMA_FILES.items()
@@ -266,10 +264,7 @@ def test_job_runtime_env_merges_with_the_drivers(doc, monkeypatch):
     # learner.main's ray.init passes a runtime_env of its own; Ray refuses (ValueError in ray.init)
     # to merge it with a job runtime_env that sets the same key or env var, which would kill the
     # driver on every attempt. Capture what the driver passes and merge it the way ray.init does.
-    try:
-        from learner.driver import launch
-    except ImportError as err:
-        pytest.skip(f"learner.driver.launch needs the project's dependencies: {err}")
+    from learner.driver import launch
     from ray.runtime_env.runtime_env import _merge_runtime_env
 
     class Captured(Exception):
