@@ -33,6 +33,7 @@ run: setup
 	$(PY) -m learner.main $(ARGS)
 
 test: setup
+	$(PY) -m ruff check .
 	$(PY) -m pytest -q --durations=15
 
 bench: setup

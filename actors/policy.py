@@ -12,9 +12,7 @@ from pathlib import Path
 import torch
 
 from actors.config import ModelConfig
-from actors.families import (
-    FAMILIES, ModelFamily, ModelLoadError, family_named, family_of, family_of_lora_state, family_of_pipeline_class,
-)
+from actors.families import FAMILIES, ModelFamily, ModelLoadError, family_named, family_of, family_of_lora_state, family_of_pipeline_class
 from actors.families.base import DTYPES, add_lora, quiet_libraries
 
 __all__ = [

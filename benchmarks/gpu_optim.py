@@ -110,20 +110,25 @@ def run_variant(name: str, args, model, sampling, train, device: str, flops: dic
     prompts = [f"a photo of animal {i}" for i in range(args.pairs)]
     roll_s, upd_s, metrics = [], [], {}
     for r in range(args.repeats + 1):  # round 0 warms up (and compiles)
-        sync(); t0 = time.perf_counter()
+        sync()
+        t0 = time.perf_counter()
         traj = rollout.rollout(r, list(range(args.pairs)), prompts, rollout.version).trajectories
-        sync(); roll = time.perf_counter() - t0
+        sync()
+        roll = time.perf_counter() - t0
         adv = torch.randn(args.pairs, 2, args.steps, generator=torch.Generator().manual_seed(r)).clamp(-5, 5)  # (B, 2, T)
         shard = ShardAdvantages(shard=0, pair_index=traj.pair_index, advantages=adv)
         request = UpdateRequest(learner.version, r, num_shards=1, max_pairs=args.pairs, shards=[shard])
-        sync(); t0 = time.perf_counter()
+        sync()
+        t0 = time.perf_counter()
         metrics = learner.update(request, traj)
-        sync(); upd = time.perf_counter() - t0
+        sync()
+        upd = time.perf_counter() - t0
         rollout.set_weights(learner.get_weights())
         what = "warm-up" if r == 0 else f"repeat {r}/{args.repeats}"
         log(f"{name} {what}: rollout {roll:.2f} s, update {upd:.2f} s ({int(metrics['backward_passes'])} backward passes)")
         if r:
-            roll_s.append(roll); upd_s.append(upd)
+            roll_s.append(roll)
+            upd_s.append(upd)
         else:
             warm = (roll, upd)
     roll_med, upd_med = statistics.median(roll_s), statistics.median(upd_s)
@@ -207,7 +212,8 @@ def main() -> int:
         print("error: benchmarks/gpu_optim.py needs a CUDA GPU; none is visible to torch (--cpu-smoke runs it on CPU)", file=sys.stderr)
         return 2
     if "baseline" in variants:  # the reference every ratio is taken against
-        variants.remove("baseline"); variants.insert(0, "baseline")
+        variants.remove("baseline")
+        variants.insert(0, "baseline")
     if "compile" in variants:
         cfg = torch._dynamo.config
         key = "recompile_limit" if hasattr(cfg, "recompile_limit") else "cache_size_limit"

@@ -41,8 +41,8 @@ def main() -> int:
     from actors.config import ModelConfig, SamplingConfig
     from actors.rollout_worker import RolloutWorker
     from benchmarks.sd_turbo_config import build_sd_turbo_sized
-    from learner.worker.batch import ShardAdvantages, UpdateRequest
     from learner.config import TrainConfig
+    from learner.worker.batch import ShardAdvantages, UpdateRequest
     from learner.worker.learner_worker import LearnerWorker
 
     gpu = torch.cuda.get_device_name()
@@ -75,17 +75,22 @@ def main() -> int:
 
     roll_times, upd_times, last_update = [], [], {}
     for r in range(args.repeats + 1):  # first round warms up
-        torch.cuda.synchronize(); t0 = time.perf_counter()
+        torch.cuda.synchronize()
+        t0 = time.perf_counter()
         traj = rollout.rollout(r, list(range(args.pairs)), prompts, rollout.version).trajectories
-        torch.cuda.synchronize(); roll = time.perf_counter() - t0
+        torch.cuda.synchronize()
+        roll = time.perf_counter() - t0
         adv = torch.randn(args.pairs, 2, args.steps).clamp(-5, 5)  # (B, 2, T)
         request = UpdateRequest(learner.version, r, num_shards=1, max_pairs=args.pairs, shards=[ShardAdvantages(0, traj.pair_index, adv)])
-        torch.cuda.synchronize(); t0 = time.perf_counter()
+        torch.cuda.synchronize()
+        t0 = time.perf_counter()
         last_update = learner.update(request, traj)
-        torch.cuda.synchronize(); upd = time.perf_counter() - t0
+        torch.cuda.synchronize()
+        upd = time.perf_counter() - t0
         rollout.set_weights(learner.get_weights())
         if r:
-            roll_times.append(roll); upd_times.append(upd)
+            roll_times.append(roll)
+            upd_times.append(upd)
     roll_s, upd_s = statistics.median(roll_times), statistics.median(upd_times)
     unet_calls = 2 * args.pairs * args.steps  # both trajectories, every step
     roll_flops, upd_flops = unet_calls * fwd_flops, unet_calls * fwd_bwd_flops

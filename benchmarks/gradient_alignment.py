@@ -127,7 +127,7 @@ def sample_and_score(pipe, reward, num_pairs: int, T: int, chunk: int = 64):
         pairs = sample_pairs(pipe, ps, [pair_generator(SEED, 0, i) for i in idx], T, 1.0)
         steps, sims, images = sparse_queries(pipe, pairs.pred_x0, 1)
         _, _, final = final_queries(pipe, pairs.latents)
-        rep = lambda n: [p for p in ps for _ in range(n)]  # noqa: E731
+        rep = lambda n, ps=ps: [p for p in ps for _ in range(n)]  # noqa: E731
         sparse = reward(images.reshape(-1, *images.shape[3:]), rep(2 * images.shape[2])).reshape(images.shape[:3])
         last = reward(final.reshape(-1, *final.shape[3:]), rep(2)).reshape(final.shape[:3])
         parts.append((pairs, steps, sims, sparse, last))

@@ -79,7 +79,8 @@ def main() -> int:
             order = [("in_process", False), ("ray", True)]
             for r in range(args.repeats):  # ABBA order, so a drift in machine load hits both modes alike
                 for mode, enabled in order if r % 2 == 0 else order[::-1]:
-                    print(f"N={n} rollout actor(s), {mode} (run {r + 1}/{args.repeats}): {args.epochs} epochs x {args.pairs} pairs x {args.steps} steps ...", flush=True)
+                    what = f"{args.epochs} epochs x {args.pairs} pairs x {args.steps} steps"
+                    print(f"N={n} rollout actor(s), {mode} (run {r + 1}/{args.repeats}): {what} ...", flush=True)
                     runs[mode].append(run_once(Path(tmp) / f"{mode}-{n}-{r}", enabled, n, args))
             same = all(
                 a["reward_1step_mean"] == b["reward_1step_mean"] and a["loss"] == b["loss"]

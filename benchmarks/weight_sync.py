@@ -72,16 +72,16 @@ def measure_rank(rank: int, actor_counts: list[int], repeats: int, tiny_cache: s
     for n in actor_counts:
         actors, sink_n = rollouts[:n], sinks[:n]
         workers = Workers(actors, RankGroup([learner]), [], hybrid=False, num_shards=1, device_share={})
-        publish = median_ms(lambda: publish_weights(workers, 0), repeats)
+        publish = median_ms(lambda workers=workers: publish_weights(workers, 0), repeats)
         fetch = median_ms(lambda: ray.get(learner.get_weights.remote()), repeats)
 
-        def raw_put_get():
+        def raw_put_get(sink_n=sink_n):
             ref = ray.put(weights)
             ray.get([s.take.remote(ref) for s in sink_n])
 
         raw = median_ms(raw_put_get, repeats)
 
-        def put_and_load():  # publish without the learner fetch: the same transfer as raw, plus the peft load
+        def put_and_load(actors=actors):  # publish without the learner fetch: the same transfer as raw, plus the peft load
             ref = ray.put(weights)
             ray.get([a.set_weights.remote(ref) for a in actors])
 

@@ -136,7 +136,9 @@ class OutputConfig(Section):
     tensorboard: bool = Field(True, description="Write TensorBoard event files.")
     wandb: WandbConfig = Field(WandbConfig(), description="Optional Weights & Biases logging (off by default).")
     push_to_hub: str | None = Field(
-        None, pattern=r"^([A-Za-z0-9][\w.-]{0,95}/)?[A-Za-z0-9][\w.-]{0,95}$", description="Hugging Face Hub repo id (user/name) to upload <run_dir>/lora to (weights and model card) when the run completes; None = no upload."
+        None, pattern=r"^([A-Za-z0-9][\w.-]{0,95}/)?[A-Za-z0-9][\w.-]{0,95}$",
+        description="Hugging Face Hub repo id (user/name) to upload <run_dir>/lora to (weights and model card) when the run "
+        "completes; None = no upload."
     )
     hub_private: bool = Field(True, description="With push_to_hub: create the repo as private.")
 
@@ -170,7 +172,9 @@ class EvalConfig(Section):
         1, ge=1, le=1024, description="Fixed initial noises per held-out prompt; the metrics average all of them (more: a "
         "steadier estimate), the grids show the first."
     )
-    seed: int = Field(1234, ge=0, le=2**63 - 1, description="Seed of the held-out initial noises: the same noise per prompt at every evaluation and step count.")
+    seed: int = Field(
+        1234, ge=0, le=2**63 - 1, description="Seed of the held-out initial noises: the same noise per prompt at every evaluation and step count."
+    )
 
     @model_validator(mode="after")
     def _steps_valid(self) -> "EvalConfig":

@@ -59,17 +59,22 @@ class RuntimeEnvConfig(_Spec):
     uv: list[str] | str | UvSpec | None = Field(None, description="As `pip`, installed with uv.")
     conda: str | dict[str, Any] | None = Field(None, description="A conda environment's name or prefix, an environment.yaml path, or its contents.")
     py_executable: str | None = Field(
-        None, description="The interpreter (or command) that runs the reward servers, e.g. /envs/imagereward/bin/python of a prepared virtualenv with the same Ray."
+        None, description="The interpreter (or command) that runs the reward servers, e.g. /envs/imagereward/bin/python of a "
+        "prepared virtualenv with the same Ray."
     )
     py_modules: list[str] | None = Field(
         None, description="Local package directories, .py files or .whl files (uploaded by the driver), or remote URIs, put on the servers' PYTHONPATH."
     )
     working_dir: str | None = Field(None, description="A local directory (uploaded by the driver) or archive URI the servers run in, also on their PYTHONPATH.")
     excludes: list[str] | None = Field(None, description="gitignore-style patterns left out of the uploaded py_modules and working_dir.")
-    env_vars: dict[str, str] = Field(default_factory=dict, description="Environment variables of the reward servers (values are strings: quote numbers in YAML).")
+    env_vars: dict[str, str] = Field(
+        default_factory=dict, description="Environment variables of the reward servers (values are strings: quote numbers in YAML)."
+    )
     image_uri: str | None = Field(None, description="Container image the reward servers run in (only with env_vars and config).")
     container: ContainerSpec | None = Field(None, description="Ray's older container form (only with env_vars and config).")
-    config: SetupSpec | None = Field(None, description="How Ray builds the environment: its setup timeout (Ray's eager_install applies to a job's runtime_env only).")
+    config: SetupSpec | None = Field(
+        None, description="How Ray builds the environment: its setup timeout (Ray's eager_install applies to a job's runtime_env only)."
+    )
 
     @field_validator("pip", "uv", "conda", mode="before")
     @classmethod
@@ -109,7 +114,8 @@ class RuntimeEnvConfig(_Spec):
     def _fields_combine(self) -> "RuntimeEnvConfig":
         given = set(self.to_ray())
         if not given:
-            raise ValueError("set at least one field (pip, uv, conda, py_executable, py_modules, working_dir, env_vars, image_uri, container), or leave runtime_env out")
+            fields = "pip, uv, conda, py_executable, py_modules, working_dir, env_vars, image_uri, container"
+            raise ValueError(f"set at least one field ({fields}), or leave runtime_env out")
         builders = sorted(given & set(_ENV_BUILDERS))
         if len(builders) > 1:
             raise ValueError(f"{' and '.join(builders)} cannot be combined (each builds the environment); list pip packages inside a conda environment instead")
@@ -117,7 +123,8 @@ class RuntimeEnvConfig(_Spec):
             raise ValueError(f"py_executable names a prepared interpreter; {builders[0]} builds one: use one of them")
         for image in ("image_uri", "container"):
             if image in given and given - _IMAGE_COMPANIONS - {image}:
-                raise ValueError(f"{image} runs the servers in a container and combines only with env_vars and config, not {sorted(given - _IMAGE_COMPANIONS - {image})}")
+                others = sorted(given - _IMAGE_COMPANIONS - {image})
+                raise ValueError(f"{image} runs the servers in a container and combines only with env_vars and config, not {others}")
         if self.excludes is not None and not (self.py_modules or self.working_dir):
             raise ValueError("excludes applies to the uploaded py_modules and working_dir; neither is set")
         for key in self.env_vars:

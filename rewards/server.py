@@ -103,5 +103,7 @@ class RewardServer:
             ) from None
         for name, scores in parts.items():
             if np.shape(scores) != (len(prompts),):
-                raise RewardFunctionError(f"reward '{name}' returned scores of shape {np.shape(scores)} for {len(prompts)} images; it must return one score per image")
+                raise RewardFunctionError(
+                    f"reward '{name}' returned scores of shape {np.shape(scores)} for {len(prompts)} images; it must return one score per image"
+                )
         return parts

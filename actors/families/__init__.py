@@ -13,9 +13,7 @@ from __future__ import annotations
 import torch
 
 from actors.errors import UsageError
-from actors.families.base import (
-    Conditioning, ModelFamily, ModelLoadError, PolicyStep, cat_rows, expand_rows, repeat_rows, select_rows,
-)
+from actors.families.base import Conditioning, ModelFamily, ModelLoadError, PolicyStep, cat_rows, expand_rows, repeat_rows, select_rows
 from actors.families.flux import Flux
 from actors.families.sd import StableDiffusion
 from actors.families.sd3 import StableDiffusion3

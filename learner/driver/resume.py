@@ -9,6 +9,8 @@ from __future__ import annotations
 import shutil
 from pathlib import Path
 
+from actors.remote import get
+from learner.config import Config, ConfigError, to_yaml
 from learner.run.checkpoint import (
     TrainingState,
     checkpoint_dir,
@@ -20,8 +22,6 @@ from learner.run.checkpoint import (
     saved_config,
     write_checkpoint,
 )
-from learner.config import Config, ConfigError, to_yaml
-from actors.remote import get
 
 
 def find_resume(run_dir: Path, cfg: Config) -> TrainingState | None:

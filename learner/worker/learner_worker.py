@@ -28,9 +28,7 @@ from actors.families import expand_rows, family_of, repeat_rows, select_rows
 from actors.policy import load_lora_state, load_pipeline, lora_state, save_lora_diffusers
 from actors.sampling import score_steps
 from actors.seeds import UPDATE, seeded_generator
-from learner.algo.minibatches import (
-    Minibatch, items_per_optimizer_step, micro_batches, num_train_steps, trainable_steps, update_schedule,
-)
+from learner.algo.minibatches import Minibatch, items_per_optimizer_step, micro_batches, num_train_steps, trainable_steps, update_schedule
 from learner.algo.registry import get_algorithm
 from learner.algo.sdpo import temporal_weights
 from learner.config import TrainConfig

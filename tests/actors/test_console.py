@@ -45,5 +45,6 @@ def test_diffusers_import_prints_no_transformers_advisories():
     res = _run("from actors.console import quiet_environment\nquiet_environment()\nimport diffusers\nfrom diffusers import StableDiffusionPipeline")
     assert res.returncode == 0, res.stderr
     assert res.stderr == "" and res.stdout == ""
-    res = _run("from actors.console import quiet_environment\nquiet_environment()\nimport os\nprint(os.environ['TRANSFORMERS_VERBOSITY'])", TRANSFORMERS_VERBOSITY="info")
+    code = "from actors.console import quiet_environment\nquiet_environment()\nimport os\nprint(os.environ['TRANSFORMERS_VERBOSITY'])"
+    res = _run(code, TRANSFORMERS_VERBOSITY="info")
     assert res.stdout.strip() == "info"  # a user's own setting wins

@@ -15,7 +15,14 @@ from actors.batch import PolicyWeights
 from actors.config import ModelConfig, SamplingConfig
 from actors.families import FAMILIES, ModelLoadError, family_of, repeat_rows
 from actors.policy import (
-    denoiser, encode_prompts, load_lora_state, load_pipeline, lora_state, model_family, resolve_model_path, save_lora_diffusers,
+    denoiser,
+    encode_prompts,
+    load_lora_state,
+    load_pipeline,
+    lora_state,
+    model_family,
+    resolve_model_path,
+    save_lora_diffusers,
     save_lora_state_diffusers,
 )
 from actors.rollout_worker import RolloutWorker

@@ -6,12 +6,11 @@ import numpy as np
 import pytest
 import torch
 
-from actors.batch import RolloutBatch
+from actors.batch import PolicyWeights, RolloutBatch
 from actors.config import ModelConfig, SamplingConfig
 from actors.policy import encode_prompts, lora_state, unet_output
 from actors.rollout_worker import RolloutWorker
 from actors.sampling import score_steps
-from actors.batch import PolicyWeights
 
 PROMPTS = ["cat", "dog", "owl"]
 

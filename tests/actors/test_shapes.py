@@ -6,9 +6,7 @@ import numpy as np
 import pytest
 
 from actors.prompts import load_prompts
-from actors.shapes.data import (
-    Factors, all_factors, heldout_prompts, is_heldout, parse_caption, render, sample_images, shape_mask, train_prompts,
-)
+from actors.shapes.data import Factors, all_factors, heldout_prompts, is_heldout, parse_caption, render, sample_images, shape_mask, train_prompts
 from actors.shapes.fidelity import CHANCE, factor_hits, fidelity, read_image
 
 

@@ -13,7 +13,9 @@ from tests.conftest import REPO, cli_env
 
 
 @pytest.mark.parametrize(
-    "name, flag", [("learning", "--phase"), ("gradient_alignment", "--checkpoint"), ("reward_factors", "--pairs"), ("overhead", "--repeats"), ("weight_sync", "--ranks"), ("layout", "--skip-run"), ("gpu_optim", "--cpu-smoke")]
+    "name, flag",
+    [("learning", "--phase"), ("gradient_alignment", "--checkpoint"), ("reward_factors", "--pairs"), ("overhead", "--repeats"),
+     ("weight_sync", "--ranks"), ("layout", "--skip-run"), ("gpu_optim", "--cpu-smoke"), ("hacking_monitor", "--epochs")]
 )
 def test_help(name, flag):
     res = subprocess.run([sys.executable, "-m", f"benchmarks.{name}", "--help"], cwd=REPO, env=cli_env(), capture_output=True, text=True, timeout=120)
@@ -37,7 +39,8 @@ def test_layout_model_hand_worked():
 
 
 def test_layout_model_cli_meets_the_goal_at_4_gpus():
-    res = subprocess.run([sys.executable, "-m", "benchmarks.layout", "--skip-run", "--gpus", "4"], cwd=REPO, env=cli_env(), capture_output=True, text=True, timeout=120)
+    cmd = [sys.executable, "-m", "benchmarks.layout", "--skip-run", "--gpus", "4"]
+    res = subprocess.run(cmd, cwd=REPO, env=cli_env(), capture_output=True, text=True, timeout=120)
     assert res.returncode == 0, res.stderr
     result = json.loads(res.stdout.strip().splitlines()[-1])
     assert result["goal_at_4_gpus"]["met"] and result["goal_at_4_gpus"]["hybrid_micro8_vs_reference"] <= 0.4

@@ -6,7 +6,18 @@ from __future__ import annotations
 import pytest
 
 from benchmarks.learning import (
-    ARMS, CONFIG, EPOCHS, LR_GRID, PAIRS_PER_EPOCH, SEEDS, STEPS, SWEEP_SEED, chosen_rates, overrides, report, run_name,
+    ARMS,
+    CONFIG,
+    EPOCHS,
+    LR_GRID,
+    PAIRS_PER_EPOCH,
+    SEEDS,
+    STEPS,
+    SWEEP_SEED,
+    chosen_rates,
+    overrides,
+    report,
+    run_name,
     training_score,
 )
 from learner.config import load_config

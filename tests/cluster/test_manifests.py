@@ -264,8 +264,9 @@ def test_job_runtime_env_merges_with_the_drivers(doc, monkeypatch):
     # learner.main's ray.init passes a runtime_env of its own; Ray refuses (ValueError in ray.init)
     # to merge it with a job runtime_env that sets the same key or env var, which would kill the
     # driver on every attempt. Capture what the driver passes and merge it the way ray.init does.
-    from learner.driver import launch
     from ray.runtime_env.runtime_env import _merge_runtime_env
+
+    from learner.driver import launch
 
     class Captured(Exception):
         pass

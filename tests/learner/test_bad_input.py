@@ -19,7 +19,8 @@ from tests.conftest import REPO, run_cli
         ({"model_index.json": "{not json"}, "model_index.json' is not valid JSON"),
         ({"model_index.json": "[1, 2]"}, "is not a JSON object"),
         ({"model_index.json": '{"_class_name": "StableDiffusionPipeline"}', "unet/": None}, "no vae, text_encoder, tokenizer, scheduler folder"),
-        ({"model_index.json": '{"_class_name": "PixArtAlphaPipeline"}'}, "is a PixArtAlphaPipeline, which cannot be trained; supported pipelines: StableDiffusionPipeline (sd), StableDiffusionXLPipeline (sdxl)"),
+        ({"model_index.json": '{"_class_name": "PixArtAlphaPipeline"}'},
+         "is a PixArtAlphaPipeline, which cannot be trained; supported pipelines: StableDiffusionPipeline (sd), StableDiffusionXLPipeline (sdxl)"),
     ],
 )
 def test_model_dir_that_is_not_a_pipeline_exits_2(tmp_path, layout, needle):

@@ -33,7 +33,9 @@ def test_overrides_are_typed_by_yaml():
 
 
 def test_config_is_frozen():
-    with pytest.raises(Exception):
+    from pydantic import ValidationError
+
+    with pytest.raises(ValidationError, match="frozen"):
         load_config("tiny").train.learning_rate = 1.0
 
 

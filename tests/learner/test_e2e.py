@@ -64,8 +64,9 @@ def test_heldout_eval_on_ray_actors(ray_run):
 
 
 def test_run_dir_outputs(ray_run):
-    from learner.config import Config
     import yaml
+
+    from learner.config import Config
 
     cfg = Config.model_validate(yaml.safe_load((ray_run / "config.yaml").read_text()))
     assert cfg.epochs == 2 and cfg.rollout.pairs_per_epoch == 4

@@ -11,6 +11,7 @@ import numpy as np
 from rewards.jpeg import jpeg_size_kb
 from rewards.registry import register_reward
 
+
 @register_reward("nan_for_cats", needs="nothing (test reward)")
 def nan_for_cats(device: str = "cpu"):
     """-JPEG size, but NaN for every image of a prompt that mentions 'cat'."""

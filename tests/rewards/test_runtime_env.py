@@ -151,7 +151,8 @@ def test_a_runtime_env_that_ray_cannot_build_is_exit_2_with_the_installers_reaso
         "    ERROR: No matching distribution found for nope==0.1\n"
     )
     fail = failure(err, None, Path("/nonexistent"))
-    assert (fail.code, fail.message) == (2, "reward.runtime_env: Ray could not set up the reward servers' environment: No matching distribution found for nope==0.1")
+    message = "reward.runtime_env: Ray could not set up the reward servers' environment: No matching distribution found for nope==0.1"
+    assert (fail.code, fail.message) == (2, message)
 
 
 # --- on Ray ----------------------------------------------------------------------------------------
@@ -168,7 +169,8 @@ def servers_env(tmp_path_factory) -> dict[str, Path]:
     venv = root / "venv"
     subprocess.run([sys.executable, "-m", "venv", "--without-pip", str(venv)], check=True, timeout=120)
     python = venv / "bin" / "python"
-    site = Path(subprocess.run([python, "-c", "import sysconfig; print(sysconfig.get_paths()['purelib'])"], capture_output=True, text=True, check=True).stdout.strip())
+    purelib = subprocess.run([python, "-c", "import sysconfig; print(sysconfig.get_paths()['purelib'])"], capture_output=True, text=True, check=True)
+    site = Path(purelib.stdout.strip())
     (site / "project_env.pth").write_text(f"import site; site.addsitedir({sysconfig.get_paths()['purelib']!r})\n")
     (site / "renv_extra_only.py").write_text("BONUS = 0.5\n")
     return {"package": package, "python": python, "marker": root / "marker.txt"}

@@ -8,12 +8,7 @@ import math
 import numpy as np
 import pytest
 
-from learner.algo.advantages import (
-    StepStatTracker,
-    batch_normalize,
-    clip_advantages,
-    discounted_returns,
-)
+from learner.algo.advantages import StepStatTracker, batch_normalize, clip_advantages, discounted_returns
 
 SQ5 = math.sqrt(5) + 1e-6  # std of {1, 3, 5, 7} (population: sqrt((9 + 1 + 1 + 9) / 4)) plus the 1e-6
 

@@ -10,8 +10,8 @@ import numpy as np
 import pytest
 import torch
 
-from learner.algo.advantages import StepStatTracker
 from actors.errors import UsageError
+from learner.algo.advantages import StepStatTracker
 from learner.algo.ddpo import ddpo_advantages, ddpo_loss
 from learner.algo.registry import ALGORITHMS, get_algorithm
 from tests.conftest import final_rewards, update_request

@@ -8,9 +8,7 @@ from collections import Counter
 import pytest
 import torch
 
-from learner.algo.minibatches import (
-    items_per_optimizer_step, micro_batches, trajectory_schedule, update_schedule,
-)
+from learner.algo.minibatches import items_per_optimizer_step, micro_batches, trajectory_schedule, update_schedule
 from learner.config import load_config
 
 

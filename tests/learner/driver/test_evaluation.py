@@ -69,8 +69,8 @@ def local_workers(tiny_cache):
     from actors.batch import PolicyWeights
     from actors.config import ModelConfig, SamplingConfig
     from actors.policy import lora_state
-    from actors.rollout_worker import RolloutWorker
     from actors.remote import LocalActor
+    from actors.rollout_worker import RolloutWorker
     from rewards.server import RewardServer
 
     workers = [RolloutWorker(model=ModelConfig(tiny_cache_dir=tiny_cache), sampling=SamplingConfig(num_steps=4), seed=0) for _ in range(2)]
@@ -80,8 +80,8 @@ def local_workers(tiny_cache):
 
 
 def test_evaluate_policy_shapes_scores_and_actor_independence(local_workers):
-    from rewards.pool import RewardPool
     from rewards.jpeg import jpeg_size_kb
+    from rewards.pool import RewardPool
 
     rollouts, servers = local_workers
     prompts, seeds = ["hedgehog", "walrus", "parrot"], heldout_seeds(0, 3)

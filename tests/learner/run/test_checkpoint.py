@@ -11,8 +11,8 @@ import numpy as np
 import pytest
 import torch
 
-from learner.run import checkpoint as ck
 from learner.config import load_config
+from learner.run import checkpoint as ck
 from learner.run.outputs import keep_metrics_before
 
 
@@ -21,8 +21,10 @@ def _state(epoch: int) -> ck.TrainingState:
         "down_blocks.0.attentions.0.transformer_blocks.0.attn1.to_q.lora_A.weight": torch.full((2, 8), float(epoch)),
         "down_blocks.0.attentions.0.transformer_blocks.0.attn1.to_q.lora_B.weight": torch.ones(8, 2),
     }
-    trainer = {"optimizer": {"state": {0: {"step": torch.tensor(3.0), "exp_avg": torch.ones(2)}}, "param_groups": [{"lr": 0.1, "betas": (0.9, 0.999), "params": [0]}]}}
-    return ck.TrainingState(epoch, epoch, lora, trainer, {"buffer_size": 4, "min_count": 2, "buffers": {"cat": {"0": [1.0]}}}, ck.driver_rng_state(), "seed: 0\n")
+    state = {0: {"step": torch.tensor(3.0), "exp_avg": torch.ones(2)}}
+    trainer = {"optimizer": {"state": state, "param_groups": [{"lr": 0.1, "betas": (0.9, 0.999), "params": [0]}]}}
+    tracker = {"buffer_size": 4, "min_count": 2, "buffers": {"cat": {"0": [1.0]}}}
+    return ck.TrainingState(epoch, epoch, lora, trainer, tracker, ck.driver_rng_state(), "seed: 0\n")
 
 
 def test_write_read_round_trip_with_manifest(tmp_path):
