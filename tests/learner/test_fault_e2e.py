@@ -184,19 +184,21 @@ def test_sigterm_with_no_time_to_finish_abandons_the_epoch(tiny_cache, tmp_path)
 
 
 def test_killed_rollout_actor_is_restarted_and_the_epoch_keeps_its_pairs(reference, tiny_cache, tmp_path):
+    """The kill comes at a point the test controls: right after the driver reports epoch 1, so the
+    actor is past start-up and is killed idle or in epoch 2's weight broadcast or sampling, as the
+    machine's load has it. Any of the recovery paths may follow (its pairs go back to the queue; or
+    it missed the new weights and is retried before it samples; or it sits the epoch out); what is
+    asserted is the outcome: the run finishes, and every epoch has exactly its pairs, with the
+    metrics of an uninterrupted run."""
     run_dir = tmp_path / "run"
     driver = Driver(_args(run_dir, tiny_cache, 4, "ray.num_cpus=2"), tmp_path / "log")
     victim = psutil.Process(driver.pid_of("RolloutWorker", 0))
-    driver.wait_for(r"SDPO: ")
-    while victim.cpu_percent(interval=0.05) < 50:  # busy: sampling a chunk of epoch 1
-        assert driver.proc.poll() is None
+    driver.wait_for(r"epoch 1/4 ")
     victim.kill()
     assert driver.finish() == 0, driver.text()[-3000:]
     text = driver.text()
-    assert re.search(r"rollout actor 0 failed: RolloutWorker\(pid=\d+, host=.*go back to the queue", text), text[-3000:]
-    # How the restarted actor rejoins depends on how long Ray takes to restart it on a loaded machine:
-    # within the epoch (offered the weights first), or at a later epoch's weight broadcast; the
-    # in-process tests of learner/dispatch.py check that order strictly. Here: nothing lost or doubled.
+    noticed = r"rollout actor 0 (failed: RolloutWorker\(pid=\d+, host=.*go back to the queue|did not take the new weights|is out for the rest)"
+    assert re.search(noticed, text), text[-3000:]  # the kill was seen, whichever path recovered from it
     assert "RolloutActorsLostError" not in text
     metrics = read_metrics(run_dir)
     assert [m["pairs"] for m in metrics] == [4] * 4 and [m["reward_queries"] for m in metrics] == [24] * 4
