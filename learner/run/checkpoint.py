@@ -206,7 +206,7 @@ def _write_checkpoint(d: Path, state: TrainingState, keep: int) -> Path:
         shutil.rmtree(stale, ignore_errors=True)
     os.replace(tmp, final)
     _fsync_dir(d)
-    prune(d, keep)
+    prune(d, keep, known_valid=final)
     return final
 
 
@@ -237,11 +237,18 @@ def _write_files(tmp: Path, state: TrainingState) -> None:
     _fsync_dir(tmp)
 
 
-def prune(directory: str | Path, keep: int) -> None:
-    """Delete all but the newest `keep` checkpoints, and what writers killed mid-write left behind
-    (one run directory has one writer: the driver)."""
+def prune(directory: str | Path, keep: int, known_valid: Path | None = None) -> None:
+    """Keep the newest `keep` valid checkpoints; delete every other one (older ones, and broken ones,
+    which no resume can use: e.g. the damaged newer checkpoints of an attempt that started again),
+    and what writers killed mid-write left behind (one run directory has one writer: the driver).
+    A valid checkpoint is never deleted to keep a broken one. Checked newest first, so about `keep`
+    manifests are hashed (`known_valid`, the one just written, is not)."""
     d = Path(directory)
-    for path in list_checkpoints(d)[:-keep]:
+    kept = 0
+    for path in reversed(list_checkpoints(d)):
+        if kept < keep and (path == known_valid or problem(path) is None):
+            kept += 1
+            continue
         shutil.rmtree(path, ignore_errors=True)
     for leftover in [*d.glob(".tmp-*"), *d.glob(".old-*")]:
         shutil.rmtree(leftover, ignore_errors=True)

@@ -65,6 +65,22 @@ def test_keep_the_newest_k_and_drop_leftover_tmp_dirs(tmp_path):
     assert not list(tmp_path.glob(".tmp-*"))
 
 
+def test_pruning_never_deletes_a_valid_checkpoint_to_keep_a_broken_one(tmp_path):
+    """An attempt that found only broken checkpoints (epochs 5 and 6) starts again from scratch; its
+    new epoch-000001 is kept (with keep=1), and the broken ones go."""
+    for e in (5, 6):
+        broken = ck.write_checkpoint(tmp_path, _state(e), keep=3)
+        (broken / ck.MANIFEST).unlink()
+    ck.write_checkpoint(tmp_path, _state(1), keep=1)
+    assert [p.name for p in ck.list_checkpoints(tmp_path)] == ["epoch-000001"]
+    assert ck.latest_valid(tmp_path).name == "epoch-000001"
+    ck.write_checkpoint(tmp_path, _state(2), keep=2)  # the newest two valid ones
+    broken = ck.write_checkpoint(tmp_path, _state(3), keep=3)
+    (broken / "trainer_state.pt").write_bytes(b"torn")
+    ck.write_checkpoint(tmp_path, _state(4), keep=2)  # epoch 3 is broken: 2 and 4 are the two kept
+    assert [p.name for p in ck.list_checkpoints(tmp_path)] == ["epoch-000002", "epoch-000004"]
+
+
 @pytest.mark.parametrize("damage", ["flip_byte", "truncate", "no_manifest", "missing_file"])
 def test_corrupt_or_partial_checkpoint_is_skipped_with_a_warning(tmp_path, caplog, damage):
     ck.write_checkpoint(tmp_path, _state(1), keep=3)
