@@ -44,7 +44,7 @@ def run(cfg: Config, run_dir: Path, prompt_list: list[str], preemption: Preempti
 
 def _run(cfg: Config, run_dir: Path, prompt_list: list[str], preemption: Preemption | None) -> Path:
     breakdown = TimeBreakdown()  # where the wall time goes: printed at the end
-    state = resume.find_resume(run_dir, cfg)  # the newest complete checkpoint, or None
+    state = resume.find_resume(run_dir, cfg, prompt_list)  # the newest complete checkpoint, or None
     if state is not None and state.epoch >= cfg.epochs:
         resume.finish_completed(run_dir, state)
         finish_lora(run_dir, cfg, state.epoch)
@@ -106,7 +106,7 @@ def _run(cfg: Config, run_dir: Path, prompt_list: list[str], preemption: Preempt
             out.save_grid(scored.queries.images[:n, 0][:, [0, -1]], epoch, scored.queries.prompts[:n], cfg.sampling.num_steps)
         if resume.is_due(epoch + 1, cfg) or preemption.requested:
             with preemption.critical(), timed(times, "checkpoint"):
-                resume.save_checkpoint(run_dir, epoch + 1, workers.learner, tracker, cfg)
+                resume.save_checkpoint(run_dir, epoch + 1, workers.learner, tracker, cfg, prompt_list)
             breakdown.add("checkpoints", times["checkpoint"])
         preemption.exit_if_requested()
     lora_file = get(workers.learner.save_lora.remote(str(run_dir / "lora")))

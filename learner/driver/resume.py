@@ -17,6 +17,7 @@ from learner.run.checkpoint import (
     driver_rng_state,
     incompatible_keys,
     latest_valid,
+    prompts_fingerprint,
     read_checkpoint,
     restore_driver_rng,
     saved_config,
@@ -24,9 +25,11 @@ from learner.run.checkpoint import (
 )
 
 
-def find_resume(run_dir: Path, cfg: Config) -> TrainingState | None:
+def find_resume(run_dir: Path, cfg: Config, prompt_list: list[str] | None = None) -> TrainingState | None:
     """The newest complete checkpoint in `run_dir`, or None for a new run. ConfigError (exit 2)
-    naming the keys if `cfg` differs from the checkpoint's config where a resume cannot follow."""
+    naming the keys if `cfg` differs from the checkpoint's config where a resume cannot follow, or
+    if the training prompts (`prompt_list`, e.g. an edited prompts.source file) are not the ones
+    the checkpoint trained on."""
     path = latest_valid(checkpoint_dir(run_dir))
     if path is None:
         return None
@@ -41,7 +44,14 @@ def find_resume(run_dir: Path, cfg: Config) -> TrainingState | None:
             f"run dir {run_dir} holds a checkpoint ({path.name}) of a run with a different config: "
             f"{', '.join(keys)} differ (use the checkpoint's values to resume, or start a new --run-dir)"
         )
-    return read_checkpoint(path)
+    state = read_checkpoint(path)
+    if prompt_list is not None and state.prompts_sha256 not in (None, prompts_fingerprint(prompt_list)):
+        raise ConfigError(
+            f"run dir {run_dir} holds a checkpoint ({path.name}) trained on other prompts than prompts.source="
+            f"{cfg.prompts.source} gives now ({len(prompt_list)} prompts; was the file edited?): restore the prompts to "
+            "resume, or start a new --run-dir"
+        )
+    return state
 
 
 def restore(state: TrainingState | None, learner, tracker) -> tuple[int, int]:
@@ -61,7 +71,7 @@ def is_due(epochs_done: int, cfg: Config) -> bool:
     return epochs_done % cfg.checkpoint.every == 0 or epochs_done == cfg.epochs
 
 
-def save_checkpoint(run_dir: Path, epochs_done: int, learner, tracker, cfg: Config) -> Path:
+def save_checkpoint(run_dir: Path, epochs_done: int, learner, tracker, cfg: Config, prompt_list: list[str] | None = None) -> Path:
     """Everything an exact resume after `epochs_done` epochs needs, written atomically."""
     learner_state = get(learner.state_dict.remote())
     state = TrainingState(
@@ -72,6 +82,7 @@ def save_checkpoint(run_dir: Path, epochs_done: int, learner, tracker, cfg: Conf
         tracker=tracker.state_dict() if tracker is not None else None,
         rng=driver_rng_state(),
         config_yaml=to_yaml(cfg),
+        prompts_sha256=None if prompt_list is None else prompts_fingerprint(prompt_list),
     )
     return write_checkpoint(checkpoint_dir(run_dir), state, cfg.checkpoint.keep)
 

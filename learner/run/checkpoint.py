@@ -53,7 +53,10 @@ RESUMABLE_KEYS = (
     "ray",
     "checkpoint",
     "eval",
-    "learner",
+    "learner.num_cpus",  # not learner.num_workers: the number of ranks shards the stat tracking and the update
+    "learner.num_gpus",
+    "learner.torch_threads",
+    "monitor",  # it watches, it does not train
     "model.tiny_cache_dir",
     "model.local_files_only",
     "rollout.num_actors",
@@ -102,6 +105,7 @@ class TrainingState:
     rng: dict[str, Any]  # driver_rng_state()
     config_yaml: str  # the resolved config
     path: Path | None = None  # where it was read from
+    prompts_sha256: str | None = None  # fingerprint of the training prompt list (None: a checkpoint from before it was kept)
 
 
 def checkpoint_dir(run_dir: str | Path) -> Path:
@@ -222,7 +226,8 @@ def _write_files(tmp: Path, state: TrainingState) -> None:
     torch.save(state.trainer, trainer)
     _write(tmp / "tracker.json", json.dumps(state.tracker).encode())
     _write(tmp / "rng.json", json.dumps(state.rng).encode())
-    _write(tmp / "state.json", json.dumps({"epoch": state.epoch, "weights_version": state.weights_version}).encode())
+    counters = {"epoch": state.epoch, "weights_version": state.weights_version, "prompts_sha256": state.prompts_sha256}
+    _write(tmp / "state.json", json.dumps(counters).encode())
     _write(tmp / "config.yaml", state.config_yaml.encode())
     files = sorted(p for p in tmp.iterdir() if p.is_file())
     for f in files:  # torch.save and diffusers wrote without fsync
@@ -273,7 +278,13 @@ def read_checkpoint(path: str | Path) -> TrainingState:
         rng=json.loads((p / "rng.json").read_text()),
         config_yaml=(p / "config.yaml").read_text(),
         path=p,
+        prompts_sha256=counters.get("prompts_sha256"),
     )
+
+
+def prompts_fingerprint(prompts: list[str]) -> str:
+    """sha256 of the resolved training prompt list (order included): what a resume must train on."""
+    return hashlib.sha256(json.dumps(list(prompts)).encode()).hexdigest()
 
 
 def saved_config(path: str | Path) -> dict[str, Any]:

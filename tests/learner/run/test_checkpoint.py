@@ -115,6 +115,28 @@ def test_resume_config_check_names_only_keys_that_break_the_run():
     ]
 
 
+def test_resume_on_another_number_of_learner_ranks_is_refused():
+    """The ranks shard the stat tracking and the update: another count changes the resumed epochs."""
+    base = load_config("tiny").model_dump(mode="json")
+    other = load_config("tiny", ["learner.num_workers=2", "learner.num_cpus=0.25", "monitor.bands={diversity: 0.5}"])
+    assert ck.incompatible_keys(base, other.model_dump(mode="json")) == ["learner.num_workers"]
+
+
+def test_resume_with_edited_prompts_is_refused(tmp_path):
+    from learner.config import ConfigError, to_yaml
+    from learner.driver.resume import find_resume
+
+    cfg = load_config("tiny")
+    state = _state(1)
+    state = ck.TrainingState(**{**state.__dict__, "config_yaml": to_yaml(cfg), "prompts_sha256": ck.prompts_fingerprint(["a cat", "a dog"])})
+    ck.write_checkpoint(ck.checkpoint_dir(tmp_path), state, keep=1)
+    assert find_resume(tmp_path, cfg, ["a cat", "a dog"]).prompts_sha256 == state.prompts_sha256
+    with pytest.raises(ConfigError, match="trained on other prompts"):
+        find_resume(tmp_path, cfg, ["a cat", "a bird"])
+    with pytest.raises(ConfigError, match="trained on other prompts"):
+        find_resume(tmp_path, cfg, ["a dog", "a cat"])  # the order decides which prompts each epoch draws
+
+
 def test_driver_rng_round_trip():
     state = ck.driver_rng_state()
     expect = (random.random(), np.random.rand(), torch.rand(1).item())
