@@ -14,13 +14,16 @@ Prints, per step count, the learned reward and (shapes prompts) the held-out fid
 policies and the trained policy's change with its standard error over the images (the same noises
 for both policies: a paired difference). Writes RUN_DIR/eval/recheck-epoch-NNNNNN-seed-S.json (both
 policies' metrics, the change) and .png (the labelled grid, initial rows first), with -2, -3, ...
-after the name when it is taken. Exit code 2 on bad input.
+after the name when it is taken; `--out DIR` writes them there instead (a read-only run dir). It may
+run beside the training run: a checkpoint pruned while it is read is looked up again. Exit code 2
+on bad input.
 """
 
 from __future__ import annotations
 
 import argparse
 import json
+import os
 import sys
 from pathlib import Path
 
@@ -58,6 +61,7 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     p.add_argument("run_dir", help="the run directory (its checkpoints/ and eval/)")
     p.add_argument("--checkpoint", help="a checkpoint directory (default: the run's newest valid one)")
     p.add_argument("--device", choices=("cpu", "cuda"), help="where to sample and score (default: cuda when available)")
+    p.add_argument("--out", help="where to write the report and grid (default: RUN_DIR/eval; e.g. for a read-only run dir)")
     p.add_argument("overrides", nargs="*", metavar="KEY=VALUE", help="config overrides, e.g. eval.seed=7 eval.samples_per_prompt=8")
     return p.parse_intermixed_args(argv)
 
@@ -67,15 +71,16 @@ ADAPTER_KEYS = ("pretrained", "family", "lora_rank", "lora_alpha", "lora_target_
 
 def load_target(args: argparse.Namespace):
     """(checkpoint state, config with the overrides) or UsageError."""
-    from learner.run.checkpoint import CheckpointError, checkpoint_dir, latest_valid, read_checkpoint
+    from learner.run.checkpoint import CheckpointError, checkpoint_dir, read_checkpoint, read_latest
 
-    path = Path(args.checkpoint) if args.checkpoint else latest_valid(checkpoint_dir(args.run_dir))
-    if path is None:
-        raise UsageError(f"{args.run_dir}: no valid checkpoint under {checkpoint_dir(args.run_dir)}")
-    try:
-        state = read_checkpoint(path)
+    try:  # the newest checkpoint may be pruned by the run while we read it: read_latest looks again
+        state = read_checkpoint(args.checkpoint) if args.checkpoint else read_latest(checkpoint_dir(args.run_dir))
     except CheckpointError as err:
         raise UsageError(str(err)) from None
+    except OSError as err:
+        raise UsageError(f"checkpoint {args.checkpoint}: {err.strerror or err}") from None
+    if state is None:
+        raise UsageError(f"{args.run_dir}: no valid checkpoint under {checkpoint_dir(args.run_dir)}")
     saved = build_config(yaml.safe_load(state.config_yaml))
     cfg = build_config(yaml.safe_load(state.config_yaml), args.overrides)
     for key in ADAPTER_KEYS:  # the checkpoint's LoRA only fits the model and adapters it was trained on
@@ -106,6 +111,7 @@ def evaluate(args: argparse.Namespace) -> dict:
     if args.device == "cuda" and not torch.cuda.is_available():
         raise UsageError("--device cuda: no CUDA device here")
     state, cfg = load_target(args)
+    out_dir = writable_dir(Path(args.out) if args.out else Path(args.run_dir) / "eval")  # before the sampling, not after
     e, r = cfg.eval, cfg.reward
     prompts, samples, seeds = eval_set(e, load_prompts(e.prompts, "eval.prompts"))  # as in a run
     device = args.device or ("cuda" if torch.cuda.is_available() else "cpu")
@@ -119,7 +125,6 @@ def evaluate(args: argparse.Namespace) -> dict:
     initial = evaluate_policy(shares, pool, samples, seeds, list(e.steps))  # LoRA B = 0: the pretrained model
     worker.set_weights(PolicyWeights(state.weights_version, state.lora))
     trained = evaluate_policy(shares, pool, samples, seeds, list(e.steps))
-    out_dir = Path(args.run_dir) / "eval"
     stem = free_stem(out_dir, f"recheck-{state.path.name}-seed-{e.seed}")
     save_eval_grid(trained, prompts, out_dir / f"{stem}.png", f"epoch {state.epoch - 1}", initial)
     report = {
@@ -130,6 +135,18 @@ def evaluate(args: argparse.Namespace) -> dict:
     print(format_report(report), flush=True)
     print(f"written: {out_dir / stem}.json, .png")
     return report
+
+
+def writable_dir(path: Path) -> Path:
+    """`path`, created if needed, after a test write; UsageError naming it (and --out) if it cannot be written."""
+    probe = path / f".write-test-{os.getpid()}"
+    try:
+        path.mkdir(parents=True, exist_ok=True)
+        probe.write_bytes(b"")
+        probe.unlink()
+    except OSError as err:
+        raise UsageError(f"cannot write to {path} ({err.strerror or err}); pass --out DIR to write the report elsewhere") from None
+    return path
 
 
 def free_stem(directory: Path, stem: str) -> str:

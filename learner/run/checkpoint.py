@@ -162,6 +162,22 @@ def latest_valid(directory: str | Path) -> Path | None:
     return None
 
 
+def read_latest(directory: str | Path, attempts: int = 3) -> TrainingState | None:
+    """The newest valid checkpoint, read; None when there is none. For a reader beside the run that
+    writes them (learner.evaluate): a checkpoint pruned between finding and reading it is looked up
+    again, up to `attempts` times; one that is still there but unreadable is a CheckpointError."""
+    for _ in range(attempts):
+        path = latest_valid(directory)
+        if path is None:
+            return None
+        try:
+            return read_checkpoint(path)
+        except (CheckpointError, OSError):
+            if path.exists():
+                raise
+    raise CheckpointError(f"the checkpoints in {directory} were pruned {attempts} times while being read; try again")
+
+
 def _write(path: Path, data: bytes) -> None:
     with path.open("wb") as f:
         f.write(data)

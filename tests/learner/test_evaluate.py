@@ -78,3 +78,41 @@ def test_overrides_that_change_the_adapter_are_refused_by_name(tmp_path, capsys)
     err = capsys.readouterr().err.strip().splitlines()
     assert err[0] == "error: model.lora_rank: the checkpoint's LoRA was trained with 4, not 8; an evaluation keeps the run's model and adapters"
     assert err[1].startswith("error: model.pretrained: the checkpoint's LoRA was trained with 'tiny', not 'shapes'")
+
+
+def _checkpoint(run_dir, epoch: int):
+    from learner.config import load_config, to_yaml
+    from learner.run.checkpoint import TrainingState, checkpoint_dir, write_checkpoint
+
+    state = TrainingState(epoch=epoch, weights_version=epoch, lora={"x": torch.zeros(1)}, trainer={}, tracker=None, rng={},
+                          config_yaml=to_yaml(load_config("tiny")))
+    return write_checkpoint(checkpoint_dir(run_dir), state, keep=3)
+
+
+def test_a_checkpoint_pruned_while_it_is_read_is_looked_up_again(tmp_path, monkeypatch):
+    """The training run prunes the newest checkpoint between the reader finding it and reading it
+    (checkpoint.keep=1 with a new one written): the reader takes the newer one instead."""
+    from learner.run import checkpoint as ck
+
+    _checkpoint(tmp_path, 1)
+    real_read, calls = ck.read_checkpoint, []
+
+    def read_while_the_run_prunes(path):
+        calls.append(path.name)
+        if len(calls) == 1:  # the run writes epoch 2 and prunes epoch 1 just now
+            _checkpoint(tmp_path, 2)
+            ck.prune(ck.checkpoint_dir(tmp_path), keep=1)
+        return real_read(path)
+
+    monkeypatch.setattr(ck, "read_checkpoint", read_while_the_run_prunes)
+    assert ck.read_latest(ck.checkpoint_dir(tmp_path)).epoch == 2
+    assert calls == ["epoch-000001", "epoch-000002"]
+
+
+def test_an_output_dir_that_cannot_be_written_is_one_line_before_any_sampling(tmp_path, capsys):
+    _checkpoint(tmp_path, 1)
+    blocked = tmp_path / "a-file"
+    blocked.write_text("")
+    assert main([str(tmp_path), "--out", str(blocked / "eval")]) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and err[0].startswith(f"error: cannot write to {blocked / 'eval'} (") and "--out DIR" in err[0]
