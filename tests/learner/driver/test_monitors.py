@@ -128,3 +128,25 @@ def test_bands_override_and_unknown_statistic_refused():
         load_config("tiny", ["monitor.bands={darkness: 0.1}"])
     with pytest.raises(ConfigError, match="positive"):
         load_config("tiny", ["monitor.bands={diversity: 0}"])
+
+
+def test_the_recorded_runs_alert_when_hacked_and_not_when_learning():
+    """benchmarks/results/hacking_monitor.json: the default job against its own reward, and against
+    JPEG compressibility (which it meets by darkening its images and collapsing their variety, losing
+    the task). Replayed through the current rule and default bands."""
+    from tests.conftest import REPO
+
+    runs = json.loads((REPO / "benchmarks" / "results" / "hacking_monitor.json").read_text())["runs"]
+    alerts = {}
+    for name, run in runs.items():
+        monitor = Monitor(dict(DEFAULT_BANDS), eval_initial=run["initial"])
+        found = set()
+        for record in run["history"]:
+            monitor.observe(record, quiet=True)  # the first record becomes the training reference
+            found |= {d.key for d in departures(record, monitor.train_initial, monitor.eval_initial, monitor.bands)}
+        alerts[name] = (monitor.alerts, found)
+        assert monitor.alerts == run["hacking_alerts"]  # the rule as it ran
+    assert alerts["normal"] == (0, set())
+    assert alerts["hacking"][0] >= 3 and {"img_dark_fraction", "eval_img_dark_fraction_1step", "eval_img_diversity_1step"} <= alerts["hacking"][1]
+    hacked = runs["hacking"]["history"][-1]
+    assert hacked["eval_fidelity_1step_mean"] < 0.5 * runs["hacking"]["initial"]["eval_fidelity_1step_mean"]  # the task is lost
