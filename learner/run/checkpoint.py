@@ -209,6 +209,17 @@ def write_checkpoint(directory: str | Path, state: TrainingState, keep: int) -> 
         raise CheckpointError(f"cannot write the checkpoint of epoch {state.epoch} in {directory}: {err}") from None
 
 
+def _write_failure(directory: Path) -> str:
+    """Why torch.save could not write (it says only "file write failed")."""
+    try:
+        free = shutil.disk_usage(directory).free
+    except OSError:
+        free = None
+    if free is not None and free < 64 * 2**20:
+        return f"No space left on device ({free / 2**20:.1f} MiB free)"
+    return "torch.save failed writing trainer_state.pt (file write failed: a full disk, a quota or a file-size limit)"
+
+
 def _write_checkpoint(d: Path, state: TrainingState, keep: int) -> Path:
     d.mkdir(parents=True, exist_ok=True)
     final = d / f"{PREFIX}{state.epoch:06d}"
@@ -239,7 +250,10 @@ def _write_files(tmp: Path, state: TrainingState) -> None:
     save_lora_state_diffusers(state.lora, tmp)
     _write(tmp / "lora_peft.safetensors", save_safetensors({k: v.contiguous() for k, v in state.lora.items()}))
     trainer = tmp / "trainer_state.pt"
-    torch.save(state.trainer, trainer)
+    try:
+        torch.save(state.trainer, trainer)
+    except RuntimeError:  # a failed write, in torch's words ("iostream error", "enforce fail at inline_container.cc")
+        raise CheckpointError(f"cannot write the checkpoint of epoch {state.epoch} in {tmp.parent}: {_write_failure(tmp.parent)}") from None
     _write(tmp / "tracker.json", json.dumps(state.tracker).encode())
     _write(tmp / "rng.json", json.dumps(state.rng).encode())
     counters = {"epoch": state.epoch, "weights_version": state.weights_version, "prompts_sha256": state.prompts_sha256}
