@@ -78,12 +78,28 @@ class Preemption:
 
     @contextmanager
     def critical(self):
-        """A section a SIGTERM must not interrupt (it only sets `requested`)."""
+        """A section a SIGTERM must not interrupt (it only sets `requested`), nor a first Ctrl-C: that
+        one is held until the section ends (a checkpoint being written is finished, then the run
+        stops with 130); a second Ctrl-C interrupts at once (the checkpoint write is atomic: the
+        previous checkpoint stands)."""
         self._critical += 1
+        held: list[int] = []
+
+        def hold_sigint(signum, frame):
+            if held:
+                raise KeyboardInterrupt
+            held.append(signum)
+            _say("Ctrl-C: finishing the checkpoint being written, then stopping (Ctrl-C again to stop at once)")
+
+        previous = signal.signal(signal.SIGINT, hold_sigint) if _main_thread() else None
         try:
             yield
         finally:
             self._critical -= 1
+            if previous is not None:
+                signal.signal(signal.SIGINT, previous)
+        if held:
+            raise KeyboardInterrupt
 
     def exit_if_requested(self) -> None:
         """Leave with 143 when a SIGTERM asked to (finish-and-checkpoint, or abandon): called at every
@@ -91,6 +107,12 @@ class Preemption:
         handler's exception was swallowed (Python prints "Exception ignored in ..." and goes on)."""
         if self.requested or self.abandoned:
             raise Preempted()
+
+
+def _main_thread() -> bool:
+    import threading
+
+    return threading.current_thread() is threading.main_thread()
 
 
 def _say(message: str) -> None:

@@ -111,6 +111,22 @@ def test_sigterm_never_interrupts_a_checkpoint_write(sigterm):
     assert p.requested
 
 
+def test_a_first_ctrl_c_waits_for_the_checkpoint_being_written_a_second_does_not():
+    p, steps = Preemption(grace_s=0.0), []
+    with pytest.raises(KeyboardInterrupt):
+        with p.critical():
+            os.kill(os.getpid(), signal.SIGINT)  # delivered here, held
+            steps.append("checkpoint written")
+    assert steps == ["checkpoint written"]  # raised only after the section
+    with pytest.raises(KeyboardInterrupt):
+        with p.critical():
+            os.kill(os.getpid(), signal.SIGINT)
+            os.kill(os.getpid(), signal.SIGINT)  # the second one interrupts at once
+            steps.append("not reached")
+    assert steps == ["checkpoint written"]
+    assert signal.getsignal(signal.SIGINT) is signal.default_int_handler  # the previous handler is back
+
+
 class FlakyRollout:
     """A stand-in rollout worker (in-process) whose sampling fails like a killed Ray actor on chosen calls."""
 
