@@ -183,6 +183,11 @@ class RewardConfig(Section):  # frozen, unknown keys refused, every float finite
     num_gpus: float = Field(0.0, ge=0, le=4096, description="GPU fraction per reward server.")
     batch_size: int = Field(32, ge=1, le=65536, description="Images gathered (across rollout chunks) into one server call, and the most one model call scores.")
     timeout_s: float = Field(300.0, gt=0, le=86_400, description="A reward call not answered in this time is retried on another server.")
+    start_timeout_s: float = Field(
+        1800.0, gt=0, le=86_400, description="On Ray: the reward servers must be up (environment built, model loaded) within this "
+        "many seconds, or the run ends with exit 1 naming them (an interpreter in reward.runtime_env that cannot start is "
+        "otherwise retried by Ray without end)."
+    )
     max_retries: int = Field(2, ge=0, le=1000, description="Retries of a failed or timed-out reward call before its pairs are dropped.")
     max_restarts: int = Field(3, ge=0, le=1_000_000, description="Times Ray restarts a crashed reward server (it rebuilds its model).")
     max_dropped_fraction: float = Field(

@@ -216,7 +216,32 @@ def launch_workers(cfg: Config) -> Workers:
     if lrn.num_workers > 1:
         address = ray.get(ranks[0].rendezvous.remote(_bundle_node_ip(pg, first_rank_bundle)))
         ray.get([rank.join_group.remote(address) for rank in ranks])
+    await_reward_servers(servers, w.start_timeout_s)
     return Workers(ranks if hybrid else samplers, RankGroup(ranks), servers, hybrid, lrn.num_workers, device_share(cfg))
+
+
+class RewardServersNotStartedError(RunFailure):
+    pass
+
+
+def await_reward_servers(servers: list, timeout_s: float) -> None:
+    """Wait until every reward-server actor is up, at most `timeout_s` (reward.start_timeout_s). Ray
+    retries a worker process that cannot start (a broken runtime_env interpreter) without end; past
+    the bound the servers are killed and the run ends with one line. A server whose constructor
+    raised (a bad reward name or option) is ready with that error: it is raised here, as the caller
+    would see it at first use."""
+    import ray
+
+    refs = [s.identity.remote() for s in servers]
+    ready, pending = ray.wait(refs, num_returns=len(refs), timeout=timeout_s)
+    if pending:
+        for s in servers:
+            ray.kill(s, no_restart=True)
+        raise RewardServersNotStartedError(
+            f"{len(pending)} of {len(refs)} reward servers did not start within reward.start_timeout_s={timeout_s:g}s "
+            "(with reward.runtime_env: check that its interpreter starts and its packages install on the nodes)"
+        )
+    ray.get(ready)
 
 
 def reward_runtime_env(runtime_env: dict) -> dict:

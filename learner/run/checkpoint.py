@@ -70,6 +70,7 @@ RESUMABLE_KEYS = (
     "reward.num_gpus",
     "reward.batch_size",
     "reward.timeout_s",
+    "reward.start_timeout_s",
     "reward.max_retries",
     "reward.max_restarts",
     "reward.max_dropped_fraction",

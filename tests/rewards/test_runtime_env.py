@@ -10,6 +10,7 @@ import importlib.util
 import subprocess
 import sys
 import sysconfig
+import time
 from pathlib import Path
 
 import pytest
@@ -26,6 +27,7 @@ SMALL = ["rollout.pairs_per_epoch=4", "rollout.chunk_size=2", "sampling.num_step
 SHIPPED_REWARD = '''"""A reward that exists only in the reward servers' environment."""
 import os
 import sys
+import time
 from pathlib import Path
 
 import renv_extra_only  # installed only in the servers' virtualenv
@@ -204,13 +206,14 @@ def test_a_reward_only_in_its_runtime_env_scores_a_training_run(servers_env, tin
 @pytest.mark.e2e
 def test_bad_names_and_options_found_by_the_servers_are_exit_2(servers_env):
     """The driver cannot check a reward that exists only in the servers' environment: the servers'
-    own RewardOptionError / UnknownRewardError end the run as exit 2 with one line, as on the driver.
+    own RewardOptionError / UnknownRewardError end the run as exit 2 with one line, as on the driver;
+    servers whose interpreter cannot start end it as exit 1 within reward.start_timeout_s.
     (Reward servers only, launched as learner.driver.launch does: no rollout or learner actors. The
     second server finds the module in an uploaded working_dir.)"""
     import ray
 
     from learner.driver.faults import failure, name_workers
-    from learner.driver.launch import reward_runtime_env, worker_arguments
+    from learner.driver.launch import RewardServersNotStartedError, await_reward_servers, reward_runtime_env, worker_arguments
     from rewards.server import RewardServer
 
     cases = [  # (override, how the module is shipped, the error)
@@ -228,5 +231,14 @@ def test_bad_names_and_options_found_by_the_servers_are_exit_2(servers_env):
             fail = failure(err.value, None, Path("/nonexistent"))
             assert fail is not None and fail.code == 2 and fail.message.startswith(message), (fail, str(err.value)[-2000:])
             assert "env_offset_jpeg" in fail.message  # registered in the servers' environment (imported from py_modules / working_dir)
+        # An interpreter that cannot start: Ray would retry the worker without end; reward.start_timeout_s bounds it.
+        cfg = build_config({}, ["reward.runtime_env.py_executable=/bin/false", "reward.start_timeout_s=10"])
+        server = ray.remote(RewardServer).options(num_cpus=0.25, runtime_env=cfg.reward.runtime_env.to_ray()).remote(**worker_arguments(cfg)[1])
+        start = time.monotonic()
+        with pytest.raises(RewardServersNotStartedError) as err:
+            await_reward_servers([server], cfg.reward.start_timeout_s)
+        assert time.monotonic() - start < 40
+        fail = failure(err.value, None, Path("/nonexistent"))
+        assert fail.code == 1 and fail.message.startswith("1 of 1 reward servers did not start within reward.start_timeout_s=10s"), fail
     finally:
         ray.shutdown()
