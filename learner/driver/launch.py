@@ -27,13 +27,22 @@ class RankGroup:
     def __init__(self, ranks: list):
         self.ranks = ranks
 
-    def __getattr__(self, name: str):
-        def remote(*args, **kwargs):
-            if len(self.ranks) > 1:
-                args = tuple(put(a) for a in args)  # one object for all ranks (Ray resolves top-level refs)
-            return GroupRef([getattr(rank, name).remote(*args, **kwargs) for rank in self.ranks])
+    def __getattr__(self, name: str) -> "GroupMethod":
+        return GroupMethod(self.ranks, name)
 
-        return type("GroupMethod", (), {"remote": staticmethod(remote)})()
+
+@dataclass(frozen=True)
+class GroupMethod:
+    """One method of every rank: `.remote(...)` calls it on each, the arguments put in the object
+    store once, and returns their results as one GroupRef (rank 0's result when resolved)."""
+
+    ranks: list
+    name: str
+
+    def remote(self, *args, **kwargs) -> GroupRef:
+        if len(self.ranks) > 1:
+            args = tuple(put(a) for a in args)  # one object for all ranks (Ray resolves top-level refs)
+        return GroupRef([getattr(rank, self.name).remote(*args, **kwargs) for rank in self.ranks])
 
 
 @dataclass
@@ -47,11 +56,6 @@ class Workers:
     hybrid: bool
     num_shards: int  # N: the epoch's pairs are split into N shards, one per learner rank
     device_share: dict[str, tuple[int, float]]  # worker kind -> (workers with devices of their own, device share each)
-
-    def rank_of(self, shard: int) -> int:
-        """The learner rank that trains shard `shard` (in the hybrid layout also the worker that
-        samples it): rank `shard`, or the one in-process learner, which computes every shard."""
-        return shard if len(self.learner.ranks) > 1 else 0
 
     def named(self) -> list:
         """Each worker once (a hybrid policy worker is both sampler and rank)."""

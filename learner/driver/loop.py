@@ -71,6 +71,7 @@ def _run(cfg: Config, run_dir: Path, prompt_list: list[str], preemption: Preempt
     with timed(initial_times, "eval"):
         evaluator.evaluate_initial(fresh=start == 0)  # the initial policy's held-out eval, beside every later one
     breakdown.add("evaluation", initial_times["eval"])
+    plan = stages.ShardPlan.of(workers, cfg.rollout.pairs_per_epoch)  # pairs -> shards -> ranks, for every stage
     monitor = MonitorStage(cfg.monitor, cfg.epochs, run_dir, evaluator.initial_metrics)  # replays a resumed run's records
     published, progress = None, Progress(start, cfg.epochs)
     for epoch in range(start, cfg.epochs):
@@ -80,12 +81,12 @@ def _run(cfg: Config, run_dir: Path, prompt_list: list[str], preemption: Preempt
             with timed(times, "time_publish_s"):
                 published = stages.publish_weights(workers, version, published)
             prompts = stages.prompts_for_epoch(prompt_list, cfg.seed, epoch, cfg.rollout.pairs_per_epoch)
-            scored = stages.rollout_and_score(workers, pool, epoch, prompts, cfg, published)
+            scored = stages.rollout_and_score(workers, pool, plan, epoch, prompts, cfg.rollout, published)
             stages.check_dropped(scored, len(prompts), cfg.reward.max_dropped_fraction)
             times |= scored.times
-            advantages = stages.advantages(algorithm, scored, cfg, workers.num_shards, tracker)  # (B, P, T)
+            advantages = stages.advantages(algorithm, scored, plan, cfg.train, cfg.sampling.similarity_floor, tracker)  # (B, P, T)
             with timed(times, "time_update_s"):
-                update = stages.update(workers, scored, advantages, epoch, version, cfg.rollout.pairs_per_epoch)
+                update = stages.update(workers, plan, scored, advantages, epoch, version)
         stats = pool.take_stats()
         metrics = epoch_metrics(epoch, version, scored, stats) | times | _update_metrics(update, stats, workers, times)
         version = update["policy_version"]

@@ -15,12 +15,13 @@ import numpy as np
 import torch
 
 from actors.batch import SparseQueries
+from actors.config import RolloutConfig
 from actors.errors import RunFailure
 from actors.remote import get, is_local
 from actors.seeds import PROMPTS
 from learner.algo.advantages import SparseRewards, StepStatTracker
 from learner.algo.registry import Algorithm
-from learner.config import Config
+from learner.config import TrainConfig
 from learner.driver.dispatch import Published, load_weights, run_assigned, run_chunks
 from learner.driver.launch import Workers
 from learner.worker.batch import ShardAdvantages, UpdateRequest
@@ -64,16 +65,40 @@ class Scored:
     times: dict  # time_rollout_s (until the last rollout arrived), time_reward_s (after that, until all rewards)
 
 
-def shard_of(pair_index: np.ndarray, pairs_per_epoch: int, num_shards: int) -> np.ndarray:
-    """Which shard (learner rank) trains each pair: contiguous blocks of pairs_per_epoch / N."""
-    return np.asarray(pair_index) // (pairs_per_epoch // num_shards)
+@dataclass(frozen=True)
+class ShardPlan:
+    """Pairs -> shards -> ranks, the one rule every stage uses. The epoch's pairs are split into
+    `num_shards` contiguous blocks (shard s: pairs s * P/N .. (s + 1) * P/N - 1), and learner rank s
+    trains shard s (in the hybrid layout also samples it); with one in-process learner (`num_ranks`
+    1) rank 0 computes every shard."""
+
+    pairs_per_epoch: int  # P
+    num_shards: int  # N
+    num_ranks: int  # learner ranks there are: N on Ray, 1 in-process
+
+    @classmethod
+    def of(cls, workers: Workers, pairs_per_epoch: int) -> "ShardPlan":
+        return cls(pairs_per_epoch, workers.num_shards, len(workers.learner.ranks))
+
+    def shard(self, pair_index) -> np.ndarray:
+        """The shard of each pair index."""
+        return np.asarray(pair_index) // (self.pairs_per_epoch // self.num_shards)
+
+    def rank(self, shard: int) -> int:
+        """The learner rank that trains shard `shard`."""
+        return int(shard) if self.num_ranks > 1 else 0
+
+    def rank_of_pair(self, pair_index: int) -> int:
+        return self.rank(self.shard(pair_index))
 
 
-def rollout_and_score(workers: Workers, pool: RewardPool, epoch: int, prompts: list[str], cfg: Config, weights: Published) -> Scored:
+def rollout_and_score(
+    workers: Workers, pool: RewardPool, plan: ShardPlan, epoch: int, prompts: list[str], rollout: RolloutConfig, weights: Published
+) -> Scored:
     """Roll out all pairs in chunks and send each chunk's sparse images to the reward pool as soon as
     it arrives. Disaggregated: an idle actor takes the next chunk, a failed actor's chunk is sampled
     again (learner.driver.dispatch). Hybrid: worker r samples the chunks of its own shard."""
-    size = cfg.rollout.chunk_size
+    size = rollout.chunk_size
     chunks = [list(range(s, min(s + size, len(prompts)))) for s in range(0, len(prompts), size)]
 
     def call(actor, idx: list[int]):
@@ -82,10 +107,10 @@ def rollout_and_score(workers: Workers, pool: RewardPool, epoch: int, prompts: l
     if workers.hybrid:
         assignment = [[] for _ in workers.samplers]  # the chunks each policy worker samples: its shards'
         for chunk in chunks:
-            assignment[workers.rank_of(int(shard_of([chunk[0]], len(prompts), workers.num_shards)[0]))].append(chunk)
+            assignment[plan.rank_of_pair(chunk[0])].append(chunk)
         stream = run_assigned(workers.samplers, assignment, call)
     else:
-        stream = run_chunks(workers.samplers, chunks, call, weights, cfg.rollout.restart_timeout_s)
+        stream = run_chunks(workers.samplers, chunks, call, weights, rollout.restart_timeout_s)
     start, arrived, trajectories = time.perf_counter(), [], {}
     for queries, traj_ref in stream:
         B, P, Q = queries.images.shape[:3]
@@ -117,25 +142,23 @@ def check_dropped(scored: Scored, requested: int, max_fraction: float) -> None:
         )
 
 
-def advantages(algorithm: Algorithm, scored: Scored, cfg: Config, num_shards: int, tracker: StepStatTracker | None) -> torch.Tensor:
+def advantages(
+    algorithm: Algorithm, scored: Scored, plan: ShardPlan, train: TrainConfig, similarity_floor: float, tracker: StepStatTracker | None
+) -> torch.Tensor:
     """Clipped advantages (B, P, T) of the valid pairs by the configured algorithm."""
     q = scored.queries
-    sparse = SparseRewards(
-        scored.sparse_rewards, q.query_steps, q.similarities, q.prompts, shard_of(q.pair_index.numpy(), cfg.rollout.pairs_per_epoch, num_shards)
-    )
-    adv = algorithm.advantages(
-        sparse, tracker, gamma=cfg.train.gamma, adv_clip_max=cfg.train.adv_clip_max, similarity_floor=cfg.sampling.similarity_floor
-    )
+    sparse = SparseRewards(scored.sparse_rewards, q.query_steps, q.similarities, q.prompts, plan.shard(q.pair_index.numpy()))
+    adv = algorithm.advantages(sparse, tracker, gamma=train.gamma, adv_clip_max=train.adv_clip_max, similarity_floor=similarity_floor)
     return torch.as_tensor(adv, dtype=torch.float32)  # (B, P, T)
 
 
-def update(workers: Workers, scored: Scored, adv: torch.Tensor, epoch: int, version: int, pairs_per_epoch: int) -> dict:
+def update(workers: Workers, plan: ShardPlan, scored: Scored, adv: torch.Tensor, epoch: int, version: int) -> dict:
     """Send every learner rank the advantages of its shard (and, disaggregated, the references of its
     shard's trajectories, straight from the rollout actors); run the update on all ranks at once.
     Returns rank 0's metrics (averaged over ranks), with the ranks' busy seconds summed as `busy_learner_s`."""
-    n, ranks = workers.num_shards, workers.learner.ranks
+    n, ranks = plan.num_shards, workers.learner.ranks
     pair_index = scored.queries.pair_index  # (B,)
-    shard = shard_of(pair_index.numpy(), pairs_per_epoch, n)  # (B,)
+    shard = plan.shard(pair_index.numpy())  # (B,)
     shards = []
     for s in range(n):
         rows = torch.from_numpy(np.flatnonzero(shard == s))  # (B_s,)
@@ -145,11 +168,8 @@ def update(workers: Workers, scored: Scored, adv: torch.Tensor, epoch: int, vers
     max_pairs = max(len(x.pair_index) for x in shards)
     calls = []
     for r, rank in enumerate(ranks):
-        request = UpdateRequest(version, epoch, n, max_pairs, [x for x in shards if workers.rank_of(x.shard) == r])
-        chunks = [
-            ref for first, ref in sorted(scored.trajectories.items())
-            if ref is not None and workers.rank_of(int(shard_of([first], pairs_per_epoch, n)[0])) == r
-        ]
+        request = UpdateRequest(version, epoch, n, max_pairs, [x for x in shards if plan.rank(x.shard) == r])
+        chunks = [ref for first, ref in sorted(scored.trajectories.items()) if ref is not None and plan.rank_of_pair(first) == r]
         calls.append(rank.update.remote(request, *chunks))
     results = get(calls)
     return results[0] | {"busy_learner_s": round(sum(m["busy_s"] for m in results), 4)}
