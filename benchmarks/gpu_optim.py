@@ -74,12 +74,12 @@ def apply_variant(name: str, rollout, learner) -> None:
     import torch
 
     if name == "channels_last":
-        for unet in (rollout.pipe.unet, learner.unet):
+        for unet in (rollout.pipe.unet, learner.denoiser):
             unet.to(memory_format=torch.channels_last)
     elif name.startswith("compile"):
         # The forward, not the module: the workers (and accelerate's autocast wrapper on the learner's
         # forward) keep calling the same nn.Module; peft's LoRA layers are traced inside the graph.
-        for unet in (rollout.pipe.unet, learner.unet):
+        for unet in (rollout.pipe.unet, learner.denoiser):
             unet.forward = torch.compile(unet.forward, dynamic=False)
 
 

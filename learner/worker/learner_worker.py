@@ -73,8 +73,8 @@ class LearnerWorker:
         self.algorithm = get_algorithm(algorithm)
         self.pipe = load_pipeline(model, self.accelerator.device, seed=seed)
         self.family = family_of(self.pipe)
-        self.denoiser = self.family.denoiser(self.pipe)  # the module itself (LoRA in and out)
-        params = [p for p in self.denoiser.parameters() if p.requires_grad]
+        denoiser = self.family.denoiser(self.pipe)  # the UNet or transformer, with the LoRA
+        params = [p for p in denoiser.parameters() if p.requires_grad]
         optimizer = torch.optim.AdamW(
             params,
             lr=train.learning_rate,
@@ -82,8 +82,8 @@ class LearnerWorker:
             weight_decay=train.adam_weight_decay,
             eps=train.adam_epsilon,
         )
-        # self.unet: the denoiser (UNet or transformer) as accelerate prepared it (autocast on GPU)
-        self.unet, self.optimizer = self.accelerator.prepare(self.denoiser, optimizer)
+        # the same module, as accelerate prepared it (its forward under autocast on GPU): one name for both uses
+        self.denoiser, self.optimizer = self.accelerator.prepare(denoiser, optimizer)
         self.params = params
         self.version = 0
         # set after accelerate decided it runs single-process: gradients are averaged by hand
@@ -152,7 +152,7 @@ class LearnerWorker:
         negative = self.family.encode_prompts(self.pipe, [""]) if self.sampling.guidance_scale > 1 else None  # (1, ...), once
         weights = temporal_weights(T, cfg.lam, cfg.log_scale)  # (T,)
         stats, passes, self._nonfinite = defaultdict(list), 0, 0
-        self.unet.train()
+        self.denoiser.train()
         for k in range(math.ceil(items / per_step)):  # the same number of optimizer steps on every rank
             for batch, schedule, emb in zip(batches, schedules, embeds):
                 for mb in micro_batches(schedule, k * per_step, (k + 1) * per_step, micro):
@@ -189,7 +189,7 @@ class LearnerWorker:
         neg = expand_rows(negative, len(step_idx)) if negative is not None else None  # (2M, ...)
         with self.accelerator.autocast():  # the step arithmetic inside stays float32 (it upcasts first)
             new_lp = score_steps(
-                self.unet, self.pipe.scheduler, x, x_next, step_idx, batch.timesteps, cond, self.sampling.eta,
+                self.denoiser, self.pipe.scheduler, x, x_next, step_idx, batch.timesteps, cond, self.sampling.eta,
                 self.sampling.guidance_scale, neg, family=self.family,
             ).log_prob.view(-1, 2)  # (M, 2)
         old_lp = batch.log_probs[rows, pair, cols].to(dev)  # (M, 2)
