@@ -51,7 +51,7 @@ from actors.shapes.data import heldout_prompts, train_prompts
 from benchmarks.output import emit
 from benchmarks.stats import paired
 from learner.algo.advantages import SparseRewards, StepStatTracker
-from learner.algo.registry import get_algorithm
+from learner.algo.registry import AdvantageSettings, StepItems, get_algorithm
 from learner.algo.sdpo import temporal_weights
 from rewards import shapes_net
 from rewards.shapes_reward import factor_columns, shapes_classifier
@@ -146,7 +146,7 @@ def advantages(algorithm: str, data: dict) -> torch.Tensor:
     steps = data["query_steps"] if algorithm == "sdpo" else torch.full((n, 2, 1), data["latents"].shape[2] - 1)
     sims = data["similarities"] if algorithm == "sdpo" else torch.ones((n, 2, 1, data["log_probs"].shape[2]))
     sparse = SparseRewards(rewards, steps, sims, data["prompts"], np.zeros(n, dtype=int))
-    adv = get_algorithm(algorithm).advantages(sparse, StepStatTracker(32, 16), gamma=0.99, adv_clip_max=5.0, similarity_floor=1e-3)
+    adv = get_algorithm(algorithm).advantages(sparse, StepStatTracker(32, 16), AdvantageSettings(gamma=0.99, adv_clip_max=5.0, similarity_floor=1e-3))
     return torch.as_tensor(adv, dtype=torch.float32)  # (B, 2, T)
 
 
@@ -171,8 +171,8 @@ def minibatch_cosines(pipe, data: dict, adv: dict[str, torch.Tensor], targets: d
             keep = T - 1 if skip else T
             A = adv[algorithm][rows].permute(0, 2, 1)[:, :keep]
             w = weights[:keep].expand(M, keep)
-            res = get_algorithm(algorithm).loss(new[:, :keep].flatten(0, 1), old[:, :keep].flatten(0, 1), A.flatten(0, 1),
-                                                w.flatten(), clip[algorithm])
+            items = StepItems(new[:, :keep].flatten(0, 1), old[:, :keep].flatten(0, 1), A.flatten(0, 1), w.flatten())
+            res = get_algorithm(algorithm).loss(items, clip[algorithm])
             g = -flat_grad(res.loss, params, retain=a < len(ARMS) - 1)
             for k in STEPS:
                 out[arm][k].append(cosine(g, targets[k]["grad"]))

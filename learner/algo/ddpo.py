@@ -38,7 +38,7 @@ class DDPOLoss(NamedTuple):
     approx_kl: torch.Tensor  # scalar: 0.5 * mean((new - old)^2)
 
 
-def ddpo_advantages(sparse: SparseRewards, tracker: StepStatTracker | None, *, adv_clip_max: float, **_unused) -> np.ndarray:
+def ddpo_advantages(sparse: SparseRewards, tracker: StepStatTracker | None, *, adv_clip_max: float) -> np.ndarray:
     """Final rewards (B, P) of B prompts -> per-trajectory advantages (B, P, T), the same at every step.
     Per-prompt tracking (both trajectories of a pair count for its prompt), in the reference's order."""
     T = sparse.similarities.shape[-1]

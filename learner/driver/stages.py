@@ -20,7 +20,7 @@ from actors.errors import RunFailure
 from actors.remote import get, is_local
 from actors.seeds import PROMPTS
 from learner.algo.advantages import SparseRewards, StepStatTracker
-from learner.algo.registry import Algorithm
+from learner.algo.registry import AdvantageSettings, Algorithm
 from learner.config import TrainConfig
 from learner.driver.dispatch import Published, load_weights, run_assigned, run_chunks
 from learner.driver.launch import Workers
@@ -148,7 +148,7 @@ def advantages(
     """Clipped advantages (B, P, T) of the valid pairs by the configured algorithm."""
     q = scored.queries
     sparse = SparseRewards(scored.sparse_rewards, q.query_steps, q.similarities, q.prompts, plan.shard(q.pair_index.numpy()))
-    adv = algorithm.advantages(sparse, tracker, gamma=train.gamma, adv_clip_max=train.adv_clip_max, similarity_floor=similarity_floor)
+    adv = algorithm.advantages(sparse, tracker, AdvantageSettings(train.gamma, train.adv_clip_max, similarity_floor))
     return torch.as_tensor(adv, dtype=torch.float32)  # (B, P, T)
 
 

@@ -29,7 +29,7 @@ from actors.policy import load_lora_state, load_pipeline, lora_state, save_lora_
 from actors.sampling import score_steps
 from actors.seeds import UPDATE, seeded_generator
 from learner.algo.minibatches import Minibatch, items_per_optimizer_step, micro_batches, num_train_steps, trainable_steps, update_schedule
-from learner.algo.registry import get_algorithm
+from learner.algo.registry import StepItems, get_algorithm
 from learner.algo.sdpo import temporal_weights
 from learner.config import TrainConfig
 from learner.worker.batch import TrainBatch, UpdateRequest, shard_batches
@@ -194,7 +194,7 @@ class LearnerWorker:
             ).log_prob.view(-1, 2)  # (M, 2)
         old_lp = batch.log_probs[rows, pair, cols].to(dev)  # (M, 2)
         adv = batch.advantages[rows, pair, cols].to(dev)  # (M, 2)
-        res = self.algorithm.loss(new_lp, old_lp, adv, weights[steps].to(dev), self.train.clip_range)
+        res = self.algorithm.loss(StepItems(new_lp, old_lp, adv, weights[steps].to(dev)), self.train.clip_range)
         self.accelerator.backward(res.loss * scale)
         return res, (new_lp - old_lp).detach()
 

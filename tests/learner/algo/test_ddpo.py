@@ -13,7 +13,7 @@ import torch
 from actors.errors import UsageError
 from learner.algo.advantages import StepStatTracker
 from learner.algo.ddpo import ddpo_advantages, ddpo_loss
-from learner.algo.registry import ALGORITHMS, get_algorithm
+from learner.algo.registry import ALGORITHMS, StepItems, get_algorithm
 from tests.conftest import final_rewards, update_request
 
 
@@ -128,10 +128,11 @@ def test_advantages_equal_ddpo_pytorch_tracker_over_epochs():
 
 def test_registry():
     assert set(ALGORITHMS) == {"sdpo", "ddpo"}
-    # the DDPO entry takes (and ignores) the temporal weights of the shared signature
-    out = get_algorithm("ddpo").loss(NEW, OLD, ADV, f64([1.0, 0.5]), 0.1)
-    assert out.loss.item() == pytest.approx(-0.9125, rel=1e-12)
-    assert get_algorithm("ddpo").advantages is ddpo_advantages
+    # DDPO's loss weighs every step alike: the items' temporal weights change nothing
+    for weights in (f64([1.0, 0.5]), f64([1.0, 1.0])):
+        out = get_algorithm("ddpo").loss(StepItems(NEW, OLD, ADV, weights), 0.1)
+        assert out.loss.item() == pytest.approx(-0.9125, rel=1e-12)
+    assert (get_algorithm("ddpo").schedule, get_algorithm("sdpo").schedule) == ("trajectory", "step_shuffled")
     with pytest.raises(UsageError, match="unknown algorithm 'ppo'; valid names: ddpo, sdpo") as err:
         get_algorithm("ppo")
     assert err.value.exit_code == 2
