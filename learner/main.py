@@ -2,7 +2,7 @@
 
 Each epoch: publish weights -> roll out pairs (sparse images to the reward pool as they arrive)
 -> dense rewards -> advantages -> update -> outputs -> checkpoint. Run again with the same --run-dir,
-it resumes from the newest complete checkpoint; exit codes and faults: learner/driver/faults.py,
+it resumes from the newest complete checkpoint; exit codes and faults: learner/driver/faults.py and preemption.py,
 docs/fault-tolerance.md.
 """
 
@@ -73,9 +73,10 @@ def main(argv: list[str] | None = None) -> int:
         print(f"error: {err}", file=sys.stderr)
         return 2
     from actors.console import quiet_environment, show_warnings_once
-    from learner.driver.faults import Preemption, failure
+    from learner.driver.faults import failure
     from learner.driver.launch import shutdown_ray
     from learner.driver.loop import run
+    from learner.driver.preemption import Preemption
 
     quiet_environment()  # no advisories from libraries the job does not use, here or in local workers
     show_warnings_once()

@@ -16,9 +16,10 @@ from learner.algo.registry import get_algorithm
 from learner.config import Config, to_yaml
 from learner.driver import resume, stages
 from learner.driver.evaluation import Evaluator
-from learner.driver.faults import Preemption, name_workers
+from learner.driver.faults import name_workers
 from learner.driver.launch import Workers, init_ray, launch_workers
 from learner.driver.monitors import MonitorStage
+from learner.driver.preemption import Preemption
 from learner.driver.ray_metrics import RayMetrics
 from learner.run.lock import RunDirLock
 from learner.run.model_card import finish_lora

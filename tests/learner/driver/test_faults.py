@@ -13,7 +13,8 @@ from ray.exceptions import ActorDiedError, ActorUnavailableError, ObjectReconstr
 from actors.errors import EXIT_PREEMPTED
 from actors.remote import LocalActor
 from learner.driver.dispatch import Published, RolloutActorsLostError, run_chunks
-from learner.driver.faults import Preempted, Preemption, describe_actor_error
+from learner.driver.faults import describe_actor_error
+from learner.driver.preemption import Preempted, Preemption
 
 
 def _call(actor, chunk):
