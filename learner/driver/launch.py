@@ -62,18 +62,34 @@ class Workers:
         return list(self.learner.ranks) + ([] if self.hybrid else list(self.samplers)) + list(self.reward_servers)
 
 
-def actor_bundles(cfg: Config) -> list[dict[str, float]]:
-    """One resource bundle per actor: rollout actors, reward servers, learner ranks (in that order)."""
+ROLES = ("rollout", "reward", "learner")  # the order of the roles' bundles in the placement group
+
+
+def role_bundles(cfg: Config) -> dict[str, list[dict[str, float]]]:
+    """One resource bundle per actor, by role: rollout actors, reward servers, learner ranks."""
     r, w, lrn = cfg.rollout, cfg.reward, cfg.learner
 
     def bundle(cpus: float, gpus: float) -> dict[str, float]:
         return {"CPU": cpus, "GPU": gpus} if gpus > 0 else {"CPU": cpus}
 
-    return (
-        [bundle(r.num_cpus, r.num_gpus)] * r.num_actors
-        + [bundle(w.num_cpus, w.num_gpus)] * w.num_servers
-        + [bundle(lrn.num_cpus, lrn.num_gpus)] * lrn.num_workers
-    )
+    return {
+        "rollout": [bundle(r.num_cpus, r.num_gpus)] * r.num_actors,
+        "reward": [bundle(w.num_cpus, w.num_gpus)] * w.num_servers,
+        "learner": [bundle(lrn.num_cpus, lrn.num_gpus)] * lrn.num_workers,
+    }
+
+
+def actor_bundles(cfg: Config) -> list[dict[str, float]]:
+    """Every actor's bundle, the roles in ROLES order: the placement group's bundle list."""
+    return [b for bundles in role_bundles(cfg).values() for b in bundles]
+
+
+def bundle_indices(cfg: Config) -> dict[str, list[int]]:
+    """Role -> the placement-group bundle index of each of its actors (actor i of a role: index [i])."""
+    out, start = {}, 0
+    for role, bundles in role_bundles(cfg).items():
+        out[role], start = list(range(start, start + len(bundles))), start + len(bundles)
+    return out
 
 
 def check_resources(bundles: list[dict[str, float]], nodes: list[dict[str, float]]) -> None:
@@ -197,28 +213,27 @@ def launch_workers(cfg: Config) -> Workers:
     from ray.util.scheduling_strategies import PlacementGroupSchedulingStrategy
 
     pg = place_bundles(actor_bundles(cfg), cfg.ray.placement_strategy, cfg.ray.placement_timeout_s)
-    slots = iter(range(len(pg.bundle_specs)))
+    index = bundle_indices(cfg)
 
-    def on_bundle(cls, cpus: float, gpus: float, **options):
-        strategy = PlacementGroupSchedulingStrategy(placement_group=pg, placement_group_bundle_index=next(slots))
+    def on_bundle(cls, role: str, i: int, cpus: float, gpus: float, **options):
+        strategy = PlacementGroupSchedulingStrategy(placement_group=pg, placement_group_bundle_index=index[role][i])
         return ray.remote(cls).options(num_cpus=cpus, num_gpus=gpus, scheduling_strategy=strategy, **options)
 
     samplers = [  # a crashed actor's chunk is redone by the driver (learner.driver.dispatch), never retried by Ray
-        on_bundle(RolloutWorker, r.num_cpus, r.num_gpus, max_restarts=r.max_restarts, max_task_retries=0).remote(**rollout_kw)
-        for _ in range(r.num_actors)
+        on_bundle(RolloutWorker, "rollout", i, r.num_cpus, r.num_gpus, max_restarts=r.max_restarts, max_task_retries=0).remote(**rollout_kw)
+        for i in range(r.num_actors)
     ]
     env = {"runtime_env": reward_runtime_env(w.runtime_env.to_ray())} if w.runtime_env else {}
     servers = [
-        on_bundle(RewardServer, w.num_cpus, w.num_gpus, max_restarts=w.max_restarts, **env).remote(**reward_kw)
-        for _ in range(w.num_servers)
+        on_bundle(RewardServer, "reward", i, w.num_cpus, w.num_gpus, max_restarts=w.max_restarts, **env).remote(**reward_kw)
+        for i in range(w.num_servers)
     ]
-    first_rank_bundle = r.num_actors + w.num_servers
     ranks = [
-        on_bundle(learner_cls, lrn.num_cpus, lrn.num_gpus).remote(**learner_kw, rank=i, world_size=lrn.num_workers)
+        on_bundle(learner_cls, "learner", i, lrn.num_cpus, lrn.num_gpus).remote(**learner_kw, rank=i, world_size=lrn.num_workers)
         for i in range(lrn.num_workers)
     ]
     if lrn.num_workers > 1:
-        address = ray.get(ranks[0].rendezvous.remote(_bundle_node_ip(pg, first_rank_bundle)))
+        address = ray.get(ranks[0].rendezvous.remote(_bundle_node_ip(pg, index["learner"][0])))
         ray.get([rank.join_group.remote(address) for rank in ranks])
     await_reward_servers(servers, w.start_timeout_s)
     return Workers(ranks if hybrid else samplers, RankGroup(ranks), servers, hybrid, lrn.num_workers, device_share(cfg))
