@@ -38,10 +38,8 @@ from learner.config import EvalConfig
 from learner.driver.dispatch import Published
 from learner.driver.launch import Workers
 from learner.driver.monitors import eval_image_stats
-from learner.driver.stages import publish_weights
 from learner.run.grids import write_labelled_grid
-from learner.run.outputs import eval_grid_path, read_metrics
-from learner.run.plots import PLOT_EVERY, plot_reward_curves
+from learner.run.outputs import eval_grid_path
 from rewards.pool import RewardPool
 from rewards.server import ScoreRequest
 
@@ -156,7 +154,8 @@ def save_eval_grid(result: EvalResult, prompts: list[str], path: Path, label: st
 
 
 class Evaluator:
-    """The driver's evaluation stage; one call per epoch (`after_epoch`)."""
+    """The driver's evaluation stage: the initial policy's evaluation, then `evaluate` whenever `due`
+    (the loop publishes the weights first)."""
 
     def __init__(self, cfg: EvalConfig, epochs: int, workers: Workers, pool: RewardPool, run_dir: str | Path, prompts: list[str],
                  image_stats: bool = False):
@@ -164,7 +163,6 @@ class Evaluator:
         self.image_stats = image_stats  # add the monitors' statistics of the held-out images (eval_img_*)
         self.dir = Path(run_dir)
         self.prompts, self.samples, self.seeds = eval_set(cfg, prompts)
-        self.history = read_metrics(self.dir)  # earlier epochs' records (a resumed run), for the curves
         self.initial: EvalResult | None = None
         self.initial_metrics: dict | None = None
 
@@ -232,21 +230,14 @@ class Evaluator:
     def due(self, epoch: int) -> bool:
         return self.cfg.enabled and ((epoch + 1) % self.cfg.every == 0 or epoch + 1 == self.epochs)
 
-    def after_epoch(self, epoch: int, metrics: dict, version: int, published: Published) -> tuple[dict, Published]:
-        """After epoch `epoch`'s update (policy `version`): when due, publish that version to the
-        samplers and evaluate it; then redraw reward_curves.png with this epoch (after an evaluation,
-        every PLOT_EVERY epochs and after the last). Returns the eval
-        metrics ({} when not due) and what the samplers now hold (the next epoch reuses it)."""
-        out: dict = {}
-        if self.due(epoch):
-            start = time.perf_counter()
-            published = weights = publish_weights(self.workers, version, published)
-            live = [a for i, a in enumerate(self.workers.samplers) if i not in weights.stale]
-            result = evaluate_policy(live, self.pool, self.samples, self.seeds, list(self.cfg.steps))
-            save_eval_grid(result, self.prompts, eval_grid_path(self.dir, epoch), f"epoch {epoch}", self.initial)
-            out = {"eval_policy_version": version} | self._metrics(result)  # time_eval_s: the loop times all of after_epoch
-            print(f"held-out eval of v{version}: {self._summary(out)}  ({time.perf_counter() - start:.1f}s)", flush=True)
-        self.history.append(metrics | out)
-        if out or (epoch + 1) % PLOT_EVERY == 0 or epoch + 1 == self.epochs:  # a redraw costs about half a second
-            plot_reward_curves(self.history, self.dir / "reward_curves.png", initial=self.initial_metrics)
-        return out, published
+    def evaluate(self, epoch: int, weights: Published) -> dict:
+        """Evaluate the policy the samplers hold (`weights`, published after epoch `epoch`'s update)
+        on the held-out set, on the samplers that took it; its grid goes to eval/epoch_XXXX.png.
+        Returns the eval metrics."""
+        start = time.perf_counter()
+        live = [a for i, a in enumerate(self.workers.samplers) if i not in weights.stale]
+        result = evaluate_policy(live, self.pool, self.samples, self.seeds, list(self.cfg.steps))
+        save_eval_grid(result, self.prompts, eval_grid_path(self.dir, epoch), f"epoch {epoch}", self.initial)
+        out = {"eval_policy_version": weights.version} | self._metrics(result)
+        print(f"held-out eval of v{weights.version}: {self._summary(out)}  ({time.perf_counter() - start:.1f}s)", flush=True)
+        return out

@@ -24,6 +24,7 @@ from learner.driver.ray_metrics import RayMetrics
 from learner.run.lock import RunDirLock
 from learner.run.model_card import finish_lora
 from learner.run.outputs import RunOutputs, eval_grid_path
+from learner.run.plots import Curves
 from learner.run.progress import Progress, TimeBreakdown
 from rewards.pool import PoolStats, RewardPool
 
@@ -73,7 +74,8 @@ def _run(cfg: Config, run_dir: Path, prompt_list: list[str], preemption: Preempt
         evaluator.evaluate_initial(fresh=start == 0)  # the initial policy's held-out eval, beside every later one
     breakdown.add("evaluation", initial_times["eval"])
     plan = stages.ShardPlan.of(workers, cfg.rollout.pairs_per_epoch)  # pairs -> shards -> ranks, for every stage
-    monitor = MonitorStage(cfg.monitor, cfg.epochs, run_dir, evaluator.initial_metrics)  # replays a resumed run's records
+    monitor = MonitorStage(cfg.monitor, run_dir, evaluator.initial_metrics)  # replays a resumed run's records
+    curves = Curves(run_dir, cfg.epochs, evaluator.initial_metrics, cfg.monitor.bands if cfg.monitor.enabled else None)
     published, progress = None, Progress(start, cfg.epochs)
     for epoch in range(start, cfg.epochs):
         preemption.epoch_started()
@@ -91,12 +93,16 @@ def _run(cfg: Config, run_dir: Path, prompt_list: list[str], preemption: Preempt
         stats = pool.take_stats()
         metrics = epoch_metrics(epoch, version, scored, stats) | times | _update_metrics(update, stats, workers, times)
         version = update["policy_version"]
+        eval_metrics = {}
         with timed(times, "time_eval_s"):
-            eval_metrics, published = evaluator.after_epoch(epoch, metrics, version, published)  # when due; reward_curves.png
+            if evaluator.due(epoch):  # publish this epoch's policy (the next epoch reuses it), then evaluate it
+                published = stages.publish_weights(workers, version, published)
+                eval_metrics = evaluator.evaluate(epoch, published)
         breakdown.add_epoch(times)
         breakdown.add("evaluation", times["time_eval_s"])
         metrics |= eval_metrics | {"time_eval_s": times["time_eval_s"]}
-        metrics |= monitor.after_epoch(epoch, metrics, scored.queries.images[:, :, -1])  # img_* statistics, hacking_alerts
+        metrics |= monitor.after_epoch(metrics, scored.queries.images[:, :, -1])  # img_* statistics, hacking_alerts
+        curves.add(epoch, metrics)  # reward_curves.png, monitor_curves.png when due
         out.log_metrics(metrics)
         if eval_metrics:
             out.log_image("eval", eval_grid_path(run_dir, epoch), epoch, "rows: initial and trained policy per step count; columns: held-out prompts")

@@ -38,7 +38,7 @@ import numpy as np
 
 from learner.config import MonitorConfig
 from learner.run.outputs import read_metrics
-from learner.run.plots import EVAL_IMG_KEY, PLOT_EVERY, plot_monitor_curves
+from learner.run.plots import EVAL_IMG_KEY
 
 DARK, BRIGHT = 0.1, 0.9
 EDGE_THRESHOLD = 0.1  # luma change per pixel (in [0, 1]) that counts as an edge
@@ -185,23 +185,18 @@ class Monitor:
 
 
 class MonitorStage:
-    """The driver's monitor stage; one call per epoch (`after_epoch`), after the evaluation's."""
+    """The driver's monitor stage; one call per epoch (`after_epoch`), after the evaluation's. Its
+    curves are drawn with the run's (learner.run.plots.Curves)."""
 
-    def __init__(self, cfg: MonitorConfig, epochs: int, run_dir: str | Path, eval_initial: dict | None):
-        self.cfg, self.epochs, self.dir = cfg, epochs, Path(run_dir)
-        self.history = read_metrics(self.dir)  # a resumed run's earlier records: replayed, so it counts the same
+    def __init__(self, cfg: MonitorConfig, run_dir: str | Path, eval_initial: dict | None):
+        self.cfg = cfg
         self.watch = Monitor(dict(cfg.bands), dict(eval_initial or {}))
-        for record in self.history:
+        for record in read_metrics(run_dir):  # a resumed run's earlier records: replayed, so it counts the same
             self.watch.observe(record, quiet=True)
 
-    def after_epoch(self, epoch: int, metrics: dict, final_images: np.ndarray) -> dict:
-        """The epoch's training statistics (`final_images` (B, 2, H, W, 3)) and hacking_alerts; redraws
-        monitor_curves.png when the reward curves are redrawn."""
+    def after_epoch(self, metrics: dict, final_images: np.ndarray) -> dict:
+        """The epoch's training statistics (`final_images` (B, 2, H, W, 3)) and hacking_alerts."""
         if not self.cfg.enabled:
             return {}
         out = training_image_stats(final_images)
-        out |= self.watch.observe(metrics | out)
-        self.history.append(metrics | out)
-        if any(k.startswith("eval_img_") for k in metrics) or (epoch + 1) % PLOT_EVERY == 0 or epoch + 1 == self.epochs:
-            plot_monitor_curves(self.history, self.dir / "monitor_curves.png", self.cfg.bands, self.watch.eval_initial)
-        return out
+        return out | self.watch.observe(metrics | out)

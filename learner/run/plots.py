@@ -115,3 +115,24 @@ def plot_monitor_curves(history: list[dict], path: str | Path, bands: dict[str, 
     axes[0].legend(fontsize="x-small")
     axes[-1].axis("off")
     return _save(fig, Path(path))
+
+
+class Curves:
+    """The run's curves, from its metrics records: reward_curves.png and, with the monitors (`bands`),
+    monitor_curves.png; redrawn after an evaluation, every PLOT_EVERY epochs and after the last (a
+    redraw costs about half a second). A resumed run starts from its earlier records."""
+
+    def __init__(self, run_dir: str | Path, epochs: int, initial: dict | None, bands: dict[str, float] | None):
+        from learner.run.outputs import read_metrics
+
+        self.dir, self.epochs, self.initial, self.bands = Path(run_dir), epochs, initial, bands
+        self.history = read_metrics(self.dir)
+
+    def add(self, epoch: int, record: dict) -> None:
+        self.history.append(record)
+        evaluated = any(k.startswith("eval_reward_") for k in record)
+        if evaluated or (epoch + 1) % PLOT_EVERY == 0 or epoch + 1 == self.epochs:
+            plot_reward_curves(self.history, self.dir / "reward_curves.png", initial=self.initial)
+            if self.bands is not None:
+                plot_monitor_curves(self.history, self.dir / "monitor_curves.png", self.bands, self.initial)
+

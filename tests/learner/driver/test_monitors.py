@@ -20,6 +20,7 @@ from learner.driver.monitors import (
     per_image_stats,
     training_image_stats,
 )
+from learner.run.plots import Curves
 
 
 def solid(rgb, n=1, size=4) -> np.ndarray:
@@ -102,7 +103,7 @@ def test_eval_statistics_are_checked_only_when_the_run_evaluates():
 def test_a_resumed_run_replays_its_records(tmp_path, capsys):
     records = [rec(0, 0.05, 0.4), rec(1, 0.5, 0.6), rec(2, 0.1, 0.6)]
     (tmp_path / "metrics.jsonl").write_text("".join(json.dumps(r) + "\n" for r in records))
-    stage = MonitorStage(MonitorConfig(), epochs=4, run_dir=tmp_path, eval_initial=None)
+    stage = MonitorStage(MonitorConfig(), run_dir=tmp_path, eval_initial=None)
     assert stage.watch.alerts == 1 and stage.watch.train_initial["img_dark_fraction"] == 0.05
     assert "possible reward hacking" not in capsys.readouterr().out  # replayed silently
     live = Monitor(BANDS)
@@ -110,15 +111,18 @@ def test_a_resumed_run_replays_its_records(tmp_path, capsys):
         live.observe(r, quiet=True)
     assert (live.alerts, live.active) == (stage.watch.alerts, stage.watch.active)
     final = np.stack([solid((0, 0, 0), 2), solid((0, 0, 0), 2)], axis=1)  # all black: dark fraction 1 while the reward rose
-    out = stage.after_epoch(3, {"epoch": 3, "reward_final_mean": 0.7}, final)
+    out = stage.after_epoch({"epoch": 3, "reward_final_mean": 0.7}, final)
     assert out["img_dark_fraction"] == 1.0 and out["hacking_alerts"] == 2
-    assert (tmp_path / "monitor_curves.png").stat().st_size > 0  # the last epoch redraws
+    curves = Curves(tmp_path, epochs=4, initial=None, bands=BANDS)  # the run's curves, the monitors' beside the rewards'
+    curves.add(3, {"epoch": 3, "reward_final_mean": 0.7, "reward_1step_mean": 0.6} | out)  # the last epoch redraws
+    assert (tmp_path / "monitor_curves.png").stat().st_size > 0 and (tmp_path / "reward_curves.png").stat().st_size > 0
 
 
 def test_disabled_monitor_adds_nothing(tmp_path):
-    stage = MonitorStage(MonitorConfig(enabled=False), epochs=1, run_dir=tmp_path, eval_initial=None)
-    assert stage.after_epoch(0, {"epoch": 0}, np.zeros((1, 2, 4, 4, 3), np.uint8)) == {}
-    assert not (tmp_path / "monitor_curves.png").exists()
+    stage = MonitorStage(MonitorConfig(enabled=False), run_dir=tmp_path, eval_initial=None)
+    assert stage.after_epoch({"epoch": 0}, np.zeros((1, 2, 4, 4, 3), np.uint8)) == {}
+    Curves(tmp_path, epochs=1, initial=None, bands=None).add(0, {"epoch": 0, "reward_final_mean": 0.5})
+    assert (tmp_path / "reward_curves.png").exists() and not (tmp_path / "monitor_curves.png").exists()
 
 
 def test_bands_override_and_unknown_statistic_refused():
