@@ -9,7 +9,9 @@ docs/fault-tolerance.md.
 from __future__ import annotations
 
 import argparse
+import signal
 import sys
+import threading
 from datetime import datetime
 from pathlib import Path
 
@@ -82,9 +84,11 @@ def main(argv: list[str] | None = None) -> int:
     show_warnings_once()
 
     run_dir, preemption = default_run_dir(cfg).resolve(), Preemption(cfg.checkpoint.grace_s)
+    previous_sigint = signal.getsignal(signal.SIGINT)
     try:
         run(cfg, run_dir, prompt_list, preemption)
     except BaseException as err:  # one line and an exit code for what is not a bug (learner.driver.faults)
+        _set_sigint(signal.SIG_IGN)  # a second Ctrl-C must not cut the clean-up short with a traceback
         fail = failure(err, preemption, run_dir)
         if fail is None:
             raise
@@ -94,8 +98,15 @@ def main(argv: list[str] | None = None) -> int:
         print(f"error: {fail.message}", file=sys.stderr)
         return fail.code
     finally:
+        _set_sigint(signal.SIG_IGN)  # shutting the local cluster down takes seconds; let it finish
         shutdown_ray()
+        _set_sigint(previous_sigint)
     return 0
+
+
+def _set_sigint(handler) -> None:
+    if threading.current_thread() is threading.main_thread():
+        signal.signal(signal.SIGINT, handler)
 
 
 def _check_inputs(cfg: Config) -> list[str]:

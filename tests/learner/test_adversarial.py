@@ -224,3 +224,36 @@ def test_wandb_online_without_credentials_exits_2_before_any_work(tmp_path):
                           "output.wandb.enabled=true", "ray.enabled=false"], cwd=REPO, env=env, capture_output=True, text=True, timeout=120)
     line = _one_error(res, 2)
     assert line.startswith("error: output.wandb: no W&B API key") and not os.path.exists(tmp_path / "r" / "metrics.jsonl")
+
+
+def test_two_quick_ctrl_c_on_ray_exit_130_with_one_line_and_leave_no_cluster(tiny_cache, tmp_path):
+    """The second Ctrl-C arrives while the first is being handled (its error line printed, the local
+    cluster shutting down): it is ignored there, not a KeyboardInterrupt traceback, and the cluster
+    still goes."""
+    import psutil
+
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "learner.main", *_args(tmp_path / "run", tiny_cache, 20, "ray.num_cpus=2")],
+        cwd=REPO, env=cli_env(), stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
+    )
+    deadline, seen = time.monotonic() + 240, []
+
+    def read_until(prefix: str) -> None:
+        for line in proc.stdout:
+            seen.append(line)
+            if line.startswith(prefix):
+                return
+            assert time.monotonic() < deadline, "".join(seen)[-3000:]
+        raise AssertionError(f"no {prefix!r}:\n" + "".join(seen)[-3000:])
+
+    read_until("epoch 1/20")  # mid-run
+    cluster = [p for p in psutil.Process(proc.pid).children(recursive=True) if p.name() in ("raylet", "gcs_server")]
+    proc.send_signal(signal.SIGINT)
+    read_until("error: interrupted")  # the first is handled; the clean-up (ray.shutdown) follows
+    proc.send_signal(signal.SIGINT)
+    rest, _ = proc.communicate(timeout=120)
+    text = "".join(seen) + rest
+    assert proc.returncode == 130, text[-3000:]
+    assert len(_error_lines(text)) == 1 and "Traceback" not in text and "KeyboardInterrupt" not in text, text[-3000:]
+    _, alive = psutil.wait_procs(cluster, timeout=60)
+    assert not alive, [p.name() for p in alive]
