@@ -83,6 +83,8 @@ class SparseQueries(_PairBatch):
     images: np.ndarray  # (B, P, K+2, H, W, 3) uint8: decoded x0 at the queried steps
     worker: str = ""  # which worker sampled them (for error messages)
     busy_s: float = 0.0  # seconds the worker spent sampling and decoding them
+    flops: float = 0.0  # the denoiser's FLOPs in sampling them (actors/flops.py; 0: not counted)
+    peak_flops: float = float("nan")  # the worker's device peak FLOP/s (NaN: unknown)
 
     def validate(self) -> "SparseQueries":
         B, P, Q, T = self.similarities.shape

@@ -13,6 +13,8 @@ import torch
 from actors.batch import PolicyWeights, RolloutBatch, SparseQueries, Trajectories
 from actors.config import ModelConfig, SamplingConfig
 from actors.errors import RunFailure, UsageError
+from actors.families import family_of
+from actors.flops import SampleCounter, denoiser_flops, peak_flops
 from actors.policy import denoiser, load_lora_state, load_pipeline
 from actors.sampling import decode_to_uint8, final_queries, pair_generator, sample_deterministic, sample_pairs, sparse_queries
 
@@ -30,13 +32,21 @@ class NonFinitePolicyError(RunFailure):
 
 
 class RolloutWorker:
-    def __init__(self, *, model: ModelConfig, sampling: SamplingConfig, seed: int, device: str = "cpu", torch_threads: int = 1, pipe=None):
-        """`pipe`: an already loaded pipeline to sample with (the hybrid policy worker shares its own)."""
+    def __init__(
+        self, *, model: ModelConfig, sampling: SamplingConfig, seed: int, device: str = "cpu", torch_threads: int = 1, pipe=None,
+        peak_tflops: float | None = None,
+    ):
+        """`pipe`: an already loaded pipeline to sample with (the hybrid policy worker shares its own).
+        `peak_tflops`: the device's peak, for MFU (default: known GPUs' 16-bit peak, actors/flops.py)."""
         if device == "cpu":
             torch.set_num_threads(torch_threads)
         self.sampling, self.seed = sampling, seed
         self.pipe = pipe if pipe is not None else load_pipeline(model, device)
         self.version = -1
+        fam, net = family_of(self.pipe), denoiser(self.pipe)
+        self.flops_per_sample = denoiser_flops(fam, self.pipe, with_backward=False) or 0.0
+        self.samples = SampleCounter(net)
+        self.peak_flops = peak_flops(device, next(net.parameters()).dtype in (torch.float16, torch.bfloat16), peak_tflops)
 
     def identity(self) -> str:
         return f"{type(self).__name__}(pid={os.getpid()}, host={socket.gethostname()})"
@@ -51,6 +61,7 @@ class RolloutWorker:
         if version != self.version:
             raise StaleWeightsError(f"{self.identity()} holds policy version {self.version}, asked for {version}")
         start, s = time.perf_counter(), self.sampling
+        self.samples.take()  # from here: this rollout's denoiser calls
         gens = [pair_generator(self.seed, epoch, i) for i in pair_indices]
         pairs = sample_pairs(self.pipe, prompts, gens, s.num_steps, s.eta, s.guidance_scale)
         if not (torch.isfinite(pairs.latents).all() and torch.isfinite(pairs.log_probs).all()):
@@ -72,6 +83,7 @@ class RolloutWorker:
         queries = SparseQueries(
             self.version, epoch, index, list(prompts), query_steps, sims, images,
             worker=self.identity(), busy_s=time.perf_counter() - start,
+            flops=self.samples.take() * self.flops_per_sample, peak_flops=self.peak_flops,
         )
         return RolloutBatch(queries.validate(), trajectories.validate())
 

@@ -26,6 +26,10 @@ _NUMBER = re.compile(r"[-+]?(\d+\.?\d*|\.\d+)([eE][-+]?\d+)")
 
 class TrainConfig(Section):
     learning_rate: float = Field(1e-4, gt=0, description="AdamW learning rate.")
+    peak_tflops: float | None = Field(
+        None, gt=0, le=1_000_000, description="Peak TFLOP/s of one device, for the mfu_rollout / mfu_update metrics; None: "
+        "the dense 16-bit peak of a known GPU when the model computes in float16/bfloat16, else MFU is not reported."
+    )
     adam_beta1: float = Field(0.9, ge=0, lt=1, description="AdamW beta1.")
     adam_beta2: float = Field(0.999, ge=0, lt=1, description="AdamW beta2.")
     adam_weight_decay: float = Field(1e-4, ge=0, description="AdamW weight decay.")

@@ -171,7 +171,10 @@ def _device(num_gpus: float) -> str:
 def worker_arguments(cfg: Config) -> tuple[dict, dict, dict]:
     """The keyword arguments of the rollout, reward-server and learner (or policy) workers."""
     r, w, lrn = cfg.rollout, cfg.reward, cfg.learner
-    rollout = dict(model=cfg.model, sampling=cfg.sampling, seed=cfg.seed, device=_device(r.num_gpus), torch_threads=r.torch_threads)
+    rollout = dict(
+        model=cfg.model, sampling=cfg.sampling, seed=cfg.seed, device=_device(r.num_gpus), torch_threads=r.torch_threads,
+        peak_tflops=cfg.train.peak_tflops,
+    )
     reward = dict(name=w.name, device=_device(w.num_gpus), batch_size=w.batch_size, options=w.options, weights=w.weights, modules=w.modules)
     learner = dict(
         model=cfg.model, sampling=cfg.sampling, train=cfg.train, seed=cfg.seed, algorithm=cfg.algorithm,

@@ -17,6 +17,7 @@ import torch
 from actors.batch import SparseQueries
 from actors.config import RolloutConfig
 from actors.errors import RunFailure
+from actors.flops import mfu
 from actors.remote import get, is_local
 from actors.seeds import PROMPTS
 from learner.algo.advantages import SparseRewards, StepStatTracker
@@ -128,6 +129,8 @@ def rollout_and_score(
     components = {k: np.concatenate([results[t].components[k] for _, t in arrived]).reshape(shape) for k in sorted(names)}
     valid = np.isfinite(sparse).all(axis=(1, 2))  # (B,)
     times["busy_rollout_s"] = round(sum(q.busy_s for q, _ in arrived), 4)
+    if (util := mfu(sum(q.flops for q, _ in arrived), sum(q.busy_s * q.peak_flops for q, _ in arrived))) is not None:
+        times["mfu_rollout"] = round(util, 4)  # only where every sampler's peak is known (actors/flops.py)
     return Scored(
         queries.select(np.flatnonzero(valid)), trajectories, sparse[valid],
         {k: v[valid] for k, v in components.items()}, int((~valid).sum()), times,
@@ -172,7 +175,10 @@ def update(workers: Workers, plan: ShardPlan, scored: Scored, adv: torch.Tensor,
         chunks = [ref for first, ref in sorted(scored.trajectories.items()) if ref is not None and plan.rank_of_pair(first) == r]
         calls.append(rank.update.remote(request, *chunks))
     results = get(calls)
-    return results[0] | {"busy_learner_s": round(sum(m["busy_s"] for m in results), 4)}
+    work = {"busy_learner_s": round(sum(m["busy_s"] for m in results), 4)}
+    if (util := mfu(sum(m["flops"] for m in results), sum(m["busy_s"] * m["peak_flops"] for m in results))) is not None:
+        work["mfu_update"] = round(util, 4)
+    return {k: v for k, v in results[0].items() if k not in ("flops", "peak_flops")} | work
 
 
 def busy_metrics(busy: dict[str, float], devices: dict[str, tuple[int, float]], wall_s: float) -> dict[str, float]:

@@ -57,6 +57,7 @@ RESUMABLE_KEYS = (
     "learner.num_gpus",
     "learner.torch_threads",
     "monitor",  # it watches, it does not train
+    "train.peak_tflops",  # a metric's denominator
     "model.tiny_cache_dir",
     "model.local_files_only",
     "rollout.num_actors",

@@ -25,6 +25,7 @@ from actors.batch import PolicyWeights, Trajectories
 from actors.config import ModelConfig, SamplingConfig
 from actors.errors import RunFailure
 from actors.families import expand_rows, family_of, repeat_rows, select_rows
+from actors.flops import SampleCounter, denoiser_flops, peak_flops
 from actors.policy import load_lora_state, load_pipeline, lora_state, save_lora_diffusers
 from actors.sampling import score_steps
 from actors.seeds import UPDATE, seeded_generator
@@ -84,6 +85,9 @@ class LearnerWorker:
         )
         # the same module, as accelerate prepared it (its forward under autocast on GPU): one name for both uses
         self.denoiser, self.optimizer = self.accelerator.prepare(denoiser, optimizer)
+        sixteen_bit = precision in ("fp16", "bf16") or next(denoiser.parameters()).dtype in (torch.float16, torch.bfloat16)
+        self.flops_per_sample = denoiser_flops(self.family, self.pipe, with_backward=True) or 0.0  # for MFU (actors/flops.py)
+        self.samples, self.peak_flops = SampleCounter(self.denoiser), peak_flops(device, sixteen_bit, train.peak_tflops)
         self.params = params
         self.version = 0
         # set after accelerate decided it runs single-process: gradients are averaged by hand
@@ -131,6 +135,7 @@ class LearnerWorker:
         the current policy; `trajectories` are chunks holding (at least) those shards' pairs.
         Returns metric means, `busy_s` and the new `policy_version`."""
         start = time.perf_counter()
+        self.samples.take()  # from here: this update's denoiser calls
         if request.policy_version != self.version:
             raise StalePolicyError(f"{self.identity()} expects data from policy version {self.version}, got {request.policy_version}")
         batches = shard_batches(request, list(trajectories))
@@ -171,7 +176,8 @@ class LearnerWorker:
         if self.rank.distributed:  # means over the ranks; backward_passes is their sum, as one process counts all shards
             metrics = average_scalars(metrics, str(self.accelerator.device))
             metrics["backward_passes"] = round(metrics["backward_passes"] * self.rank.world_size)
-        return metrics | {"nonfinite_steps": self._nonfinite, "policy_version": self.version, "busy_s": time.perf_counter() - start}
+        work = {"busy_s": time.perf_counter() - start, "flops": self.samples.take() * self.flops_per_sample, "peak_flops": self.peak_flops}
+        return metrics | {"nonfinite_steps": self._nonfinite, "policy_version": self.version} | work
 
     def _backward(
         self, batch: TrainBatch, mb: Minibatch, embeds: torch.Tensor, negative: torch.Tensor | None, weights: torch.Tensor, scale: float

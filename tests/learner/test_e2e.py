@@ -23,7 +23,7 @@ SMALL = ["rollout.pairs_per_epoch=4", "rollout.chunk_size=2", "sampling.num_step
 @pytest.fixture(scope="module")
 def ray_run(tiny_cache, tmp_path_factory) -> Path:
     run_dir = tmp_path_factory.mktemp("e2e") / "run"
-    res = run_cli("--epochs", "2", "--run-dir", str(run_dir), f"model.tiny_cache_dir={tiny_cache}", "ray.num_cpus=2", *SMALL)
+    res = run_cli("--epochs", "2", "--run-dir", str(run_dir), f"model.tiny_cache_dir={tiny_cache}", "ray.num_cpus=2", "train.peak_tflops=1", *SMALL)
     assert res.returncode == 0, res.stdout[-3000:] + res.stderr[-3000:]
     assert f"outputs in {run_dir}" in res.stdout
     assert "epoch 2/2" in res.stdout  # progress is shown
@@ -51,6 +51,12 @@ def test_reward_hacking_monitors_are_on_by_default(ray_run):
     for k in (1, 2, 4, 8):  # at every evaluation, per step count
         assert all(np.isfinite(metrics[-1][f"eval_img_{s}_{k}step"]) for s in MONITOR_STATS if s != "diversity")
     assert (ray_run / "monitor_curves.png").stat().st_size > 0
+
+
+def test_mfu_is_reported_where_the_peak_is_known(ray_run):
+    """train.peak_tflops=1 stands in for a GPU's peak (a CPU's is not in the table: without it, no MFU)."""
+    for m in read_metrics(ray_run):
+        assert 0 < m["mfu_rollout"] < 1 and 0 < m["mfu_update"] < 1, m
 
 
 def test_heldout_eval_on_ray_actors(ray_run):

@@ -11,6 +11,7 @@ RECORD = {
     "epoch": 3, "pairs": 8, "reward_queries": 48, "reward_1step_mean": 0.25, "reward_final_mean": float("nan"),
     "time_publish_s": 0.5, "time_rollout_s": 2.0, "time_reward_s": 1.5, "time_update_s": 3.0, "time_epoch_s": 6.0,
     "gpu_busy_fraction": 0.75, "loss": 1.0, "img_dark_fraction": 0.125, "img_diversity": float("nan"), "hacking_alerts": 2,
+    "mfu_update": 0.375,
 }
 
 
@@ -31,6 +32,7 @@ def test_updates_of_one_epoch():
     assert by_name["sdpo_reward_mean"] == [(0.25, {"step": "1step"})]  # the NaN final mean is not exported
     assert by_name["sdpo_image_stat"] == [(0.125, {"stat": "dark_fraction"})]  # NaN statistics are not exported
     assert by_name["sdpo_hacking_alerts"] == [(2, {})]
+    assert by_name["sdpo_mfu"] == [(0.375, {"phase": "update"})]  # no rollout MFU this epoch (peak unknown)
     assert set(by_name) <= set(METRICS)
 
 
