@@ -99,10 +99,10 @@ def diversity(images: np.ndarray, groups: np.ndarray) -> float:
 
 def image_stats(images: np.ndarray, groups: np.ndarray) -> dict[str, float]:
     """Every statistic of a set of images (N, H, W, 3) uint8, whose prompts are told by `groups` (N,)."""
-    images = np.concatenate([downsample(images[i : i + CHUNK]) for i in range(0, len(images), CHUNK)])
-    parts = [per_image_stats(images[i : i + CHUNK]) for i in range(0, len(images), CHUNK)]  # bounded memory
+    small = [downsample(images[i : i + CHUNK]) for i in range(0, len(images), CHUNK)]  # chunks: bounded memory
+    parts = [per_image_stats(chunk) for chunk in small]
     out = {name: float(np.concatenate([p[name] for p in parts]).mean()) for name in parts[0]}
-    out["diversity"] = diversity(images, np.asarray(groups))
+    out["diversity"] = diversity(np.concatenate(small), np.asarray(groups))
     return out
 
 
