@@ -74,8 +74,8 @@ def _run(cfg: Config, run_dir: Path, prompt_list: list[str], preemption: Preempt
         evaluator.evaluate_initial(fresh=start == 0)  # the initial policy's held-out eval, beside every later one
     breakdown.add("evaluation", initial_times["eval"])
     plan = stages.ShardPlan.of(workers, cfg.rollout.pairs_per_epoch)  # pairs -> shards -> ranks, for every stage
-    monitor = MonitorStage(cfg.monitor, run_dir, evaluator.initial_metrics)  # replays a resumed run's records
     curves = Curves(run_dir, cfg.epochs, evaluator.initial_metrics, cfg.monitor.bands if cfg.monitor.enabled else None)
+    monitor = MonitorStage(cfg.monitor, list(curves.history), evaluator.initial_metrics)  # replays a resumed run's records
     published, progress = None, Progress(start, cfg.epochs)
     for epoch in range(start, cfg.epochs):
         preemption.epoch_started()

@@ -32,12 +32,10 @@ resumed run replays its history and counts the same.
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from pathlib import Path
 
 import numpy as np
 
 from learner.config import MonitorConfig
-from learner.run.outputs import read_metrics
 from learner.run.plots import EVAL_IMG_KEY
 
 DARK, BRIGHT = 0.1, 0.9
@@ -188,10 +186,12 @@ class MonitorStage:
     """The driver's monitor stage; one call per epoch (`after_epoch`), after the evaluation's. Its
     curves are drawn with the run's (learner.run.plots.Curves)."""
 
-    def __init__(self, cfg: MonitorConfig, run_dir: str | Path, eval_initial: dict | None):
+    def __init__(self, cfg: MonitorConfig, history: list[dict], eval_initial: dict | None):
+        """`history`: a resumed run's earlier records (learner.run.plots.Curves reads them), replayed so
+        that it counts what an uninterrupted run would."""
         self.cfg = cfg
         self.watch = Monitor(dict(cfg.bands), dict(eval_initial or {}))
-        for record in read_metrics(run_dir):  # a resumed run's earlier records: replayed, so it counts the same
+        for record in history:
             self.watch.observe(record, quiet=True)
 
     def after_epoch(self, metrics: dict, final_images: np.ndarray) -> dict:

@@ -103,7 +103,7 @@ def test_eval_statistics_are_checked_only_when_the_run_evaluates():
 def test_a_resumed_run_replays_its_records(tmp_path, capsys):
     records = [rec(0, 0.05, 0.4), rec(1, 0.5, 0.6), rec(2, 0.1, 0.6)]
     (tmp_path / "metrics.jsonl").write_text("".join(json.dumps(r) + "\n" for r in records))
-    stage = MonitorStage(MonitorConfig(), run_dir=tmp_path, eval_initial=None)
+    stage = MonitorStage(MonitorConfig(), Curves(tmp_path, epochs=4, initial=None, bands=BANDS).history, eval_initial=None)
     assert stage.watch.alerts == 1 and stage.watch.train_initial["img_dark_fraction"] == 0.05
     assert "possible reward hacking" not in capsys.readouterr().out  # replayed silently
     live = Monitor(BANDS)
@@ -119,7 +119,7 @@ def test_a_resumed_run_replays_its_records(tmp_path, capsys):
 
 
 def test_disabled_monitor_adds_nothing(tmp_path):
-    stage = MonitorStage(MonitorConfig(enabled=False), run_dir=tmp_path, eval_initial=None)
+    stage = MonitorStage(MonitorConfig(enabled=False), [], eval_initial=None)
     assert stage.after_epoch({"epoch": 0}, np.zeros((1, 2, 4, 4, 3), np.uint8)) == {}
     Curves(tmp_path, epochs=1, initial=None, bands=None).add(0, {"epoch": 0, "reward_final_mean": 0.5})
     assert (tmp_path / "reward_curves.png").exists() and not (tmp_path / "monitor_curves.png").exists()
