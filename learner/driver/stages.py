@@ -176,9 +176,10 @@ def update(workers: Workers, plan: ShardPlan, scored: Scored, adv: torch.Tensor,
         calls.append(rank.update.remote(request, *chunks))
     results = get(calls)
     work = {"busy_learner_s": round(sum(m["busy_s"] for m in results), 4)}
-    if (util := mfu(sum(m["flops"] for m in results), sum(m["busy_s"] * m["peak_flops"] for m in results))) is not None:
+    peak_flop_seconds = sum(m.get("peak_flop_seconds", float("nan")) for m in results)
+    if (util := mfu(sum(m["flops"] for m in results), peak_flop_seconds)) is not None:
         work["mfu_update"] = round(util, 4)
-    return {k: v for k, v in results[0].items() if k not in ("flops", "peak_flops")} | work
+    return {k: v for k, v in results[0].items() if k not in ("flops", "peak_flop_seconds")} | work
 
 
 def busy_metrics(busy: dict[str, float], devices: dict[str, tuple[int, float]], wall_s: float) -> dict[str, float]:

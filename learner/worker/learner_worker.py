@@ -176,7 +176,9 @@ class LearnerWorker:
         if self.rank.distributed:  # means over the ranks; backward_passes is their sum, as one process counts all shards
             metrics = average_scalars(metrics, str(self.accelerator.device))
             metrics["backward_passes"] = round(metrics["backward_passes"] * self.rank.world_size)
-        work = {"busy_s": time.perf_counter() - start, "flops": self.samples.take() * self.flops_per_sample, "peak_flops": self.peak_flops}
+        work = {"busy_s": time.perf_counter() - start, "flops": self.samples.take() * self.flops_per_sample}
+        if math.isfinite(self.peak_flops):  # the device's peak is known: MFU's denominator (no NaN in the metrics)
+            work["peak_flop_seconds"] = work["busy_s"] * self.peak_flops
         return metrics | {"nonfinite_steps": self._nonfinite, "policy_version": self.version} | work
 
     def _backward(
