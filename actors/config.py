@@ -17,12 +17,12 @@ class ModelConfig(Section):
     pretrained: str = Field(
         "tiny",
         description="Hub id or local directory of a diffusers pipeline of a supported family (StableDiffusionPipeline, "
-        "StableDiffusionXLPipeline, StableDiffusion3Pipeline, FluxPipeline); "
+        "StableDiffusionXLPipeline, StableDiffusion3Pipeline, FluxPipeline, Flux2KleinPipeline, SanaSprintPipeline); "
         "'tiny' builds (once, offline) and loads the embedded tiny SD-architecture pipeline (random weights); "
         "'shapes' loads the committed tiny text-to-image model pretrained on the shapes task (actors/shapes); "
         "'shapes-turbo' its few-step student, distilled from it as SD-Turbo is from SD (actors/shapes/distill.py).",
     )
-    family: Literal["auto", "sd", "sdxl", "sd3", "flux"] = Field(
+    family: Literal["auto", "sd", "sdxl", "sd3", "flux", "flux2_klein", "sana_sprint"] = Field(
         "auto", description="Model family; 'auto' reads it from the model's model_index.json `_class_name`."
     )
     resolution: int | None = Field(
@@ -59,7 +59,8 @@ class SamplingConfig(Section):
     num_steps: int = Field(50, ge=2, le=1000, description="T: denoising steps per trajectory.")
     eta: float = Field(
         1.0, gt=0, le=1.0,
-        description="DDIM eta (SD, SDXL), or the flow SDE's noise level a (SD3, FLUX); > 0 makes the sampler a stochastic policy.",
+        description="DDIM eta (SD, SDXL), the flow SDE's noise level a (SD3, FLUX), or for SANA-Sprint the fresh noise's share of "
+        "sCM's re-noising (std eta sin s; 1 = SCMScheduler's own); > 0 makes the sampler a stochastic policy.",
     )
     guidance_scale: float = Field(1.0, ge=1.0, description="Classifier-free guidance scale (1 = no CFG).")
     num_anchors: int = Field(1, ge=0, le=1000, description="Anchor states between the first and last step (paper: 1; 0 queries the first and last step only).")

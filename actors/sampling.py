@@ -126,13 +126,11 @@ def sample_deterministic(
 
 @torch.no_grad()
 def decode_to_uint8(pipe, latents: torch.Tensor, chunk: int = 16) -> np.ndarray:
-    """VAE-decode latents (N, C, h, w) to uint8 images (N, H, W, 3) (undoing the VAE's scaling and, where it has one, shift)."""
-    vae, images = pipe.vae, []
-    shift = getattr(vae.config, "shift_factor", None)
+    """VAE-decode latents (N, C, h, w) to uint8 images (N, H, W, 3), as the family's pipeline decodes
+    (undoing the VAE's scaling and shift, or FLUX.2's latent normalization)."""
+    fam, images = family_of(pipe), []
     for start in range(0, latents.shape[0], chunk):
-        z = latents[start : start + chunk].to(vae.device, vae.dtype) / vae.config.scaling_factor
-        z = z if shift is None else z + shift
-        img = vae.decode(z).sample.float()  # (n, 3, H, W) in about [-1, 1]
+        img = fam.decode(pipe, latents[start : start + chunk]).float()  # (n, 3, H, W) in about [-1, 1]
         img = ((img / 2 + 0.5).clamp(0, 1) * 255).round().to(torch.uint8)
         images.append(img.permute(0, 2, 3, 1).cpu().numpy())  # (n, H, W, 3)
     return np.concatenate(images)

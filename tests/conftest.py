@@ -60,6 +60,23 @@ def tiny_flux_dir(tiny_cache) -> str:
     return str(ensure_tiny_family("flux", tiny_cache))
 
 
+@pytest.fixture(scope="session")
+def tiny_flux2_klein_dir(tiny_cache) -> str:
+    """A saved tiny Flux2KleinPipeline directory of the FLUX.2-klein-4B class (actors.families.tiny); load it with
+    model.resolution set (the pipeline's default size is 1024)."""
+    from actors.families.tiny import ensure_tiny_family
+
+    return str(ensure_tiny_family("flux2_klein", tiny_cache))
+
+
+@pytest.fixture(scope="session")
+def tiny_sana_sprint_dir(tiny_cache) -> str:
+    """A saved tiny SanaSprintPipeline directory (actors.families.tiny): 32 x 32 images by default."""
+    from actors.families.tiny import ensure_tiny_family
+
+    return str(ensure_tiny_family("sana_sprint", tiny_cache))
+
+
 def cli_env() -> dict[str, str]:
     env = dict(os.environ)
     env["PYTHONPATH"] = str(REPO) + os.pathsep + env.get("PYTHONPATH", "")

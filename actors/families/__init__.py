@@ -4,7 +4,7 @@ log-prob and predicted clean sample, the deterministic evaluation step, decoding
 The rollout workers and the learner's rescoring call the same family code, so their log-probs agree
 bit for bit. A family is chosen by the model's model_index.json `_class_name`, or by model.family.
 
-May import: actors (config, errors, the ddim and flow_sde step math). diffusers, transformers and
+May import: actors (config, errors, the ddim, flow_sde and scm step math). diffusers, transformers and
 peft only inside the functions that need them.
 """
 
@@ -15,11 +15,13 @@ import torch
 from actors.errors import UsageError
 from actors.families.base import Conditioning, ModelFamily, ModelLoadError, PolicyStep, cat_rows, expand_rows, repeat_rows, select_rows
 from actors.families.flux import Flux
+from actors.families.flux2_klein import Flux2Klein
+from actors.families.sana_sprint import SanaSprint
 from actors.families.sd import StableDiffusion
 from actors.families.sd3 import StableDiffusion3
 from actors.families.sdxl import StableDiffusionXL
 
-FAMILIES: dict[str, ModelFamily] = {f.name: f for f in (StableDiffusion(), StableDiffusionXL(), StableDiffusion3(), Flux())}
+FAMILIES: dict[str, ModelFamily] = {f.name: f for f in (StableDiffusion(), StableDiffusionXL(), StableDiffusion3(), Flux(), Flux2Klein(), SanaSprint())}
 _BY_PIPELINE = {f.pipeline_class: f for f in FAMILIES.values()}
 
 __all__ = [
@@ -55,6 +57,8 @@ def family_of(pipe) -> ModelFamily:
 
 def family_of_lora_state(state: dict[str, torch.Tensor]) -> ModelFamily:
     """The family whose LoRA file format a peft state of a denoiser needs: a transformer's blocks sit
-    at the top level, a UNet's under down/mid/up blocks. SD and SDXL write one UNet format, SD3 and
-    FLUX one transformer format (peft names under `transformer.`)."""
-    return FAMILIES["sd3"] if any(k.startswith("transformer_blocks.") for k in state) else FAMILIES["sd"]
+    at the top level, a UNet's under down/mid/up blocks. SD and SDXL write one UNet format, SD3, FLUX,
+    FLUX.2 and SANA-Sprint one transformer format (peft names under `transformer.`; FLUX.2 LoRAs may adapt its
+    single-stream blocks alone)."""
+    transformer = any(k.startswith(("transformer_blocks.", "single_transformer_blocks.")) for k in state)
+    return FAMILIES["sd3"] if transformer else FAMILIES["sd"]

@@ -86,7 +86,6 @@ class ModelFamily:
         except (OSError, ValueError, TypeError) as err:
             first = str(err).strip().splitlines()[0] if str(err).strip() else type(err).__name__
             raise ModelLoadError(f"model.pretrained: cannot load '{model.pretrained}': {first}") from err
-        self.configure_scheduler(pipe)
         pipe.set_progress_bar_config(disable=True)
         for module in pipe.components.values():
             if isinstance(module, torch.nn.Module):
@@ -101,6 +100,7 @@ class ModelFamily:
                     f"model.resolution: {model.resolution} is not a multiple of {scale * self.latent_multiple(pipe)} for this model"
                 )
             pipe.default_sample_size = model.resolution // scale  # the latent side (as SDXL/SD3 pipelines name it)
+        self.configure_scheduler(pipe)  # after the resolution: a schedule may depend on the latent size (FLUX.2's shift)
         denoiser = self.denoiser(pipe)
         if with_lora:
             add_lora(denoiser, model, seed)
@@ -159,6 +159,16 @@ class ModelFamily:
     def step(self, scheduler, model_output, sample, step_index, timesteps) -> tuple[torch.Tensor, torch.Tensor]:
         """The deterministic step of the held-out evaluation: (x_{i+1}, x0_i)."""
         raise NotImplementedError
+
+    # ------------------------------------------------------------------ decoding
+    def decode(self, pipe, latents: torch.Tensor) -> torch.Tensor:
+        """VAE-decode latents (n, C, h, w) to images (n, 3, H, W) in about [-1, 1], undoing the VAE's
+        scaling and, where it has one, shift (as the SD, SDXL, SD3 and FLUX pipelines decode)."""
+        vae = pipe.vae
+        shift = getattr(vae.config, "shift_factor", None)
+        z = latents.to(vae.device, vae.dtype) / vae.config.scaling_factor
+        z = z if shift is None else z + shift
+        return vae.decode(z).sample
 
     # ------------------------------------------------------------------ LoRA out
     def save_lora_state(self, state: dict[str, torch.Tensor], directory) -> None:

@@ -1,4 +1,4 @@
-"""Model families on tiny SDXL and SD3 pipelines (random weights, saved and loaded back through
+"""Model families on tiny SDXL, SD3, FLUX, FLUX.2-klein and SANA-Sprint pipelines (random weights, saved and loaded back through
 from_pretrained): family choice, conditioning, rollout/learner log-prob agreement, the evaluation
 sampler against diffusers' own schedulers, and LoRA files that the family's diffusers pipeline loads."""
 
@@ -32,9 +32,11 @@ PROMPTS = ["cat", "dog"]
 T = 3
 
 
-@pytest.fixture(scope="module", params=["sdxl", "sd3", "flux"])
-def family_dir(request, tiny_sdxl_dir, tiny_sd3_dir, tiny_flux_dir):
-    return request.param, {"sdxl": tiny_sdxl_dir, "sd3": tiny_sd3_dir, "flux": tiny_flux_dir}[request.param]
+@pytest.fixture(scope="module", params=["sdxl", "sd3", "flux", "flux2_klein", "sana_sprint"])
+def family_dir(request, tiny_sdxl_dir, tiny_sd3_dir, tiny_flux_dir, tiny_flux2_klein_dir, tiny_sana_sprint_dir):
+    dirs = {"sdxl": tiny_sdxl_dir, "sd3": tiny_sd3_dir, "flux": tiny_flux_dir, "flux2_klein": tiny_flux2_klein_dir}
+    dirs["sana_sprint"] = tiny_sana_sprint_dir
+    return request.param, dirs[request.param]
 
 
 @pytest.fixture(scope="module")
@@ -52,8 +54,10 @@ def _perturbed_lora(pipe) -> dict[str, torch.Tensor]:
     return {k: v + 0.05 * torch.randn(v.shape, generator=gen) for k, v in lora_state(denoiser(pipe)).items()}
 
 
-def test_family_is_read_from_model_index(tiny_dir, tiny_sdxl_dir, tiny_sd3_dir, tiny_flux_dir):
-    for path, name in ((tiny_dir, "sd"), (tiny_sdxl_dir, "sdxl"), (tiny_sd3_dir, "sd3"), (tiny_flux_dir, "flux")):
+def test_family_is_read_from_model_index(tiny_dir, tiny_sdxl_dir, tiny_sd3_dir, tiny_flux_dir, tiny_flux2_klein_dir, tiny_sana_sprint_dir):
+    pairs = ((tiny_dir, "sd"), (tiny_sdxl_dir, "sdxl"), (tiny_sd3_dir, "sd3"), (tiny_flux_dir, "flux"), (tiny_flux2_klein_dir, "flux2_klein"))
+    pairs += ((tiny_sana_sprint_dir, "sana_sprint"),)
+    for path, name in pairs:
         assert model_family(ModelConfig(pretrained=path)).name == name
 
 
@@ -81,9 +85,19 @@ def test_conditioning(worker, family_dir):
     elif name == "sd3":
         assert cond.embeds.shape == (2, 16 + 256, 64) and cond.pooled.shape == (2, 64)  # CLIP tokens, then T5's (zeros)
         assert torch.equal(cond.embeds[:, 16:], torch.zeros(2, 256, 64))  # no T5 in this build
-    else:
+    elif name == "flux":
         assert cond.embeds.shape == (2, 256, 32) and cond.pooled.shape == (2, 32)  # T5 tokens; CLIP pooled
         assert type(worker.pipe.scheduler).__name__ == "FlowMatchEulerDiscreteScheduler"
+    elif name == "sana_sprint":
+        assert cond.embeds.shape == (2, 300, 32) and cond.mask.shape == (2, 300)  # [bos] + the last 299 of instruction + prompt; Gemma-2 width
+        # kept: [bos], the instruction's last token, the prompt ("cat" is a word of the instruction, "dog" spelled d ##o ##g)
+        assert cond.mask[:, 0].tolist() == [1, 1] and cond.mask.sum(1).tolist() == [3, 5]
+        assert torch.allclose(cond.guidance, torch.full((2,), 0.45))  # the embedded guidance 4.5 x guidance_embeds_scale 0.1
+        assert type(worker.pipe.scheduler).__name__ == "SCMScheduler"
+    else:
+        assert cond.shape == (2, 512, 48)  # the chat-templated prompt's 512 Qwen3 tokens; three layers' hidden states (3 x 16)
+        sched = worker.pipe.scheduler  # FLUX.2's own, dynamic shift kept; its mu reads the 8 x 8 latent tokens at 32 px
+        assert type(sched).__name__ == "FlowMatchEulerDiscreteScheduler" and sched.config.use_dynamic_shifting and sched.image_seq_len == 64
 
 
 def test_rollout_log_probs_are_recomputed_exactly(worker, family_dir):
@@ -103,7 +117,8 @@ def test_rollout_log_probs_are_recomputed_exactly(worker, family_dir):
 
 def test_deterministic_sampler_equals_the_diffusers_scheduler(worker, family_dir):
     """SDXL: DDIMScheduler.step(eta=0) bit for bit; SD3 and FLUX: FlowMatchEulerDiscreteScheduler.step (its own
-    sigmas; FLUX's from linspace(1, 1/k, k) as FluxPipeline sets them)."""
+    sigmas; FLUX's from linspace(1, 1/k, k) as FluxPipeline sets them, FLUX.2's shifted by the mu of its pipeline);
+    SANA-Sprint: SCMScheduler.step's x0, re-noised with the noise x_t implies."""
     name, _ = family_dir
     pipe, fam = worker.pipe, family_of(worker.pipe)
     seeds = (1, 2)
@@ -111,6 +126,9 @@ def test_deterministic_sampler_equals_the_diffusers_scheduler(worker, family_dir
     shape = fam.latent_shape(pipe)
     x = torch.stack([torch.randn(shape, generator=torch.Generator().manual_seed(s)) for s in seeds])
     cond = encode_prompts(pipe, PROMPTS)
+    if name == "sana_sprint":
+        assert torch.allclose(ours, _scm_deterministic_chain(pipe, x, cond, 4), atol=1e-5)
+        return
     sched = pipe.scheduler
     if name != "sdxl":
         from diffusers import FlowMatchEulerDiscreteScheduler
@@ -118,6 +136,10 @@ def test_deterministic_sampler_equals_the_diffusers_scheduler(worker, family_dir
         sched = FlowMatchEulerDiscreteScheduler.from_config(sched.config)
     if name == "flux":
         sched.set_timesteps(sigmas=np.linspace(1.0, 1 / 4, 4))
+    elif name == "flux2_klein":
+        from diffusers.pipelines.flux2.pipeline_flux2_klein import compute_empirical_mu
+
+        sched.set_timesteps(sigmas=np.linspace(1.0, 1 / 4, 4), mu=compute_empirical_mu(image_seq_len=8 * 8, num_steps=4))
     else:
         sched.set_timesteps(4)
     for t in sched.timesteps:
@@ -136,6 +158,24 @@ def test_deterministic_sampler_equals_the_diffusers_scheduler(worker, family_dir
         assert torch.allclose(ours, ref, atol=1e-4)
 
 
+def _scm_deterministic_chain(pipe, x: torch.Tensor, cond, k: int) -> torch.Tensor:
+    """SANA-Sprint's k-step chain with SCMScheduler.step's x0 (on the pipeline's latents, ours x sigma_data)
+    and, in place of its fresh noise, the noise x_t implies (eta = 0): x_s = cos(s) x0 + sin(s) (x_t - cos(t) x0) / sin(t).
+    Returns the last step's x0 (N, C, h, w)."""
+    from diffusers import SCMScheduler
+
+    fam, sched = family_of(pipe), SCMScheduler.from_config(pipe.scheduler.config)
+    sched.set_timesteps(k, intermediate_timesteps=None)  # linspace(1.5708, 0, k + 1)
+    sigma = sched.config.sigma_data
+    for i, t in enumerate(sched.timesteps[:-1]):
+        with torch.no_grad():
+            out = fam.predict(denoiser(pipe), x, t.expand(len(x)), cond)
+        x0 = sched.step(sigma * out, t, sigma * x, generator=torch.Generator().manual_seed(0)).pred_original_sample / sigma
+        s = sched.timesteps[i + 1]
+        x = torch.cos(s) * x0 + torch.sin(s) * (x - torch.cos(t) * x0) / torch.sin(t)
+    return x0
+
+
 def test_lora_file_loads_with_the_family_pipeline(worker, family_dir, tmp_path):
     """The saved LoRA, loaded by the family's plain diffusers pipeline, reproduces the trained denoiser's output.
     A checkpoint writes it from the peft state alone: the file format is then read off the key names."""
@@ -150,7 +190,7 @@ def test_lora_file_loads_with_the_family_pipeline(worker, family_dir, tmp_path):
     assert with_family.keys() == inferred.keys() and all(torch.equal(with_family[k], inferred[k]) for k in inferred)
     plain = getattr(diffusers, fam.pipeline_class).from_pretrained(path, **_absent(path))
     x = torch.randn(2, *fam.latent_shape(pipe), generator=torch.Generator().manual_seed(5))
-    t = torch.full((2,), 500)
+    t = torch.full((2,), 1.3 if name == "sana_sprint" else 500)  # SANA-Sprint's timesteps are TrigFlow times in (0, pi / 2]
     cond = encode_prompts(pipe, PROMPTS)
     with torch.no_grad():
         trained = fam.predict(denoiser(pipe), x, t, cond)
@@ -170,9 +210,9 @@ def test_resolution_sets_the_latent_size(family_dir):
     name, path = family_dir
     fam = FAMILIES[name]
     pipe = load_pipeline(ModelConfig(pretrained=path, resolution=48), with_lora=False)
-    assert fam.latent_shape(pipe)[1:] == (24, 24)
-    # the VAE halves once (2); SD3's transformer and FLUX's packing take 2 x 2 latent patches (4)
-    bad, multiple = {"sdxl": (31, 2), "sd3": (30, 4), "flux": (30, 4)}[name]
+    assert fam.latent_shape(pipe)[1:] == ((12, 12) if name == "flux2_klein" else (24, 24))  # FLUX.2's latents are patchified
+    # the VAE halves once (2); SD3's transformer, FLUX's packing and FLUX.2's patchify take 2 x 2 latent patches (4)
+    bad, multiple = {"sdxl": (31, 2), "sd3": (30, 4), "flux": (30, 4), "flux2_klein": (30, 4), "sana_sprint": (31, 2)}[name]
     with pytest.raises(ModelLoadError, match=f"model.resolution: {bad} is not a multiple of {multiple} "):
         load_pipeline(ModelConfig(pretrained=path, resolution=bad), with_lora=False)
 
@@ -187,6 +227,69 @@ def test_flux_packing_is_fluxpipelines():
     assert torch.equal(pack_latents(x), FluxPipeline._pack_latents(x, 2, 4, 6, 8))  # (N, 3 * 4, 16)
     assert torch.equal(unpack_latents(pack_latents(x), 6, 8), x)
     assert torch.equal(image_ids(6, 8, "cpu", torch.float32), FluxPipeline._prepare_latent_image_ids(2, 3, 4, "cpu", torch.float32))
+
+
+def test_flux2_klein_packing_is_the_pipelines():
+    """Our token packing, 4-axis position ids and unpatchify are Flux2KleinPipeline's, and unpacking inverts packing."""
+    from diffusers import Flux2KleinPipeline as Klein
+
+    from actors.families.flux2_klein import latent_ids, pack_latents, text_ids, unpack_latents, unpatchify
+
+    x = torch.randn(2, 16, 6, 8)  # (N, 4C, h, w)
+    tokens, ids = pack_latents(x), Klein._prepare_latent_ids(x)  # (N, 6 * 8, 16), (N, 6 * 8, 4)
+    assert torch.equal(tokens, Klein._pack_latents(x)) and torch.equal(latent_ids(6, 8, "cpu"), ids[0])
+    assert torch.equal(unpack_latents(tokens, 6, 8), x) and torch.equal(Klein._unpack_latents_with_ids(tokens, ids, 6, 8), x)
+    assert torch.equal(text_ids(5, "cpu"), Klein._prepare_text_ids(torch.zeros(2, 5, 3))[0])
+    assert torch.equal(unpatchify(x), Klein._unpatchify_latents(x)) and torch.equal(Klein._patchify_latents(unpatchify(x)), x)
+
+
+@pytest.mark.parametrize("k", [1, 4])
+def test_flux2_klein_deterministic_sampler_is_the_pipelines(tiny_flux2_klein_dir, k):
+    """The k-step evaluation sampler gives what Flux2KleinPipeline itself samples (with the same LoRA'd
+    transformer) from the same initial latents: its output latents (batch-norm statistics undone,
+    unpatchified) and its decoded images."""
+    pipe = load_pipeline(ModelConfig(pretrained=tiny_flux2_klein_dir, resolution=32))
+    load_lora_state(denoiser(pipe), _perturbed_lora(pipe))
+    fam, seeds = family_of(pipe), (1, 2)
+    ours = sample_deterministic(pipe, PROMPTS, [torch.Generator().manual_seed(s) for s in seeds], k)  # (2, 16, 8, 8)
+    x = torch.stack([torch.randn(fam.latent_shape(pipe), generator=torch.Generator().manual_seed(s)) for s in seeds])
+    call = dict(prompt=PROMPTS, latents=x, num_inference_steps=k, guidance_scale=1.0, height=32, width=32)
+    ref = pipe(**call, output_type="latent").images  # (2, 4, 16, 16): the VAE's latents
+    assert torch.allclose(fam.vae_latents(pipe, ours), ref, atol=1e-5)
+    with torch.no_grad():
+        images = (fam.decode(pipe, ours) / 2 + 0.5).clamp(0, 1)  # (2, 3, 32, 32), as the pipeline postprocesses
+    assert torch.allclose(images, pipe(**call, output_type="pt").images, atol=1e-5)
+
+
+@pytest.mark.parametrize("k", [1, 2, 4])
+def test_sana_sprint_sampler_is_the_pipelines(tiny_sana_sprint_dir, k):
+    """SanaSprintPipeline itself (with the same LoRA'd transformer) from the same initial latents, to the
+    bit: at k = 1 (no re-noising) the evaluation sampler's output; at every k the policy chain at eta = 1
+    (SCM's own re-noising) fed the pipeline's step noise (one draw per step from each prompt's generator):
+    its output latents and decoded images. k = 2 takes the pipeline's intermediate time 1.3, other k
+    SCMScheduler's linspace."""
+    pipe = load_pipeline(ModelConfig(pretrained=tiny_sana_sprint_dir))
+    load_lora_state(denoiser(pipe), _perturbed_lora(pipe))
+    fam, seeds = family_of(pipe), (1, 2)
+    shape = fam.latent_shape(pipe)  # (4, 16, 16): 32 x 32 images
+    x = torch.stack([torch.randn(shape, generator=torch.Generator().manual_seed(s)) for s in seeds])  # (2, C, h, w)
+    call = dict(prompt=PROMPTS, latents=x, num_inference_steps=k, intermediate_timesteps=1.3 if k == 2 else None, height=32, width=32)
+    call |= dict(use_resolution_binning=False)  # its bins are for the 1024 px model
+    noise = lambda: [torch.Generator().manual_seed(10 + s) for s in seeds]  # noqa: E731  the step noise, one generator per prompt
+    ref = pipe(**call, generator=noise(), output_type="latent").images  # (2, C, h, w): denoised / sigma_data
+    if k == 1:
+        assert torch.equal(sample_deterministic(pipe, PROMPTS, [torch.Generator().manual_seed(s) for s in seeds], 1), ref)
+    cond, timesteps, gens = fam.encode_prompts(pipe, PROMPTS), fam.set_timesteps(pipe.scheduler, k), noise()
+    for i, t in enumerate(timesteps):
+        with torch.no_grad():
+            out = fam.predict(denoiser(pipe), x, t.expand(2), cond)
+        z = torch.cat([torch.randn((1, *shape), generator=g) for g in gens])  # (2, C, h, w), in the pipeline's draw order
+        step = fam.step_with_logprob(pipe.scheduler, out, x, torch.full((2,), i), timesteps, 1.0, noise=z)
+        x = step.next_sample
+    assert torch.equal(step.pred_original_sample, ref)
+    with torch.no_grad():
+        images = (fam.decode(pipe, step.pred_original_sample) / 2 + 0.5).clamp(0, 1)  # (2, 3, 32, 32), as the pipeline postprocesses
+    assert torch.equal(images, pipe(**call, generator=noise(), output_type="pt").images)
 
 
 @pytest.mark.parametrize("targets", [("to_q", "to_k", "to_v", "to_out.0"), ("to_q", "to_k", "to_v", "to_out.0", "conv1", "conv2")])

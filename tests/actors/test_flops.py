@@ -29,13 +29,14 @@ def test_the_sample_counter_counts_every_call_by_its_batch():
     assert counter.take() == 8 and counter.take() == 0
 
 
-@pytest.mark.parametrize("family", ["sd", "flux"])
-def test_a_tiny_denoiser_sample_is_counted_without_touching_training(family, tiny_dir, tiny_flux_dir):
+@pytest.mark.parametrize("family", ["sd", "flux", "flux2_klein", "sana_sprint"])
+def test_a_tiny_denoiser_sample_is_counted_without_touching_training(family, tiny_dir, tiny_flux_dir, tiny_flux2_klein_dir, tiny_sana_sprint_dir):
     from actors.config import ModelConfig
     from actors.families import family_of
     from actors.policy import denoiser, load_pipeline
 
-    pipe = load_pipeline(ModelConfig(pretrained=tiny_dir if family == "sd" else tiny_flux_dir, resolution=32))
+    dirs = {"sd": tiny_dir, "flux": tiny_flux_dir, "flux2_klein": tiny_flux2_klein_dir, "sana_sprint": tiny_sana_sprint_dir}
+    pipe = load_pipeline(ModelConfig(pretrained=dirs[family], resolution=32))
     state = torch.random.get_rng_state()
     fwd = denoiser_flops(family_of(pipe), pipe, with_backward=False)
     both = denoiser_flops(family_of(pipe), pipe, with_backward=True)

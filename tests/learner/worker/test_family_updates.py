@@ -1,4 +1,4 @@
-"""The learner's rescoring and update on the tiny SDXL, SD3 and FLUX pipelines (with classifier-free
+"""The learner's rescoring and update on the tiny SDXL, SD3, FLUX, FLUX.2-klein and SANA-Sprint pipelines (with classifier-free
 guidance, so the negative conditioning goes through the family's row helpers): the first pass of a
 version reproduces the rollout's log-probs exactly (ratio 1), and the update reaches the policy the
 rollout worker then samples with. (Which way one update moves tiny random-weight models is left to
@@ -21,9 +21,11 @@ from tests.conftest import update_request
 T = 3
 
 
-@pytest.mark.parametrize("name", ["sdxl", "sd3", "flux"])
-def test_family_update_ratio_is_one_and_moves_the_policy(name, tiny_sdxl_dir, tiny_sd3_dir, tiny_flux_dir):
-    model = ModelConfig(pretrained={"sdxl": tiny_sdxl_dir, "sd3": tiny_sd3_dir, "flux": tiny_flux_dir}[name], resolution=32)
+@pytest.mark.parametrize("name", ["sdxl", "sd3", "flux", "flux2_klein", "sana_sprint"])
+def test_family_update_ratio_is_one_and_moves_the_policy(name, tiny_sdxl_dir, tiny_sd3_dir, tiny_flux_dir, tiny_flux2_klein_dir, tiny_sana_sprint_dir):
+    dirs = {"sdxl": tiny_sdxl_dir, "sd3": tiny_sd3_dir, "flux": tiny_flux_dir, "flux2_klein": tiny_flux2_klein_dir}
+    dirs["sana_sprint"] = tiny_sana_sprint_dir
+    model = ModelConfig(pretrained=dirs[name], resolution=32)
     sampling = SamplingConfig(num_steps=T, eta=0.7, guidance_scale=2.0)
     learner = LearnerWorker(model=model, sampling=sampling, train=TrainConfig(learning_rate=1e-2, gradient_accumulation_steps=2), seed=0)
     rollout = RolloutWorker(model=model, sampling=sampling, seed=0)
