@@ -13,11 +13,11 @@ import torch
 
 from actors.config import ModelConfig
 from actors.families import FAMILIES, ModelFamily, ModelLoadError, family_named, family_of, family_of_lora_state, family_of_pipeline_class
-from actors.families.base import DTYPES, add_lora, quiet_libraries
+from actors.families.base import DTYPES, add_lora, lora_adapter_metadata, quiet_libraries
 
 __all__ = [
     "DTYPES", "ModelLoadError", "add_lora", "denoiser", "encode_prompts", "load_lora_state", "load_pipeline", "lora_state",
-    "model_family", "quiet_libraries", "resolve_model_path", "save_lora_diffusers", "save_lora_state_diffusers", "unet_output",
+    "lora_adapter_metadata", "model_family", "quiet_libraries", "resolve_model_path", "save_lora_diffusers", "save_lora_state_diffusers", "unet_output",
 ]
 
 
@@ -122,13 +122,18 @@ def load_lora_state(denoiser_module, state: dict[str, torch.Tensor]) -> None:
 def save_lora_diffusers(denoiser_module, directory: str | Path, family: ModelFamily | None = None) -> Path:
     """Save the LoRA in the diffusers format (pytorch_lora_weights.safetensors), loadable with the
     family's plain ``<Pipeline>.load_lora_weights(directory)``."""
-    return save_lora_state_diffusers(lora_state(denoiser_module), directory, family)
+    config = denoiser_module.peft_config["default"]
+    adapter = lora_adapter_metadata(config.r, config.lora_alpha, config.target_modules)
+    return save_lora_state_diffusers(lora_state(denoiser_module), directory, adapter, family)
 
 
-def save_lora_state_diffusers(state: dict[str, torch.Tensor], directory: str | Path, family: ModelFamily | None = None) -> Path:
-    """The same, from a peft LoRA state dict (what lora_state returns): no denoiser needed. Without a
-    family the file format is read off the state's key names (SD and SDXL UNets share one)."""
-    (family or family_of_lora_state(state)).save_lora_state(state, directory)
+def save_lora_state_diffusers(
+    state: dict[str, torch.Tensor], directory: str | Path, adapter: dict, family: ModelFamily | None = None
+) -> Path:
+    """The same, from a peft LoRA state dict (what lora_state returns) and its adapter's metadata
+    (lora_adapter_metadata: rank, alpha, target modules): no denoiser needed. Without a family the
+    file format is read off the state's key names (SD and SDXL UNets share one)."""
+    (family or family_of_lora_state(state)).save_lora_state(state, directory, adapter)
     return Path(directory) / "pytorch_lora_weights.safetensors"
 
 

@@ -171,17 +171,26 @@ class ModelFamily:
         return vae.decode(z).sample
 
     # ------------------------------------------------------------------ LoRA out
-    def save_lora_state(self, state: dict[str, torch.Tensor], directory) -> None:
+    def save_lora_state(self, state: dict[str, torch.Tensor], directory, adapter: dict) -> None:
         """Write a peft LoRA state of the denoiser as pytorch_lora_weights.safetensors, loadable with
         the pipeline class's own ``load_lora_weights(directory)``. The keys keep their peft names
         (``lora_A``/``lora_B``), which every family's loader reads: diffusers' older ``lora.down``
         names exist only for attention projections, so converting a state that also adapts
-        convolutions gives a file of mixed names whose loader silently drops the attention adapters."""
+        convolutions gives a file of mixed names whose loader silently drops the attention adapters.
+        `adapter` (lora_adapter_metadata) goes in the file's metadata: without it a loader takes alpha
+        = rank, and a LoRA trained with another alpha would load at the wrong strength."""
         import diffusers
 
+        metadata_arg = self.lora_layers_arg.replace("_lora_layers", "_lora_adapter_metadata")
         getattr(diffusers, self.pipeline_class).save_lora_weights(
-            str(directory), **{self.lora_layers_arg: dict(state)}, safe_serialization=True
+            str(directory), **{self.lora_layers_arg: dict(state), metadata_arg: dict(adapter)}, safe_serialization=True
         )
+
+
+def lora_adapter_metadata(rank: int, alpha: float, target_modules) -> dict:
+    """The LoRA file's adapter metadata, as diffusers reads it back into a peft LoraConfig."""
+    targets = target_modules if isinstance(target_modules, str) else sorted(target_modules)  # a regex, or module names
+    return {"r": int(rank), "lora_alpha": float(alpha), "target_modules": targets}
 
 
 def add_lora(denoiser, model: ModelConfig, seed: int = 0) -> None:

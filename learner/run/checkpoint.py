@@ -247,9 +247,12 @@ def _write_files(tmp: Path, state: TrainingState) -> None:
     """Every file of the checkpoint and, last, its manifest, each fsynced."""
     from safetensors.torch import save as save_safetensors
 
-    from actors.policy import save_lora_state_diffusers
+    from actors.policy import lora_adapter_metadata, save_lora_state_diffusers
 
-    save_lora_state_diffusers(state.lora, tmp)
+    from actors.config import ModelConfig
+
+    model = ModelConfig(**(yaml.safe_load(state.config_yaml) or {}).get("model", {}))  # the run's LoRA rank, alpha and targets
+    save_lora_state_diffusers(state.lora, tmp, lora_adapter_metadata(model.lora_rank, model.lora_alpha, model.lora_target_modules))
     _write(tmp / "lora_peft.safetensors", save_safetensors({k: v.contiguous() for k, v in state.lora.items()}))
     trainer = tmp / "trainer_state.pt"
     try:

@@ -19,6 +19,7 @@ from actors.policy import (
     encode_prompts,
     load_lora_state,
     load_pipeline,
+    lora_adapter_metadata,
     lora_state,
     model_family,
     resolve_model_path,
@@ -42,7 +43,8 @@ def family_dir(request, tiny_sdxl_dir, tiny_sd3_dir, tiny_flux_dir, tiny_flux2_k
 @pytest.fixture(scope="module")
 def worker(family_dir):
     _, path = family_dir
-    model = ModelConfig(pretrained=path, resolution=32)  # the tiny builds' size (FluxPipeline's default is 1024)
+    # the tiny builds' size (FluxPipeline's default is 1024); alpha != rank, so a LoRA file must carry its alpha
+    model = ModelConfig(pretrained=path, resolution=32, lora_rank=4, lora_alpha=8.0)
     w = RolloutWorker(model=model, sampling=SamplingConfig(num_steps=T, eta=0.7), seed=3)
     w.set_weights(PolicyWeights(0, _perturbed_lora(w.pipe)))
     return w
@@ -177,15 +179,16 @@ def _scm_deterministic_chain(pipe, x: torch.Tensor, cond, k: int) -> torch.Tenso
 
 
 def test_lora_file_loads_with_the_family_pipeline(worker, family_dir, tmp_path):
-    """The saved LoRA, loaded by the family's plain diffusers pipeline, reproduces the trained denoiser's output.
-    A checkpoint writes it from the peft state alone: the file format is then read off the key names."""
+    """The saved LoRA, loaded by the family's plain diffusers pipeline, reproduces the trained denoiser's output
+    (alpha 8 at rank 4: the file's adapter metadata carries the scale). A checkpoint writes it from the peft
+    state and the run's config alone: the file format is then read off the key names."""
     import diffusers
     from safetensors.torch import load_file
 
     name, path = family_dir
     fam, pipe = family_of(worker.pipe), worker.pipe
     save_lora_diffusers(denoiser(pipe), tmp_path / "with_family", fam)
-    save_lora_state_diffusers(lora_state(denoiser(pipe)), tmp_path)  # as learner/run/checkpoint.py does
+    save_lora_state_diffusers(lora_state(denoiser(pipe)), tmp_path, lora_adapter_metadata(4, 8.0, ModelConfig().lora_target_modules))
     with_family, inferred = (load_file(str(d / "pytorch_lora_weights.safetensors")) for d in (tmp_path / "with_family", tmp_path))
     assert with_family.keys() == inferred.keys() and all(torch.equal(with_family[k], inferred[k]) for k in inferred)
     plain = getattr(diffusers, fam.pipeline_class).from_pretrained(path, **_absent(path))

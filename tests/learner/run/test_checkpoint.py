@@ -231,3 +231,15 @@ except ck.CheckpointError as err:
     res = subprocess.run([sys.executable, "-c", code], cwd=REPO, capture_output=True, text=True, timeout=120)
     assert res.stdout.startswith(f"CheckpointError: cannot write the checkpoint of epoch 1 in {tmp_path}: torch.save failed"), res.stdout + res.stderr
     assert not list(tmp_path.glob(".tmp-*")) and not ck.list_checkpoints(tmp_path)
+
+
+def test_the_checkpoints_lora_file_carries_the_runs_rank_and_alpha(tmp_path):
+    """Without the adapter metadata, diffusers' load_lora_weights takes alpha = rank (scale 1)."""
+    from safetensors import safe_open
+
+    state = _state(1)
+    state = ck.TrainingState(**{**state.__dict__, "config_yaml": "model:\n  lora_rank: 2\n  lora_alpha: 16.0\n  lora_target_modules: [to_q]\n"})
+    path = ck.write_checkpoint(tmp_path, state, keep=1)
+    with safe_open(str(path / "pytorch_lora_weights.safetensors"), "pt") as f:
+        metadata = json.loads(f.metadata()["lora_adapter_metadata"])
+    assert metadata == {"unet.r": 2, "unet.lora_alpha": 16.0, "unet.target_modules": ["to_q"]}
