@@ -247,9 +247,8 @@ def _write_files(tmp: Path, state: TrainingState) -> None:
     """Every file of the checkpoint and, last, its manifest, each fsynced."""
     from safetensors.torch import save as save_safetensors
 
-    from actors.policy import lora_adapter_metadata, save_lora_state_diffusers
-
     from actors.config import ModelConfig
+    from actors.policy import lora_adapter_metadata, save_lora_state_diffusers
 
     model = ModelConfig(**(yaml.safe_load(state.config_yaml) or {}).get("model", {}))  # the run's LoRA rank, alpha and targets
     save_lora_state_diffusers(state.lora, tmp, lora_adapter_metadata(model.lora_rank, model.lora_alpha, model.lora_target_modules))
