@@ -49,7 +49,8 @@ def register_reward(name: str, needs: str = "nothing (offline)") -> Callable:
 # The built-in rewards are plug-ins like a user's (`reward.modules`): loaded by name on first use, so
 # the registry itself depends on none of them. None imports torch or transformers at import time.
 BUILTIN_MODULES = (
-    "rewards.aesthetic", "rewards.hpsv2", "rewards.imagereward", "rewards.jpeg", "rewards.pickscore", "rewards.shapes_reward",
+    "rewards.aesthetic", "rewards.hpsv2", "rewards.hpsv3", "rewards.imagereward", "rewards.jpeg", "rewards.pickscore",
+    "rewards.shapes_reward",
 )
 
 

@@ -149,6 +149,19 @@ def test_paper_presets_are_the_papers_runs(preset, lr, per_step, steps_per_epoch
     assert cfg.train.clip_range == 1e-4 and cfg.train.adv_clip_max == 5 and cfg.train.gamma == 0.99 and cfg.train.lam == 0.99
 
 
+def test_hpsv3_preset_is_the_hpsv2_run_with_hpsv3():
+    """sd_turbo_hpsv3 is not a paper run: the paper's HPSv2 run with HPSv3 as the reward, all else equal."""
+    from rewards.registry import check_options
+
+    cfg = load_config("sd_turbo_hpsv3")
+    assert Config.model_validate(yaml.safe_load(to_yaml(cfg))) == cfg
+    v3, v2 = cfg.model_dump(), load_config("sd_turbo_hpsv2").model_dump()
+    assert {k for k in v3 if v3[k] != v2[k]} == {"name", "reward"}
+    assert {k for k in v3["reward"] if v3["reward"][k] != v2["reward"][k]} == {"name", "options"}
+    assert v3["reward"]["name"] == "hpsv3" and list(v3["reward"]["options"]) == ["hpsv3"]
+    check_options("hpsv3", v3["reward"]["options"]["hpsv3"])  # checkpoint, base, dtype: options the reward takes
+
+
 def test_skip_last_step_counts_t_minus_1_steps_per_pair():
     # the aesthetic preset: 128 pairs x 50 steps / 64 per optimizer step = 100; without the last step
     # 128 x 49 = 6272 items -> ceil(6272 / 64) = 98

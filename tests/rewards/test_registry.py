@@ -9,7 +9,8 @@ import pytest
 from rewards.registry import UnknownRewardError, build_reward, reward_names, reward_options
 
 ALL = [
-    "aesthetic", "hpsv2", "hpsv2.1", "imagereward", "jpeg_compressibility", "jpeg_incompressibility", "pickscore", "shapes_classifier",
+    "aesthetic", "hpsv2", "hpsv2.1", "hpsv3", "imagereward", "jpeg_compressibility", "jpeg_incompressibility", "pickscore",
+    "shapes_classifier",
 ]
 
 
