@@ -63,10 +63,24 @@ def get(refs, timeout: float | None = None):
             raise refs.error
         return refs.value
     if isinstance(refs, GroupRef):
-        return get(refs.refs, timeout)[0]
+        return get_all(refs.refs, timeout)[0]
     import ray
 
     return ray.get(refs, timeout=timeout)
+
+
+def get_all(refs: list, timeout: float | None = None) -> list:
+    """get() of every ref of a group's calls. If some failed, an actor's death is raised before other
+    errors: a survivor's error (a collective broken by the lost member) is its consequence."""
+    results, errors = [], []
+    for ref in refs:
+        try:
+            results.append(get(ref, timeout))
+        except Exception as err:
+            errors.append(err)
+    if errors:
+        raise next((e for e in errors if isinstance(e, actor_failures())), errors[0])
+    return results
 
 
 def is_local(ref) -> bool:

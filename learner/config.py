@@ -102,6 +102,14 @@ class LearnerConfig(Section):
         "resources; rank r trains shard r of each epoch's pairs. In the hybrid layout each rank also samples its shard. "
         "With ray.enabled=false one process computes the same N-shard update."
     )
+    max_restarts: int = Field(
+        3, ge=0, le=1_000_000, description="With more than one rank: times Ray restarts a lost learner rank (a hybrid policy worker, or a learner "
+        "worker) in place: the group is formed again, the new rank takes the state of a surviving rank, and the epoch runs again with the "
+        "same seeds. 0, a single rank, or no surviving rank: a lost rank ends the run (exit 1; rerunning resumes from the last checkpoint)."
+    )
+    restart_timeout_s: float = Field(
+        600.0, gt=0, le=604_800, description="Give up (exit 1) on a lost learner rank that is not back within this time."
+    )
 
 
 class RayConfig(Section):

@@ -68,6 +68,12 @@ class RewardPool:
         stats, self.stats = self.stats, PoolStats()
         return stats
 
+    def abandon(self) -> None:
+        """Forget every queued and in-flight call and the statistics since the last take_stats (an
+        epoch that runs again); the servers finish the abandoned calls, whose results are dropped."""
+        self._queued, self._calls = [], []
+        self.take_stats()
+
     def submit(self, request: ScoreRequest) -> int:
         """Queue a request; send queued requests as one call once they reach `batch_size` images."""
         ticket, self._ticket = self._ticket, self._ticket + 1

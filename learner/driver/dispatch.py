@@ -26,6 +26,11 @@ from learner.driver.faults import describe_actor_error
 log = logging.getLogger(__name__)
 
 
+class RankLostError(RunFailure):
+    """A learner rank (here: a hybrid policy worker) died while the driver waited for it; `__cause__`
+    is Ray's error (learner.driver.recovery recovers it in place)."""
+
+
 class RolloutActorsLostError(RunFailure):
     """Every rollout actor is dead for good (or did not come back in time)."""
 
@@ -158,7 +163,7 @@ def run_assigned(workers: list, assignment: list[list[list[int]]], call: Callabl
         try:
             result = get(ref)
         except actor_failures() as err:
-            raise RunFailure(f"{describe_actor_error(err)}; a hybrid policy worker's shard cannot move to another worker") from None
+            raise RankLostError(f"{describe_actor_error(err)}; a hybrid policy worker's shard cannot move to another worker") from err
         yield result, companion
 
 

@@ -6,9 +6,10 @@ from __future__ import annotations
 import os
 import socket
 from dataclasses import dataclass
+from typing import Any
 
 from actors.errors import RunFailure, UsageError
-from actors.remote import GroupRef, LocalActor, put
+from actors.remote import GroupRef, LocalActor, get, put
 from actors.rollout_worker import RolloutWorker
 from learner.config import Config
 from learner.worker.learner_worker import LearnerWorker
@@ -56,10 +57,18 @@ class Workers:
     hybrid: bool
     num_shards: int  # N: the epoch's pairs are split into N shards, one per learner rank
     device_share: dict[str, tuple[int, float]]  # worker kind -> (workers with devices of their own, device share each)
+    placement_group: Any = None  # on Ray: the actors' placement group (the learner group meets on rank 0's node)
+    learner_bundle: int = 0  # rank 0's bundle in it
 
     def named(self) -> list:
         """Each worker once (a hybrid policy worker is both sampler and rank)."""
         return list(self.learner.ranks) + ([] if self.hybrid else list(self.samplers)) + list(self.reward_servers)
+
+    def form_learner_group(self) -> None:
+        """Form the ranks' data-parallel group (again, after a lost rank): rank 0 hosts the rendezvous."""
+        ranks = self.learner.ranks
+        address = get(ranks[0].rendezvous.remote(_bundle_node_ip(self.placement_group, self.learner_bundle)))
+        get([rank.join_group.remote(address) for rank in ranks])
 
 
 ROLES = ("rollout", "reward", "learner")  # the order of the roles' bundles in the placement group
@@ -231,15 +240,20 @@ def launch_workers(cfg: Config) -> Workers:
         on_bundle(RewardServer, "reward", i, w.num_cpus, w.num_gpus, max_restarts=w.max_restarts, **env).remote(**reward_kw)
         for i in range(w.num_servers)
     ]
-    ranks = [
-        on_bundle(learner_cls, "learner", i, lrn.num_cpus, lrn.num_gpus).remote(**learner_kw, rank=i, world_size=lrn.num_workers)
+    restarts = lrn.max_restarts if lrn.num_workers > 1 else 0  # one rank: no survivor could hand over its state
+    ranks = [  # a lost rank is restarted by Ray and recovered in place by the driver (learner.driver.recovery)
+        on_bundle(learner_cls, "learner", i, lrn.num_cpus, lrn.num_gpus, max_restarts=restarts, max_task_retries=0).remote(
+            **learner_kw, rank=i, world_size=lrn.num_workers, keep_epoch_states=restarts > 0
+        )
         for i in range(lrn.num_workers)
     ]
+    workers = Workers(
+        ranks if hybrid else samplers, RankGroup(ranks), servers, hybrid, lrn.num_workers, device_share(cfg), pg, index["learner"][0]
+    )
     if lrn.num_workers > 1:
-        address = ray.get(ranks[0].rendezvous.remote(_bundle_node_ip(pg, index["learner"][0])))
-        ray.get([rank.join_group.remote(address) for rank in ranks])
+        workers.form_learner_group()
     await_reward_servers(servers, w.start_timeout_s)
-    return Workers(ranks if hybrid else samplers, RankGroup(ranks), servers, hybrid, lrn.num_workers, device_share(cfg))
+    return workers
 
 
 class RewardServersNotStartedError(RunFailure):

@@ -4,15 +4,19 @@ checkpoint. Each stage is one timed helper (learner.driver.stages)."""
 
 from __future__ import annotations
 
+import copy
 import time
 from contextlib import contextmanager
+from dataclasses import dataclass
+from functools import partial
 from pathlib import Path
+from typing import Callable
 
 import numpy as np
 
 from actors.remote import get
 from learner.algo.advantages import StepStatTracker
-from learner.algo.registry import get_algorithm
+from learner.algo.registry import Algorithm, get_algorithm
 from learner.config import Config, to_yaml
 from learner.driver import resume, stages
 from learner.driver.evaluation import Evaluator
@@ -21,6 +25,8 @@ from learner.driver.launch import Workers, init_ray, launch_workers
 from learner.driver.monitors import MonitorStage
 from learner.driver.preemption import Preemption
 from learner.driver.ray_metrics import RayMetrics
+from learner.driver.recovery import RankRecovery
+from learner.run.checkpoint import driver_rng_state, restore_driver_rng
 from learner.run.lock import RunDirLock
 from learner.run.model_card import finish_lora
 from learner.run.outputs import RunOutputs, eval_grid_path
@@ -77,27 +83,14 @@ def _run(cfg: Config, run_dir: Path, prompt_list: list[str], preemption: Preempt
     curves = Curves(run_dir, cfg.epochs, evaluator.initial_metrics, cfg.monitor.bands if cfg.monitor.enabled else None)
     monitor = MonitorStage(cfg.monitor, list(curves.history), evaluator.initial_metrics)  # replays a resumed run's records
     published, progress = None, Progress(start, cfg.epochs)
+    recovery = RankRecovery(workers, cfg.learner, cfg.ray.enabled)  # a lost learner rank: restarted, the epoch runs again
+    epoch_run = EpochRun(cfg, workers, pool, plan, algorithm, tracker, evaluator, prompt_list)
     for epoch in range(start, cfg.epochs):
         preemption.epoch_started()
-        times: dict[str, float] = {}
-        with timed(times, "time_epoch_s"):
-            with timed(times, "time_publish_s"):
-                published = stages.publish_weights(workers, version, published)
-            prompts = stages.prompts_for_epoch(prompt_list, cfg.seed, epoch, cfg.rollout.pairs_per_epoch)
-            scored = stages.rollout_and_score(workers, pool, plan, epoch, prompts, cfg.rollout, published)
-            stages.check_dropped(scored, len(prompts), cfg.reward.max_dropped_fraction)
-            times |= scored.times
-            advantages = stages.advantages(algorithm, scored, plan, cfg.train, cfg.sampling.similarity_floor, tracker)  # (B, P, T)
-            with timed(times, "time_update_s"):
-                update = stages.update(workers, plan, scored, advantages, epoch, version)
-        stats = pool.take_stats()
+        attempt = partial(epoch_run.train, epoch, version, published)
+        scored, update, stats, eval_metrics, published, times = recovery.run(attempt, version, f"epoch {epoch}", epoch_run.restorer(epoch))
         metrics = epoch_metrics(epoch, version, scored, stats) | times | _update_metrics(update, stats, workers, times)
         version = update["policy_version"]
-        eval_metrics = {}
-        with timed(times, "time_eval_s"):
-            if evaluator.due(epoch):  # publish this epoch's policy (the next epoch reuses it), then evaluate it
-                published = stages.publish_weights(workers, version, published)
-                eval_metrics = evaluator.evaluate(epoch, published)
         breakdown.add_epoch(times)
         breakdown.add("evaluation", times["time_eval_s"])
         metrics |= eval_metrics | {"time_eval_s": times["time_eval_s"]}
@@ -114,7 +107,8 @@ def _run(cfg: Config, run_dir: Path, prompt_list: list[str], preemption: Preempt
             out.save_grid(scored.queries.images[:n, 0][:, [0, -1]], epoch, scored.queries.prompts[:n], cfg.sampling.num_steps)
         if resume.is_due(epoch + 1, cfg) or preemption.requested:
             with preemption.critical(), timed(times, "checkpoint"):
-                resume.save_checkpoint(run_dir, epoch + 1, workers.learner, tracker, cfg, prompt_list)
+                save = partial(resume.save_checkpoint, run_dir, epoch + 1, workers.learner, tracker, cfg, prompt_list)
+                recovery.run(save, version, f"the checkpoint after epoch {epoch}")
             breakdown.add("checkpoints", times["checkpoint"])
         preemption.exit_if_requested()
     lora_file = get(workers.learner.save_lora.remote(str(run_dir / "lora")))
@@ -123,6 +117,56 @@ def _run(cfg: Config, run_dir: Path, prompt_list: list[str], preemption: Preempt
     print(breakdown.line(), flush=True)
     print(f"done: outputs in {run_dir} (metrics.jsonl, samples/, tensorboard/, LoRA {lora_file} with its model card)", flush=True)
     return run_dir
+
+
+@dataclass
+class EpochRun:
+    """What one epoch's training touches: the part of it that runs again when a learner rank is lost
+    (learner.driver.recovery)."""
+
+    cfg: Config
+    workers: Workers
+    pool: RewardPool
+    plan: stages.ShardPlan
+    algorithm: Algorithm
+    tracker: StepStatTracker | None
+    evaluator: Evaluator
+    prompt_list: list[str]
+
+    def train(self, epoch: int, version: int, published):
+        """Publish -> roll out and score -> advantages -> update -> evaluate when due; (scored, update,
+        the reward pool's stats, eval metrics, the published weights, times)."""
+        cfg, workers, times = self.cfg, self.workers, {}
+        with timed(times, "time_epoch_s"):
+            with timed(times, "time_publish_s"):
+                published = stages.publish_weights(workers, version, published)
+            prompts = stages.prompts_for_epoch(self.prompt_list, cfg.seed, epoch, cfg.rollout.pairs_per_epoch)
+            scored = stages.rollout_and_score(workers, self.pool, self.plan, epoch, prompts, cfg.rollout, published)
+            stages.check_dropped(scored, len(prompts), cfg.reward.max_dropped_fraction)
+            times |= scored.times
+            advantages = stages.advantages(self.algorithm, scored, self.plan, cfg.train, cfg.sampling.similarity_floor, self.tracker)  # (B, P, T)
+            with timed(times, "time_update_s"):
+                update = stages.update(workers, self.plan, scored, advantages, epoch, version)
+        stats = self.pool.take_stats()
+        eval_metrics = {}
+        with timed(times, "time_eval_s"):
+            if self.evaluator.due(epoch):  # publish this epoch's policy (the next epoch reuses it), then evaluate it
+                published = stages.publish_weights(workers, update["policy_version"], published)
+                eval_metrics = self.evaluator.evaluate(epoch, published)
+        return scored, update, stats, eval_metrics, published, times
+
+    def restorer(self, epoch: int) -> Callable[[], None]:
+        """What puts the driver's state back as it was before `epoch`, for the epoch to run again."""
+        tracker = copy.deepcopy(self.tracker.state_dict()) if self.tracker is not None else None
+        rng = driver_rng_state()
+
+        def restore() -> None:
+            if self.tracker is not None:
+                self.tracker.load_state_dict(copy.deepcopy(tracker))
+            restore_driver_rng(rng)
+            self.pool.abandon()
+
+        return restore
 
 
 def _wandb(cfg: Config, run_dir: Path):

@@ -18,7 +18,7 @@ from actors.batch import SparseQueries
 from actors.config import RolloutConfig
 from actors.errors import RunFailure
 from actors.flops import mfu
-from actors.remote import get, is_local
+from actors.remote import get, get_all, is_local
 from actors.seeds import PROMPTS
 from learner.algo.advantages import SparseRewards, StepStatTracker
 from learner.algo.registry import AdvantageSettings, Algorithm
@@ -174,7 +174,7 @@ def update(workers: Workers, plan: ShardPlan, scored: Scored, adv: torch.Tensor,
         request = UpdateRequest(version, epoch, n, max_pairs, [x for x in shards if plan.rank(x.shard) == r])
         chunks = [ref for first, ref in sorted(scored.trajectories.items()) if ref is not None and plan.rank_of_pair(first) == r]
         calls.append(rank.update.remote(request, *chunks))
-    results = get(calls)
+    results = get_all(calls)  # a lost rank's death before the survivors' broken collectives
     work = {"busy_learner_s": round(sum(m["busy_s"] for m in results), 4)}
     peak_flop_seconds = sum(m.get("peak_flop_seconds", float("nan")) for m in results)
     if (util := mfu(sum(m["flops"] for m in results), peak_flop_seconds)) is not None:

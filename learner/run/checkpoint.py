@@ -56,6 +56,8 @@ RESUMABLE_KEYS = (
     "learner.num_cpus",  # not learner.num_workers: the number of ranks shards the stat tracking and the update
     "learner.num_gpus",
     "learner.torch_threads",
+    "learner.max_restarts",  # how a lost rank is recovered, not what is learned
+    "learner.restart_timeout_s",
     "monitor",  # it watches, it does not train
     "train.peak_tflops",  # a metric's denominator
     "model.tiny_cache_dir",

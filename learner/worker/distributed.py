@@ -41,6 +41,12 @@ def init_group(rank: Rank, address: str, device: str, timeout_s: float = 300) ->
     )
 
 
+def leave_group() -> None:
+    """Destroy this process's group, if it has one (also after a collective failed on a lost member)."""
+    if torch.distributed.is_initialized():
+        torch.distributed.destroy_process_group()
+
+
 def average_gradients(params: list[torch.Tensor], world_size: int) -> None:
     """All-reduce (mean) the gradients of `params` over the group, as one flat buffer."""
     for p in params:  # a rank with no items left in this step still joins the all-reduce

@@ -12,6 +12,7 @@ reproduces an N-rank run.
 
 from __future__ import annotations
 
+import copy
 import math
 import os
 import socket
@@ -34,7 +35,8 @@ from learner.algo.registry import StepItems, get_algorithm
 from learner.algo.sdpo import temporal_weights
 from learner.config import TrainConfig
 from learner.worker.batch import TrainBatch, UpdateRequest, shard_batches
-from learner.worker.distributed import Rank, average_gradients, average_scalars, free_port, init_group
+from learner.worker.distributed import Rank, average_gradients, average_scalars, free_port, init_group, leave_group
+from learner.worker.fault_injection import kill_point
 
 
 class StalePolicyError(RunFailure):
@@ -58,6 +60,7 @@ class LearnerWorker:
         torch_threads: int = 1,
         rank: int = 0,
         world_size: int = 1,
+        keep_epoch_states: bool = False,
     ):
         from accelerate import Accelerator
 
@@ -92,11 +95,36 @@ class LearnerWorker:
         self.version = 0
         # set after accelerate decided it runs single-process: gradients are averaged by hand
         self.rank, self.device = Rank(rank, world_size), device
+        # version -> the state at that version (the last two), on CPU: what a restarted rank takes from
+        # this one, and what this one rewinds to when an epoch runs again (learner.driver.recovery)
+        self.epoch_states: dict[int, dict] | None = {} if keep_epoch_states else None
+        self._keep_epoch_state()
 
     def join_group(self, address: str) -> int:
         """Join the data-parallel group hosted at `address` ('host:port'); blocks until all ranks join."""
         init_group(self.rank, address, self.device)
         return self.rank.rank
+
+    def leave_group(self) -> None:
+        """Leave the data-parallel group (a member was lost; the group is formed again)."""
+        leave_group()
+
+    def epoch_state(self, version: int) -> dict | None:
+        """The state this rank held at policy `version`, if it still keeps it."""
+        return None if self.epoch_states is None else self.epoch_states.get(version)
+
+    def rewind(self, version: int, state: dict | None = None) -> bool:
+        """Go back to policy `version`: to `state` (a surviving rank's) if given, else to this rank's
+        own kept state of that version; False if it has none."""
+        state = state if state is not None else self.epoch_state(version)
+        if state is None:
+            return False
+        self.load_state_dict(copy.deepcopy(state))  # the optimizer would otherwise step the kept tensors in place
+        return True
+
+    def _keep_epoch_state(self) -> None:
+        if self.epoch_states is not None:
+            self.epoch_states = {v: s for v, s in self.epoch_states.items() if v >= self.version - 1} | {self.version: self._state()}
 
     def rendezvous(self, host: str = "127.0.0.1") -> str:
         """'host:port' for the group to meet at: `host` is this rank's node address (the launcher knows it)."""
@@ -115,6 +143,10 @@ class LearnerWorker:
     def state_dict(self) -> dict:
         """What an exact resume needs from the learner, on CPU: policy version, LoRA (peft names),
         and under "trainer" the optimizer and grad-scaler state and the global torch RNG."""
+        kill_point("state", self.version, self.rank.rank)
+        return self._state()
+
+    def _state(self) -> dict:
         scaler = self.accelerator.scaler
         trainer = {"optimizer": self.optimizer.state_dict(), "torch_rng": torch.get_rng_state()}
         if scaler is not None:
@@ -122,12 +154,14 @@ class LearnerWorker:
         return {"version": self.version, "lora": lora_state(self.denoiser), "trainer": _to_cpu(trainer)}
 
     def load_state_dict(self, state: dict) -> int:
+        self.optimizer.zero_grad(set_to_none=True)  # gradients of an update that was cut short go too
         load_lora_state(self.denoiser, state["lora"])
         self.optimizer.load_state_dict(state["trainer"]["optimizer"])
         torch.set_rng_state(state["trainer"]["torch_rng"])
         if self.accelerator.scaler is not None and "scaler" in state["trainer"]:
             self.accelerator.scaler.load_state_dict(state["trainer"]["scaler"])
         self.version = int(state["version"])
+        self._keep_epoch_state()
         return self.version
 
     def update(self, request: UpdateRequest, *trajectories: Trajectories) -> dict[str, float]:
@@ -157,6 +191,7 @@ class LearnerWorker:
         negative = self.family.encode_prompts(self.pipe, [""]) if self.sampling.guidance_scale > 1 else None  # (1, ...), once
         weights = temporal_weights(T, cfg.lam, cfg.log_scale)  # (T,)
         stats, passes, self._nonfinite = defaultdict(list), 0, 0
+        kill_point("update", request.epoch, self.rank.rank)
         self.denoiser.train()
         for k in range(math.ceil(items / per_step)):  # the same number of optimizer steps on every rank
             for batch, schedule, emb in zip(batches, schedules, embeds):
@@ -171,11 +206,12 @@ class LearnerWorker:
             norm = self._optimizer_step()
             if math.isfinite(norm):
                 stats["grad_norm"].append(norm)
-        self.version += 1
         metrics = {k: float(np.mean(v)) for k, v in stats.items()} | {"backward_passes": float(passes)}
         if self.rank.distributed:  # means over the ranks; backward_passes is their sum, as one process counts all shards
             metrics = average_scalars(metrics, str(self.accelerator.device))
             metrics["backward_passes"] = round(metrics["backward_passes"] * self.rank.world_size)
+        self.version += 1  # after the last collective: a rank that reaches here holds the group's new state
+        self._keep_epoch_state()
         work = {"busy_s": time.perf_counter() - start, "flops": self.samples.take() * self.flops_per_sample}
         if math.isfinite(self.peak_flops):  # the device's peak is known: MFU's denominator (no NaN in the metrics)
             work["peak_flop_seconds"] = work["busy_s"] * self.peak_flops

@@ -10,6 +10,7 @@ import numpy as np
 from actors.batch import RolloutBatch, Trajectories
 from actors.rollout_worker import RolloutWorker
 from learner.worker.batch import UpdateRequest
+from learner.worker.fault_injection import kill_point
 from learner.worker.learner_worker import LearnerWorker
 
 
@@ -25,11 +26,17 @@ class PolicyWorker(LearnerWorker):
     def rollout(self, epoch: int, pair_indices: list[int], prompts: list[str], version: int) -> RolloutBatch:
         """Sample as a RolloutWorker does, with this worker's current policy; keep the trajectories
         for the update and return only the sparse queries."""
+        if not any(t.epoch == epoch for t in self.held):
+            kill_point("rollout", epoch, self.rank.rank)
         self.sampler.version = self.version  # the sampler's policy IS this worker's UNet
         self.held = [t for t in self.held if t.epoch == epoch]  # an abandoned epoch's leftovers go
         batch = self.sampler.rollout(epoch, pair_indices, prompts, version)
         self.held.append(batch.trajectories)
         return RolloutBatch(batch.queries, None)
+
+    def rewind(self, version: int, state: dict | None = None) -> bool:
+        self.held = []  # the epoch runs again: its trajectories are sampled again
+        return super().rewind(version, state)
 
     def evaluate(self, prompts: list[str], seeds: list[int], num_steps: int) -> np.ndarray:
         return self.sampler.evaluate(prompts, seeds, num_steps)

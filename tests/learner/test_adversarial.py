@@ -257,3 +257,25 @@ def test_two_quick_ctrl_c_on_ray_exit_130_with_one_line_and_leave_no_cluster(tin
     assert len(_error_lines(text)) == 1 and "Traceback" not in text and "KeyboardInterrupt" not in text, text[-3000:]
     _, alive = psutil.wait_procs(cluster, timeout=60)
     assert not alive, [p.name() for p in alive]
+
+
+@pytest.mark.e2e
+def test_sigterm_at_many_moments_is_never_lost(tiny_cache, tmp_path):
+    """SIGTERM sent at spread-out moments of a run on Ray (start-up, Ray starting, the first epochs,
+    a checkpoint) always ends it with 143 and one line; a lost signal would train on to exit 0. Two
+    runs at a time (the load shifts where each moment falls)."""
+    for pair in ((0.3, 1.5), (3.0, 5.0), (8.0, 12.0)):  # seconds after the start
+        start, procs = time.monotonic(), []
+        for delay in pair:
+            procs.append(subprocess.Popen(
+                [sys.executable, "-m", "learner.main", *_args(tmp_path / f"run-{delay}", tiny_cache, 200, "ray.num_cpus=1")],
+                cwd=REPO, env=cli_env(), stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+            ))
+        for delay, proc in zip(pair, procs):
+            time.sleep(max(0.0, start + delay - time.monotonic()))
+            proc.send_signal(signal.SIGTERM)
+        for delay, proc in zip(pair, procs):
+            out, err = proc.communicate(timeout=300)
+            assert proc.returncode == 143, (delay, out[-1500:], err[-3000:])
+            errors = _error_lines(err)
+            assert len(errors) == 1 and errors[0].startswith("error: preempted by SIGTERM") and "Traceback" not in err, (delay, err[-3000:])

@@ -168,3 +168,26 @@ def test_train_batch_validate():
         TrainBatch(0, 0, 0, ["a"], torch.arange(3), torch.zeros(1, 2, 4, 4, 2, 2), torch.zeros(1, 2, 3), torch.zeros(1, 2, 2)).validate()
     with pytest.raises(ValueError, match="finite"):
         TrainBatch(0, 0, 0, ["a"], torch.arange(3), torch.zeros(1, 2, 4, 4, 2, 2), torch.zeros(1, 2, 3), torch.full((1, 2, 3), float("nan"))).validate()
+
+
+def test_a_rewound_worker_runs_an_update_again_exactly(tiny_cache):
+    """keep_epoch_states: the state at each of the last two versions; rewinding to one (twice, to show
+    the kept copy is not stepped in place) and updating again gives the same weights and metrics."""
+    model = ModelConfig(tiny_cache_dir=tiny_cache)
+    learner = LearnerWorker(model=model, sampling=SAMPLING, train=TrainConfig(learning_rate=1e-2), seed=0, keep_epoch_states=True)
+    rollout = RolloutWorker(model=model, sampling=SAMPLING, seed=0)
+    for epoch in range(2):
+        traj = _sample(learner, rollout, epoch)
+        learner.update(update_request(traj, _better_first(2)), traj)
+    assert sorted(learner.epoch_states) == [1, 2] and learner.epoch_state(0) is None and not learner.rewind(0)
+    traj = _sample(learner, rollout, 2)
+    first = learner.update(update_request(traj, _better_first(2)), traj)
+    after = learner.get_weights().lora
+    for _ in range(2):
+        assert learner.rewind(2) and learner.version == 2
+        again = learner.update(update_request(traj, _better_first(2)), traj)
+        assert {k: again[k] for k in ("loss", "approx_kl", "grad_norm")} == {k: first[k] for k in ("loss", "approx_kl", "grad_norm")}
+        assert all(torch.equal(after[k], v) for k, v in learner.get_weights().lora.items())
+    other = LearnerWorker(model=model, sampling=SAMPLING, train=TrainConfig(learning_rate=1e-2), seed=0)  # a restarted rank
+    assert other.epoch_states is None and other.rewind(3, learner.epoch_state(3)) and other.version == 3
+    assert all(torch.equal(after[k], v) for k, v in other.get_weights().lora.items())
