@@ -215,8 +215,9 @@ def report(runs: list[dict], plot_path: Path | None) -> dict:
            "machine": f"{os.cpu_count()}-core CPU, {platform.machine()}", "chosen_learning_rate": rates, "sweep_training_reward": sweep,
            "missing_runs": [n for n in planned if n not in have] + (["main and control runs (the sweep is not complete)"] if len(rates) < len(ARMS) else []),
            "wall_s_of_runs": round(sum(r["wall_s"] for r in runs), 1)}
-    if runs:
-        out["initial"] = {f"{w}_{k}step": round(runs[0]["initial"][f"eval_{w}_{k}step_mean"], 4) for w in ("reward", "fidelity") for k in STEPS}
+    shapes_runs = [r for r in runs if r["phase"] != "control"]  # the control's initial policy is scored by its own reward
+    if shapes_runs:
+        out["initial"] = {f"{w}_{k}step": round(shapes_runs[0]["initial"][f"eval_{w}_{k}step_mean"], 4) for w in ("reward", "fidelity") for k in STEPS}
     out["final"] = {arm: {f"{w}_{k}step": summarize([final_eval(r, w, k) for r in rs]) for w in ("reward", "fidelity") for k in STEPS}
                     for arm, rs in main.items() if rs}
     common = sorted(set.intersection(*({r["seed"] for r in rs} for rs in main.values()))) if all(main.values()) else []
@@ -233,7 +234,7 @@ def report(runs: list[dict], plot_path: Path | None) -> dict:
     out["control"] = {arm: {f"reward_{k}step_gain": summarize([final_eval(r, "reward", k) - r["initial"][f"eval_reward_{k}step_mean"] for r in rs])
                             for k in STEPS} for arm, rs in control.items() if rs}
     if plot_path is not None and any(main.values()):
-        plot(main, runs[0]["initial"], plot_path)
+        plot(main, shapes_runs[0]["initial"], plot_path)
     return out
 
 

@@ -68,7 +68,11 @@ def test_report_reaches_the_decision_and_lists_missing_runs(tmp_path):
     lr = LR_GRID[0]  # every grid point ties: max keeps the first
     gains = {"sdpo": 0.10, "ddpo": 0.02, "ddpo_stepwise": 0.03}
     main = [fake_run("main", a, lr, s, gains[a] + (0.004 if a == "sdpo" and s % 2 else 0.0), 0.5) for s in SEEDS[:3] for a in ARMS]
-    out = report(sweep + main, tmp_path / "fig.png")
+    control = [fake_run("control", a, lr, 0, 1.0, -3.0) for a in ARMS]  # first in the list: its own reward's initial policy
+    out = report(control + sweep + main, tmp_path / "fig.png")
+    assert out["initial"]["reward_1step"] == 0.5
+    assert out["decision"]["per_step_count"][1]["sdpo_gain"] == pytest.approx((0.600 + 0.605 + 0.602) / 3 - 0.5, abs=1e-4)
+    assert out["control"]["sdpo"]["reward_1step_gain"]["mean"] == pytest.approx(1.0)
     assert out["chosen_learning_rate"] == {a: lr for a in ARMS}
     assert out["paired_seeds"] == list(SEEDS[:3]) and out["decision"]["verdict"].startswith("confirmed")
     assert "provisional" in out["decision"]["verdict"]
