@@ -76,7 +76,7 @@ def test_report_reaches_the_decision_and_lists_missing_runs(tmp_path):
     assert out["chosen_learning_rate"] == {a: lr for a in ARMS}
     assert out["paired_seeds"] == list(SEEDS[:3]) and out["decision"]["verdict"].startswith("confirmed")
     assert "provisional" in out["decision"]["verdict"]
-    assert run_name("main", "sdpo", lr, 4) in out["missing_runs"] and run_name("control", "ddpo", lr, 0) in out["missing_runs"]
+    assert run_name("main", "sdpo", lr, 4) in out["missing_runs"] and run_name("control", "ddpo", lr, 1) in out["missing_runs"]
     assert out["final"]["sdpo"]["reward_1step"]["per_seed"] == [0.6, 0.605, 0.602]
     assert (tmp_path / "fig.png").stat().st_size > 10_000
     partial = report(sweep[:-1], None)  # an incomplete sweep: no choice for its arm, nothing decided
