@@ -53,6 +53,12 @@ class ModelConfig(Section):
         "1.25x rollout and, with train.micro_batch_size=8, 4.2x update throughput, after a one-time compile of about "
         "2 minutes per worker (benchmarks/results/gpu_optim_H200*.json). Meant for GPU runs.",
     )
+    gradient_checkpointing: bool = Field(
+        False,
+        description="Recompute the denoiser's block activations in the backward pass (diffusers' enable_gradient_checkpointing) "
+        "instead of keeping them: less update memory, more compute; sampling is unaffected. For a preset that does not fit "
+        "its GPU (python -m benchmarks.gpu_throughput --fits says which do).",
+    )
 
 
 class SamplingConfig(Section):

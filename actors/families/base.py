@@ -86,6 +86,12 @@ class ModelFamily:
         except (OSError, ValueError, TypeError) as err:
             first = str(err).strip().splitlines()[0] if str(err).strip() else type(err).__name__
             raise ModelLoadError(f"model.pretrained: cannot load '{model.pretrained}': {first}") from err
+        return self.prepare(pipe, model, device, with_lora, seed)
+
+    def prepare(self, pipe, model: ModelConfig, device: torch.device, with_lora: bool, seed: int):
+        """What `load` does after from_pretrained: frozen weights on `device`, the resolution, the family's
+        policy scheduler, gradient checkpointing, LoRA on the denoiser, compile. Also for a pipeline built in memory (benchmarks/real_size.py)."""
+        dtype = DTYPES[model.dtype] if device.type == "cuda" else torch.float32
         pipe.set_progress_bar_config(disable=True)
         for module in pipe.components.values():
             if isinstance(module, torch.nn.Module):
@@ -102,6 +108,10 @@ class ModelFamily:
             pipe.default_sample_size = model.resolution // scale  # the latent side (as SDXL/SD3 pipelines name it)
         self.configure_scheduler(pipe)  # after the resolution: a schedule may depend on the latent size (FLUX.2's shift)
         denoiser = self.denoiser(pipe)
+        if model.gradient_checkpointing:  # in training mode with gradients only: sampling runs as before
+            if not getattr(denoiser, "_supports_gradient_checkpointing", False):
+                raise ModelLoadError(f"model.gradient_checkpointing: {type(denoiser).__name__} does not support it")
+            denoiser.enable_gradient_checkpointing()
         if with_lora:
             add_lora(denoiser, model, seed)
         if model.compile:  # the forward, not the module: callers (and accelerate's wrappers) keep the nn.Module

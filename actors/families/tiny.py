@@ -106,15 +106,22 @@ def build_tiny_sd3(directory: Path, work: Path) -> None:
     pipe.save_pretrained(directory, safe_serialization=True)
 
 
+def _t5_char_tokenizer():
+    """A character-level T5 vocabulary (the pad, end and unknown tokens first, as T5 numbers them):
+    T5's own sentencepiece model cannot be downloaded offline."""
+    from transformers import T5TokenizerFast
+
+    t5_vocab = [("<pad>", 0.0), ("</s>", 0.0), ("<unk>", 0.0), ("\u2581", -1.0)] + [(chr(c), -1.0) for c in range(33, 127)]
+    return T5TokenizerFast(vocab=t5_vocab, extra_ids=0)
+
+
 def build_tiny_flux(directory: Path, work: Path) -> None:
     """A FluxPipeline of the FLUX.1-schnell class: no guidance embedding, a fixed shift of 1."""
     from diffusers import FlowMatchEulerDiscreteScheduler, FluxPipeline, FluxTransformer2DModel
-    from transformers import CLIPTextModel, T5Config, T5EncoderModel, T5TokenizerFast
+    from transformers import CLIPTextModel, T5Config, T5EncoderModel
 
     tokenizer = _tokenizer(work / "tok")
-    # a character-level T5 vocabulary (the pad, end and unknown tokens first, as T5 numbers them)
-    t5_vocab = [("<pad>", 0.0), ("</s>", 0.0), ("<unk>", 0.0), ("\u2581", -1.0)] + [(chr(c), -1.0) for c in range(33, 127)]
-    t5_tokenizer = T5TokenizerFast(vocab=t5_vocab, extra_ids=0)
+    t5_tokenizer = _t5_char_tokenizer()
     torch.manual_seed(_SEED)
     t5 = T5EncoderModel(
         T5Config(vocab_size=len(t5_tokenizer), d_model=32, d_kv=8, d_ff=64, num_layers=2, num_heads=4, pad_token_id=0, eos_token_id=1)

@@ -318,3 +318,22 @@ def test_sd_lora_file_with_convolution_adapters_loads_whole(tmp_path, targets):
     cond = encode_prompts(pipe, PROMPTS)
     with torch.no_grad():
         assert torch.allclose(fam.predict(plain.unet, x, t, cond), fam.predict(pipe.unet, x, t, cond), atol=1e-5)
+
+
+def test_gradient_checkpointing_recomputes_blocks_and_gives_the_same_lora_gradients(tiny_cache):
+    """model.gradient_checkpointing: in training, each checkpointed block runs again in the backward pass
+    (its forward is called twice, not once) and the LoRA's gradients are the ones without it."""
+    grads, calls = [], []
+    for ckpt in (False, True):
+        pipe = load_pipeline(ModelConfig(tiny_cache_dir=tiny_cache, gradient_checkpointing=ckpt))
+        fam, unet = family_of(pipe), pipe.unet
+        block = next(m for m in unet.modules() if type(m).__name__ == "BasicTransformerBlock")
+        count = []
+        block.register_forward_pre_hook(lambda *_, count=count: count.append(1))
+        unet.train()
+        x = torch.randn(2, *fam.latent_shape(pipe), generator=torch.Generator().manual_seed(5))
+        fam.predict(unet, x, torch.full((2,), 500), encode_prompts(pipe, PROMPTS)).square().mean().backward()
+        grads.append({n: p.grad.clone() for n, p in unet.named_parameters() if p.requires_grad})
+        calls.append(len(count))
+    assert calls == [1, 2]
+    assert grads[0].keys() == grads[1].keys() and all(torch.allclose(grads[0][k], grads[1][k], atol=1e-6) for k in grads[0])

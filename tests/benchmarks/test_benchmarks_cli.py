@@ -15,7 +15,8 @@ from tests.conftest import REPO, cli_env
 @pytest.mark.parametrize(
     "name, flag",
     [("learning", "--phase"), ("gradient_alignment", "--checkpoint"), ("reward_factors", "--pairs"), ("overhead", "--repeats"),
-     ("weight_sync", "--ranks"), ("layout", "--skip-run"), ("gpu_optim", "--cpu-smoke"), ("hacking_monitor", "--epochs")]
+     ("weight_sync", "--ranks"), ("layout", "--skip-run"), ("gpu_optim", "--cpu-smoke"), ("hacking_monitor", "--epochs"),
+     ("gpu_throughput", "--fits"), ("real_size", "--count")]
 )
 def test_help(name, flag):
     res = subprocess.run([sys.executable, "-m", f"benchmarks.{name}", "--help"], cwd=REPO, env=cli_env(), capture_output=True, text=True, timeout=120)
