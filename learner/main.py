@@ -8,15 +8,21 @@ docs/fault-tolerance.md.
 
 from __future__ import annotations
 
-import argparse
 import signal
 import sys
-import threading
-from datetime import datetime
-from pathlib import Path
 
-from actors.errors import UsageError
-from learner.config import DEFAULT_PRESET, Config, ConfigError, load_config, to_yaml
+_early_sigterm: list[int] = []  # SIGTERMs that came while the driver started, before its Preemption handler took over
+
+if __name__ == "__main__":  # `python -m learner.main`: from here on a SIGTERM is kept, never lost (before: Python's default, exit -15)
+    signal.signal(signal.SIGTERM, lambda signum, frame: _early_sigterm.append(signum))
+
+import argparse  # noqa: E402
+import threading  # noqa: E402
+from datetime import datetime  # noqa: E402
+from pathlib import Path  # noqa: E402
+
+from actors.errors import EXIT_PREEMPTED, UsageError  # noqa: E402
+from learner.config import DEFAULT_PRESET, Config, ConfigError, load_config, to_yaml  # noqa: E402
 
 
 def parse_args(argv: list[str] | None) -> argparse.Namespace:
@@ -84,6 +90,11 @@ def main(argv: list[str] | None = None) -> int:
     show_warnings_once()
 
     run_dir, preemption = default_run_dir(cfg).resolve(), Preemption(cfg.checkpoint.grace_s)
+    if threading.current_thread() is threading.main_thread():
+        preemption.install()  # from here SIGTERM is the run's (learner.driver.preemption); before, it was kept:
+    if _early_sigterm:
+        print("error: preempted by SIGTERM while the driver started; nothing ran: the same command starts (or resumes) the run", file=sys.stderr)
+        return EXIT_PREEMPTED
     previous_sigint = signal.getsignal(signal.SIGINT)
     try:
         run(cfg, run_dir, prompt_list, preemption)

@@ -264,7 +264,7 @@ def test_sigterm_at_many_moments_is_never_lost(tiny_cache, tmp_path):
     """SIGTERM sent at spread-out moments of a run on Ray (start-up, Ray starting, the first epochs,
     a checkpoint) always ends it with 143 and one line; a lost signal would train on to exit 0. Two
     runs at a time (the load shifts where each moment falls)."""
-    for pair in ((0.3, 1.5), (3.0, 5.0), (8.0, 12.0)):  # seconds after the start
+    for pair in ((0.5, 1.5), (3.0, 5.0), (8.0, 12.0)):  # seconds after the start (Python itself takes about 0.05 s to start)
         start, procs = time.monotonic(), []
         for delay in pair:
             procs.append(subprocess.Popen(
