@@ -13,8 +13,15 @@ import sys
 
 _early_sigterm: list[int] = []  # SIGTERMs that came while the driver started, before its Preemption handler took over
 
-if __name__ == "__main__":  # `python -m learner.main`: from here on a SIGTERM is kept, never lost (before: Python's default, exit -15)
-    signal.signal(signal.SIGTERM, lambda signum, frame: _early_sigterm.append(signum))
+_AS_SCRIPT = __name__ == "__main__"  # `python -m learner.main`, not imported by a test or a notebook
+
+
+def _keep_sigterm(signum, frame) -> None:
+    _early_sigterm.append(signum)
+
+
+if _AS_SCRIPT:  # from here on a SIGTERM is kept, never lost (before this line: Python's default, exit -15)
+    signal.signal(signal.SIGTERM, _keep_sigterm)
 
 import argparse  # noqa: E402
 import threading  # noqa: E402
@@ -112,6 +119,8 @@ def main(argv: list[str] | None = None) -> int:
         _set_sigint(signal.SIG_IGN)  # shutting the local cluster down takes seconds; let it finish
         shutdown_ray()
         _set_sigint(previous_sigint)
+        if _AS_SCRIPT:  # ray.shutdown puts back the default SIGTERM: a late one must not turn the exit code into -15
+            signal.signal(signal.SIGTERM, _keep_sigterm)
     return 0
 
 

@@ -4,10 +4,14 @@ environment every Ray process of a test needs."""
 from __future__ import annotations
 
 import os
+import signal
 import sys
 from pathlib import Path
 
 import pytest
+
+if signal.getsignal(signal.SIGINT) is signal.SIG_IGN:  # started in the background by a non-interactive shell: the
+    signal.signal(signal.SIGINT, signal.default_int_handler)  # Ctrl-C tests (and the drivers they start) need it back
 
 REPO = Path(__file__).resolve().parents[1]
 

@@ -268,7 +268,7 @@ def test_sigterm_at_many_moments_is_never_lost(tiny_cache, tmp_path):
         start, procs = time.monotonic(), []
         for delay in pair:
             procs.append(subprocess.Popen(
-                [sys.executable, "-m", "learner.main", *_args(tmp_path / f"run-{delay}", tiny_cache, 200, "ray.num_cpus=1")],
+                [sys.executable, "-m", "learner.main", *_args(tmp_path / f"run-{delay}", tiny_cache, 200, "ray.num_cpus=2")],
                 cwd=REPO, env=cli_env(), stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
             ))
         for delay, proc in zip(pair, procs):
