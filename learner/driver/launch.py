@@ -5,6 +5,8 @@ from __future__ import annotations
 
 import os
 import socket
+import sys
+from contextlib import contextmanager
 from dataclasses import dataclass
 from typing import Any
 
@@ -155,22 +157,48 @@ def init_ray(cfg: Config) -> None:
     if address:
         check_reachable(address, cfg.ray.connect_timeout_s)
         try:
-            ray.init(address=address, log_to_driver=True)
+            with _sigterm_kept_by_the_driver():
+                ray.init(address=address, log_to_driver=True)
         except ConnectionError as err:  # e.g. 'auto' with no cluster running
             raise ClusterUnreachableError(f"cannot join the Ray cluster at '{address}': {str(err).strip().splitlines()[0]}") from None
     else:
-        ray.init(num_cpus=cfg.ray.num_cpus, include_dashboard=False, log_to_driver=True)
+        with _sigterm_kept_by_the_driver():
+            ray.init(num_cpus=cfg.ray.num_cpus, include_dashboard=False, log_to_driver=True)
     nodes = [n["Resources"] for n in ray.nodes() if n.get("Alive")]
     check_resources(actor_bundles(cfg), nodes)
 
 
-def shutdown_ray() -> None:
-    """Disconnect from the Ray cluster, stopping it if this process started it (a no-op without Ray)."""
+@contextmanager
+def _sigterm_kept_by_the_driver():
+    """ray.init in the driver without Ray's two SIGTERM handlers: its Python one raises SystemExit
+    wherever the signal lands (ray.init half done), and its C++ crash handler takes the signal from
+    Python and aborts the process 3 s later (the alarm it sets). The driver's own handler
+    (learner/driver/preemption.py) stays. Both are switched off through private Ray names: where
+    those are gone, Ray's defaults stand. Ray's worker processes keep their crash handler."""
     try:
-        import ray
+        from ray._private import ray_constants
+        from ray._private import utils as ray_utils
     except ImportError:
+        yield
         return
-    ray.shutdown()  # also stops what a start-up interrupted half-way had started
+    ray_constants.RAY_DISABLE_FAILURE_SIGNAL_HANDLER = True  # read when this driver's core worker starts
+    install = getattr(ray_utils, "set_sigterm_handler", None)
+    if install is None:
+        yield
+        return
+    ray_utils.set_sigterm_handler = lambda handler: None
+    try:
+        yield
+    finally:
+        ray_utils.set_sigterm_handler = install
+
+
+def shutdown_ray() -> None:
+    """Disconnect from the Ray cluster, stopping it if this process started it (a no-op where Ray was
+    never imported, or its import did not finish)."""
+    shutdown = getattr(sys.modules.get("ray"), "shutdown", None)
+    if shutdown is not None:
+        shutdown()  # also stops what a start-up interrupted half-way had started
 
 
 def _device(num_gpus: float) -> str:

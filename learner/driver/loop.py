@@ -59,8 +59,9 @@ def _run(cfg: Config, run_dir: Path, prompt_list: list[str], preemption: Preempt
         return run_dir
     preemption = (preemption or Preemption(cfg.checkpoint.grace_s)).install()  # a SIGTERM while Ray starts: exit 143
     if cfg.ray.enabled:
-        init_ray(cfg)
-        preemption.install()  # again: ray.init sets a SIGTERM handler of its own
+        with preemption.critical("Ray's start-up"):  # a signal now waits for it: raised inside, it would leave Ray half started
+            init_ray(cfg)
+        preemption.install()  # again, in case Ray's own SIGTERM handler got in (learner/driver/launch.py keeps it out)
     out = RunOutputs(run_dir, to_yaml(cfg), cfg.output.tensorboard, first_epoch=state.epoch if state else 0, wandb=_wandb(cfg, run_dir))
     ray_metrics = RayMetrics(run_dir.name) if cfg.ray.enabled else None
     preemption.exit_if_requested()

@@ -38,6 +38,7 @@ class Preemption:
         self._epoch_start: float | None = None
         self._epoch_s: float | None = None  # duration of the last whole epoch (its checkpoint included)
         self._critical = 0
+        self._doing = ""  # what the innermost critical section is finishing (for the messages)
 
     def install(self) -> "Preemption":
         signal.signal(signal.SIGTERM, self._on_sigterm)
@@ -62,6 +63,10 @@ class Preemption:
         if self.requested:
             return
         left = self.seconds_left()
+        if self._critical and self._epoch_start is None:  # start-up: nothing to checkpoint yet
+            self.requested = True
+            _say(f"SIGTERM: exiting once {self._doing} is done")
+            return
         if self._critical or (left is not None and left <= self.grace_s):
             self.requested = True
             _say(f"SIGTERM: finishing this epoch (~{left or 0:.0f}s left, grace {self.grace_s:g}s), checkpointing it, then exiting")
@@ -72,25 +77,28 @@ class Preemption:
         raise Preempted()
 
     @contextmanager
-    def critical(self):
+    def critical(self, doing: str = "the checkpoint being written"):
         """A section a SIGTERM must not interrupt (it only sets `requested`), nor a first Ctrl-C: that
         one is held until the section ends (a checkpoint being written is finished, then the run
         stops with 130); a second Ctrl-C interrupts at once (the checkpoint write is atomic: the
-        previous checkpoint stands)."""
+        previous checkpoint stands). Also Ray's start-up: an exception raised inside ray.init
+        leaves a cluster half started, and one inside `import ray` a module half imported."""
         self._critical += 1
+        outer, self._doing = self._doing, doing
         held: list[int] = []
 
         def hold_sigint(signum, frame):
             if held:
                 raise KeyboardInterrupt
             held.append(signum)
-            _say("Ctrl-C: finishing the checkpoint being written, then stopping (Ctrl-C again to stop at once)")
+            _say(f"Ctrl-C: finishing {doing}, then stopping (Ctrl-C again to stop at once)")
 
         previous = signal.signal(signal.SIGINT, hold_sigint) if _main_thread() else None
         try:
             yield
         finally:
             self._critical -= 1
+            self._doing = outer
             if previous is not None:
                 signal.signal(signal.SIGINT, previous)
         if held:

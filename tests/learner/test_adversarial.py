@@ -260,8 +260,6 @@ def test_two_quick_ctrl_c_on_ray_exit_130_with_one_line_and_leave_no_cluster(tin
 
 
 @pytest.mark.e2e
-@pytest.mark.skip(reason="found a real fault, open in the reliability issue: in a full-suite run one of the six runs did not end "
-                  "within 300 s of its SIGTERM (two runs on Ray at once, ray.num_cpus=2 each); it passed in two targeted runs")
 def test_sigterm_at_many_moments_is_never_lost(tiny_cache, tmp_path):
     """SIGTERM sent at spread-out moments of a run on Ray (start-up, Ray starting, the first epochs,
     a checkpoint) always ends it with 143 and one line; a lost signal would train on to exit 0. Two
