@@ -88,7 +88,7 @@ def main(argv: list[str] | None = None) -> int:
         print(f"error: {err}", file=sys.stderr)
         return 2
     from actors.console import quiet_environment, show_warnings_once
-    from learner.driver.faults import failure
+    from learner.driver.faults import WorkerNames, failure
     from learner.driver.launch import shutdown_ray
     from learner.driver.loop import run
     from learner.driver.preemption import Preemption
@@ -96,7 +96,7 @@ def main(argv: list[str] | None = None) -> int:
     quiet_environment()  # no advisories from libraries the job does not use, here or in local workers
     show_warnings_once()
 
-    run_dir, preemption = default_run_dir(cfg).resolve(), Preemption(cfg.checkpoint.grace_s)
+    run_dir, preemption, names = default_run_dir(cfg).resolve(), Preemption(cfg.checkpoint.grace_s), WorkerNames()
     if threading.current_thread() is threading.main_thread():
         preemption.install()  # from here SIGTERM is the run's (learner.driver.preemption); before, it was kept:
     if _early_sigterm:
@@ -104,10 +104,10 @@ def main(argv: list[str] | None = None) -> int:
         return EXIT_PREEMPTED
     previous_sigint = signal.getsignal(signal.SIGINT)
     try:
-        run(cfg, run_dir, prompt_list, preemption)
+        run(cfg, run_dir, prompt_list, preemption, names)
     except BaseException as err:  # one line and an exit code for what is not a bug (learner.driver.faults)
         _set_sigint(signal.SIG_IGN)  # a second Ctrl-C must not cut the clean-up short with a traceback
-        fail = failure(err, preemption, run_dir)
+        fail = failure(err, preemption, run_dir, names)
         if fail is None:
             raise
         details = getattr(err, "details", "") or getattr(getattr(err, "cause", None), "details", "")

@@ -44,7 +44,7 @@ class Published:
     stale: set[int] = field(default_factory=set)  # actors that failed to load it: they load it before they sample
 
 
-def load_weights(rollouts: list, ref: Any) -> set[int]:
+def load_weights(rollouts: list, ref: Any, describe: Callable[[BaseException], str] = describe_actor_error) -> set[int]:
     """Load the weights `ref` on every actor; the indices of those that failed (dead or restarting).
     If the weights themselves could not be made (the learner that produces them died), that error
     is raised: no rollout actor is at fault."""
@@ -56,7 +56,7 @@ def load_weights(rollouts: list, ref: Any) -> set[int]:
         except actor_failures() as err:
             if _not_this_actor(err, rollouts[i]):  # another actor failed: the weights' producer
                 raise
-            log.warning("rollout actor %d did not take the new weights (%s); retrying before it samples", i, describe_actor_error(err))
+            log.warning("rollout actor %d did not take the new weights (%s); retrying before it samples", i, describe(err))
             stale.add(i)
     return stale
 
@@ -77,7 +77,8 @@ class _Recovery:
 
 
 def run_chunks(
-    rollouts: list, chunks: list[list[int]], call: Callable[[Any, list[int]], tuple], weights: Published, restart_timeout_s: float
+    rollouts: list, chunks: list[list[int]], call: Callable[[Any, list[int]], tuple], weights: Published, restart_timeout_s: float,
+    describe: Callable[[BaseException], str] = describe_actor_error,
 ) -> Iterator[tuple[Any, Any]]:
     """For every chunk, `call(actor, chunk)` returns (result ref, companion ref); yield (result,
     companion ref) in order of arrival (the companion, e.g. the chunk's trajectories, is not fetched)."""
@@ -114,7 +115,7 @@ def run_chunks(
         except (*actor_failures(), StaleWeightsError) as err:  # dead, unreachable, or restarted without weights
             if _not_this_actor(err, rollouts[a]):  # the weights' producer (the learner) failed, not this actor
                 raise
-            cause = describe_actor_error(err) if isinstance(err, actor_failures()) else str(err).strip().splitlines()[-1]
+            cause = describe(err) if isinstance(err, actor_failures()) else str(err).strip().splitlines()[-1]
             companions.pop(ref, None)
             causes.append(cause)
             if chunk is not None:
@@ -147,7 +148,10 @@ def _next_done(pending: list, next_try: float | None):
     return wait_one(pending, timeout=max(0.0, next_try - time.monotonic()))
 
 
-def run_assigned(workers: list, assignment: list[list[list[int]]], call: Callable[[Any, list[int]], tuple]) -> Iterator[tuple[Any, Any]]:
+def run_assigned(
+    workers: list, assignment: list[list[list[int]]], call: Callable[[Any, list[int]], tuple],
+    describe: Callable[[BaseException], str] = describe_actor_error,
+) -> Iterator[tuple[Any, Any]]:
     """The hybrid layout's rollout: worker w samples exactly the chunks assignment[w] (its own shard,
     whose trajectories it keeps for its update). Yields (result, companion ref) in order of arrival.
     A worker that fails cannot hand its shard to another (the trajectories belong where they are
@@ -163,7 +167,7 @@ def run_assigned(workers: list, assignment: list[list[list[int]]], call: Callabl
         try:
             result = get(ref)
         except actor_failures() as err:
-            raise RankLostError(f"{describe_actor_error(err)}; a hybrid policy worker's shard cannot move to another worker") from err
+            raise RankLostError(f"{describe(err)}; a hybrid policy worker's shard cannot move to another worker") from err
         yield result, companion
 
 

@@ -23,32 +23,43 @@ class Failure:
     message: str  # one line
 
 
-_NAMES: dict[str, str] = {}  # Ray actor id (hex) -> the worker's identity(), recorded at launch
+class WorkerNames:
+    """Ray actor id (hex) -> the worker's identity(), recorded at launch (and again for a restarted
+    rank), so that a later failure of that actor is reported under its name. One per run: its
+    Workers own it (learner/driver/launch.py)."""
 
+    def __init__(self) -> None:
+        self._by_id: dict[str, str] = {}
 
-def name_workers(handles: list) -> list[str]:
-    """Each worker's identity() (a learner group: each rank's), remembered so that a later failure
-    of that actor is reported under its name."""
-    members = list(handles)
-    names = get([m.identity.remote() for m in members])
-    for m, name in zip(members, names):
-        actor_id = getattr(m, "_actor_id", None)
-        if actor_id is not None:
-            _NAMES[actor_id.hex()] = name
-    return names
+    def record(self, handles: list) -> list[str]:
+        """Each worker's identity() (a learner group: each rank's), remembered under its actor id."""
+        members = list(handles)
+        names = get([m.identity.remote() for m in members])
+        for m, name in zip(members, names):
+            actor_id = getattr(m, "_actor_id", None)
+            if actor_id is not None:
+                self._by_id[actor_id.hex()] = name
+        return names
+
+    def of(self, actor_id: str | None) -> str | None:
+        return self._by_id.get(actor_id) if actor_id is not None else None
+
+    def describe(self, err: BaseException) -> str:
+        return describe_actor_error(err, self)
 
 
 _ACTOR_FIELD = re.compile(r"^\s*(class_name|pid|ip): (\S+)\s*$", re.M)
 _ERROR_LINE = re.compile(r"^\s*([\w.]*(?:Error|Exception)): (.+)$", re.M)
 
 
-def describe_actor_error(err: BaseException) -> str:
-    """'<Class>(pid=..., ip=...) died: <cause>' from a RayActorError, in one line."""
+def describe_actor_error(err: BaseException, names: WorkerNames | None = None) -> str:
+    """'<name> died: <cause>' from a RayActorError, in one line: the name the worker had at launch,
+    else '<Class>(pid=..., ip=...)'."""
     text = str(err)
     fields = dict(_ACTOR_FIELD.findall(text))
     actor_id = getattr(err, "actor_id", None)
-    if actor_id in _NAMES:
-        who = _NAMES[actor_id]
+    if names is not None and names.of(actor_id):
+        who = names.of(actor_id)
     elif "pid" in fields:
         who = f"{fields.get('class_name', 'actor')}(pid={fields['pid']}, ip={fields.get('ip', '?')})"
     else:
@@ -72,9 +83,10 @@ def describe_actor_error(err: BaseException) -> str:
     return f"{who} {verb}: {cause}"
 
 
-def failure(err: BaseException, preemption: Preemption | None, run_dir: Path) -> Failure | None:
+def failure(err: BaseException, preemption: Preemption | None, run_dir: Path, names: WorkerNames | None = None) -> Failure | None:
     """The exit code and one-line message of an error that ended a run, by its type (every project
-    error carries its exit code: actors/errors.py), or None for a bug (which keeps its traceback)."""
+    error carries its exit code: actors/errors.py), or None for a bug (which keeps its traceback).
+    `names`: the run's workers' names, for a failure of one of them."""
     if isinstance(err, SystemExit) and (
         (preemption is not None and (preemption.requested or preemption.abandoned)) or err.code == signal.SIGTERM  # Ray's own handler
     ):
@@ -86,7 +98,7 @@ def failure(err: BaseException, preemption: Preemption | None, run_dir: Path) ->
         err = cause
     elif isinstance(cause, MemoryError) or type(cause).__name__ == "OutOfMemoryError":  # torch's CUDA OOM
         first = str(cause).strip().splitlines()[0] if str(cause).strip() else ""
-        return Failure(EXIT_FAILURE, f"{_task_origin(err)} ran out of memory: {first}; {_resume_hint(run_dir)}")
+        return Failure(EXIT_FAILURE, f"{_task_origin(err, names)} ran out of memory: {first}; {_resume_hint(run_dir)}")
     if isinstance(err, SDPOError):
         if err.exit_code == EXIT_USAGE:
             return Failure(EXIT_USAGE, str(err))
@@ -118,7 +130,7 @@ def failure(err: BaseException, preemption: Preemption | None, run_dir: Path) ->
             kind, msg = _raised(str(err))
             if kind in usage_error_names():  # e.g. ModelLoadError: bad input, not worth a retry
                 return Failure(EXIT_USAGE, msg)
-        return Failure(EXIT_FAILURE, f"{describe_actor_error(err)}; {_resume_hint(run_dir)}")
+        return Failure(EXIT_FAILURE, f"{describe_actor_error(err, names)}; {_resume_hint(run_dir)}")
     return None
 
 
@@ -144,13 +156,12 @@ def _raised(text: str) -> tuple[str, str]:
     return kind.rsplit(".", 1)[-1], msg.strip()
 
 
-def _task_origin(err: BaseException) -> str:
+def _task_origin(err: BaseException, names: WorkerNames | None) -> str:
     """Which actor method raised (a RayTaskError): its role name by the actor id Ray attaches, else
     'Class.method (pid=..., ip=...)'. ray.get raises the per-cause subclass, which keeps none of
     these attributes, so then they are read from the first line of its text."""
-    actor_id = getattr(err, "_actor_id", None)
-    if actor_id in _NAMES:
-        return _NAMES[actor_id]
+    if names is not None and names.of(getattr(err, "_actor_id", None)):
+        return names.of(err._actor_id)
     if getattr(err, "function_name", None):
         return f"{err.function_name} (pid={getattr(err, 'pid', '?')}, ip={getattr(err, 'ip', '?')})"
     if m := _TASK_LINE.search(str(err)):  # 'ray::LearnerWorker.update() (pid=7, ip=1.2.3.4, ...'

@@ -7,13 +7,14 @@ import os
 import socket
 import sys
 from contextlib import contextmanager
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
 from actors.errors import RunFailure, UsageError
 from actors.remote import GroupRef, LocalActor, get, put
 from actors.rollout_worker import RolloutWorker
 from learner.config import Config
+from learner.driver.faults import WorkerNames
 from learner.worker.learner_worker import LearnerWorker
 from learner.worker.policy_worker import PolicyWorker
 from rewards.server import RewardServer
@@ -61,6 +62,7 @@ class Workers:
     device_share: dict[str, tuple[int, float]]  # worker kind -> (workers with devices of their own, device share each)
     placement_group: Any = None  # on Ray: the actors' placement group (the learner group meets on rank 0's node)
     learner_bundle: int = 0  # rank 0's bundle in it
+    names: WorkerNames = field(default_factory=WorkerNames)  # actor id -> name, for one-line failure reports
 
     def named(self) -> list:
         """Each worker once (a hybrid policy worker is both sampler and rank)."""
@@ -236,7 +238,7 @@ def device_share(cfg: Config) -> dict[str, tuple[int, float]]:
     return share
 
 
-def launch_workers(cfg: Config) -> Workers:
+def launch_workers(cfg: Config, names: WorkerNames | None = None) -> Workers:
     """Every worker of the run. On Ray, each actor gets its own bundle of one placement group
     (strategy `ray.placement_strategy`), placed before any actor starts; with ray.enabled=false they
     are in-process, and one learner computes all N shards' update."""
@@ -248,7 +250,7 @@ def launch_workers(cfg: Config) -> Workers:
         ranks = [LocalActor(learner_cls(**learner_kw))]
         samplers = ranks if hybrid else [LocalActor(RolloutWorker(**rollout_kw)) for _ in range(r.num_actors)]
         servers = [LocalActor(RewardServer(**reward_kw)) for _ in range(w.num_servers)]
-        return Workers(samplers, RankGroup(ranks), servers, hybrid, lrn.num_workers, device_share(cfg))
+        return Workers(samplers, RankGroup(ranks), servers, hybrid, lrn.num_workers, device_share(cfg), names=names or WorkerNames())
     import ray
     from ray.util.scheduling_strategies import PlacementGroupSchedulingStrategy
 
@@ -276,7 +278,8 @@ def launch_workers(cfg: Config) -> Workers:
         for i in range(lrn.num_workers)
     ]
     workers = Workers(
-        ranks if hybrid else samplers, RankGroup(ranks), servers, hybrid, lrn.num_workers, device_share(cfg), pg, index["learner"][0]
+        ranks if hybrid else samplers, RankGroup(ranks), servers, hybrid, lrn.num_workers, device_share(cfg), pg, index["learner"][0],
+        names or WorkerNames(),
     )
     if lrn.num_workers > 1:
         workers.form_learner_group()

@@ -20,7 +20,7 @@ from learner.algo.registry import Algorithm, get_algorithm
 from learner.config import Config, to_yaml
 from learner.driver import resume, stages
 from learner.driver.evaluation import Evaluator
-from learner.driver.faults import name_workers
+from learner.driver.faults import WorkerNames
 from learner.driver.launch import Workers, init_ray, launch_workers
 from learner.driver.monitors import MonitorStage
 from learner.driver.preemption import Preemption
@@ -42,15 +42,16 @@ def timed(times: dict[str, float], key: str):
     times[key] = round(time.perf_counter() - start, 4)
 
 
-def run(cfg: Config, run_dir: Path, prompt_list: list[str], preemption: Preemption | None = None) -> Path:
+def run(cfg: Config, run_dir: Path, prompt_list: list[str], preemption: Preemption | None = None, names: WorkerNames | None = None) -> Path:
+    """The run; `names` receives the workers' names (for the caller's report of a failure)."""
     lock = RunDirLock(run_dir).acquire()  # one driver per run directory (released when this process ends)
     try:
-        return _run(cfg, run_dir, prompt_list, preemption)
+        return _run(cfg, run_dir, prompt_list, preemption, names)
     finally:
         lock.release()
 
 
-def _run(cfg: Config, run_dir: Path, prompt_list: list[str], preemption: Preemption | None) -> Path:
+def _run(cfg: Config, run_dir: Path, prompt_list: list[str], preemption: Preemption | None, names: WorkerNames | None) -> Path:
     breakdown = TimeBreakdown()  # where the wall time goes: printed at the end
     state = resume.find_resume(run_dir, cfg, prompt_list)  # the newest complete checkpoint, or None
     if state is not None and state.epoch >= cfg.epochs:
@@ -65,7 +66,7 @@ def _run(cfg: Config, run_dir: Path, prompt_list: list[str], preemption: Preempt
     out = RunOutputs(run_dir, to_yaml(cfg), cfg.output.tensorboard, first_epoch=state.epoch if state else 0, wandb=_wandb(cfg, run_dir))
     ray_metrics = RayMetrics(run_dir.name) if cfg.ray.enabled else None
     preemption.exit_if_requested()
-    workers = launch_workers(cfg)
+    workers = launch_workers(cfg, names)
     preemption.exit_if_requested()
     pool = RewardPool(workers.reward_servers, cfg.reward.batch_size, cfg.reward.timeout_s, cfg.reward.max_retries)
     tracker = StepStatTracker(cfg.train.stat_buffer_size, cfg.train.stat_min_count) if cfg.train.per_step_stat_tracking else None
@@ -74,7 +75,7 @@ def _run(cfg: Config, run_dir: Path, prompt_list: list[str], preemption: Preempt
     start, version = resume.restore(state, workers.learner, tracker)  # (0, 0) for a new run
     where = f"{cfg.learner.num_workers} hybrid policy workers" if workers.hybrid else f"{len(workers.samplers)} rollout actors"
     print(f"{cfg.algorithm.upper()}: {cfg.epochs} epochs x {cfg.rollout.pairs_per_epoch} pairs on {where}; run dir {run_dir}", flush=True)
-    print("workers: " + ", ".join(name_workers(workers.named())), flush=True)
+    print("workers: " + ", ".join(workers.names.record(workers.named())), flush=True)
     breakdown.add("start-up", breakdown.elapsed())
     initial_times: dict[str, float] = {}
     with timed(initial_times, "eval"):

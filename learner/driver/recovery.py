@@ -26,7 +26,7 @@ from actors.errors import RunFailure
 from actors.remote import actor_failures, get
 from learner.config import LearnerConfig
 from learner.driver.dispatch import RankLostError
-from learner.driver.faults import describe_actor_error, name_workers
+from learner.driver.faults import WorkerNames
 from learner.driver.launch import Workers
 
 log = logging.getLogger(__name__)
@@ -74,7 +74,7 @@ class RankRecovery:
                     break
                 except ActorDiedError as died:  # dead for good: its restarts are spent (while restarting: unavailable)
                     raise RankNotBackError(
-                        f"{describe_actor_error(died)}; Ray does not restart it again (learner.max_restarts={self.cfg.max_restarts})"
+                        f"{self.workers.names.describe(died)}; Ray does not restart it again (learner.max_restarts={self.cfg.max_restarts})"
                     ) from None
                 except (ActorUnavailableError, GetTimeoutError):  # restarting, or busy past the bound
                     pass
@@ -95,7 +95,7 @@ class RankRecovery:
         who = "; ".join(f"{before} was lost and restarted as pid {_pid(after)}" for before, after in self.replaced.values())
         if not survivors:
             raise RankNotBackError(
-                f"{_cause(err) or who}; Ray restarted it, but no learner rank survived to hand over the state of policy version {version}"
+                f"{_cause(err, self.workers.names) or who}; Ray restarted it, but no learner rank survived to hand over the state of policy version {version}"
             )
         log.warning("%s: forming the learner group again; %s runs again from policy version %d", who, what, version)
         get([rank.leave_group.remote() for rank in ranks])
@@ -107,15 +107,15 @@ class RankRecovery:
             raise RankNotBackError(f"no surviving learner rank keeps the state of policy version {version} ({who})")
         state = ranks[donors[0]].epoch_state.remote(version)  # one copy in the object store for every restarted rank
         get([ranks[r].rewind.remote(version, state) for r in lost])
-        name_workers(ranks)  # failures are reported under the restarted ranks' names
+        self.workers.names.record(ranks)  # failures are reported under the restarted ranks' names
         self.recoveries += 1
 
 
-def _cause(err: BaseException) -> str | None:
+def _cause(err: BaseException, names: WorkerNames) -> str | None:
     """'<name> died: <cause>' when `err` is (or wraps) the lost actor's own error."""
     if isinstance(err, RankLostError) and err.__cause__ is not None:
         err = err.__cause__
-    return describe_actor_error(err) if isinstance(err, actor_failures()) else None
+    return names.describe(err) if isinstance(err, actor_failures()) else None
 
 
 def _pid(identity: str) -> str:

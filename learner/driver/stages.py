@@ -53,7 +53,7 @@ def publish_weights(workers: Workers, version: int, last: Published | None = Non
     ref = workers.learner.ranks[0].get_weights.remote()
     if is_local(ref):
         ref = get(ref)
-    return Published(version, ref, load_weights(workers.samplers, ref))
+    return Published(version, ref, load_weights(workers.samplers, ref, workers.names.describe))
 
 
 @dataclass
@@ -109,9 +109,9 @@ def rollout_and_score(
         assignment = [[] for _ in workers.samplers]  # the chunks each policy worker samples: its shards'
         for chunk in chunks:
             assignment[plan.rank_of_pair(chunk[0])].append(chunk)
-        stream = run_assigned(workers.samplers, assignment, call)
+        stream = run_assigned(workers.samplers, assignment, call, workers.names.describe)
     else:
-        stream = run_chunks(workers.samplers, chunks, call, weights, rollout.restart_timeout_s)
+        stream = run_chunks(workers.samplers, chunks, call, weights, rollout.restart_timeout_s, workers.names.describe)
     start, arrived, trajectories = time.perf_counter(), [], {}
     for queries, traj_ref in stream:
         B, P, Q = queries.images.shape[:3]

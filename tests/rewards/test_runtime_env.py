@@ -212,7 +212,7 @@ def test_bad_names_and_options_found_by_the_servers_are_exit_2(servers_env):
     second server finds the module in an uploaded working_dir.)"""
     import ray
 
-    from learner.driver.faults import failure, name_workers
+    from learner.driver.faults import WorkerNames, failure
     from learner.driver.launch import RewardServersNotStartedError, await_reward_servers, reward_runtime_env, worker_arguments
     from rewards.server import RewardServer
 
@@ -227,7 +227,7 @@ def test_bad_names_and_options_found_by_the_servers_are_exit_2(servers_env):
             env = reward_runtime_env(cfg.reward.runtime_env.to_ray())
             server = ray.remote(RewardServer).options(num_cpus=0.25, runtime_env=env).remote(**worker_arguments(cfg)[1])
             with pytest.raises(Exception) as err:
-                name_workers([server])
+                WorkerNames().record([server])
             fail = failure(err.value, None, Path("/nonexistent"))
             assert fail is not None and fail.code == 2 and fail.message.startswith(message), (fail, str(err.value)[-2000:])
             assert "env_offset_jpeg" in fail.message  # registered in the servers' environment (imported from py_modules / working_dir)

@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import os
 import signal
+from pathlib import Path
 
 import pytest
 from ray.exceptions import ActorDiedError, ActorUnavailableError, ObjectReconstructionFailedError, RayActorError
@@ -13,7 +14,7 @@ from ray.exceptions import ActorDiedError, ActorUnavailableError, ObjectReconstr
 from actors.errors import EXIT_PREEMPTED
 from actors.remote import LocalActor
 from learner.driver.dispatch import Published, RolloutActorsLostError, run_chunks
-from learner.driver.faults import describe_actor_error
+from learner.driver.faults import describe_actor_error, failure
 from learner.driver.preemption import Preempted, Preemption
 
 
@@ -40,6 +41,32 @@ def test_describe_actor_error_names_the_actor_and_the_cause():
         b"\x01" * 16,
     )
     assert describe_actor_error(restarting).endswith("is unreachable: Ray is restarting it")
+
+
+def test_worker_names_report_a_failure_under_the_name_the_worker_had():
+    """The run's WorkerNames (owned by its Workers) maps Ray actor ids to identity(); two runs in one
+    process keep their names apart."""
+    from learner.driver.faults import WorkerNames
+
+    class Worker:
+        def __init__(self, name):
+            self.name = name
+
+        def identity(self):
+            return self.name
+
+    class ActorId:
+        def hex(self):
+            return "3642fb41"
+
+    handle = LocalActor(Worker("rollout actor 1 (pid=26085)"))
+    handle._actor_id = ActorId()
+    names, other_run = WorkerNames(), WorkerNames()
+    assert names.record([handle]) == ["rollout actor 1 (pid=26085)"]
+    err = RayActorError("3642fb41", DIED)
+    assert names.describe(err) == "rollout actor 1 (pid=26085) died: its worker process has died (exit type SYSTEM_ERROR)"
+    assert other_run.describe(err).startswith("LearnerWorker(pid=26085, ip=10.0.0.7) died")
+    assert failure(err, None, Path("/nonexistent"), names).message.startswith("rollout actor 1 (pid=26085) died")
 
 
 class Clock:
