@@ -377,7 +377,7 @@ def check_config_size(tree: Any, source: str) -> None:
 def read_yaml(path: str | Path) -> dict[str, Any]:
     """Read a config file, or a preset by name (e.g. 'tiny')."""
     p = Path(path)
-    if not p.exists() and (PRESET_DIR / f"{path}.yaml").exists():
+    if not p.is_file() and (PRESET_DIR / f"{path}.yaml").exists():  # a folder named like a preset (./shapes) is not a config
         p = PRESET_DIR / f"{path}.yaml"
     if not p.is_file():
         presets = ", ".join(sorted(x.stem for x in PRESET_DIR.glob("*.yaml")))
