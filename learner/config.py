@@ -12,11 +12,12 @@ from typing import Any, Literal
 import yaml
 from pydantic import Field, ValidationError, model_validator
 
-from actors.config import ModelConfig, PromptConfig, RolloutConfig, SamplingConfig, Section
-from actors.errors import UsageError
+from actors.config import ModelConfig, PromptConfig, RolloutConfig, SamplingConfig
 from actors.prompts import read_bounded_text
 from learner.algo.minibatches import items_per_optimizer_step, num_train_steps, trainable_steps
 from learner.algo.registry import ALGORITHMS
+from plumbing.config import Section
+from plumbing.errors import UsageError
 from rewards.config import RewardConfig
 
 PRESET_DIR = Path(__file__).parent / "presets"

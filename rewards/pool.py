@@ -13,7 +13,7 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
-from actors.remote import actor_failures, get, is_local
+from plumbing.remote import actor_failures, get, is_local
 from rewards.server import RewardFunctionError, ScoreRequest, ScoreResult
 
 log = logging.getLogger(__name__)

@@ -18,10 +18,10 @@ from collections import deque
 from dataclasses import dataclass, field
 from typing import Any, Callable, Iterator
 
-from actors.errors import RunFailure
-from actors.remote import actor_failures, get, is_local, wait_one
 from actors.rollout_worker import StaleWeightsError
 from learner.driver.faults import describe_actor_error
+from plumbing.errors import RunFailure
+from plumbing.remote import actor_failures, get, is_local, wait_one
 
 log = logging.getLogger(__name__)
 

@@ -1,5 +1,5 @@
 """What an error that ended the run means: its one-line message and exit code (exit codes:
-actors/errors.py), and one-line descriptions of dead actors under the names they had at launch.
+plumbing/errors.py), and one-line descriptions of dead actors under the names they had at launch.
 Signals (SIGTERM, Ctrl-C) are learner/driver/preemption.py's.
 """
 
@@ -11,10 +11,10 @@ import signal
 from dataclasses import dataclass
 from pathlib import Path
 
-from actors.errors import EXIT_FAILURE, EXIT_INTERRUPTED, EXIT_PREEMPTED, EXIT_USAGE, SDPOError, usage_error_names
-from actors.remote import actor_failures, get
 from learner.driver.preemption import Preemption
 from learner.run.checkpoint import checkpoint_dir, latest_valid
+from plumbing.errors import EXIT_FAILURE, EXIT_INTERRUPTED, EXIT_PREEMPTED, EXIT_USAGE, SDPOError, usage_error_names
+from plumbing.remote import actor_failures, get
 
 
 @dataclass
@@ -74,7 +74,7 @@ def describe_actor_error(err: BaseException) -> str:
 
 def failure(err: BaseException, preemption: Preemption | None, run_dir: Path) -> Failure | None:
     """The exit code and one-line message of an error that ended a run, by its type (every project
-    error carries its exit code: actors/errors.py), or None for a bug (which keeps its traceback)."""
+    error carries its exit code: plumbing/errors.py), or None for a bug (which keeps its traceback)."""
     if isinstance(err, SystemExit) and (
         (preemption is not None and (preemption.requested or preemption.abandoned)) or err.code == signal.SIGTERM  # Ray's own handler
     ):

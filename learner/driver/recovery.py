@@ -22,12 +22,12 @@ import logging
 import time
 from typing import Callable, TypeVar
 
-from actors.errors import RunFailure
-from actors.remote import actor_failures, get
 from learner.config import LearnerConfig
 from learner.driver.dispatch import RankLostError
 from learner.driver.faults import describe_actor_error, name_workers
 from learner.driver.launch import Workers
+from plumbing.errors import RunFailure
+from plumbing.remote import actor_failures, get
 
 log = logging.getLogger(__name__)
 T = TypeVar("T")
