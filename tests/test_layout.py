@@ -3,8 +3,9 @@
 Every import statement of every project module counts, including those inside functions (an import
 hidden in a function is still an import). Run alone: ``python -m pytest tests/test_layout.py``.
 
-    plumbing  what every worker shares: errors and exit codes, Ray or in-process calls, seeds, the
-              console, the config base (bottom: imports nothing else of the project)
+    plumbing  what every worker shares: errors and exit codes, Ray or in-process calls, Ray's
+              exception classes, seeds, the console, the config base (bottom: imports nothing else
+              of the project)
     shapes    the shapes task: dataset, pixel metric, reward model, committed weights (may import
               plumbing)
     actors    the policy side (may import plumbing and shapes)
@@ -15,7 +16,8 @@ hidden in a function is still an import). Run alone: ``python -m pytest tests/te
     scripts   offline scripts: training the shapes models, equivalence checks (may import anything;
               nothing imports them)
 
-Ray at the edges: only the plumbing's call layer, the reward pool and the driver import it.
+Ray at the edges: only the plumbing's call layer (and the one module that imports Ray's exception
+classes), the reward pool and the driver import it.
 """
 
 from __future__ import annotations
@@ -46,7 +48,9 @@ ALLOWED = {
     "scripts": PACKAGES,  # offline scripts may import anything
 }
 # modules that may import ray: Ray at the edges only
-RAY_ALLOWED = ("plumbing.remote", "rewards.pool", "learner.driver")
+RAY_ALLOWED = ("plumbing.remote", "plumbing.ray_errors", "rewards.pool", "learner.driver")
+# the one module that imports Ray's exception classes (every other module asks it)
+RAY_ERRORS = "plumbing.ray_errors"
 
 
 def module_name(path: Path) -> str:
@@ -135,3 +139,14 @@ def test_actors_and_rewards_do_not_import_each_other():
     )
     assert not crossing, "actors and rewards import each other:\n" + "\n".join(crossing)
 
+
+def test_ray_exceptions_imported_in_one_place():
+    """Only plumbing.ray_errors names ray.exceptions in an import (other modules call ray_errors())."""
+    offenders = sorted(
+        m for m, p in project_modules().items()
+        if m != RAY_ERRORS and any(i == "ray.exceptions" or i.startswith("ray.exceptions.") for i in imports_of(p))
+    )
+    assert not offenders, f"modules importing ray.exceptions themselves (use {RAY_ERRORS}): {offenders}"
+    text = {m: p.read_text() for m, p in project_modules().items() if not m.startswith("plumbing.")}
+    spelled = sorted(m for m, t in text.items() if "from ray.exceptions import" in t or "import ray.exceptions" in t)
+    assert not spelled, f"modules outside plumbing/ importing ray.exceptions: {spelled}"

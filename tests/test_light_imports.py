@@ -8,7 +8,7 @@ import sys
 from tests.conftest import REPO, cli_env
 
 CORE = [
-    "plumbing.errors", "plumbing.seeds", "plumbing.remote", "plumbing.config", "plumbing.console",
+    "plumbing.errors", "plumbing.seeds", "plumbing.remote", "plumbing.ray_errors", "plumbing.config", "plumbing.console",
     "shapes.data", "shapes.fidelity", "shapes.reward", "rewards.learned_shapes",
     "actors.ddim", "actors.flow_sde", "actors.families", "actors.config", "actors.batch", "actors.similarity",
     "rewards.registry", "rewards.config", "learner.algo.advantages", "learner.algo.sdpo", "learner.algo.minibatches",

@@ -21,6 +21,7 @@ from typing import Any, Callable, Iterator
 from actors.rollout_worker import StaleWeightsError
 from learner.driver.faults import describe_actor_error
 from plumbing.errors import RunFailure
+from plumbing.ray_errors import ray_errors
 from plumbing.remote import actor_failures, get, is_local, wait_one
 
 log = logging.getLogger(__name__)
@@ -169,8 +170,4 @@ def run_assigned(workers: list, assignment: list[list[list[int]]], call: Callabl
 
 def _died(err: BaseException) -> bool:
     """Ray says the actor is dead (not merely unreachable or restarting)."""
-    try:
-        from ray.exceptions import ActorDiedError
-    except ImportError:
-        return False
-    return isinstance(err, ActorDiedError)
+    return isinstance(err, ray_errors("ActorDiedError"))

@@ -14,6 +14,7 @@ from pathlib import Path
 from learner.driver.preemption import Preemption
 from learner.run.checkpoint import checkpoint_dir, latest_valid
 from plumbing.errors import EXIT_FAILURE, EXIT_INTERRUPTED, EXIT_PREEMPTED, EXIT_USAGE, SDPOError, usage_error_names
+from plumbing.ray_errors import ray_errors
 from plumbing.remote import actor_failures, get
 
 
@@ -66,9 +67,7 @@ def describe_actor_error(err: BaseException) -> str:
         cause = m.group(1) + (f" (exit type {m.group(2)})" if m.group(2) else "")
     else:
         cause = " ".join(text.split())[:300]
-    from ray.exceptions import ActorUnavailableError
-
-    verb = "is unreachable" if isinstance(err, ActorUnavailableError) else "died"
+    verb = "is unreachable" if isinstance(err, ray_errors("ActorUnavailableError")) else "died"
     return f"{who} {verb}: {cause}"
 
 
@@ -91,25 +90,13 @@ def failure(err: BaseException, preemption: Preemption | None, run_dir: Path) ->
         if err.exit_code == EXIT_USAGE:
             return Failure(EXIT_USAGE, str(err))
         return Failure(err.exit_code, f"{err}; {_resume_hint(run_dir)}")
-    try:
-        from ray.exceptions import OutOfMemoryError as RayOOM
-    except ImportError:
-        RayOOM = ()  # noqa: N806
-    if RayOOM and isinstance(err, RayOOM):
+    if isinstance(err, ray_errors("OutOfMemoryError")):
         return Failure(EXIT_FAILURE, f"an actor was killed by Ray's memory monitor (out of memory); {_resume_hint(run_dir)}")
     if isinstance(err, OSError) and err.errno in (errno.ENOSPC, errno.EDQUOT, errno.EFBIG, errno.EROFS):  # writing outputs
         return Failure(EXIT_FAILURE, f"cannot write {err.filename or 'the run directory'}: {err.strerror}; {_resume_hint(run_dir)}")
-    try:
-        from ray.exceptions import RuntimeEnvSetupError
-    except ImportError:
-        RuntimeEnvSetupError = ()  # noqa: N806
-    if RuntimeEnvSetupError and isinstance(err, RuntimeEnvSetupError):  # only the reward servers have a runtime_env of their own
+    if isinstance(err, ray_errors("RuntimeEnvSetupError")):  # only the reward servers have a runtime_env of their own
         return Failure(EXIT_USAGE, f"reward.runtime_env: Ray could not set up the reward servers' environment: {_setup_reason(str(err))}")
-    try:
-        from ray.exceptions import ObjectLostError
-    except ImportError:
-        ObjectLostError = ()  # noqa: N806
-    if ObjectLostError and isinstance(err, ObjectLostError):  # e.g. a result whose node went away before it was fetched
+    if isinstance(err, ray_errors("ObjectLostError")):  # e.g. a result whose node went away before it was fetched
         return Failure(
             EXIT_FAILURE, f"a worker's result was lost ({type(err).__name__}): the node that held it, and the actor that made it, died; {_resume_hint(run_dir)}"
         )
