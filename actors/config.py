@@ -4,13 +4,9 @@ from __future__ import annotations
 
 from typing import Literal
 
-from pydantic import BaseModel, ConfigDict, Field, model_validator
+from pydantic import Field, model_validator
 
-
-class Section(BaseModel):
-    """Base of every config section: immutable, and an unknown key is an error."""
-
-    model_config = ConfigDict(frozen=True, extra="forbid", allow_inf_nan=False)  # every float finite
+from plumbing.config import Section
 
 
 class ModelConfig(Section):
@@ -19,8 +15,8 @@ class ModelConfig(Section):
         description="Hub id or local directory of a diffusers pipeline of a supported family (StableDiffusionPipeline, "
         "StableDiffusionXLPipeline, StableDiffusion3Pipeline, FluxPipeline, Flux2KleinPipeline, SanaSprintPipeline); "
         "'tiny' builds (once, offline) and loads the embedded tiny SD-architecture pipeline (random weights); "
-        "'shapes' loads the committed tiny text-to-image model pretrained on the shapes task (actors/shapes); "
-        "'shapes-turbo' its few-step student, distilled from it as SD-Turbo is from SD (actors/shapes/distill.py).",
+        "'shapes' loads the committed tiny text-to-image model pretrained on the shapes task (shapes/assets/shapes-sd); "
+        "'shapes-turbo' its few-step student, distilled from it as SD-Turbo is from SD (scripts/shapes_distill.py).",
     )
     family: Literal["auto", "sd", "sdxl", "sd3", "flux", "flux2_klein", "sana_sprint"] = Field(
         "auto", description="Model family; 'auto' reads it from the model's model_index.json `_class_name`."

@@ -14,6 +14,7 @@ import torch
 from actors.config import ModelConfig
 from actors.families import FAMILIES, ModelFamily, ModelLoadError, family_named, family_of, family_of_lora_state, family_of_pipeline_class
 from actors.families.base import DTYPES, add_lora, lora_adapter_metadata, quiet_libraries
+from shapes import ASSETS as SHAPES_ASSETS
 
 __all__ = [
     "DTYPES", "ModelLoadError", "add_lora", "denoiser", "encode_prompts", "load_lora_state", "load_pipeline", "lora_state",
@@ -21,8 +22,8 @@ __all__ = [
 ]
 
 
-SHAPES_MODEL = Path(__file__).parent / "shapes" / "assets" / "shapes-sd"  # pretrained by python -m actors.shapes.train
-SHAPES_TURBO = Path(__file__).parent / "shapes" / "assets" / "shapes-turbo"  # distilled from it by python -m actors.shapes.distill
+SHAPES_MODEL = SHAPES_ASSETS / "shapes-sd"  # pretrained by python -m scripts.shapes_pretrain
+SHAPES_TURBO = SHAPES_ASSETS / "shapes-turbo"  # distilled from it by python -m scripts.shapes_distill
 
 
 def resolve_model_path(model: ModelConfig) -> str:

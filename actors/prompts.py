@@ -1,13 +1,13 @@
 """Prompt sources: the built-in animal lists or a text file with one prompt per line.
 
 'heldout_animals' is the default held-out evaluation set: 8 animals in neither training list.
-'shapes_train' and 'shapes_heldout' are the shapes task's disjoint caption lists (actors.shapes.data)."""
+'shapes_train' and 'shapes_heldout' are the shapes task's disjoint caption lists (shapes.data)."""
 
 from __future__ import annotations
 
 from pathlib import Path
 
-from actors.errors import UsageError
+from plumbing.errors import UsageError
 
 ASSETS = Path(__file__).parent / "assets"
 BUILTIN = ("simple_animals", "complex_animals", "heldout_animals", "shapes_train", "shapes_heldout")

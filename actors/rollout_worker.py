@@ -12,11 +12,11 @@ import torch
 
 from actors.batch import PolicyWeights, RolloutBatch, SparseQueries, Trajectories
 from actors.config import ModelConfig, SamplingConfig
-from actors.errors import RunFailure, UsageError
 from actors.families import family_of
 from actors.flops import SampleCounter, denoiser_flops, peak_flops
 from actors.policy import denoiser, load_lora_state, load_pipeline
 from actors.sampling import decode_to_uint8, final_queries, pair_generator, sample_deterministic, sample_pairs, sparse_queries
+from plumbing.errors import RunFailure, UsageError
 
 
 class BrokenBaseModelError(UsageError):

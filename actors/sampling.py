@@ -15,8 +15,8 @@ import torch
 
 from actors.families import FAMILIES, ModelFamily, PolicyStep, expand_rows, family_of, repeat_rows
 from actors.families.base import Conditioning
-from actors.seeds import seeded_generator
 from actors.similarity import select_anchors
+from plumbing.seeds import seeded_generator
 
 
 class SampledPairs(NamedTuple):

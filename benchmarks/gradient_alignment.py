@@ -47,14 +47,14 @@ from actors.config import ModelConfig
 from actors.families import family_of
 from actors.policy import load_lora_state, load_pipeline
 from actors.sampling import final_queries, pair_generator, sample_pairs, score_steps, sparse_queries
-from actors.shapes.data import heldout_prompts, train_prompts
 from benchmarks.output import emit
 from benchmarks.stats import paired
 from learner.algo.advantages import SparseRewards, StepStatTracker
 from learner.algo.registry import AdvantageSettings, StepItems, get_algorithm
 from learner.algo.sdpo import temporal_weights
-from rewards import shapes_net
-from rewards.shapes_reward import factor_columns, shapes_classifier
+from shapes import net
+from shapes.data import heldout_prompts, train_prompts
+from shapes.reward import factor_columns, scorer
 
 STEPS = (1, 2, 4, 8)
 FACTORS = "colour,shape,size"
@@ -96,7 +96,7 @@ def reward_gradient(pipe, classifier, columns, prompts: list[str], noise: torch.
             out = fam.denoise(pipe.unet, x, t.expand(len(x)), embeds, 1.0, None)
             x, x0 = fam.step(pipe.scheduler, out, x, torch.full((len(x),), i), timesteps)
         pixels = pipe.vae.decode(x0 / pipe.vae.config.scaling_factor).sample.clamp(-1, 1)  # (n, 3, 32, 32)
-        probs = shapes_net.factor_probabilities(classifier, pixels, shapes_net.targets(ps))[:, columns]
+        probs = net.factor_probabilities(classifier, pixels, net.targets(ps))[:, columns]
         g = flat_grad(probs.mean(dim=1).sum() / len(prompts), params, retain=False)
         total = g if total is None else total + g
     return total
@@ -199,11 +199,11 @@ def main(argv: list[str] | None = None) -> int:
 
         load_lora_state(pipe.unet, load_file(Path(args.checkpoint) / "lora_peft.safetensors"))
     params = lora_params(pipe.unet)
-    classifier, columns = shapes_net.load(), factor_columns(FACTORS)
+    classifier, columns = net.load(), factor_columns(FACTORS)
     classifier.requires_grad_(False)
     targets = target_gradients(pipe, classifier, columns, args.noises, params)
     with torch.no_grad():
-        data = sample_and_score(pipe, shapes_classifier(factors=FACTORS), args.pairs, args.train_steps)
+        data = sample_and_score(pipe, scorer(factors=FACTORS), args.pairs, args.train_steps)
     adv = {a: advantages(a, data) for a in ("sdpo", "ddpo")}
     clip = {"sdpo": 1e-2, "ddpo": 1e-4}
     cos = minibatch_cosines(pipe, data, adv, targets, args.minibatch, clip, params)

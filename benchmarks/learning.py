@@ -6,10 +6,10 @@ The paper's comparison (Zhang et al., arXiv 2411.11727, section 5) in miniature,
 DESIGN (fixed before any run; the code below implements exactly this):
 
 - Model: `shapes-turbo`, the few-step student distilled from the pretrained shapes model as SD-Turbo is
-  from SD (actors/shapes/distill.py): good 1-step samples, like the paper's base model.
+  from SD (scripts/shapes_distill.py): good 1-step samples, like the paper's base model.
 - Reward: `shapes_classifier` with factors colour, shape and size: every component is one the model
   changes with the caption (benchmarks/reward_factors.py measures it; position, decided by the
-  noise, is left out). The held-out pixel fidelity (actors/shapes/fidelity.py) is reported beside
+  noise, is left out). The held-out pixel fidelity (shapes/fidelity.py) is reported beside
   it and never trained on or selected by.
 - Training regime: DDIM at eta = 1 with T = TRAIN_STEPS = 8 steps, LoRA rank 4 on the attention
   projections, the 120 training captions, 64 pairs (128 images) per epoch. T = 8, not the paper's

@@ -377,8 +377,8 @@ def build(family: str, scale: float = 1.0, *, device: str | torch.device = "cpu"
     `t5=False` (sd3 only) builds SD3 without its T5 encoder (text_encoder_3 = None)."""
     import diffusers
 
-    from actors.console import quiet_libraries
     from actors.families import FAMILIES as POLICIES
+    from plumbing.console import quiet_libraries
 
     quiet_libraries()
     with tempfile.TemporaryDirectory() as work:

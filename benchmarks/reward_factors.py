@@ -38,11 +38,11 @@ import torch
 from actors.config import ModelConfig
 from actors.policy import load_pipeline
 from actors.sampling import decode_to_uint8, final_queries, pair_generator, sample_deterministic, sample_pairs
-from actors.seeds import seeded_generator
-from actors.shapes.data import COLOURS, POSITIONS, SHAPES, SIZES, parse_caption, train_prompts
-from actors.shapes.fidelity import factor_table
 from benchmarks.output import emit
-from rewards import shapes_net
+from plumbing.seeds import seeded_generator
+from shapes import net
+from shapes.data import COLOURS, POSITIONS, SHAPES, SIZES, parse_caption, train_prompts
+from shapes.fidelity import factor_table
 
 NAMES = ("colour", "shape", "size", "position")
 VALUES = {"colour": tuple(COLOURS), "shape": SHAPES, "size": tuple(SIZES), "position": tuple(POSITIONS)}
@@ -76,7 +76,7 @@ def main(argv: list[str] | None = None) -> int:
     torch.set_num_threads(1)
     start = time.perf_counter()
     pipe = load_pipeline(ModelConfig(pretrained=args.model, local_files_only=True), with_lora=False)
-    classifier = shapes_net.load()
+    classifier = net.load()
     rng = np.random.default_rng(SEED)
     captions = train_prompts()
     prompts = [captions[i] for i in rng.integers(0, len(captions), args.pairs)]
@@ -88,7 +88,7 @@ def main(argv: list[str] | None = None) -> int:
             pairs = sample_pairs(pipe, ps, [pair_generator(SEED, 0, lo + i) for i in range(len(ps))], args.train_steps, 1.0)
             images = final_queries(pipe, pairs.latents)[2][:, :, 0]  # (B, 2, H, W, 3)
             flat = images.reshape(-1, *images.shape[2:])
-            pr = shapes_net.factor_probabilities(classifier, shapes_net.to_pixels(flat), shapes_net.targets([q for q in ps for _ in range(2)]))
+            pr = net.factor_probabilities(classifier, net.to_pixels(flat), net.targets([q for q in ps for _ in range(2)]))
             probs.append(pr.view(len(ps), 2, 4).double().numpy())
     probs = np.concatenate(probs)
     shares = {"four_factors": attribution(probs, [0, 1, 2, 3]), "colour_shape_size": attribution(probs, [0, 1, 2])}

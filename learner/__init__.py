@@ -4,5 +4,5 @@ and hybrid policy workers and their data-parallel group), ``run`` (what a run le
 ``config`` composes every package's config section into the one tree.
 
 Imports point one way: algo -> worker -> driver -> main (run beside worker, below driver). The
-learner may import ``actors`` and ``rewards``; they never import it.
+learner may import ``plumbing``, ``shapes``, ``actors`` and ``rewards``; they never import it.
 """

@@ -12,11 +12,12 @@ from typing import Any, Literal
 import yaml
 from pydantic import Field, ValidationError, model_validator
 
-from actors.config import ModelConfig, PromptConfig, RolloutConfig, SamplingConfig, Section
-from actors.errors import UsageError
+from actors.config import ModelConfig, PromptConfig, RolloutConfig, SamplingConfig
 from actors.prompts import read_bounded_text
 from learner.algo.minibatches import items_per_optimizer_step, num_train_steps, trainable_steps
 from learner.algo.registry import ALGORITHMS
+from plumbing.config import Section
+from plumbing.errors import UsageError
 from rewards.config import RewardConfig
 
 PRESET_DIR = Path(__file__).parent / "presets"
@@ -377,7 +378,7 @@ def check_config_size(tree: Any, source: str) -> None:
 def read_yaml(path: str | Path) -> dict[str, Any]:
     """Read a config file, or a preset by name (e.g. 'tiny')."""
     p = Path(path)
-    if not p.exists() and (PRESET_DIR / f"{path}.yaml").exists():
+    if not p.is_file() and (PRESET_DIR / f"{path}.yaml").exists():  # a folder named like a preset (./shapes) is not a config
         p = PRESET_DIR / f"{path}.yaml"
     if not p.is_file():
         presets = ", ".join(sorted(x.stem for x in PRESET_DIR.glob("*.yaml")))

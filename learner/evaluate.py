@@ -30,8 +30,8 @@ from pathlib import Path
 import numpy as np
 import yaml
 
-from actors.errors import UsageError
 from learner.config import ConfigError, build_config
+from plumbing.errors import UsageError
 
 
 def paired_change(initial: np.ndarray, trained: np.ndarray) -> tuple[float, float]:
@@ -100,11 +100,11 @@ def evaluate(args: argparse.Namespace) -> dict:
 
     from actors.batch import PolicyWeights
     from actors.prompts import load_prompts
-    from actors.remote import LocalActor
     from actors.rollout_worker import RolloutWorker
     from learner.driver.evaluation import eval_set, evaluate_policy, save_eval_grid
     from learner.driver.launch import worker_arguments
     from learner.run.outputs import write_atomic
+    from plumbing.remote import LocalActor
     from rewards.pool import RewardPool
     from rewards.server import RewardServer
 
@@ -179,7 +179,7 @@ def main(argv: list[str] | None = None) -> int:
     if not Path(args.run_dir).is_dir():
         print(f"error: {args.run_dir} is not a run directory", file=sys.stderr)
         return 2
-    from actors.console import quiet_environment, show_warnings_once
+    from plumbing.console import quiet_environment, show_warnings_once
 
     quiet_environment()
     show_warnings_once()

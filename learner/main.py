@@ -28,8 +28,8 @@ import threading  # noqa: E402
 from datetime import datetime  # noqa: E402
 from pathlib import Path  # noqa: E402
 
-from actors.errors import EXIT_PREEMPTED, UsageError  # noqa: E402
 from learner.config import DEFAULT_PRESET, Config, ConfigError, load_config, to_yaml  # noqa: E402
+from plumbing.errors import EXIT_PREEMPTED, UsageError  # noqa: E402
 
 
 def parse_args(argv: list[str] | None) -> argparse.Namespace:
@@ -87,11 +87,11 @@ def main(argv: list[str] | None = None) -> int:
     except UsageError as err:
         print(f"error: {err}", file=sys.stderr)
         return 2
-    from actors.console import quiet_environment, show_warnings_once
     from learner.driver.faults import WorkerNames, failure
     from learner.driver.launch import shutdown_ray
     from learner.driver.loop import run
     from learner.driver.preemption import Preemption
+    from plumbing.console import quiet_environment, show_warnings_once
 
     quiet_environment()  # no advisories from libraries the job does not use, here or in local workers
     show_warnings_once()

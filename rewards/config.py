@@ -6,7 +6,7 @@ from typing import Any
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
-from actors.config import Section
+from plumbing.config import Section
 
 
 class _Spec(BaseModel):

@@ -13,7 +13,8 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
-from actors.remote import actor_failures, get, is_local
+from plumbing.ray_errors import ray_errors
+from plumbing.remote import actor_failures, get, is_local
 from rewards.server import RewardFunctionError, ScoreRequest, ScoreResult
 
 log = logging.getLogger(__name__)
@@ -40,11 +41,7 @@ class PoolStats:
 
 def _retryable() -> tuple[type[BaseException], ...]:
     """A server that died, is restarting or unreachable, or did not answer in time."""
-    try:
-        from ray.exceptions import GetTimeoutError
-    except ImportError:
-        return actor_failures()
-    return (*actor_failures(), GetTimeoutError)
+    return (*actor_failures(), *ray_errors("GetTimeoutError"))
 
 
 def _reward_bug(err: BaseException) -> RewardFunctionError | None:

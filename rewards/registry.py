@@ -14,7 +14,7 @@ from typing import Any, Callable, Protocol
 
 import numpy as np
 
-from actors.errors import UsageError
+from plumbing.errors import UsageError
 
 
 class RewardFn(Protocol):
@@ -50,7 +50,7 @@ def register_reward(name: str, needs: str = "nothing (offline)") -> Callable:
 # the registry itself depends on none of them. None imports torch or transformers at import time.
 BUILTIN_MODULES = (
     "rewards.aesthetic", "rewards.hpsv2", "rewards.hpsv3", "rewards.imagereward", "rewards.jpeg", "rewards.pickscore",
-    "rewards.shapes_reward",
+    "rewards.learned_shapes",
 )
 
 

@@ -16,7 +16,7 @@ import shutil
 import subprocess
 from pathlib import Path
 
-from actors.errors import UsageError
+from plumbing.errors import UsageError
 from rewards.config import RuntimeEnvConfig
 
 

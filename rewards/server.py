@@ -10,8 +10,8 @@ from typing import Any
 
 import numpy as np
 
-from actors.console import quiet_environment
-from actors.errors import RunFailure
+from plumbing.console import quiet_environment
+from plumbing.errors import RunFailure
 from rewards.combined import build_weighted_reward
 from rewards.registry import import_reward_modules
 

@@ -3,10 +3,21 @@
 Every import statement of every project module counts, including those inside functions (an import
 hidden in a function is still an import). Run alone: ``python -m pytest tests/test_layout.py``.
 
-    actors   the policy side and the actor plumbing (bottom: imports nothing else of the project)
-    rewards  reward models, servers and their pool (may import actors)
-    learner  algo -> worker -> driver -> main (and evaluate, the other command), with config and run
-             beside them (may import both)
+    plumbing  what every worker shares: errors and exit codes, Ray or in-process calls, Ray's
+              exception classes, seeds, the console, the config base (bottom: imports nothing else
+              of the project)
+    shapes    the shapes task: dataset, pixel metric, reward model, committed weights (may import
+              plumbing)
+    actors    the policy side (may import plumbing and shapes)
+    rewards   reward models, servers and their pool (may import plumbing and shapes; never actors,
+              and actors never rewards)
+    learner   algo -> worker -> driver -> main (and evaluate, the other command), with config and run
+              beside them (may import all of the above)
+    scripts   offline scripts: training the shapes models, equivalence checks (may import anything;
+              nothing imports them)
+
+Ray at the edges: only the plumbing's call layer (and the one module that imports Ray's exception
+classes), the reward pool and the driver import it.
 """
 
 from __future__ import annotations
@@ -16,23 +27,30 @@ from pathlib import Path
 
 from tests.conftest import REPO
 
-PACKAGES = ("actors", "rewards", "learner")
+PACKAGES = ("plumbing", "shapes", "actors", "rewards", "learner", "scripts")
 
 # module prefix -> project prefixes it may import (besides itself)
 ALLOWED = {
-    "actors": ("actors",),
-    "rewards": ("actors", "rewards"),
-    "learner.algo": ("learner.algo", "actors.similarity", "actors.seeds", "actors.errors"),
-    "learner.config": ("learner.config", "learner.algo", "actors", "rewards.config"),
-    "learner.worker": ("learner.worker", "learner.algo", "learner.config", "actors"),
-    "learner.run": ("learner.run", "learner.config", "actors"),
-    "learner.driver": ("learner.driver", "learner.worker", "learner.algo", "learner.run", "learner.config", "actors", "rewards"),
-    "learner.main": ("learner", "actors", "rewards"),
-    "learner.evaluate": ("learner", "actors", "rewards"),  # a second command, beside main
+    "plumbing": ("plumbing",),
+    "shapes": ("shapes", "plumbing"),
+    "actors": ("actors", "plumbing", "shapes"),
+    "rewards": ("rewards", "plumbing", "shapes"),
+    "learner.algo": ("learner.algo", "actors.similarity", "plumbing.seeds", "plumbing.errors"),
+    "learner.config": ("learner.config", "learner.algo", "plumbing", "shapes", "actors", "rewards.config"),
+    "learner.worker": ("learner.worker", "learner.algo", "learner.config", "plumbing", "shapes", "actors"),
+    "learner.run": ("learner.run", "learner.config", "plumbing", "shapes", "actors"),
+    "learner.driver": (
+        "learner.driver", "learner.worker", "learner.algo", "learner.run", "learner.config", "plumbing", "shapes", "actors", "rewards",
+    ),
+    "learner.main": ("learner", "plumbing", "shapes", "actors", "rewards"),
+    "learner.evaluate": ("learner", "plumbing", "shapes", "actors", "rewards"),  # a second command, beside main
     "learner": ("learner",),  # the package docstring module
+    "scripts": PACKAGES,  # offline scripts may import anything
 }
 # modules that may import ray: Ray at the edges only
-RAY_ALLOWED = ("actors.remote", "rewards.pool", "learner.driver")
+RAY_ALLOWED = ("plumbing.remote", "plumbing.ray_errors", "rewards.pool", "learner.driver")
+# the one module that imports Ray's exception classes (every other module asks it)
+RAY_ERRORS = "plumbing.ray_errors"
 
 
 def module_name(path: Path) -> str:
@@ -111,3 +129,24 @@ def test_every_package_says_what_it_holds_and_may_import():
         doc = ast.get_docstring(ast.parse(init.read_text())) or ""
         assert len(doc) > 40, f"{init.relative_to(REPO)} has no docstring saying what the package holds"
         assert "import" in doc, f"{init.relative_to(REPO)}'s docstring does not say what it may import"
+
+
+def test_actors_and_rewards_do_not_import_each_other():
+    g = graph()
+    crossing = sorted(
+        f"{m} imports {d}" for m, deps in g.items() for d in deps
+        if {m.split(".")[0], d.split(".")[0]} == {"actors", "rewards"}
+    )
+    assert not crossing, "actors and rewards import each other:\n" + "\n".join(crossing)
+
+
+def test_ray_exceptions_imported_in_one_place():
+    """Only plumbing.ray_errors names ray.exceptions in an import (other modules call ray_errors())."""
+    offenders = sorted(
+        m for m, p in project_modules().items()
+        if m != RAY_ERRORS and any(i == "ray.exceptions" or i.startswith("ray.exceptions.") for i in imports_of(p))
+    )
+    assert not offenders, f"modules importing ray.exceptions themselves (use {RAY_ERRORS}): {offenders}"
+    text = {m: p.read_text() for m, p in project_modules().items() if not m.startswith("plumbing.")}
+    spelled = sorted(m for m, t in text.items() if "from ray.exceptions import" in t or "import ray.exceptions" in t)
+    assert not spelled, f"modules outside plumbing/ importing ray.exceptions: {spelled}"

@@ -8,7 +8,9 @@ import sys
 from tests.conftest import REPO, cli_env
 
 CORE = [
-    "actors.ddim", "actors.flow_sde", "actors.families", "actors.config", "actors.batch", "actors.errors", "actors.seeds", "actors.similarity", "actors.remote",
+    "plumbing.errors", "plumbing.seeds", "plumbing.remote", "plumbing.ray_errors", "plumbing.config", "plumbing.console",
+    "shapes.data", "shapes.fidelity", "shapes.reward", "rewards.learned_shapes",
+    "actors.ddim", "actors.flow_sde", "actors.families", "actors.config", "actors.batch", "actors.similarity",
     "rewards.registry", "rewards.config", "learner.algo.advantages", "learner.algo.sdpo", "learner.algo.minibatches",
     "learner.algo.ddpo", "learner.algo.registry", "learner.worker.distributed", "learner.worker.batch",
     "learner.run.checkpoint", "learner.config",

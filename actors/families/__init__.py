@@ -12,7 +12,6 @@ from __future__ import annotations
 
 import torch
 
-from actors.errors import UsageError
 from actors.families.base import Conditioning, ModelFamily, ModelLoadError, PolicyStep, cat_rows, expand_rows, repeat_rows, select_rows
 from actors.families.flux import Flux
 from actors.families.flux2_klein import Flux2Klein
@@ -20,6 +19,7 @@ from actors.families.sana_sprint import SanaSprint
 from actors.families.sd import StableDiffusion
 from actors.families.sd3 import StableDiffusion3
 from actors.families.sdxl import StableDiffusionXL
+from plumbing.errors import UsageError
 
 FAMILIES: dict[str, ModelFamily] = {f.name: f for f in (StableDiffusion(), StableDiffusionXL(), StableDiffusion3(), Flux(), Flux2Klein(), SanaSprint())}
 _BY_PIPELINE = {f.pipeline_class: f for f in FAMILIES.values()}

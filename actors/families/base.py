@@ -14,8 +14,8 @@ from typing import Any, ClassVar, NamedTuple
 import torch
 
 from actors.config import ModelConfig
-from actors.console import quiet_libraries  # noqa: F401  (re-exported for actors.policy)
-from actors.errors import UsageError
+from plumbing.console import quiet_libraries  # noqa: F401  (re-exported for actors.policy)
+from plumbing.errors import UsageError
 
 DTYPES = {"float32": torch.float32, "float16": torch.float16, "bfloat16": torch.bfloat16}
 

@@ -2,6 +2,6 @@
 SDPO and DDPO objectives, the step-shuffled update schedule, and the registry that maps an
 algorithm's name to its advantage function and its loss.
 
-May import: ``actors`` pure modules (``actors.similarity``, ``actors.seeds``, ``actors.errors``).
+May import: the pure modules ``actors.similarity``, ``plumbing.seeds`` and ``plumbing.errors``.
 Never imports ray, diffusers, transformers or any other ``learner`` sub-package.
 """

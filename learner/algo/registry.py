@@ -18,10 +18,10 @@ from typing import ClassVar, NamedTuple
 import numpy as np
 import torch
 
-from actors.errors import UsageError
 from learner.algo.advantages import SparseRewards, StepStatTracker
 from learner.algo.ddpo import DDPOLoss, ddpo_advantages, ddpo_loss
 from learner.algo.sdpo import SDPOLoss, sdpo_advantages, sdpo_loss
+from plumbing.errors import UsageError
 
 
 class AdvantageSettings(NamedTuple):

@@ -18,10 +18,11 @@ from collections import deque
 from dataclasses import dataclass, field
 from typing import Any, Callable, Iterator
 
-from actors.errors import RunFailure
-from actors.remote import actor_failures, get, is_local, wait_one
 from actors.rollout_worker import StaleWeightsError
 from learner.driver.faults import describe_actor_error
+from plumbing.errors import RunFailure
+from plumbing.ray_errors import ray_errors
+from plumbing.remote import actor_failures, get, is_local, wait_one
 
 log = logging.getLogger(__name__)
 
@@ -173,8 +174,4 @@ def run_assigned(
 
 def _died(err: BaseException) -> bool:
     """Ray says the actor is dead (not merely unreachable or restarting)."""
-    try:
-        from ray.exceptions import ActorDiedError
-    except ImportError:
-        return False
-    return isinstance(err, ActorDiedError)
+    return isinstance(err, ray_errors("ActorDiedError"))

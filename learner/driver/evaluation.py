@@ -6,8 +6,8 @@ actors, which sample a fixed held-out prompt set from fixed initial noises with 
 arithmetic as training. The reward servers score the images. Each image is the decoded predicted
 clean state of the chain's last step, x0_{k-1}: the state training scores as its k-step sample.
 
-When every held-out prompt is a caption of the shapes task (actors.shapes), the images are also
-measured by its held-out pixel metric (actors.shapes.fidelity), which no reward model and no
+When every held-out prompt is a caption of the shapes task (the ``shapes`` package), the images are also
+measured by its held-out pixel metric (shapes.fidelity), which no reward model and no
 training sees: a learned reward that rises while this falls is reward hacking.
 
 A new run first evaluates the initial policy the same way (eval/initial.json, eval/initial.npz), so
@@ -30,18 +30,18 @@ from pathlib import Path
 
 import numpy as np
 
-from actors.remote import get
-from actors.seeds import HELDOUT, mixed_seed
-from actors.shapes.data import parse_caption
-from actors.shapes.fidelity import FACTOR_NAMES, factor_table
 from learner.config import EvalConfig
 from learner.driver.dispatch import Published
 from learner.driver.launch import Workers
 from learner.driver.monitors import eval_image_stats
 from learner.run.grids import write_labelled_grid
 from learner.run.outputs import eval_grid_path
+from plumbing.remote import get
+from plumbing.seeds import HELDOUT, mixed_seed
 from rewards.pool import RewardPool
 from rewards.server import ScoreRequest
+from shapes.data import parse_caption
+from shapes.fidelity import FACTOR_NAMES, factor_table
 
 
 def heldout_seeds(seed: int, num_prompts: int, samples_per_prompt: int = 1) -> list[int]:

@@ -1,5 +1,5 @@
 """What an error that ended the run means: its one-line message and exit code (exit codes:
-actors/errors.py), and one-line descriptions of dead actors under the names they had at launch.
+plumbing/errors.py), and one-line descriptions of dead actors under the names they had at launch.
 Signals (SIGTERM, Ctrl-C) are learner/driver/preemption.py's.
 """
 
@@ -11,10 +11,11 @@ import signal
 from dataclasses import dataclass
 from pathlib import Path
 
-from actors.errors import EXIT_FAILURE, EXIT_INTERRUPTED, EXIT_PREEMPTED, EXIT_USAGE, SDPOError, usage_error_names
-from actors.remote import actor_failures, get
 from learner.driver.preemption import Preemption
 from learner.run.checkpoint import checkpoint_dir, latest_valid
+from plumbing.errors import EXIT_FAILURE, EXIT_INTERRUPTED, EXIT_PREEMPTED, EXIT_USAGE, SDPOError, usage_error_names
+from plumbing.ray_errors import ray_errors
+from plumbing.remote import actor_failures, get
 
 
 @dataclass
@@ -77,15 +78,13 @@ def describe_actor_error(err: BaseException, names: WorkerNames | None = None) -
         cause = m.group(1) + (f" (exit type {m.group(2)})" if m.group(2) else "")
     else:
         cause = " ".join(text.split())[:300]
-    from ray.exceptions import ActorUnavailableError
-
-    verb = "is unreachable" if isinstance(err, ActorUnavailableError) else "died"
+    verb = "is unreachable" if isinstance(err, ray_errors("ActorUnavailableError")) else "died"
     return f"{who} {verb}: {cause}"
 
 
 def failure(err: BaseException, preemption: Preemption | None, run_dir: Path, names: WorkerNames | None = None) -> Failure | None:
     """The exit code and one-line message of an error that ended a run, by its type (every project
-    error carries its exit code: actors/errors.py), or None for a bug (which keeps its traceback).
+    error carries its exit code: plumbing/errors.py), or None for a bug (which keeps its traceback).
     `names`: the run's workers' names, for a failure of one of them."""
     if isinstance(err, SystemExit) and (
         (preemption is not None and (preemption.requested or preemption.abandoned)) or err.code == signal.SIGTERM  # Ray's own handler
@@ -103,25 +102,13 @@ def failure(err: BaseException, preemption: Preemption | None, run_dir: Path, na
         if err.exit_code == EXIT_USAGE:
             return Failure(EXIT_USAGE, str(err))
         return Failure(err.exit_code, f"{err}; {_resume_hint(run_dir)}")
-    try:
-        from ray.exceptions import OutOfMemoryError as RayOOM
-    except ImportError:
-        RayOOM = ()  # noqa: N806
-    if RayOOM and isinstance(err, RayOOM):
+    if isinstance(err, ray_errors("OutOfMemoryError")):
         return Failure(EXIT_FAILURE, f"an actor was killed by Ray's memory monitor (out of memory); {_resume_hint(run_dir)}")
     if isinstance(err, OSError) and err.errno in (errno.ENOSPC, errno.EDQUOT, errno.EFBIG, errno.EROFS):  # writing outputs
         return Failure(EXIT_FAILURE, f"cannot write {err.filename or 'the run directory'}: {err.strerror}; {_resume_hint(run_dir)}")
-    try:
-        from ray.exceptions import RuntimeEnvSetupError
-    except ImportError:
-        RuntimeEnvSetupError = ()  # noqa: N806
-    if RuntimeEnvSetupError and isinstance(err, RuntimeEnvSetupError):  # only the reward servers have a runtime_env of their own
+    if isinstance(err, ray_errors("RuntimeEnvSetupError")):  # only the reward servers have a runtime_env of their own
         return Failure(EXIT_USAGE, f"reward.runtime_env: Ray could not set up the reward servers' environment: {_setup_reason(str(err))}")
-    try:
-        from ray.exceptions import ObjectLostError
-    except ImportError:
-        ObjectLostError = ()  # noqa: N806
-    if ObjectLostError and isinstance(err, ObjectLostError):  # e.g. a result whose node went away before it was fetched
+    if isinstance(err, ray_errors("ObjectLostError")):  # e.g. a result whose node went away before it was fetched
         return Failure(
             EXIT_FAILURE, f"a worker's result was lost ({type(err).__name__}): the node that held it, and the actor that made it, died; {_resume_hint(run_dir)}"
         )

@@ -10,13 +10,13 @@ from contextlib import contextmanager
 from dataclasses import dataclass, field
 from typing import Any
 
-from actors.errors import RunFailure, UsageError
-from actors.remote import GroupRef, LocalActor, get, put
 from actors.rollout_worker import RolloutWorker
 from learner.config import Config
 from learner.driver.faults import WorkerNames
 from learner.worker.learner_worker import LearnerWorker
 from learner.worker.policy_worker import PolicyWorker
+from plumbing.errors import RunFailure, UsageError
+from plumbing.remote import GroupRef, LocalActor, get, put
 from rewards.server import RewardServer
 
 

@@ -14,7 +14,6 @@ from typing import Callable
 
 import numpy as np
 
-from actors.remote import get
 from learner.algo.advantages import StepStatTracker
 from learner.algo.registry import Algorithm, get_algorithm
 from learner.config import Config, to_yaml
@@ -32,6 +31,7 @@ from learner.run.model_card import finish_lora
 from learner.run.outputs import RunOutputs, eval_grid_path
 from learner.run.plots import Curves
 from learner.run.progress import Progress, TimeBreakdown
+from plumbing.remote import get
 from rewards.pool import PoolStats, RewardPool
 
 

@@ -1,6 +1,6 @@
 """SIGTERM (preemption) and Ctrl-C in the driver: finish and checkpoint the epoch when it fits the
 grace period, never interrupt a checkpoint being written, and never lose the signal. Exit codes
-143 and 130 (actors/errors.py)."""
+143 and 130 (plumbing/errors.py)."""
 
 from __future__ import annotations
 
@@ -10,7 +10,7 @@ import threading
 import time
 from contextlib import contextmanager
 
-from actors.errors import EXIT_PREEMPTED
+from plumbing.errors import EXIT_PREEMPTED
 
 
 class Preempted(SystemExit):

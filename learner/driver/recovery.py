@@ -22,12 +22,13 @@ import logging
 import time
 from typing import Callable, TypeVar
 
-from actors.errors import RunFailure
-from actors.remote import actor_failures, get
 from learner.config import LearnerConfig
 from learner.driver.dispatch import RankLostError
 from learner.driver.faults import WorkerNames
 from learner.driver.launch import Workers
+from plumbing.errors import RunFailure
+from plumbing.ray_errors import ray_errors
+from plumbing.remote import actor_failures, get
 
 log = logging.getLogger(__name__)
 T = TypeVar("T")
@@ -63,8 +64,7 @@ class RankRecovery:
 
     def _lost_ranks(self, err: BaseException) -> list[int]:
         """The ranks whose process was replaced by Ray's restart; waits for every rank to answer."""
-        from ray.exceptions import ActorDiedError, ActorUnavailableError, GetTimeoutError
-
+        died, busy = ray_errors("ActorDiedError"), ray_errors("ActorUnavailableError", "GetTimeoutError")
         ranks, deadline = self.workers.learner.ranks, time.monotonic() + self.cfg.restart_timeout_s
         now = []
         for r, rank in enumerate(ranks):
@@ -72,11 +72,11 @@ class RankRecovery:
                 try:
                     now.append(get(rank.identity.remote(), timeout=max(0.1, deadline - time.monotonic())))
                     break
-                except ActorDiedError as died:  # dead for good: its restarts are spent (while restarting: unavailable)
+                except died as dead:  # dead for good: its restarts are spent (while restarting: unavailable)
                     raise RankNotBackError(
-                        f"{self.workers.names.describe(died)}; Ray does not restart it again (learner.max_restarts={self.cfg.max_restarts})"
+                        f"{self.workers.names.describe(dead)}; Ray does not restart it again (learner.max_restarts={self.cfg.max_restarts})"
                     ) from None
-                except (ActorUnavailableError, GetTimeoutError):  # restarting, or busy past the bound
+                except busy:  # restarting, or busy past the bound
                     pass
                 if time.monotonic() > deadline:  # the error stands as it is (exit 1, naming the actor)
                     log.warning(
@@ -126,8 +126,4 @@ def _may_be_a_lost_rank(err: BaseException) -> bool:
     """An actor error, or an error raised inside an actor (a survivor's collective broken by a lost member)."""
     if isinstance(err, (RankLostError, *actor_failures())):
         return True
-    try:
-        from ray.exceptions import RayTaskError
-    except ImportError:
-        return False
-    return isinstance(err, RayTaskError)
+    return isinstance(err, ray_errors("RayTaskError"))

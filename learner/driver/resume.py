@@ -9,7 +9,6 @@ from __future__ import annotations
 import shutil
 from pathlib import Path
 
-from actors.remote import get
 from learner.config import Config, ConfigError, to_yaml
 from learner.run.checkpoint import (
     TrainingState,
@@ -23,6 +22,7 @@ from learner.run.checkpoint import (
     saved_config,
     write_checkpoint,
 )
+from plumbing.remote import get
 
 
 def find_resume(run_dir: Path, cfg: Config, prompt_list: list[str] | None = None) -> TrainingState | None:

@@ -16,16 +16,16 @@ import torch
 
 from actors.batch import SparseQueries
 from actors.config import RolloutConfig
-from actors.errors import RunFailure
 from actors.flops import mfu
-from actors.remote import get, get_all, is_local
-from actors.seeds import PROMPTS
 from learner.algo.advantages import SparseRewards, StepStatTracker
 from learner.algo.registry import AdvantageSettings, Algorithm
 from learner.config import TrainConfig
 from learner.driver.dispatch import Published, load_weights, run_assigned, run_chunks
 from learner.driver.launch import Workers
 from learner.worker.batch import ShardAdvantages, UpdateRequest
+from plumbing.errors import RunFailure
+from plumbing.remote import get, get_all, is_local
+from plumbing.seeds import PROMPTS
 from rewards.pool import RewardPool
 from rewards.server import ScoreRequest
 

@@ -34,7 +34,7 @@ import numpy as np
 import torch
 import yaml
 
-from actors.errors import RunFailure
+from plumbing.errors import RunFailure
 
 log = logging.getLogger(__name__)
 

@@ -7,7 +7,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from actors.errors import RunFailure
+from plumbing.errors import RunFailure
 
 
 class HubUploadError(RunFailure):

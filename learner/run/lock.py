@@ -13,7 +13,7 @@ import socket
 import time
 from pathlib import Path
 
-from actors.errors import UsageError
+from plumbing.errors import UsageError
 
 LOCK_NAME = ".lock"
 

@@ -13,8 +13,8 @@ import math
 import secrets
 from pathlib import Path
 
-from actors.errors import UsageError
 from learner.config import WandbConfig
+from plumbing.errors import UsageError
 
 RUN_ID_FILE = "wandb_run_id"
 

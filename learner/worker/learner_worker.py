@@ -24,12 +24,10 @@ import torch
 
 from actors.batch import PolicyWeights, Trajectories
 from actors.config import ModelConfig, SamplingConfig
-from actors.errors import RunFailure
 from actors.families import expand_rows, family_of, repeat_rows, select_rows
 from actors.flops import SampleCounter, denoiser_flops, peak_flops
 from actors.policy import load_lora_state, load_pipeline, lora_state, save_lora_diffusers
 from actors.sampling import score_steps
-from actors.seeds import UPDATE, seeded_generator
 from learner.algo.minibatches import Minibatch, items_per_optimizer_step, micro_batches, num_train_steps, trainable_steps, update_schedule
 from learner.algo.registry import StepItems, get_algorithm
 from learner.algo.sdpo import temporal_weights
@@ -37,6 +35,8 @@ from learner.config import TrainConfig
 from learner.worker.batch import TrainBatch, UpdateRequest, shard_batches
 from learner.worker.distributed import Rank, average_gradients, average_scalars, free_port, init_group, leave_group
 from learner.worker.fault_injection import kill_point
+from plumbing.errors import RunFailure
+from plumbing.seeds import UPDATE, seeded_generator
 
 
 class StalePolicyError(RunFailure):

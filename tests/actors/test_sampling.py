@@ -182,8 +182,8 @@ def test_final_queries_score_the_decoded_last_latent(worker, batch):
 def test_nan_in_the_base_model_is_bad_input_and_later_a_broken_update(tiny_cache):
     """Non-finite samples at policy version 0 (no update yet: the base model) are bad input naming
     model.pretrained (exit 2); after an update they are a run failure pointing at the learning rate."""
-    from actors.errors import EXIT_FAILURE, EXIT_USAGE
     from actors.rollout_worker import BrokenBaseModelError, NonFinitePolicyError
+    from plumbing.errors import EXIT_FAILURE, EXIT_USAGE
 
     w = RolloutWorker(model=ModelConfig(tiny_cache_dir=tiny_cache), sampling=SamplingConfig(num_steps=2, num_anchors=0), seed=7)
     with torch.no_grad():

@@ -15,6 +15,13 @@ def test_presets_validate_and_round_trip():
         assert Config.model_validate(yaml.safe_load(to_yaml(cfg))) == cfg
 
 
+def test_a_preset_named_like_a_folder_of_the_working_directory_is_the_preset(tmp_path, monkeypatch):
+    """`--config shapes` run from the repository root, where shapes/ is the shapes task's package."""
+    (tmp_path / "shapes").mkdir()
+    monkeypatch.chdir(tmp_path)
+    assert load_config("shapes").name == "shapes"
+
+
 def test_sd_turbo_preset_has_the_paper_settings():
     cfg = load_config("sd_turbo_aesthetic")
     assert cfg.model.pretrained == "stabilityai/sd-turbo"

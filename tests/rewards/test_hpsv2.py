@@ -1,6 +1,6 @@
 """HPSv2 / HPSv2.1 in the project's environment, checked against the original hpsv2 package.
 
-tests/rewards/fixtures/hpsv2_tiny/ was made by rewards/equivalence/hpsv2_reference.py in a side
+tests/rewards/fixtures/hpsv2_tiny/ was made by scripts/equivalence/hpsv2_reference.py in a side
 environment running the original code (hpsv2 1.2.0 and its vendored open_clip, torch 2.14.1,
 torchvision 0.29.1, ftfy): a tiny random open_clip CLIP (open_clip's key layout, ViT-H-14's
 structure, 224 px), a character-level CLIP BPE vocabulary used by both sides, seeded images of
@@ -39,7 +39,7 @@ ATOL = 1e-5
 
 
 def _reference_module():
-    spec = importlib.util.spec_from_file_location("hpsv2_reference", REPO / "rewards" / "equivalence" / "hpsv2_reference.py")
+    spec = importlib.util.spec_from_file_location("hpsv2_reference", REPO / "scripts" / "equivalence" / "hpsv2_reference.py")
     module = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(module)  # imports numpy only at the top
     return module

@@ -1,6 +1,6 @@
 """HPSv3 in the project's environment, checked against the original hpsv3 package.
 
-tests/rewards/fixtures/hpsv3_tiny/ was made by rewards/equivalence/hpsv3_reference.py in a side
+tests/rewards/fixtures/hpsv3_tiny/ was made by scripts/equivalence/hpsv3_reference.py in a side
 environment running the original code (hpsv3 1.0.0's HPSv3RewardInferencer on transformers 4.45.2,
 torch 2.14.1): a tiny random Qwen2-VL with HPSv3's reward head (the package's own model and key
 layout, bfloat16 safetensors like the release), a base directory with the real Qwen2-VL-7B-Instruct
@@ -38,7 +38,7 @@ ATOL = 1e-5
 
 
 def _reference_module():
-    spec = importlib.util.spec_from_file_location("hpsv3_reference", REPO / "rewards" / "equivalence" / "hpsv3_reference.py")
+    spec = importlib.util.spec_from_file_location("hpsv3_reference", REPO / "scripts" / "equivalence" / "hpsv3_reference.py")
     module = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(module)  # imports numpy only at the top
     return module

@@ -1,6 +1,6 @@
 """ImageReward in the project's environment, checked against the original image-reward package.
 
-tests/rewards/fixtures/imagereward_tiny/ was made by rewards/equivalence/imagereward_reference.py in a
+tests/rewards/fixtures/imagereward_tiny/ was made by scripts/equivalence/imagereward_reference.py in a
 side environment running the original code (image-reward 1.5, transformers 4.46.3, timm 0.6.13,
 fairscale 0.4.13, torch 2.14.1, torchvision 0.29.1): a tiny random ImageReward (the original's key
 layout and structure: ViT at 224 px / patch 16, BERT with cross-attention, the reward MLP), a small
@@ -27,7 +27,7 @@ import numpy as np
 import pytest
 import torch
 
-from actors.remote import LocalActor
+from plumbing.remote import LocalActor
 from rewards import blip_weights as W
 from rewards import imagereward as IR
 from rewards.pool import RewardPool
@@ -43,7 +43,7 @@ ATOL = 1e-5
 
 
 def _reference_module():
-    path = REPO / "rewards" / "equivalence" / "imagereward_reference.py"
+    path = REPO / "scripts" / "equivalence" / "imagereward_reference.py"
     spec = importlib.util.spec_from_file_location("imagereward_reference", path)
     module = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(module)  # imports numpy only at the top

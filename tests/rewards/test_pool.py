@@ -7,8 +7,8 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from actors.remote import LocalActor
 from learner.run.outputs import read_metrics
+from plumbing.remote import LocalActor
 from rewards.jpeg import jpeg_size_kb
 from rewards.pool import RewardPool
 from rewards.server import RewardFunctionError, RewardServer, ScoreRequest

@@ -61,7 +61,7 @@ def test_registry_import_is_light():
     ],
 )
 def test_reward_modules_that_cannot_load_are_one_line_naming_reward_modules(tmp_path, monkeypatch, capsys, source, module, needle):
-    from actors.errors import UsageError
+    from plumbing.errors import UsageError
     from rewards.registry import import_reward_modules
 
     if source is not None:

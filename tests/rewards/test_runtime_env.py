@@ -15,9 +15,9 @@ from pathlib import Path
 
 import pytest
 
-from actors.errors import UsageError
 from learner.config import ConfigError, build_config
 from learner.run.outputs import read_metrics
+from plumbing.errors import UsageError
 from rewards.runtime_env import RuntimeEnvError, check_runtime_env
 from tests.conftest import run_cli
 

@@ -10,10 +10,10 @@ import numpy as np
 import pytest
 import torch
 
-from actors.errors import UsageError
 from learner.algo.advantages import StepStatTracker
 from learner.algo.ddpo import ddpo_advantages, ddpo_loss
 from learner.algo.registry import ALGORITHMS, StepItems, get_algorithm
+from plumbing.errors import UsageError
 from tests.conftest import final_rewards, update_request
 
 

@@ -12,12 +12,12 @@ import pytest
 import yaml
 from PIL import Image
 
-from actors.shapes.data import heldout_prompts, sample_images
-from actors.shapes.fidelity import CHANCE
 from learner.driver.evaluation import EvalResult, is_shapes_prompt_list, save_eval_grid
 from learner.run.grids import write_labelled_grid
 from learner.run.outputs import read_metrics
 from learner.run.plots import plot_reward_curves
+from shapes.data import heldout_prompts, sample_images
+from shapes.fidelity import CHANCE
 from tests.conftest import REPO, cli_env
 
 

@@ -42,7 +42,7 @@ def test_eval_set_takes_the_first_prompts_each_repeated_prompt_major():
 def test_a_resumed_run_reads_the_initial_fidelity_from_an_older_initial_npz(tmp_path):
     """An eval/initial.npz saved before the pixel metric holds images but no factors: the resumed
     evaluator reads them from the pixels, so the initial fidelity is not lost."""
-    from actors.shapes.data import heldout_prompts, sample_images
+    from shapes.data import heldout_prompts, sample_images
 
     prompts = heldout_prompts()[:3]
     images, _ = sample_images(prompts, 1, seed=4)  # ground truth: every factor shown
@@ -69,8 +69,8 @@ def local_workers(tiny_cache):
     from actors.batch import PolicyWeights
     from actors.config import ModelConfig, SamplingConfig
     from actors.policy import lora_state
-    from actors.remote import LocalActor
     from actors.rollout_worker import RolloutWorker
+    from plumbing.remote import LocalActor
     from rewards.server import RewardServer
 
     workers = [RolloutWorker(model=ModelConfig(tiny_cache_dir=tiny_cache), sampling=SamplingConfig(num_steps=4), seed=0) for _ in range(2)]

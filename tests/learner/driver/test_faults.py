@@ -11,11 +11,11 @@ from pathlib import Path
 import pytest
 from ray.exceptions import ActorDiedError, ActorUnavailableError, ObjectReconstructionFailedError, RayActorError
 
-from actors.errors import EXIT_PREEMPTED
-from actors.remote import LocalActor
 from learner.driver.dispatch import Published, RolloutActorsLostError, run_chunks
 from learner.driver.faults import describe_actor_error, failure
 from learner.driver.preemption import Preempted, Preemption
+from plumbing.errors import EXIT_PREEMPTED
+from plumbing.remote import LocalActor
 
 
 def _call(actor, chunk):

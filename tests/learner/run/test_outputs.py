@@ -29,9 +29,9 @@ def test_sample_grid_is_labelled_with_step_counts_and_prompts(tmp_path):
 def test_wandb_online_without_an_api_key_is_refused_before_any_work(tmp_path):
     """output.wandb online needs WANDB_API_KEY or a ~/.netrc entry for the W&B host; offline does not."""
     pytest.importorskip("wandb")
-    from actors.errors import UsageError
     from learner.config import WandbConfig
     from learner.run.wandb_log import api_key_present, check_wandb
+    from plumbing.errors import UsageError
 
     none = {"NETRC": str(tmp_path / "no-netrc")}
     assert not api_key_present(none) and api_key_present({"WANDB_API_KEY": "k"})

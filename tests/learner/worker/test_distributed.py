@@ -10,12 +10,12 @@ import ray
 import torch
 
 from actors.config import ModelConfig, SamplingConfig
-from actors.remote import get
 from actors.rollout_worker import RolloutWorker
 from learner.config import TrainConfig
 from learner.driver.launch import RankGroup
 from learner.worker.batch import ShardAdvantages, UpdateRequest
 from learner.worker.learner_worker import LearnerWorker
+from plumbing.remote import get
 
 pytestmark = pytest.mark.e2e
 SAMPLING = SamplingConfig(num_steps=3)

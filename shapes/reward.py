@@ -1,33 +1,34 @@
-"""`shapes_classifier`: the learned reward of the embedded shapes task (rewards/shapes_net.py). It
+"""The learned reward of the shapes task as a scoring function (shapes/net.py holds the model). It
 scores how well an image shows its caption: the mean over the chosen factors (by default colour,
 shape, size and position) of the probability a CNN trained on the dataset gives the stated value,
 in [0, 1]. `factors` picks the factors, e.g. "colour,shape,size": the shapes presets leave out
-position, which the shapes models do not control (the initial noise decides it; docs/shapes.md)."""
+position, which the shapes models do not control (the initial noise decides it; docs/shapes.md).
+The rewards registry serves it as `shapes_classifier` (rewards/learned_shapes.py)."""
 
 from __future__ import annotations
 
+from typing import Callable
+
 import numpy as np
 
-from rewards.registry import RewardFn, register_reward
 
-
-@register_reward("shapes_classifier", needs="nothing (weights committed under rewards/assets/shapes-classifier)")
-def shapes_classifier(device: str = "cpu", weights: str | None = None, factors: str | list[str] | None = None) -> RewardFn:
-    """Options: weights = directory holding model.safetensors (default: the committed one); factors =
-    the factors averaged, a list or a comma-separated string of colour, shape, size, position (default: all four)."""
+def scorer(device: str = "cpu", weights: str | None = None, factors: str | list[str] | None = None) -> Callable[[np.ndarray, list[str]], np.ndarray]:
+    """score(images uint8 (N, 32, 32, 3), prompts) -> float64 (N,). weights = directory holding
+    model.safetensors (default: the committed one); factors = the factors averaged, a list or a
+    comma-separated string of colour, shape, size, position (default: all four)."""
     import torch
 
-    from rewards import shapes_net
+    from shapes import net
 
     columns = factor_columns(factors)
-    model = shapes_net.load(weights or shapes_net.DEFAULT_DIR, device)
+    model = net.load(weights or net.DEFAULT_DIR, device)
 
     def score(images: np.ndarray, prompts: list[str]) -> np.ndarray:
         if len(images) != len(prompts):
             raise ValueError(f"{len(images)} images but {len(prompts)} prompts")
         with torch.inference_mode():
-            probs = shapes_net.factor_probabilities(
-                model, shapes_net.to_pixels(images).to(device), shapes_net.targets(prompts).to(device)
+            probs = net.factor_probabilities(
+                model, net.to_pixels(images).to(device), net.targets(prompts).to(device)
             )  # (N, 4)
         return probs[:, columns].mean(dim=1).double().cpu().numpy()
 
@@ -35,8 +36,8 @@ def shapes_classifier(device: str = "cpu", weights: str | None = None, factors: 
 
 
 def factor_columns(factors: str | list[str] | None) -> list[int]:
-    """Column indices into shapes_net.FACTORS of the chosen factors (all four for None)."""
-    from rewards.shapes_net import FACTORS
+    """Column indices into shapes.net.FACTORS of the chosen factors (all four for None)."""
+    from shapes.net import FACTORS
 
     names = [name for name, _ in FACTORS]
     if factors is None:

@@ -36,13 +36,13 @@ the last three commands run; reference.json records the versions that mattered.
 
 Run from the repository root:
 
-    /tmp/ir-side/bin/python rewards/equivalence/imagereward_reference.py tiny
+    /tmp/ir-side/bin/python scripts/equivalence/imagereward_reference.py tiny
         rewrites tests/rewards/fixtures/imagereward_tiny/ (random tiny model, ~1 MB)
-    /tmp/ir-side/bin/python rewards/equivalence/imagereward_reference.py full /tmp/ir-full
+    /tmp/ir-side/bin/python scripts/equivalence/imagereward_reference.py full /tmp/ir-full
         random ViT-L/16 + BERT-base (the real architecture, ~1.8 GB fp32; not for committing)
-    PYTHONPATH=. python rewards/equivalence/imagereward_compare.py DIR      (project environment)
+    PYTHONPATH=. python scripts/equivalence/imagereward_compare.py DIR      (project environment)
 
-Images come from the specs in IMAGES (seeded numpy, rewards/equivalence/hpsv2_reference.make_image), so
+Images come from the specs in IMAGES (seeded numpy, scripts/equivalence/hpsv2_reference.make_image), so
 the project side regenerates them and checks their sha256. This module imports only numpy at the top.
 """
 
@@ -280,7 +280,7 @@ def reference(out: Path, mode: str) -> None:
     rank_prompt = PROMPTS[0]
     ranks, rank_scores = model.inference_rank(rank_prompt, [Image.fromarray(img) for img in images])
     ref = {
-        "about": "ImageReward scores of the original image-reward package; made by rewards/equivalence/imagereward_reference.py",
+        "about": "ImageReward scores of the original image-reward package; made by scripts/equivalence/imagereward_reference.py",
         "versions": {
             "image-reward": metadata.version("image-reward"), "torch": torch.__version__,
             "torchvision": torchvision.__version__, "transformers": transformers.__version__,

@@ -26,11 +26,11 @@ exist": PyPI's torchvision is built against the CUDA torch. Hence the CUDA torch
 
 Run from the repository root:
 
-    /tmp/hps-side/bin/python rewards/equivalence/hpsv2_reference.py tiny
+    /tmp/hps-side/bin/python scripts/equivalence/hpsv2_reference.py tiny
         rewrites tests/rewards/fixtures/hpsv2_tiny/ (random tiny model, ~0.8 MB)
-    /tmp/hps-side/bin/python rewards/equivalence/hpsv2_reference.py full /tmp/hps-full
+    /tmp/hps-side/bin/python scripts/equivalence/hpsv2_reference.py full /tmp/hps-full
         random ViT-H/14 (fp16 checkpoint, ~2 GB; not for committing), real CLIP BPE tokenizer
-    PYTHONPATH=. python rewards/equivalence/hpsv2_compare.py /tmp/hps-full     (project environment)
+    PYTHONPATH=. python scripts/equivalence/hpsv2_compare.py /tmp/hps-full     (project environment)
 
 Images are made with numpy from the specs in IMAGES (seeded), so the project side regenerates them
 (``make_image``) and checks their sha256. This module imports only numpy at the top, so the tests
@@ -223,7 +223,7 @@ def reference(out: Path, mode: str) -> None:
         tokens.append(tokenize([prompt])[0].tolist())
         assert abs(scores[-1] - float(out_feats["image_features"][0] @ out_feats["text_features"][0])) < 1e-6
     ref = {
-        "about": "HPSv2 scores of the original hpsv2 package; made by rewards/equivalence/hpsv2_reference.py",
+        "about": "HPSv2 scores of the original hpsv2 package; made by scripts/equivalence/hpsv2_reference.py",
         "versions": {
             "hpsv2": metadata.version("hpsv2"), "torch": torch.__version__,
             "torchvision": torchvision.__version__, "ftfy": __import__("ftfy").__version__,

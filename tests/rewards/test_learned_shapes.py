@@ -1,15 +1,15 @@
-"""The learned shapes reward (rewards/shapes_reward.py, rewards/shapes_net.py) with its committed weights."""
+"""The learned shapes reward (rewards/learned_shapes.py, shapes/reward.py, shapes/net.py) with its committed weights."""
 
 from __future__ import annotations
 
 import numpy as np
 import pytest
 
-from actors.remote import LocalActor
-from actors.shapes.data import heldout_prompts, sample_images
+from plumbing.remote import LocalActor
 from rewards.pool import RewardPool
 from rewards.registry import build_reward, reward_spec
 from rewards.server import RewardServer, ScoreRequest
+from shapes.data import heldout_prompts, sample_images
 
 
 @pytest.fixture(scope="module")
@@ -55,11 +55,11 @@ def test_served_by_a_reward_server_through_the_pool(heldout_images):
 def test_factors_option_averages_only_the_chosen_factors(heldout_images):
     """factors="colour,shape,size": the mean of those three probabilities; a position word changed in
     the caption no longer moves the score (the models cannot act on position), a colour word does."""
-    from rewards import shapes_net
+    from shapes import net
 
     images, captions = heldout_images
-    probs = shapes_net.factor_probabilities(
-        shapes_net.load(), shapes_net.to_pixels(images[:8]), shapes_net.targets(captions[:8])
+    probs = net.factor_probabilities(
+        net.load(), net.to_pixels(images[:8]), net.targets(captions[:8])
     ).double().numpy()  # (8, 4): colour, shape, size, position
     three = build_reward("shapes_classifier", factors="colour,shape,size")
     np.testing.assert_allclose(three(images[:8], captions[:8]), probs[:, :3].mean(axis=1), atol=1e-6)

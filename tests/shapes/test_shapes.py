@@ -1,4 +1,4 @@
-"""The procedural shapes dataset and the held-out pixel metric (actors.shapes.data, actors.shapes.fidelity)."""
+"""The procedural shapes dataset and the held-out pixel metric (shapes.data, shapes.fidelity)."""
 
 from __future__ import annotations
 
@@ -6,8 +6,8 @@ import numpy as np
 import pytest
 
 from actors.prompts import load_prompts
-from actors.shapes.data import Factors, all_factors, heldout_prompts, is_heldout, parse_caption, render, sample_images, shape_mask, train_prompts
-from actors.shapes.fidelity import CHANCE, factor_hits, fidelity, read_image
+from shapes.data import Factors, all_factors, heldout_prompts, is_heldout, parse_caption, render, sample_images, shape_mask, train_prompts
+from shapes.fidelity import CHANCE, factor_hits, fidelity, read_image
 
 
 def test_captions_and_split():

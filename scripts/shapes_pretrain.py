@@ -1,12 +1,12 @@
 """Pretrain the tiny shapes text-to-image model and save it as a diffusers StableDiffusionPipeline.
 
-    python -m actors.shapes.train                      # writes actors/shapes/assets/shapes-sd
-    python -m actors.shapes.train --out /tmp/shapes-sd --vae-steps 200 --unet-steps 200   # a quick try
+    python -m scripts.shapes_pretrain                      # writes shapes/assets/shapes-sd
+    python -m scripts.shapes_pretrain --out /tmp/shapes-sd --vae-steps 200 --unet-steps 200   # a quick try
 
 Runs on ONE CPU thread (torch.set_num_threads(1)) and is deterministic: the same torch build on the
 same CPU rebuilds the same bytes (see docs/shapes.md for the command's CPU time and what else is
 reproducible). Stages:
-  1. data     the 120 training prompts x IMAGES_PER_PROMPT images (actors.shapes.data, seed DATA_SEED);
+  1. data     the 120 training prompts x IMAGES_PER_PROMPT images (shapes.data, seed DATA_SEED);
               the held-out prompts are never seen.
   2. VAE      AutoencoderKL 32x32x3 <-> 4x16x16 (one 2x downsampling): L = MSE(x_hat, x) + KL_WEIGHT * KL.
   3. scaling  scaling_factor = 1 / std of the posterior-mean latents (as SD's 0.18215 was chosen).
@@ -22,7 +22,7 @@ reproducible). Stages:
               to; training it plays the part of a pretrained encoder). Captions are dropped to ""
               with probability CAPTION_DROPOUT, so classifier-free guidance is available.
   5. save     StableDiffusionPipeline.save_pretrained (safetensors), then a check: fidelity of 50-step
-              and 1-step deterministic DDIM samples of the held-out prompts (actors.shapes.fidelity).
+              and 1-step deterministic DDIM samples of the held-out prompts (shapes.fidelity).
 """
 
 from __future__ import annotations
@@ -38,9 +38,10 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from actors.shapes.data import IMAGE_SIZE, heldout_prompts, sample_images, train_prompts
+from shapes import ASSETS
+from shapes.data import IMAGE_SIZE, heldout_prompts, sample_images, train_prompts
 
-DEFAULT_OUT = Path(__file__).parent / "assets" / "shapes-sd"
+DEFAULT_OUT = ASSETS / "shapes-sd"
 DATA_SEED = 0
 IMAGES_PER_PROMPT = 48
 MAX_TOKENS = 40  # char-level: "a large magenta triangle at the bottom" is 32 chars + start/end
@@ -198,8 +199,8 @@ def check_samples(directory: Path, per_prompt: int, logfile) -> dict[str, float]
     from actors.config import ModelConfig
     from actors.policy import load_pipeline
     from actors.sampling import decode_to_uint8, sample_deterministic
-    from actors.seeds import seeded_generator
-    from actors.shapes.fidelity import fidelity
+    from plumbing.seeds import seeded_generator
+    from shapes.fidelity import fidelity
 
     pipe = load_pipeline(ModelConfig(pretrained=str(directory), local_files_only=True), with_lora=False)
     prompts = [p for p in heldout_prompts() for _ in range(per_prompt)]

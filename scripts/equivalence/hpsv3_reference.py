@@ -32,12 +32,12 @@ which runs on the CPU; torch 2.13.0+cpu cannot load PyPI's torchvision, which hp
 
 Run from the repository root:
 
-    /tmp/hpsv3-venv/bin/python rewards/equivalence/hpsv3_reference.py tiny
+    /tmp/hpsv3-venv/bin/python scripts/equivalence/hpsv3_reference.py tiny
         rewrites tests/rewards/fixtures/hpsv3_tiny/ (random tiny Qwen2-VL, ~0.5 MB)
-    /tmp/hpsv3-venv/bin/python rewards/equivalence/hpsv3_reference.py full /tmp/hpsv3-full [LAYERS]
+    /tmp/hpsv3-venv/bin/python scripts/equivalence/hpsv3_reference.py full /tmp/hpsv3-full [LAYERS]
         the real Qwen2-VL-7B-Instruct config (full vision tower; LAYERS decoder layers of 28, default 2),
         real special-token ids and embedding size, random weights (bf16 checkpoint, not for committing)
-    PYTHONPATH=. python rewards/equivalence/hpsv3_compare.py /tmp/hpsv3-full     (project environment)
+    PYTHONPATH=. python scripts/equivalence/hpsv3_compare.py /tmp/hpsv3-full     (project environment)
 
 Images are made with numpy from the specs in IMAGES (seeded); the project side regenerates them
 (``make_image``) and checks their sha256. This module imports only numpy at the top, so the tests can
@@ -329,7 +329,7 @@ def reference(out: Path, mode: str, layers: int) -> None:
         cfg.pop("_name_or_path", None)  # this machine's path
         (base / "config.json").write_text(json.dumps(cfg, indent=2, sort_keys=True) + "\n")
     ref = {
-        "about": "HPSv3 scores of the original hpsv3 package; made by rewards/equivalence/hpsv3_reference.py",
+        "about": "HPSv3 scores of the original hpsv3 package; made by scripts/equivalence/hpsv3_reference.py",
         "versions": {
             "hpsv3": metadata.version("hpsv3"), "transformers": transformers.__version__, "torch": torch.__version__,
             "tokenizers": metadata.version("tokenizers"), "python": sys.version.split()[0],

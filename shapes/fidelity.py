@@ -25,7 +25,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from actors.shapes.data import COLOURS, SIZES, Factors, parse_caption
+from shapes.data import COLOURS, SIZES, Factors, parse_caption
 
 SATURATION = 0.3
 MIN_PIXELS = 4

@@ -1,9 +1,9 @@
-"""Train the learned shapes reward (rewards/shapes_net.py) and save it under rewards/assets.
+"""Train the learned shapes reward (shapes/net.py) and save it under shapes/assets.
 
-    python -m rewards.shapes_train            # writes rewards/assets/shapes-classifier
+    python -m scripts.shapes_reward_train            # writes shapes/assets/shapes-classifier
 
 One CPU thread, deterministic (same torch build and CPU: same bytes). Data: the 120 training prompts
-x IMAGES_PER_PROMPT clean images (actors.shapes.data, seed DATA_SEED, a different draw from the
+x IMAGES_PER_PROMPT clean images (shapes.data, seed DATA_SEED, a different draw from the
 text-to-image model's), each with Gaussian pixel noise (std 0.05) as the only augmentation. Loss: the
 sum of the four factors' cross-entropies. The check at the end reports per-factor accuracy on images
 of the held-out prompts, which the model never saw as combinations.
@@ -17,8 +17,8 @@ from pathlib import Path
 
 import torch
 
-from actors.shapes.data import heldout_prompts, sample_images, train_prompts
-from rewards.shapes_net import DEFAULT_DIR, FACTORS, FactorClassifier, save, targets, to_pixels
+from shapes.data import heldout_prompts, sample_images, train_prompts
+from shapes.net import DEFAULT_DIR, FACTORS, FactorClassifier, save, targets, to_pixels
 
 DATA_SEED = 1
 IMAGES_PER_PROMPT = 40

@@ -1,14 +1,14 @@
 """Distil the pretrained shapes model into a few-step student, as SD-Turbo is a distilled SD: its
 1-step sample is close to the teacher's many-step sample, and it stays good at 2, 4 and 8 steps.
 
-    python -m actors.shapes.distill            # writes actors/shapes/assets/shapes-turbo
-    python -m actors.shapes.distill --out /tmp/turbo --pairs-per-prompt 2 --steps 20   # a quick try
+    python -m scripts.shapes_distill            # writes shapes/assets/shapes-turbo
+    python -m scripts.shapes_distill --out /tmp/turbo --pairs-per-prompt 2 --steps 20   # a quick try
 
 Method (trajectory regression, a CPU-sized cousin of consistency distillation; Luhman & Luhman 2021
 regress noise -> sample at t = 999 alone, this extends it to every t):
   1. teacher  for every training caption c and noise n (N(0, I), fixed seeds), the teacher's
               deterministic DDIM chain of TEACHER_STEPS steps gives its sample x0*(n, c). The
-              teacher is the committed `shapes` pipeline (actors/shapes/assets/shapes-sd); the
+              teacher is the committed `shapes` pipeline (shapes/assets/shapes-sd); the
               held-out captions are never used.
   2. path     the DDIM path of a perfect few-step sampler from n to x0*: the noise that path implies,
               e* = (n - sqrt(a_999) x0*) / sqrt(1 - a_999), gives x_t = sqrt(a_t) x0* + sqrt(1 - a_t) e*
@@ -21,9 +21,9 @@ regress noise -> sample at t = 999 alone, this extends it to every t):
               The teacher's own chain states (x_t of its DDIM steps, the same target) are mixed in
               with probability P_CHAIN, so the student is also right off the straight path.
   4. save     the teacher's pipeline with the student's UNet (VAE, text encoder, tokenizer and
-              scheduler unchanged), then the held-out check of actors.shapes.train (1/2/4/8/50 steps).
+              scheduler unchanged), then the held-out check of scripts.shapes_pretrain (1/2/4/8/50 steps).
 
-Runs on ONE CPU thread and is deterministic, like actors.shapes.train: the same torch build on the
+Runs on ONE CPU thread and is deterministic, like scripts.shapes_pretrain: the same torch build on the
 same CPU rebuilds the same bytes.
 """
 
@@ -37,11 +37,12 @@ from pathlib import Path
 
 import torch
 
-from actors.shapes.data import train_prompts
-from actors.shapes.train import log, write_check
+from scripts.shapes_pretrain import log, write_check
+from shapes import ASSETS
+from shapes.data import train_prompts
 
-DEFAULT_OUT = Path(__file__).parent / "assets" / "shapes-turbo"
-TEACHER = Path(__file__).parent / "assets" / "shapes-sd"
+DEFAULT_OUT = ASSETS / "shapes-turbo"
+TEACHER = ASSETS / "shapes-sd"
 TEACHER_STEPS = 20
 P_FIRST = 0.25
 P_CHAIN = 0.25

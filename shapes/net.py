@@ -1,5 +1,5 @@
 """The learned shapes reward model: a small CNN that reads the four factors of a shapes image
-(actors.shapes.data) from its pixels, one softmax head per factor.
+(shapes.data) from its pixels, one softmax head per factor.
 
     image (N, 3, 32, 32) in [-1, 1]
       -> conv 3x3 3->16, SiLU -> conv 3x3 stride 2 16->32, SiLU -> conv 3x3 stride 2 32->64, SiLU
@@ -7,7 +7,7 @@
     logits split as colour (6) | shape (3) | size (2) | position (4)
 
 score(image, caption) = mean over the 4 factors of p(factor value the caption states | image), in [0, 1].
-It is trained on clean dataset images of the training prompts only (rewards/shapes_train.py), so
+It is trained on clean dataset images of the training prompts only (scripts/shapes_reward_train.py), so
 like any reward model it is a proxy: it has never seen a blurry or malformed sample.
 """
 
@@ -20,7 +20,7 @@ import numpy as np
 import torch
 from torch import nn
 
-from actors.shapes.data import COLOURS, POSITIONS, SHAPES, SIZES, parse_caption
+from shapes.data import COLOURS, POSITIONS, SHAPES, SIZES, parse_caption
 
 DEFAULT_DIR = Path(__file__).parent / "assets" / "shapes-classifier"
 FACTORS = (("colour", tuple(COLOURS)), ("shape", SHAPES), ("size", tuple(SIZES)), ("position", tuple(POSITIONS)))
@@ -81,7 +81,7 @@ def load(directory: str | Path = DEFAULT_DIR, device: str = "cpu") -> FactorClas
 
     path = Path(directory) / "model.safetensors"
     if not path.is_file():
-        raise ValueError(f"shapes reward weights not found at '{path}' (train them with python -m rewards.shapes_train)")
+        raise ValueError(f"shapes reward weights not found at '{path}' (train them with python -m scripts.shapes_reward_train)")
     model = FactorClassifier()
     model.load_state_dict(load_file(str(path)))
     return model.to(device).eval().requires_grad_(False)

@@ -7,6 +7,8 @@ from __future__ import annotations
 
 from typing import Any
 
+from plumbing.ray_errors import ray_errors
+
 
 class Done:
     """The already-computed result of an in-process call (what an ObjectRef is on Ray)."""
@@ -108,8 +110,4 @@ def put(value: Any) -> Any:
 
 def actor_failures() -> tuple[type[BaseException], ...]:
     """Ray's exception types that mean 'the actor process is gone or unreachable' (none without Ray)."""
-    try:
-        from ray.exceptions import RayActorError
-    except ImportError:
-        return ()
-    return (RayActorError,)
+    return ray_errors("RayActorError")
