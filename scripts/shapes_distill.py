@@ -155,6 +155,7 @@ def main(argv: list[str] | None = None) -> None:
     out = Path(args.out)
     shutil.rmtree(out, ignore_errors=True)
     shutil.copytree(args.teacher, out, ignore=shutil.ignore_patterns("training_check.json", "unet"))
+    unet.register_to_config(_name_or_path=f"{Path(args.teacher).name}/unet")  # not this machine's path: the rebuild is byte for byte anywhere
     unet.save_pretrained(out / "unet", safe_serialization=True)
     write_check(out, "distill", time.process_time() - start, args.check_per_prompt, logfile)
 
