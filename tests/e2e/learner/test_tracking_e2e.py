@@ -8,7 +8,7 @@ import json
 import pytest
 
 from tests.conftest import run_cli
-from tests.learner.run.wandb_file import read_records
+from tests.e2e.learner.wandb_file import read_records
 
 pytest.importorskip("wandb")
 pytestmark = pytest.mark.e2e

@@ -1,6 +1,6 @@
 """HPSv3 in the project's environment, checked against the original hpsv3 package.
 
-tests/rewards/fixtures/hpsv3_tiny/ was made by scripts/equivalence/hpsv3_reference.py in a side
+tests/fixtures/hpsv3_tiny/ was made by scripts/equivalence/hpsv3_reference.py in a side
 environment running the original code (hpsv3 1.0.0's HPSv3RewardInferencer on transformers 4.45.2,
 torch 2.14.1): a tiny random Qwen2-VL with HPSv3's reward head (the package's own model and key
 layout, bfloat16 safetensors like the release), a base directory with the real Qwen2-VL-7B-Instruct
@@ -30,8 +30,8 @@ from rewards import hpsv3 as H
 from rewards import hpsv3_model as M
 from rewards.registry import build_reward, reward_options, reward_spec
 
-REPO = Path(__file__).resolve().parents[2]
-FIXTURE = Path(__file__).parent / "fixtures" / "hpsv3_tiny"
+REPO = Path(__file__).resolve().parents[3]
+FIXTURE = REPO / "tests" / "fixtures" / "hpsv3_tiny"
 REF = json.loads((FIXTURE / "reference.json").read_text())
 CKPT, BASE = str(FIXTURE / REF["checkpoint"]), str(FIXTURE / "base")
 ATOL = 1e-5

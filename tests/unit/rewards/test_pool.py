@@ -14,7 +14,7 @@ from rewards.pool import RewardPool
 from rewards.server import RewardFunctionError, RewardServer, ScoreRequest
 from tests.conftest import run_cli
 
-MODULES = ("tests.rewards.flaky_rewards",)
+MODULES = ("tests.fixtures.flaky_rewards",)
 
 
 class DeadServer:

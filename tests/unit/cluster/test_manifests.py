@@ -1,7 +1,7 @@
 """The KubeRay manifests in cluster/ are accepted by the ray.io/v1 CRDs and agree with the project.
 
 Every RayJob and RayCluster in cluster/*.yaml is validated against the CRD schemas vendored in
-tests/cluster/kuberay/ (source and version in its README; strictly: an unknown field is an error, as `kubectl apply`'s default
+tests/unit/cluster/kuberay/ (source and version in its README; strictly: an unknown field is an error, as `kubectl apply`'s default
 --validate=strict has it, where the CRD alone would silently drop it). The other tests check
 what a schema cannot: Ray versions, the image tag, the entrypoint's config, GPUs, the run volume.
 """
@@ -22,7 +22,7 @@ import yaml
 
 from learner.config import Config, load_config
 
-REPO = Path(__file__).resolve().parents[2]
+REPO = Path(__file__).resolve().parents[3]
 CLUSTER = REPO / "cluster"
 SCHEMA_DIR = Path(__file__).parent / "kuberay"
 SCHEMA_FILES = {"RayJob": "rayjob.v1.schema.json", "RayCluster": "raycluster.v1.schema.json"}

@@ -12,7 +12,7 @@ from PIL import Image
 from rewards.jpeg import jpeg_size_kb
 from rewards.registry import build_reward, reward_names, reward_spec
 
-REPO = Path(__file__).resolve().parents[2]
+REPO = Path(__file__).resolve().parents[3]
 
 
 def run_cli(*args: str) -> subprocess.CompletedProcess:

@@ -1,6 +1,6 @@
 """HPSv2 / HPSv2.1 in the project's environment, checked against the original hpsv2 package.
 
-tests/rewards/fixtures/hpsv2_tiny/ was made by scripts/equivalence/hpsv2_reference.py in a side
+tests/fixtures/hpsv2_tiny/ was made by scripts/equivalence/hpsv2_reference.py in a side
 environment running the original code (hpsv2 1.2.0 and its vendored open_clip, torch 2.14.1,
 torchvision 0.29.1, ftfy): a tiny random open_clip CLIP (open_clip's key layout, ViT-H-14's
 structure, 224 px), a character-level CLIP BPE vocabulary used by both sides, seeded images of
@@ -31,8 +31,8 @@ from rewards import open_clip_weights as W
 from rewards.clip_features import load_image_processor, pixel_values
 from rewards.registry import build_reward, reward_spec
 
-REPO = Path(__file__).resolve().parents[2]
-FIXTURE = Path(__file__).parent / "fixtures" / "hpsv2_tiny"
+REPO = Path(__file__).resolve().parents[3]
+FIXTURE = REPO / "tests" / "fixtures" / "hpsv2_tiny"
 REF = json.loads((FIXTURE / "reference.json").read_text())
 CKPT, CONFIG, TOKENIZER = str(FIXTURE / REF["checkpoint"]), str(FIXTURE / "model_config.json"), str(FIXTURE / "tokenizer")
 ATOL = 1e-5

@@ -1,6 +1,6 @@
 """ImageReward in the project's environment, checked against the original image-reward package.
 
-tests/rewards/fixtures/imagereward_tiny/ was made by scripts/equivalence/imagereward_reference.py in a
+tests/fixtures/imagereward_tiny/ was made by scripts/equivalence/imagereward_reference.py in a
 side environment running the original code (image-reward 1.5, transformers 4.46.3, timm 0.6.13,
 fairscale 0.4.13, torch 2.14.1, torchvision 0.29.1): a tiny random ImageReward (the original's key
 layout and structure: ViT at 224 px / patch 16, BERT with cross-attention, the reward MLP), a small
@@ -34,8 +34,8 @@ from rewards.pool import RewardPool
 from rewards.registry import build_reward, reward_spec
 from rewards.server import RewardServer, ScoreRequest
 
-REPO = Path(__file__).resolve().parents[2]
-FIXTURE = Path(__file__).parent / "fixtures" / "imagereward_tiny"
+REPO = Path(__file__).resolve().parents[3]
+FIXTURE = REPO / "tests" / "fixtures" / "imagereward_tiny"
 REF = json.loads((FIXTURE / "reference.json").read_text())
 CKPT, CONFIG, TOKENIZER = str(FIXTURE / REF["checkpoint"]), str(FIXTURE / "model_config.json"), str(FIXTURE / "tokenizer")
 OPTIONS = {"checkpoint": CKPT, "config": CONFIG, "tokenizer": TOKENIZER}
@@ -191,7 +191,7 @@ def test_wrong_files_are_clear_errors(tmp_path):
     text.write_text("not a checkpoint")
     with pytest.raises(ValueError, match=r"cannot read ImageReward checkpoint .*weights_only=True"):
         build_reward("imagereward", **{**OPTIONS, "checkpoint": str(text)})
-    hps = REPO / "tests" / "rewards" / "fixtures" / "hpsv2_tiny" / "HPS_tiny.pt"  # another reward's checkpoint
+    hps = REPO / "tests" / "fixtures" / "hpsv2_tiny" / "HPS_tiny.pt"  # another reward's checkpoint
     with pytest.raises(ValueError, match=r"does not match the BLIP ViT \+ BERT.*missing key\(s\): blip\.visual_encoder\.cls_token"):
         build_reward("imagereward", **{**OPTIONS, "checkpoint": str(hps)})
     pickled = tmp_path / "pickled.pt"

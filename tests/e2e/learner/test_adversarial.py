@@ -165,7 +165,7 @@ def test_bad_reward_options_exit_2_before_any_actor(tmp_path):
 def test_a_reward_returning_the_wrong_number_of_scores_is_one_line(tiny_cache, tmp_path):
     res = run_cli(
         *_args(tmp_path / "run", tiny_cache, 1, "ray.enabled=false"),
-        "reward.modules=[tests.rewards.flaky_rewards]", "reward.name=one_score_per_batch",
+        "reward.modules=[tests.fixtures.flaky_rewards]", "reward.name=one_score_per_batch",
     )
     line = _one_error(res, 1)
     assert "reward 'one_score_per_batch' returned scores of shape (1,)" in line
