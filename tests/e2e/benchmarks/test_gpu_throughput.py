@@ -8,8 +8,6 @@ import json
 import subprocess
 import sys
 
-import pytest
-
 from tests.conftest import REPO, cli_env
 
 
@@ -40,17 +38,3 @@ def test_cpu_smoke_runs_a_hybrid_worker_with_the_preset_and_every_change_of_the_
     assert {(2, 1, False, True), (1, 1, False, True), (2, 1, True, True), (1, 1, False, False), (1, 1, True, False)} <= settings
     assert set(sd3["fits"]["advice"]) == {"80GB", "141GB"}
     assert "| sd3 | sd35_large_turbo_aesthetic | 128 |" in res.stderr  # the table
-
-
-@pytest.mark.parametrize("family", ["sd", "sdxl", "flux", "flux2_klein", "sana_sprint"])
-def test_every_family_preset_loads_into_the_benchmark_config(family):
-    """The preset each family is measured with, and the settings the benchmark takes from it."""
-    import argparse
-
-    from benchmarks.gpu_throughput import PRESETS, configs
-
-    args = argparse.Namespace(preset=None, no_compile=True, resolution=None, steps=None, train_steps=1, train_batch=None,
-                              micro_batch=None, device="cuda", pairs=None)
-    cfg, model, sampling, train, chunk, pairs = configs(family, args)
-    assert cfg.name == PRESETS[family] and model.compile is False and model.resolution == cfg.model.resolution
-    assert chunk == pairs == cfg.rollout.chunk_size and int(sampling.num_steps * train.timestep_fraction) == 1

@@ -5,16 +5,7 @@ from __future__ import annotations
 import subprocess
 import sys
 
-from plumbing.console import format_warning, warning_source
 from tests.conftest import REPO
-
-
-def test_warning_source_is_the_package_under_site_packages():
-    assert warning_source("/x/lib/python3.11/site-packages/torch/nn/modules/module.py") == "torch"
-    assert warning_source("/usr/lib/python3/dist-packages/numpy/core/x.py") == "numpy"
-    assert warning_source("/x/site-packages/six.py") == "six"
-    assert warning_source("/repo/learner/driver/loop.py") == "loop"
-    assert format_warning(UserWarning("first line\nsecond"), UserWarning, "/s/site-packages/peft/a.py", 3) == "warning (peft): first line\n"
 
 
 def _run(code: str, **env) -> subprocess.CompletedProcess:

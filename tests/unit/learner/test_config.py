@@ -1,4 +1,4 @@
-"""The config tree and the CLI contract for bad configuration (exit 2, one line, no traceback)."""
+"""The config tree, in-process (the CLI contract for bad configuration: tests/e2e/learner/test_config_e2e.py)."""
 
 from __future__ import annotations
 
@@ -6,7 +6,6 @@ import pytest
 import yaml
 
 from learner.config import Config, ConfigError, build_config, load_config, parse_override, to_yaml
-from tests.conftest import run_cli
 
 
 def test_presets_validate_and_round_trip():
@@ -87,53 +86,6 @@ def test_every_field_is_described():
 
     walk(Config)
     assert {"RewardConfig", "RuntimeEnvConfig", "MonitorConfig", "TrainConfig"} <= set(seen)
-
-
-@pytest.mark.parametrize(
-    "args, needle",
-    [
-        (["train.learning_rate=abc"], "train.learning_rate"),
-        (["train.nope=1"], "train.nope"),
-        (["--config", "/nonexistent/file.yaml"], "/nonexistent/file.yaml"),
-        (["reward.name=nosuchreward"], "jpeg_compressibility"),
-        (["prompts.source=/nonexistent/prompts.txt"], "prompts.source"),
-        (["model.pretrained=/nonexistent/model"], "model.pretrained"),
-        (["--epochs", "0"], "epochs"),
-    ],
-)
-def test_cli_bad_input_exits_2_with_one_line(args, needle):
-    res = run_cli(*args, timeout=120)
-    assert res.returncode == 2, res.stderr
-    lines = [line for line in res.stderr.strip().splitlines() if line.strip()]
-    assert len(lines) == 1 and needle in lines[0], res.stderr
-    assert "Traceback" not in res.stderr
-
-
-def test_cli_malformed_yaml_and_empty_prompt_file(tmp_path):
-    bad = tmp_path / "bad.yaml"
-    bad.write_text("train: [unclosed\n")
-    res = run_cli("--config", str(bad), timeout=120)
-    assert res.returncode == 2 and str(bad) in res.stderr and "Traceback" not in res.stderr
-    notmap = tmp_path / "list.yaml"
-    notmap.write_text("- a\n- b\n")
-    res = run_cli("--config", str(notmap), timeout=120)
-    assert res.returncode == 2 and "mapping" in res.stderr
-    empty = tmp_path / "prompts.txt"
-    empty.write_text("\n\n")
-    res = run_cli(f"prompts.source={empty}", timeout=120)
-    assert res.returncode == 2 and "no prompts" in res.stderr
-
-
-def test_cli_print_config_and_help():
-    res = run_cli("--print-config", "train.learning_rate=5e-5", "--epochs", "7", timeout=120)
-    assert res.returncode == 0, res.stderr
-    printed = yaml.safe_load(res.stdout)
-    assert printed["train"]["learning_rate"] == 5e-5 and printed["epochs"] == 7
-    assert Config.model_validate(printed).name == "tiny"
-    res = run_cli("--help", timeout=120)
-    assert res.returncode == 0
-    for flag in ("--config", "--run-dir", "--epochs", "--print-config", "KEY=VALUE"):
-        assert flag in res.stdout
 
 
 @pytest.mark.parametrize(

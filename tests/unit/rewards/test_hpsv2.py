@@ -14,11 +14,7 @@ builds and CPUs: measured <= 2e-7 here (features and scores), asserted at 1e-5.
 
 from __future__ import annotations
 
-import importlib.util
 import json
-import os
-import subprocess
-import sys
 from pathlib import Path
 
 import numpy as np
@@ -30,31 +26,9 @@ from rewards import hpsv2 as H
 from rewards import open_clip_weights as W
 from rewards.clip_features import load_image_processor, pixel_values
 from rewards.registry import build_reward, reward_spec
+from tests.fixtures.hpsv2 import CKPT, CONFIG, FIXTURE, REF, TOKENIZER, fixture_images
 
-REPO = Path(__file__).resolve().parents[3]
-FIXTURE = REPO / "tests" / "fixtures" / "hpsv2_tiny"
-REF = json.loads((FIXTURE / "reference.json").read_text())
-CKPT, CONFIG, TOKENIZER = str(FIXTURE / REF["checkpoint"]), str(FIXTURE / "model_config.json"), str(FIXTURE / "tokenizer")
 ATOL = 1e-5
-
-
-def _reference_module():
-    spec = importlib.util.spec_from_file_location("hpsv2_reference", REPO / "scripts" / "equivalence" / "hpsv2_reference.py")
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)  # imports numpy only at the top
-    return module
-
-
-REFMOD = _reference_module()
-
-
-def fixture_images() -> list[np.ndarray]:
-    images = []
-    for spec in REF["images"]:
-        img = REFMOD.make_image(spec["height"], spec["width"], spec["kind"], spec["seed"])
-        assert REFMOD.image_sha256(img) == spec["sha256"], f"numpy made different pixels for {spec}"
-        images.append(img)
-    return images
 
 
 @pytest.fixture(scope="module")
@@ -275,42 +249,3 @@ def test_bfloat16_is_close(scorer):
 def test_missing_checkpoint_file_is_an_error():
     with pytest.raises(ValueError, match="HPSv2 checkpoint file not found: /nonexistent/HPS_v2_compressed.pt"):
         build_reward("hpsv2", checkpoint="/nonexistent/HPS_v2_compressed.pt", config=CONFIG, processor=TOKENIZER)
-
-
-# ------------------------------------------------------------------ the CLI
-
-
-def run_cli(*args: str) -> subprocess.CompletedProcess:
-    env = {**os.environ, "HF_HUB_OFFLINE": "1", "PYTHONPATH": str(REPO)}
-    return subprocess.run([sys.executable, "-m", "rewards", *args], cwd=REPO, env=env, capture_output=True, text=True, timeout=300)
-
-
-def test_cli_lists_both_versions():
-    out = run_cli("list")
-    assert out.returncode == 0, out.stderr
-    lines = dict(line.split("\t", 1) for line in out.stdout.splitlines())
-    assert "HPS_v2_compressed.pt" in lines["hpsv2"] and "HPS_v2.1_compressed.pt" in lines["hpsv2.1"]
-
-
-def test_cli_scores_with_a_local_checkpoint(tmp_path, scorer):
-    paths = []
-    for i, img in enumerate(fixture_images()[:2]):
-        paths.append(tmp_path / f"img{i}.png")
-        Image.fromarray(img).save(paths[-1])
-    out = run_cli("score", "--reward", "hpsv2", "--model", str(CKPT), "--option", f"config={CONFIG}",  # --model: the checkpoint
-                  "--processor", TOKENIZER, "--prompt", REF["prompts"][0], *map(str, paths))
-    assert out.returncode == 0, out.stderr
-    got = [float(line.split("\t")[1]) for line in out.stdout.splitlines()]
-    expected = [scorer(img[None], REF["prompts"][:1])[0] for img in fixture_images()[:2]]
-    np.testing.assert_allclose(got, expected, atol=2e-6)  # printed with 6 decimals
-    np.testing.assert_allclose(got[0], REF["scores"][0], atol=2e-6)
-
-
-def test_cli_without_checkpoint_offline_is_one_line_error(tmp_path):
-    png = tmp_path / "a.png"
-    Image.fromarray(fixture_images()[1]).save(png)
-    out = run_cli("score", "--reward", "hpsv2.1", "--option", f"config={CONFIG}", "--processor", TOKENIZER, str(png))
-    assert out.returncode == 2 and out.stdout == "" and "Traceback" not in out.stderr
-    lines = [line for line in out.stderr.splitlines() if line.strip()]
-    assert len(lines) == 1 and lines[0].startswith("error: "), out.stderr
-    assert "HPS_v2.1_compressed.pt" in lines[0] and "checkpoint=PATH" in lines[0]

@@ -15,45 +15,16 @@ every token while we run it at <|Reward|> only: measured <= 1e-6 here, asserted 
 
 from __future__ import annotations
 
-import importlib.util
-import json
-import os
-import subprocess
-import sys
-from pathlib import Path
-
 import numpy as np
 import pytest
 import torch
 
 from rewards import hpsv3 as H
 from rewards import hpsv3_model as M
-from rewards.registry import build_reward, reward_options, reward_spec
+from rewards.registry import build_reward
+from tests.fixtures.hpsv3 import BASE, CKPT, FIXTURE, REF, fixture_images
 
-REPO = Path(__file__).resolve().parents[3]
-FIXTURE = REPO / "tests" / "fixtures" / "hpsv3_tiny"
-REF = json.loads((FIXTURE / "reference.json").read_text())
-CKPT, BASE = str(FIXTURE / REF["checkpoint"]), str(FIXTURE / "base")
 ATOL = 1e-5
-
-
-def _reference_module():
-    spec = importlib.util.spec_from_file_location("hpsv3_reference", REPO / "scripts" / "equivalence" / "hpsv3_reference.py")
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)  # imports numpy only at the top
-    return module
-
-
-REFMOD = _reference_module()
-
-
-def fixture_images() -> list[np.ndarray]:
-    images = []
-    for spec in REF["images"]:
-        img = REFMOD.make_image(spec["height"], spec["width"], spec["kind"], spec["seed"])
-        assert REFMOD.image_sha256(img) == spec["sha256"], f"numpy made different pixels for {spec}"
-        images.append(img)
-    return images
 
 
 @pytest.fixture(scope="module")
@@ -191,21 +162,7 @@ def test_bfloat16_backbone_is_close():
     np.testing.assert_allclose(low(fixture_images()[0][None], REF["prompts"][:1]), REF["scores"][:1], atol=0.05)
 
 
-# ------------------------------------------------------------------ options, errors, the CLI
-
-
-def run_cli(*args: str) -> subprocess.CompletedProcess:
-    env = {**os.environ, "HF_HUB_OFFLINE": "1", "PYTHONPATH": str(REPO)}
-    return subprocess.run([sys.executable, "-m", "rewards", *args], cwd=REPO, env=env, capture_output=True, text=True, timeout=300)
-
-
-def test_registered_with_its_options():
-    assert reward_options("hpsv3") == ["checkpoint", "base", "dtype"]
-    needs = reward_spec("hpsv3").needs
-    assert "HPSv3.safetensors" in needs and "MizzenAI/HPSv3" in needs and "Qwen/Qwen2-VL-7B-Instruct" in needs
-    out = run_cli("list")
-    assert out.returncode == 0, out.stderr
-    assert f"hpsv3\t{needs}" in out.stdout.splitlines()
+# ------------------------------------------------------------------ options, errors (the CLI: tests/e2e/rewards/test_hpsv3_e2e.py)
 
 
 def test_missing_checkpoint_file_is_an_error():
@@ -219,15 +176,3 @@ def test_base_without_processor_files_is_one_line_error(tmp_path):
     (tmp_path / "config.json").write_text((FIXTURE / "base" / "config.json").read_text())
     with pytest.raises(ValueError, match=r"needs the config and processor files \(not the weights\) of its Qwen2-VL base .* pass base=DIR"):
         build_reward("hpsv3", checkpoint=CKPT, base=str(tmp_path))
-
-
-def test_cli_without_checkpoint_offline_is_one_line_error(tmp_path):
-    from PIL import Image
-
-    png = tmp_path / "a.png"
-    Image.fromarray(fixture_images()[2]).save(png)
-    out = run_cli("score", "--reward", "hpsv3", "--option", f"base={BASE}", str(png))
-    assert out.returncode == 2 and out.stdout == "" and "Traceback" not in out.stderr
-    lines = [line for line in out.stderr.splitlines() if line.strip()]
-    assert len(lines) == 1 and lines[0].startswith("error: "), out.stderr
-    assert "HPSv3.safetensors" in lines[0] and "MizzenAI/HPSv3" in lines[0] and "checkpoint=PATH" in lines[0]
