@@ -23,3 +23,10 @@ BUILTIN_REWARDS = [
     "aesthetic", "hpsv2", "hpsv2.1", "hpsv3", "imagereward", "jpeg_compressibility", "jpeg_incompressibility", "pickscore",
     "shapes_classifier",
 ]
+
+
+# tests/*/rewards/test_runtime_env*.py
+def runtime_env_config(**runtime_env):
+    from learner.config import build_config
+
+    return build_config({}, [f"reward.runtime_env={runtime_env}"])

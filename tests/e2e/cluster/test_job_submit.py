@@ -20,8 +20,6 @@ import pytest
 from learner.run.outputs import read_metrics
 from tests.conftest import REPO
 
-pytestmark = pytest.mark.e2e
-
 
 def _free_port() -> int:
     with socket.socket() as s:

@@ -133,7 +133,6 @@ def test_run_dir_obstacles_exit_2_before_any_work(tmp_path, make, run_dir, needl
     assert line.startswith("error: output.run_dir: ") and needle in line, line
 
 
-@pytest.mark.e2e
 def test_sigterm_while_ray_starts_exits_143_and_leaves_no_cluster(tiny_cache, tmp_path):
     import psutil
 
@@ -249,7 +248,6 @@ def test_two_quick_ctrl_c_on_ray_exit_130_with_one_line_and_leave_no_cluster(tin
     assert not alive, [p.name() for p in alive]
 
 
-@pytest.mark.e2e
 def test_sigterm_at_many_moments_is_never_lost(tiny_cache, tmp_path):
     """SIGTERM sent at spread-out moments of a run on Ray (start-up, Ray starting, the first epochs,
     a checkpoint) always ends it with 143 and one line; a lost signal would train on to exit 0. Two

@@ -11,8 +11,6 @@ import torch
 from learner.run.outputs import read_metrics
 from tests.conftest import run_cli
 
-pytestmark = pytest.mark.e2e
-
 REQUIRED = (
     "epoch weights_version pairs reward_queries reward_1step_mean reward_final_mean loss clipfrac "
     "time_rollout_s time_reward_s time_update_s time_epoch_s"

@@ -12,8 +12,6 @@ import torch
 from learner.run.outputs import read_metrics
 from tests.conftest import run_cli
 
-pytestmark = pytest.mark.e2e
-
 SMALL = ["rollout.num_actors=1", "rollout.pairs_per_epoch=2", "rollout.chunk_size=1", "sampling.num_steps=3", "eval.num_prompts=2", "ray.num_cpus=2"]
 PIPELINES = {"sdxl": "StableDiffusionXLPipeline", "sd3": "StableDiffusion3Pipeline", "flux": "FluxPipeline", "flux2_klein": "Flux2KleinPipeline"}
 PIPELINES["sana_sprint"] = "SanaSprintPipeline"

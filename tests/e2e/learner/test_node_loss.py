@@ -11,12 +11,8 @@ import subprocess
 import sys
 import time
 
-import pytest
-
 from learner.run.outputs import read_metrics
 from tests.conftest import REPO, cli_env, run_cli
-
-pytestmark = pytest.mark.e2e
 
 SMALL = ["--config", "tiny", "rollout.pairs_per_epoch=4", "rollout.chunk_size=2", "sampling.num_steps=4", "eval.enabled=false", "output.tensorboard=false"]
 EXACT = ("pairs", "pairs_dropped", "reward_queries", "reward_1step_mean", "reward_final_mean", "loss", "grad_norm")

@@ -11,7 +11,6 @@ from tests.conftest import run_cli
 from tests.e2e.learner.wandb_file import read_records
 
 pytest.importorskip("wandb")
-pytestmark = pytest.mark.e2e
 
 SMALL = ["rollout.pairs_per_epoch=4", "rollout.chunk_size=2", "sampling.num_steps=4", "eval.every=2", "output.image_every=1"]
 WANDB = ["output.wandb.enabled=true", "output.wandb.mode=offline", "output.wandb.project=sdpo-test", "output.wandb.tags=[ci,tiny]"]

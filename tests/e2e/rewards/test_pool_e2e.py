@@ -5,7 +5,6 @@ retries and a broken reward in-process: tests/unit/rewards/test_pool.py.)"""
 from __future__ import annotations
 
 import numpy as np
-import pytest
 
 from learner.run.outputs import read_metrics
 from tests.conftest import run_cli
@@ -39,7 +38,6 @@ def test_too_many_dropped_pairs_stop_the_run(tiny_cache, tmp_path):
     assert "have no valid reward" in res.stderr and "Traceback" not in res.stderr
 
 
-@pytest.mark.e2e
 def test_reward_server_crash_mid_run_loses_no_pair(tiny_cache, tmp_path):
     import os
 

@@ -1,9 +1,9 @@
-"""`reward.runtime_env` on real processes: the driver leaves reward names to the servers' environment
-(the real CLI), and on a real local Ray cluster a reward that exists only in that environment (its
-module shipped with `py_modules`, a package only a second virtualenv has, run by that virtualenv's
-interpreter as `py_executable`, a setting from `env_vars`) scores a short training run of the tiny job;
-bad names and options found by the servers are exit 2. (The config's checks in-process:
-tests/unit/rewards/test_runtime_env.py.)"""
+"""`reward.runtime_env` on real processes: the driver checks local paths and the interpreter (which it
+starts) and leaves reward names to the servers' environment (the real CLI); on a real local Ray
+cluster a reward that exists only in that environment (its module shipped with `py_modules`, a
+package only a second virtualenv has, run by that virtualenv's interpreter as `py_executable`, a
+setting from `env_vars`) scores a short training run of the tiny job, and bad names and options
+found by the servers are exit 2. (The config's checks in-process: tests/unit/rewards/test_runtime_env.py.)"""
 
 from __future__ import annotations
 
@@ -19,7 +19,11 @@ import pytest
 from learner.config import build_config
 from learner.run.outputs import read_metrics
 from plumbing.errors import UsageError
+from rewards.runtime_env import RuntimeEnvError, check_runtime_env
 from tests.conftest import run_cli
+from tests.helpers import runtime_env_config as _cfg
+
+RAY_VERSION = importlib.metadata.version("ray")
 
 SMALL = ["rollout.pairs_per_epoch=4", "rollout.chunk_size=2", "sampling.num_steps=4", "eval.enabled=false", "output.tensorboard=false"]
 
@@ -41,6 +45,24 @@ def env_offset_jpeg(device="cpu", scale=1.0):
     Path(os.environ["SDPO_TEST_REWARD_MARKER"]).write_text(sys.executable)
     return lambda images, prompts: offset + renv_extra_only.BONUS - scale * jpeg_size_kb(images)
 '''
+
+
+# --- the driver's checks ---------------------------------------------------------------------------
+
+
+def test_driver_checks_local_paths_and_the_interpreter(tmp_path):
+    check_runtime_env(_cfg(py_modules=[str(tmp_path)], py_executable=sys.executable).reward.runtime_env, True, RAY_VERSION)
+    check_runtime_env(_cfg(py_executable="/envs/on/the/nodes/python").reward.runtime_env, False, RAY_VERSION)  # a joined cluster's path
+    cases = [
+        (dict(py_modules=[str(tmp_path / "missing")]), RAY_VERSION, "py_modules: '.*missing' does not exist on the driver's machine"),
+        (dict(pip=str(tmp_path / "requirements.txt")), RAY_VERSION, "pip: '.*requirements.txt' does not exist"),
+        (dict(py_executable=str(tmp_path / "python")), RAY_VERSION, "py_executable: '.*python' is not an executable on this machine"),
+        (dict(py_executable="/bin/false"), RAY_VERSION, "py_executable: '/bin/false' cannot start a reward server: exit code 1"),
+        (dict(py_executable=sys.executable), "0.0.1", f"has Ray {RAY_VERSION}, the driver Ray 0.0.1"),
+    ]
+    for runtime_env, version, message in cases:
+        with pytest.raises(RuntimeEnvError, match=message):
+            check_runtime_env(_cfg(**runtime_env).reward.runtime_env, True, version)
 
 
 def test_with_a_runtime_env_the_driver_leaves_reward_names_to_the_servers(tmp_path):
@@ -90,7 +112,6 @@ def _runtime_env_args(env: dict[str, Path], *extra: str, ship: str = "py_modules
     ]
 
 
-@pytest.mark.e2e
 def test_a_reward_only_in_its_runtime_env_scores_a_training_run(servers_env, tiny_cache, tmp_path):
     assert importlib.util.find_spec("renv_test_reward") is None and importlib.util.find_spec("renv_extra_only") is None
     run_dir = tmp_path / "run"
@@ -104,7 +125,6 @@ def test_a_reward_only_in_its_runtime_env_scores_a_training_run(servers_env, tin
     assert servers_env["marker"].read_text() == str(servers_env["python"])  # built by py_executable's interpreter
 
 
-@pytest.mark.e2e
 def test_bad_names_and_options_found_by_the_servers_are_exit_2(servers_env):
     """The driver cannot check a reward that exists only in the servers' environment: the servers'
     own RewardOptionError / UnknownRewardError end the run as exit 2 with one line, as on the driver;

@@ -1,25 +1,16 @@
-"""`reward.runtime_env`: the reward servers in an environment of their own. The config is checked
-(keys, types, combinations, Ray required) and the driver checks what its machine can tell, in-process.
-(On a real local Ray cluster, a reward that exists only in that environment scoring a short training
-run: tests/e2e/rewards/test_runtime_env_e2e.py.)"""
+"""`reward.runtime_env`: the reward servers in an environment of their own, in-process: the config is
+checked (keys, types, combinations, Ray required), and an environment Ray cannot build is exit 2.
+(The driver's checks, which start the interpreter they check, and a real local Ray cluster: in
+tests/e2e/rewards/test_runtime_env_e2e.py.)"""
 
 from __future__ import annotations
 
-import importlib.util
-import sys
 from pathlib import Path
 
 import pytest
 
 from learner.config import ConfigError, build_config
-from rewards.runtime_env import RuntimeEnvError, check_runtime_env
-
-RAY_VERSION = importlib.metadata.version("ray")
-
-
-def _cfg(**runtime_env):
-    return build_config({}, [f"reward.runtime_env={runtime_env}"])
-
+from tests.helpers import runtime_env_config as _cfg
 
 # --- the config ------------------------------------------------------------------------------------
 
@@ -83,21 +74,6 @@ def test_a_run_resumes_with_another_runtime_env():
 
 
 # --- the driver's checks ---------------------------------------------------------------------------
-
-
-def test_driver_checks_local_paths_and_the_interpreter(tmp_path):
-    check_runtime_env(_cfg(py_modules=[str(tmp_path)], py_executable=sys.executable).reward.runtime_env, True, RAY_VERSION)
-    check_runtime_env(_cfg(py_executable="/envs/on/the/nodes/python").reward.runtime_env, False, RAY_VERSION)  # a joined cluster's path
-    cases = [
-        (dict(py_modules=[str(tmp_path / "missing")]), RAY_VERSION, "py_modules: '.*missing' does not exist on the driver's machine"),
-        (dict(pip=str(tmp_path / "requirements.txt")), RAY_VERSION, "pip: '.*requirements.txt' does not exist"),
-        (dict(py_executable=str(tmp_path / "python")), RAY_VERSION, "py_executable: '.*python' is not an executable on this machine"),
-        (dict(py_executable="/bin/false"), RAY_VERSION, "py_executable: '/bin/false' cannot start a reward server: exit code 1"),
-        (dict(py_executable=sys.executable), "0.0.1", f"has Ray {RAY_VERSION}, the driver Ray 0.0.1"),
-    ]
-    for runtime_env, version, message in cases:
-        with pytest.raises(RuntimeEnvError, match=message):
-            check_runtime_env(_cfg(**runtime_env).reward.runtime_env, True, version)
 
 
 def test_a_runtime_env_that_ray_cannot_build_is_exit_2_with_the_installers_reason():

@@ -8,7 +8,6 @@ import json
 import subprocess
 import sys
 
-import pytest
 import yaml
 from PIL import Image
 
@@ -28,7 +27,6 @@ def test_the_default_config_is_the_shapes_job():
     assert cfg["eval"]["prompts"] == "shapes_heldout" and cfg["eval"]["steps"] == [1, 2, 4, 8]
 
 
-@pytest.mark.e2e
 def test_default_job_on_ray_reports_fidelity_beside_the_learned_reward(tmp_path):
     run_dir = tmp_path / "run"
     args = ["--epochs", "1", "--run-dir", str(run_dir), "rollout.pairs_per_epoch=4", "rollout.chunk_size=2", "eval.num_prompts=4",

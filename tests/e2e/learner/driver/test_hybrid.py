@@ -17,8 +17,6 @@ from learner.run.checkpoint import checkpoint_dir, list_checkpoints, problem
 from learner.run.outputs import read_metrics
 from tests.conftest import run_cli
 
-pytestmark = pytest.mark.e2e
-
 HYBRID = [
     "layout=hybrid", "rollout.num_actors=0", "learner.num_workers=2", "learner.num_cpus=0.5",
     "rollout.pairs_per_epoch=4", "rollout.chunk_size=2", "sampling.num_steps=4", "eval.steps=[1,2]", "eval.num_prompts=2",

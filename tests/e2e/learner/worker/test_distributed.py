@@ -17,7 +17,6 @@ from learner.worker.batch import ShardAdvantages, UpdateRequest
 from learner.worker.learner_worker import LearnerWorker
 from plumbing.remote import get
 
-pytestmark = pytest.mark.e2e
 SAMPLING = SamplingConfig(num_steps=3)
 TRAIN = TrainConfig(learning_rate=1e-2, gradient_accumulation_steps=2, clip_range=1e-2, adam_epsilon=1e-2)
 
