@@ -125,6 +125,7 @@ def test_a_reward_only_in_its_runtime_env_scores_a_training_run(servers_env, tin
     assert servers_env["marker"].read_text() == str(servers_env["python"])  # built by py_executable's interpreter
 
 
+@pytest.mark.usefixtures("ray_cluster")
 def test_bad_names_and_options_found_by_the_servers_are_exit_2(servers_env):
     """The driver cannot check a reward that exists only in the servers' environment: the servers'
     own RewardOptionError / UnknownRewardError end the run as exit 2 with one line, as on the driver;
@@ -141,25 +142,21 @@ def test_bad_names_and_options_found_by_the_servers_are_exit_2(servers_env):
         ("reward.options.env_offset_jpeg.bogus=1", "py_modules", "reward 'env_offset_jpeg' has no option(s) ['bogus']; its options: ['scale']"),
         ("reward.name=env_offset_jpge", "working_dir", "unknown reward 'env_offset_jpge'; valid rewards: "),
     ]
-    ray.init(num_cpus=1, include_dashboard=False)
-    try:
-        for override, ship, message in cases:
-            cfg = build_config({}, _runtime_env_args(servers_env, override, ship=ship))
-            env = reward_runtime_env(cfg.reward.runtime_env.to_ray())
-            server = ray.remote(RewardServer).options(num_cpus=0.25, runtime_env=env).remote(**worker_arguments(cfg)[1])
-            with pytest.raises(Exception) as err:
-                WorkerNames().record([server])
-            fail = failure(err.value, None, Path("/nonexistent"))
-            assert fail is not None and fail.code == 2 and fail.message.startswith(message), (fail, str(err.value)[-2000:])
-            assert "env_offset_jpeg" in fail.message  # registered in the servers' environment (imported from py_modules / working_dir)
-        # An interpreter that cannot start: Ray would retry the worker without end; reward.start_timeout_s bounds it.
-        cfg = build_config({}, ["reward.runtime_env.py_executable=/bin/false", "reward.start_timeout_s=10"])
-        server = ray.remote(RewardServer).options(num_cpus=0.25, runtime_env=cfg.reward.runtime_env.to_ray()).remote(**worker_arguments(cfg)[1])
-        start = time.monotonic()
-        with pytest.raises(RewardServersNotStartedError) as err:
-            await_reward_servers([server], cfg.reward.start_timeout_s)
-        assert time.monotonic() - start < 40
+    for override, ship, message in cases:
+        cfg = build_config({}, _runtime_env_args(servers_env, override, ship=ship))
+        env = reward_runtime_env(cfg.reward.runtime_env.to_ray())
+        server = ray.remote(RewardServer).options(num_cpus=0.25, runtime_env=env).remote(**worker_arguments(cfg)[1])
+        with pytest.raises(Exception) as err:
+            WorkerNames().record([server])
         fail = failure(err.value, None, Path("/nonexistent"))
-        assert fail.code == 1 and fail.message.startswith("1 of 1 reward servers did not start within reward.start_timeout_s=10s"), fail
-    finally:
-        ray.shutdown()
+        assert fail is not None and fail.code == 2 and fail.message.startswith(message), (fail, str(err.value)[-2000:])
+        assert "env_offset_jpeg" in fail.message  # registered in the servers' environment (imported from py_modules / working_dir)
+    # An interpreter that cannot start: Ray would retry the worker without end; reward.start_timeout_s bounds it.
+    cfg = build_config({}, ["reward.runtime_env.py_executable=/bin/false", "reward.start_timeout_s=10"])
+    server = ray.remote(RewardServer).options(num_cpus=0.25, runtime_env=cfg.reward.runtime_env.to_ray()).remote(**worker_arguments(cfg)[1])
+    start = time.monotonic()
+    with pytest.raises(RewardServersNotStartedError) as err:
+        await_reward_servers([server], cfg.reward.start_timeout_s)
+    assert time.monotonic() - start < 40
+    fail = failure(err.value, None, Path("/nonexistent"))
+    assert fail.code == 1 and fail.message.startswith("1 of 1 reward servers did not start within reward.start_timeout_s=10s"), fail

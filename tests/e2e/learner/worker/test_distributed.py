@@ -32,25 +32,22 @@ def data(tiny_cache):
     return model, traj, shards
 
 
+@pytest.mark.usefixtures("ray_cluster")
 def test_two_ranks_equal_one_process_with_two_shards(data):
     model, traj, shards = data
     single = LearnerWorker(model=model, sampling=SAMPLING, train=TRAIN, seed=0)
     single_metrics = single.update(UpdateRequest(0, 0, 2, 2, shards), traj)
     expected = single.get_weights().lora
 
-    ray.init(num_cpus=2, include_dashboard=False)
-    try:
-        cls = ray.remote(LearnerWorker).options(num_cpus=0.5)
-        ranks = [cls.remote(model=model, sampling=SAMPLING, train=TRAIN, seed=0, rank=i, world_size=2) for i in range(2)]
-        address = ray.get(ranks[0].rendezvous.remote())
-        assert ray.get([r.join_group.remote(address) for r in ranks]) == [0, 1]
-        # each rank gets only its own shard's trajectories
-        calls = [rank.update.remote(UpdateRequest(0, 0, 2, 2, [shards[r]]), traj.select(torch.arange(2 * r, 2 * r + 2))) for r, rank in enumerate(ranks)]
-        metrics = ray.get(calls)
-        weights = get(RankGroup(ranks).get_weights.remote())
-        weights = [weights, ray.get(ranks[1].get_weights.remote())]
-    finally:
-        ray.shutdown()
+    cls = ray.remote(LearnerWorker).options(num_cpus=0.5)
+    ranks = [cls.remote(model=model, sampling=SAMPLING, train=TRAIN, seed=0, rank=i, world_size=2) for i in range(2)]
+    address = ray.get(ranks[0].rendezvous.remote())
+    assert ray.get([r.join_group.remote(address) for r in ranks]) == [0, 1]
+    # each rank gets only its own shard's trajectories
+    calls = [rank.update.remote(UpdateRequest(0, 0, 2, 2, [shards[r]]), traj.select(torch.arange(2 * r, 2 * r + 2))) for r, rank in enumerate(ranks)]
+    metrics = ray.get(calls)
+    weights = get(RankGroup(ranks).get_weights.remote())
+    weights = [weights, ray.get(ranks[1].get_weights.remote())]
 
     assert weights[0].version == weights[1].version == 1
     for key, value in weights[0].lora.items():
