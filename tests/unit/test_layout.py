@@ -1,7 +1,7 @@
 """The folder tree is the architecture: imports point one way and never in a circle.
 
 Every import statement of every project module counts, including those inside functions (an import
-hidden in a function is still an import). Run alone: ``python -m pytest tests/test_layout.py``.
+hidden in a function is still an import). Run alone: ``python -m pytest tests/unit/test_layout.py``.
 
     plumbing  what every worker shares: errors and exit codes, Ray or in-process calls, Ray's
               exception classes, seeds, the console, the config base (bottom: imports nothing else

@@ -1,5 +1,5 @@
 """`python -m learner.evaluate`: the paired change of a policy's held-out scores, and its errors.
-The command itself, against a real run on Ray, is checked in tests/learner/driver/test_eval_fidelity.py."""
+The command itself, against a real run on Ray, is checked in tests/e2e/learner/driver/test_eval_fidelity_e2e.py."""
 
 from __future__ import annotations
 

@@ -1,5 +1,5 @@
 """The mapping from an epoch's metrics record to the Ray metrics the driver records (the scrape of a
-real node's endpoint is in tests/cluster/test_job_submit.py)."""
+real node's endpoint is in tests/e2e/cluster/test_job_submit.py)."""
 
 from __future__ import annotations
 

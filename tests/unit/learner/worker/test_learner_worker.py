@@ -146,7 +146,7 @@ def test_uneven_shards_of_one_process(tiny_cache, eight_pairs):
     """Two shards in one process (what an in-process run of a 2-rank layout computes), one of them
     short of a pair (a dropped reward): shard 0 has 4 pairs x T=4 = 16 items, shard 1 has 12; with
     batch 2 x accumulation 2 = 4 items per step, both walk ceil(16 / 4) = 4 optimizer steps, in
-    16 / 2 + 12 / 2 = 14 backward passes. (That it equals N ranks is tests/learner/worker/test_distributed.py.)"""
+    16 / 2 + 12 / 2 = 14 backward passes. (That it equals N ranks is tests/e2e/learner/worker/test_distributed.py.)"""
     traj, adv = eight_pairs
     shards = [ShardAdvantages(0, torch.arange(4), adv[:4]), ShardAdvantages(1, torch.tensor([4, 5, 7]), adv[[4, 5, 7]])]
     learner = _fresh(tiny_cache, gradient_accumulation_steps=2)
