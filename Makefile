@@ -1,4 +1,5 @@
-# One command each: `make run` sets up and runs the default job; `make test` sets up and runs the tests.
+# One command each: `make run` sets up and runs the default job; `make test` sets up and runs the tests (the linter,
+# then tests/unit: in-process, minutes; then tests/e2e: real Ray and real processes). `make test-unit` / `make test-e2e`: one tier.
 # Both install into a project virtualenv, .venv (created on first use), never into the system Python.
 # TORCH is installed first, on purpose (see README, "Installing torch"). On a machine with a
 # different CUDA, e.g.: make run TORCH="torch==2.13.0 --index-url https://download.pytorch.org/whl/cu126"
@@ -9,7 +10,7 @@ TORCH ?= torch==2.13.0
 export RAY_USAGE_STATS_ENABLED ?= 0
 export RAY_AUTH_MODE ?= disabled
 
-.PHONY: setup run test bench clean-venv
+.PHONY: setup run test test-unit test-e2e bench clean-venv
 $(PY):
 	@$(PYTHON) -c "import venv, ensurepip" 2>/dev/null || { echo "error: $(PYTHON) cannot create a virtualenv (no venv/ensurepip module); install it, e.g. 'apt-get install python3-venv' on Debian/Ubuntu, then run make again" >&2; exit 1; }
 	$(PYTHON) -m venv $(VENV)
@@ -34,7 +35,13 @@ run: setup
 
 test: setup
 	$(PY) -m ruff check .
-	$(PY) -m pytest -q --durations=15
+	$(PY) -m pytest -q --durations=15 tests/unit tests/e2e
+
+test-unit: setup
+	$(PY) -m pytest -q --durations=15 tests/unit
+
+test-e2e: setup
+	$(PY) -m pytest -q --durations=15 tests/e2e
 
 bench: setup
 	$(PY) -m benchmarks.overhead

@@ -17,7 +17,7 @@ DESIGN (fixed before the runs):
   step (the task, which the hacking run is expected to lose).
 - Expected: alerts on the hacking run, none on the normal run. Whatever happens is what is written.
 
-The result file keeps every epoch's monitor statistics; tests/learner/driver/test_monitors.py
+The result file keeps every epoch's monitor statistics; tests/unit/learner/driver/test_monitors.py
 replays them through the current alert rule, so a change of the rule or the bands that would stop
 the alert on the hacking run, or start one on the normal run, fails a test.
 """

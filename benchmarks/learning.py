@@ -52,7 +52,7 @@ DESIGN (fixed before any run; the code below implements exactly this):
   SWEEP_EPOCHS epochs; it shows that each arm's machinery moves the policy where a reward points.
 
 Every run is one single-threaded process (`python -m learner.main`, ray.enabled=false; a Ray run
-gives identical numbers, tests/learner/test_e2e.py). Its metrics are written to
+gives identical numbers, tests/e2e/learner/test_e2e.py). Its metrics are written to
 benchmarks/results/learning/<phase>-<arm>-<lr>-seed<s>.json as soon as it ends, and a run whose file
 exists is not run again: the replication can be run (and committed) in parts. `--report` (also run
 at the end) reads whatever runs exist and writes benchmarks/results/learning_shapes.json (the

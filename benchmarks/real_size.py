@@ -12,7 +12,7 @@ float32 or on the CPU), for the benchmarks that skip the save.
 
 Where the configs come from (the hub's config.json files cannot be downloaded here; the values are
 written out from the published configs and checked against the published parameter counts, see
-PUBLISHED_DENOISER_PARAMS and tests/benchmarks/test_real_size.py):
+PUBLISHED_DENOISER_PARAMS and tests/unit/benchmarks/test_real_size.py):
   sd           stabilityai/sd-turbo (= SD 2.1-base): UNet unet/config.json, OpenCLIP ViT-H text encoder as
                diffusers converts it (23 layers: SD 2 uses the penultimate layer), the SD VAE; DDIM with
                the SD-Turbo betas and trailing spacing (the family builds DDIM from any scheduler config).

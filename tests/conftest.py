@@ -1,5 +1,6 @@
-"""Shared fixtures: the embedded tiny pipeline (built once per test session, offline) and the
-environment every Ray process of a test needs."""
+"""What both test tiers (tests/unit, tests/e2e) share: the embedded tiny pipeline (built once per test
+session, offline), the environment every Ray process of a test needs, and small helpers. run_cli and
+cli_env start processes, so only tests/e2e can use them (tests/unit/conftest.py refuses processes)."""
 
 from __future__ import annotations
 

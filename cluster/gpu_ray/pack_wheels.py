@@ -42,7 +42,7 @@ from packaging.markers import default_environment
 from packaging.requirements import Requirement
 
 BASELINE = ("torch", "diffusers", "transformers", "accelerate", "pydantic", "numpy")  # what the GPU machine has
-# pyproject.toml's dependencies less torch and ray (tests/cluster/test_gpu_ray.py checks they agree)
+# pyproject.toml's dependencies less torch and ray (tests/unit/cluster/test_gpu_ray_unit.py checks they agree)
 PROJECT_DEPS = ("diffusers", "transformers", "accelerate", "peft", "safetensors", "pydantic", "numpy", "pyyaml", "pillow",
                 "tensorboard", "matplotlib")
 NEVER = ("torch",)  # installed for the machine's CUDA, never carried; its requirements are not followed

@@ -1,7 +1,7 @@
 """Score what hpsv2_reference.py wrote with the project's own HPSv2 (rewards/hpsv2.py) and print how
 far it is from the original, as JSON. Runs in the project's environment:
 
-    PYTHONPATH=. python scripts/equivalence/hpsv2_compare.py DIR      (DIR: tests/rewards/fixtures/hpsv2_tiny, /tmp/hps-full)
+    PYTHONPATH=. python scripts/equivalence/hpsv2_compare.py DIR      (DIR: tests/fixtures/hpsv2_tiny, /tmp/hps-full)
 
 Reports: token ids equal (the reference prompts, and for a full-size run the extra tokenizer
 prompts), the largest differences of preprocessed-pixel probes, image features, text features and

@@ -27,7 +27,7 @@ exist": PyPI's torchvision is built against the CUDA torch. Hence the CUDA torch
 Run from the repository root:
 
     /tmp/hps-side/bin/python scripts/equivalence/hpsv2_reference.py tiny
-        rewrites tests/rewards/fixtures/hpsv2_tiny/ (random tiny model, ~0.8 MB)
+        rewrites tests/fixtures/hpsv2_tiny/ (random tiny model, ~0.8 MB)
     /tmp/hps-side/bin/python scripts/equivalence/hpsv2_reference.py full /tmp/hps-full
         random ViT-H/14 (fp16 checkpoint, ~2 GB; not for committing), real CLIP BPE tokenizer
     PYTHONPATH=. python scripts/equivalence/hpsv2_compare.py /tmp/hps-full     (project environment)
@@ -48,7 +48,7 @@ from pathlib import Path
 import numpy as np
 
 REPO = Path(__file__).resolve().parents[2]
-FIXTURE = REPO / "tests" / "rewards" / "fixtures" / "hpsv2_tiny"
+FIXTURE = REPO / "tests" / "fixtures" / "hpsv2_tiny"
 
 # (height, width, kind, seed): sizes chosen so the ResizeMaxSize path is exercised every way:
 # downscale portrait / landscape with odd padding, upscale, extreme aspect, square no-op (224x224).

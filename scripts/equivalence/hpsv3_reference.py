@@ -33,7 +33,7 @@ which runs on the CPU; torch 2.13.0+cpu cannot load PyPI's torchvision, which hp
 Run from the repository root:
 
     /tmp/hpsv3-venv/bin/python scripts/equivalence/hpsv3_reference.py tiny
-        rewrites tests/rewards/fixtures/hpsv3_tiny/ (random tiny Qwen2-VL, ~0.5 MB)
+        rewrites tests/fixtures/hpsv3_tiny/ (random tiny Qwen2-VL, ~0.5 MB)
     /tmp/hpsv3-venv/bin/python scripts/equivalence/hpsv3_reference.py full /tmp/hpsv3-full [LAYERS]
         the real Qwen2-VL-7B-Instruct config (full vision tower; LAYERS decoder layers of 28, default 2),
         real special-token ids and embedding size, random weights (bf16 checkpoint, not for committing)
@@ -55,7 +55,7 @@ from pathlib import Path
 import numpy as np
 
 REPO = Path(__file__).resolve().parents[2]
-FIXTURE = REPO / "tests" / "rewards" / "fixtures" / "hpsv3_tiny"
+FIXTURE = REPO / "tests" / "fixtures" / "hpsv3_tiny"
 
 # (height, width, kind, seed): the resize to about 256 * 28 * 28 pixels exercised every way: SD-Turbo's
 # 512 x 512 (to 448 x 448), upscaled portrait and small landscape, exactly 448 x 448 (no resize), an odd

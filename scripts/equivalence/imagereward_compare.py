@@ -1,7 +1,7 @@
 """Score what imagereward_reference.py wrote with the project's own ImageReward (rewards/imagereward.py)
 and print how far it is from the original, as JSON. Runs in the project's environment:
 
-    PYTHONPATH=. python scripts/equivalence/imagereward_compare.py DIR   (tests/rewards/fixtures/imagereward_tiny, /tmp/ir-full)
+    PYTHONPATH=. python scripts/equivalence/imagereward_compare.py DIR   (tests/fixtures/imagereward_tiny, /tmp/ir-full)
 
 Reports: token ids and attention masks equal (the reference prompts, and for a full-size run the extra
 tokenizer prompts), the largest differences of preprocessed-pixel probes, first-token features, scores

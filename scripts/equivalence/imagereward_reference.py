@@ -37,7 +37,7 @@ the last three commands run; reference.json records the versions that mattered.
 Run from the repository root:
 
     /tmp/ir-side/bin/python scripts/equivalence/imagereward_reference.py tiny
-        rewrites tests/rewards/fixtures/imagereward_tiny/ (random tiny model, ~1 MB)
+        rewrites tests/fixtures/imagereward_tiny/ (random tiny model, ~1 MB)
     /tmp/ir-side/bin/python scripts/equivalence/imagereward_reference.py full /tmp/ir-full
         random ViT-L/16 + BERT-base (the real architecture, ~1.8 GB fp32; not for committing)
     PYTHONPATH=. python scripts/equivalence/imagereward_compare.py DIR      (project environment)
@@ -58,7 +58,7 @@ from pathlib import Path
 import numpy as np
 
 REPO = Path(__file__).resolve().parents[2]
-FIXTURE = REPO / "tests" / "rewards" / "fixtures" / "imagereward_tiny"
+FIXTURE = REPO / "tests" / "fixtures" / "imagereward_tiny"
 
 
 def _hpsv2_reference():

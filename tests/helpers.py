@@ -1,0 +1,32 @@
+"""Small helpers that tests of both tiers share (tests/unit and tests/e2e each hold one half of the
+modules named beside them). Fixtures shared by both tiers are in tests/conftest.py and tests/fixtures/."""
+
+from __future__ import annotations
+
+import importlib.util
+
+from tests.conftest import REPO
+
+# tests/*/cluster/test_gpu_ray*.py
+GPU_RAY = REPO / "cluster" / "gpu_ray"
+
+
+def pack_wheels_module():
+    spec = importlib.util.spec_from_file_location("pack_wheels", GPU_RAY / "pack_wheels.py")  # a script, not a package
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+# tests/*/rewards/test_registry*.py: every built-in reward, in registration order
+BUILTIN_REWARDS = [
+    "aesthetic", "hpsv2", "hpsv2.1", "hpsv3", "imagereward", "jpeg_compressibility", "jpeg_incompressibility", "pickscore",
+    "shapes_classifier",
+]
+
+
+# tests/*/rewards/test_runtime_env*.py
+def runtime_env_config(**runtime_env):
+    from learner.config import build_config
+
+    return build_config({}, [f"reward.runtime_env={runtime_env}"])
