@@ -35,6 +35,7 @@ run: setup
 
 test: setup
 	$(PY) -m ruff check .
+	$(PY) -m ruff format --check .
 	$(PY) -m pytest -q --durations=15 tests/unit tests/e2e
 
 test-unit: setup

@@ -22,7 +22,9 @@ class ModelConfig(Section):
         "auto", description="Model family; 'auto' reads it from the model's model_index.json `_class_name`."
     )
     resolution: int | None = Field(
-        None, ge=8, le=4096,
+        None,
+        ge=8,
+        le=4096,
         description="Image side in pixels (e.g. 512 for SDXL-Turbo, whose UNet config says 1024); None = the denoiser's native size.",
     )
     revision: str | None = Field(None, description="Hub revision of `pretrained` (ignored for local dirs).")
@@ -60,12 +62,19 @@ class ModelConfig(Section):
 class SamplingConfig(Section):
     num_steps: int = Field(50, ge=2, le=1000, description="T: denoising steps per trajectory.")
     eta: float = Field(
-        1.0, gt=0, le=1.0,
+        1.0,
+        gt=0,
+        le=1.0,
         description="DDIM eta (SD, SDXL), the flow SDE's noise level a (SD3, FLUX), or for SANA-Sprint the fresh noise's share of "
         "sCM's re-noising (std eta sin s; 1 = SCMScheduler's own); > 0 makes the sampler a stochastic policy.",
     )
     guidance_scale: float = Field(1.0, ge=1.0, description="Classifier-free guidance scale (1 = no CFG).")
-    num_anchors: int = Field(1, ge=0, le=1000, description="Anchor states between the first and last step (paper: 1; 0 queries the first and last step only).")
+    num_anchors: int = Field(
+        1,
+        ge=0,
+        le=1000,
+        description="Anchor states between the first and last step (paper: 1; 0 queries the first and last step only).",
+    )
     reward_queries: Literal["auto", "anchors", "final"] = Field(
         "auto",
         description="Which states the reward model scores. 'anchors' (SDPO): the decoded predicted clean states x0 of the "
@@ -85,17 +94,30 @@ class PromptConfig(Section):
 
 
 class RolloutConfig(Section):
-    num_actors: int = Field(2, ge=0, le=4096, description="Number of rollout actors (0 in the hybrid layout, where the policy workers sample).")
+    num_actors: int = Field(
+        2,
+        ge=0,
+        le=4096,
+        description="Number of rollout actors (0 in the hybrid layout, where the policy workers sample).",
+    )
     num_cpus: float = Field(0.5, gt=0, le=4096, description="CPUs reserved per rollout actor (fractions allowed).")
     num_gpus: float = Field(0.0, ge=0, le=4096, description="GPUs per rollout actor (fractions share a GPU).")
-    pairs_per_epoch: int = Field(8, ge=1, le=1_000_000, description="B: trajectory pairs (prompts) sampled per epoch, over all actors.")
+    pairs_per_epoch: int = Field(
+        8, ge=1, le=1_000_000, description="B: trajectory pairs (prompts) sampled per epoch, over all actors."
+    )
     chunk_size: int = Field(4, ge=1, le=4096, description="Pairs sampled together in one batched rollout call.")
     torch_threads: int = Field(1, ge=1, le=1024, description="torch intra-op threads inside each CPU rollout actor.")
     max_restarts: int = Field(
-        3, ge=0, le=1_000_000, description="Times Ray restarts a crashed rollout actor; its unfinished pairs are sampled again."
+        3,
+        ge=0,
+        le=1_000_000,
+        description="Times Ray restarts a crashed rollout actor; its unfinished pairs are sampled again.",
     )
     restart_timeout_s: float = Field(
-        600.0, gt=0, le=604_800, description="Give up on a crashed rollout actor that is not back with the current weights within this time."
+        600.0,
+        gt=0,
+        le=604_800,
+        description="Give up on a crashed rollout actor that is not back with the current weights within this time.",
     )
 
     @model_validator(mode="after")

@@ -24,8 +24,17 @@ log = logging.getLogger(__name__)
 # Dense fp16/bf16 tensor-core peak TFLOP/s by device-name fragment (vendor datasheets, no sparsity);
 # the first fragment found in torch.cuda.get_device_name() wins.
 PEAK_TFLOPS = {
-    "H200": 989.0, "H100 SXM": 989.0, "H100 NVL": 835.0, "H100 PCIe": 756.0, "H100": 989.0, "A100": 312.0,
-    "L40S": 362.0, "L4": 121.0, "A10G": 125.0, "A10": 125.0, "4090": 165.0,
+    "H200": 989.0,
+    "H100 SXM": 989.0,
+    "H100 NVL": 835.0,
+    "H100 PCIe": 756.0,
+    "H100": 989.0,
+    "A100": 312.0,
+    "L40S": 362.0,
+    "L4": 121.0,
+    "A10G": 125.0,
+    "A10": 125.0,
+    "4090": 165.0,
 }
 
 

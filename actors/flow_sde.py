@@ -110,7 +110,9 @@ def flow_sde_step_with_logprob(
     return FlowStep(nxt.to(dtype), log_prob, x0.to(dtype), mean.to(dtype), std_n)
 
 
-def flow_ode_step(model_output: torch.Tensor, sample: torch.Tensor, step_index: torch.Tensor, levels: torch.Tensor) -> FlowSample:
+def flow_ode_step(
+    model_output: torch.Tensor, sample: torch.Tensor, step_index: torch.Tensor, levels: torch.Tensor
+) -> FlowSample:
     """The deterministic step (a = 0): the ODE's Euler step x_{s'} = x_s + v (s' - s), and x0 = x_s - s v.
     The sampler of the held-out evaluation (diffusers' FlowMatchEulerDiscreteScheduler.step)."""
     x, v = sample.float(), model_output.float()

@@ -12,13 +12,34 @@ from pathlib import Path
 import torch
 
 from actors.config import ModelConfig
-from actors.families import FAMILIES, ModelFamily, ModelLoadError, family_named, family_of, family_of_lora_state, family_of_pipeline_class
+from actors.families import (
+    FAMILIES,
+    ModelFamily,
+    ModelLoadError,
+    family_named,
+    family_of,
+    family_of_lora_state,
+    family_of_pipeline_class,
+)
 from actors.families.base import DTYPES, add_lora, lora_adapter_metadata, quiet_libraries
 from shapes import ASSETS as SHAPES_ASSETS
 
 __all__ = [
-    "DTYPES", "ModelLoadError", "add_lora", "denoiser", "encode_prompts", "load_lora_state", "load_pipeline", "lora_state",
-    "lora_adapter_metadata", "model_family", "quiet_libraries", "resolve_model_path", "save_lora_diffusers", "save_lora_state_diffusers", "unet_output",
+    "DTYPES",
+    "ModelLoadError",
+    "add_lora",
+    "denoiser",
+    "encode_prompts",
+    "load_lora_state",
+    "load_pipeline",
+    "lora_state",
+    "lora_adapter_metadata",
+    "model_family",
+    "quiet_libraries",
+    "resolve_model_path",
+    "save_lora_diffusers",
+    "save_lora_state_diffusers",
+    "unet_output",
 ]
 
 

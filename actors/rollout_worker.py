@@ -15,7 +15,14 @@ from actors.config import ModelConfig, SamplingConfig
 from actors.families import family_of
 from actors.flops import SampleCounter, denoiser_flops, peak_flops
 from actors.policy import denoiser, load_lora_state, load_pipeline
-from actors.sampling import decode_to_uint8, final_queries, pair_generator, sample_deterministic, sample_pairs, sparse_queries
+from actors.sampling import (
+    decode_to_uint8,
+    final_queries,
+    pair_generator,
+    sample_deterministic,
+    sample_pairs,
+    sparse_queries,
+)
 from plumbing.errors import RunFailure, UsageError
 
 
@@ -33,7 +40,14 @@ class NonFinitePolicyError(RunFailure):
 
 class RolloutWorker:
     def __init__(
-        self, *, model: ModelConfig, sampling: SamplingConfig, seed: int, device: str = "cpu", torch_threads: int = 1, pipe=None,
+        self,
+        *,
+        model: ModelConfig,
+        sampling: SamplingConfig,
+        seed: int,
+        device: str = "cpu",
+        torch_threads: int = 1,
+        pipe=None,
         peak_tflops: float | None = None,
     ):
         """`pipe`: an already loaded pipeline to sample with (the hybrid policy worker shares its own).
@@ -46,7 +60,9 @@ class RolloutWorker:
         fam, net = family_of(self.pipe), denoiser(self.pipe)
         self.flops_per_sample = denoiser_flops(fam, self.pipe, with_backward=False) or 0.0
         self.samples = SampleCounter(net)
-        self.peak_flops = peak_flops(device, next(net.parameters()).dtype in (torch.float16, torch.bfloat16), peak_tflops)
+        self.peak_flops = peak_flops(
+            device, next(net.parameters()).dtype in (torch.float16, torch.bfloat16), peak_tflops
+        )
 
     def identity(self) -> str:
         return f"{type(self).__name__}(pid={os.getpid()}, host={socket.gethostname()})"
@@ -79,11 +95,21 @@ class RolloutWorker:
         else:  # SDPO: x0 of the first step, the anchors and the last step
             query_steps, sims, images = sparse_queries(self.pipe, pairs.pred_x0, s.num_anchors)
         index = torch.tensor(pair_indices)
-        trajectories = Trajectories(self.version, epoch, index, list(prompts), pairs.timesteps, pairs.latents, pairs.log_probs)
+        trajectories = Trajectories(
+            self.version, epoch, index, list(prompts), pairs.timesteps, pairs.latents, pairs.log_probs
+        )
         queries = SparseQueries(
-            self.version, epoch, index, list(prompts), query_steps, sims, images,
-            worker=self.identity(), busy_s=time.perf_counter() - start,
-            flops=self.samples.take() * self.flops_per_sample, peak_flops=self.peak_flops,
+            self.version,
+            epoch,
+            index,
+            list(prompts),
+            query_steps,
+            sims,
+            images,
+            worker=self.identity(),
+            busy_s=time.perf_counter() - start,
+            flops=self.samples.take() * self.flops_per_sample,
+            peak_flops=self.peak_flops,
         )
         return RolloutBatch(queries.validate(), trajectories.validate())
 
@@ -91,5 +117,7 @@ class RolloutWorker:
         """Held-out samples of the loaded policy: the family's deterministic `num_steps`-step sampler from
         the noise of torch.Generator().manual_seed(seeds[n]); uint8 images (N, H, W, 3)."""
         gens = [torch.Generator().manual_seed(int(s)) for s in seeds]
-        pred_x0 = sample_deterministic(self.pipe, prompts, gens, num_steps, self.sampling.guidance_scale)  # (N, C, h, w)
+        pred_x0 = sample_deterministic(
+            self.pipe, prompts, gens, num_steps, self.sampling.guidance_scale
+        )  # (N, C, h, w)
         return decode_to_uint8(self.pipe, pred_x0)

@@ -68,7 +68,13 @@ def sample_pairs(
         out = fam.denoise(net, x, t.expand(2 * B).to(device), embeds, guidance_scale, negative)
         noise = torch.stack([torch.randn((2, *shape), generator=g) for g in generators])  # (B, 2, C, h, w)
         step = fam.step_with_logprob(
-            sched, out, x, torch.full((2 * B,), i), timesteps, eta, noise=noise.flatten(0, 1).to(device)  # (2B, C, h, w)
+            sched,
+            out,
+            x,
+            torch.full((2 * B,), i),
+            timesteps,
+            eta,
+            noise=noise.flatten(0, 1).to(device),  # (2B, C, h, w)
         )
         x = step.next_sample
         latents.append(x)

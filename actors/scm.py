@@ -112,7 +112,9 @@ def scm_step_with_logprob(
     return SCMStep(nxt.to(sample.dtype), log_prob, x0.to(sample.dtype), mean.to(sample.dtype), std_n)
 
 
-def scm_step(model_output: torch.Tensor, sample: torch.Tensor, step_index: torch.Tensor, levels: torch.Tensor) -> SCMSample:
+def scm_step(
+    model_output: torch.Tensor, sample: torch.Tensor, step_index: torch.Tensor, levels: torch.Tensor
+) -> SCMSample:
     """The deterministic step (eta = 0): x_s = cos(s) x0 + sin(s) eps, and x0. The sampler of the
     held-out evaluation; same arithmetic as the stochastic step at eta = 0."""
     x0, mean, _ = _moments(model_output, sample, step_index, levels, 0.0)

@@ -115,7 +115,9 @@ def run_variant(name: str, args, model, sampling, train, device: str, flops: dic
         traj = rollout.rollout(r, list(range(args.pairs)), prompts, rollout.version).trajectories
         sync()
         roll = time.perf_counter() - t0
-        adv = torch.randn(args.pairs, 2, args.steps, generator=torch.Generator().manual_seed(r)).clamp(-5, 5)  # (B, 2, T)
+        adv = torch.randn(args.pairs, 2, args.steps, generator=torch.Generator().manual_seed(r)).clamp(
+            -5, 5
+        )  # (B, 2, T)
         shard = ShardAdvantages(shard=0, pair_index=traj.pair_index, advantages=adv)
         request = UpdateRequest(learner.version, r, num_shards=1, max_pairs=args.pairs, shards=[shard])
         sync()
@@ -125,7 +127,9 @@ def run_variant(name: str, args, model, sampling, train, device: str, flops: dic
         upd = time.perf_counter() - t0
         rollout.set_weights(learner.get_weights())
         what = "warm-up" if r == 0 else f"repeat {r}/{args.repeats}"
-        log(f"{name} {what}: rollout {roll:.2f} s, update {upd:.2f} s ({int(metrics['backward_passes'])} backward passes)")
+        log(
+            f"{name} {what}: rollout {roll:.2f} s, update {upd:.2f} s ({int(metrics['backward_passes'])} backward passes)"
+        )
         if r:
             roll_s.append(roll)
             upd_s.append(upd)
@@ -209,7 +213,10 @@ def main() -> int:
     elif torch.cuda.is_available():
         device = "cuda"
     else:
-        print("error: benchmarks/gpu_optim.py needs a CUDA GPU; none is visible to torch (--cpu-smoke runs it on CPU)", file=sys.stderr)
+        print(
+            "error: benchmarks/gpu_optim.py needs a CUDA GPU; none is visible to torch (--cpu-smoke runs it on CPU)",
+            file=sys.stderr,
+        )
         return 2
     if "baseline" in variants:  # the reference every ratio is taken against
         variants.remove("baseline")
@@ -231,13 +238,20 @@ def main() -> int:
     train = TrainConfig(batch_size=2, gradient_accumulation_steps=8, timestep_fraction=fraction)
     args.items = args.pairs * num_train_steps(args.steps, fraction)  # (pair, step) items per update
     sampling = SamplingConfig(num_steps=args.steps)
-    log(f"{gpu}, torch {torch.__version__}; variants {','.join(variants)}; B={args.pairs} T={args.steps} "
-        f"update items={args.items}, repeats={args.repeats}")
+    log(
+        f"{gpu}, torch {torch.__version__}; variants {','.join(variants)}; B={args.pairs} T={args.steps} "
+        f"update items={args.items}, repeats={args.repeats}"
+    )
     ctx = {
-        "gpu": gpu, "torch": torch.__version__, "pairs": args.pairs, "steps": args.steps,
-        "update_train_steps": train_steps, "update_items": args.items,
+        "gpu": gpu,
+        "torch": torch.__version__,
+        "pairs": args.pairs,
+        "steps": args.steps,
+        "update_train_steps": train_steps,
+        "update_items": args.items,
         "train": {"batch_size": train.batch_size, "gradient_accumulation_steps": train.gradient_accumulation_steps},
-        "repeats": args.repeats, "peak_tflops": peak and peak / 1e12,
+        "repeats": args.repeats,
+        "peak_tflops": peak and peak / 1e12,
     }
     results, flops = {}, {}
     with tempfile.TemporaryDirectory() as tmp:

@@ -45,8 +45,12 @@ from actors.flops import PEAK_TFLOPS
 
 PEAK_FLOPS = {name: tflops * 1e12 for name, tflops in PEAK_TFLOPS.items()}  # the runs' own table (actors/flops.py)
 PRESETS = {
-    "sd": "sd_turbo_aesthetic", "sdxl": "sdxl_turbo_aesthetic", "sd3": "sd35_large_turbo_aesthetic",
-    "flux": "flux_schnell_aesthetic", "flux2_klein": "flux2_klein_aesthetic", "sana_sprint": "sana_sprint_aesthetic",
+    "sd": "sd_turbo_aesthetic",
+    "sdxl": "sdxl_turbo_aesthetic",
+    "sd3": "sd35_large_turbo_aesthetic",
+    "flux": "flux_schnell_aesthetic",
+    "flux2_klein": "flux2_klein_aesthetic",
+    "sana_sprint": "sana_sprint_aesthetic",
 }
 ORDER = ("sana_sprint", "sd", "sdxl", "flux2_klein", "sd3", "flux")  # by size: a budget cuts the largest
 START = time.perf_counter()
@@ -90,9 +94,14 @@ def configs(family: str, args):
     from learner.config import TrainConfig, load_config
 
     cfg = load_config(args.preset or PRESETS[family])
-    model = cfg.model.model_copy(update={"pretrained": f"real-size {family} (random weights)", "local_files_only": True,
-                                         "compile": cfg.model.compile and not args.no_compile,
-                                         "resolution": args.resolution or cfg.model.resolution})
+    model = cfg.model.model_copy(
+        update={
+            "pretrained": f"real-size {family} (random weights)",
+            "local_files_only": True,
+            "compile": cfg.model.compile and not args.no_compile,
+            "resolution": args.resolution or cfg.model.resolution,
+        }
+    )
     steps = args.steps or cfg.sampling.num_steps
     sampling = cfg.sampling.model_copy(update={"num_steps": steps})
     train_steps = min(args.train_steps or steps, steps)
@@ -132,7 +141,11 @@ class Bench:
         if not self.cuda:
             return {"s": time.perf_counter() - t0, "peak": 0, "reserved": 0}
         torch.cuda.synchronize()
-        return {"s": time.perf_counter() - t0, "peak": torch.cuda.max_memory_allocated(), "reserved": torch.cuda.max_memory_reserved()}
+        return {
+            "s": time.perf_counter() - t0,
+            "peak": torch.cuda.max_memory_allocated(),
+            "reserved": torch.cuda.max_memory_reserved(),
+        }
 
     def rollout(self, chunk: int | None = None) -> dict:
         w, chunk = self.worker, chunk or self.chunk
@@ -152,7 +165,9 @@ class Bench:
         from learner.worker.batch import ShardAdvantages, UpdateRequest
 
         w, T = self.worker, self.worker.sampling.num_steps
-        adv = torch.randn(self.pairs, 2, T, generator=torch.Generator().manual_seed(self.epoch)).clamp(-5, 5)  # (B, 2, T)
+        adv = torch.randn(self.pairs, 2, T, generator=torch.Generator().manual_seed(self.epoch)).clamp(
+            -5, 5
+        )  # (B, 2, T)
         shard = ShardAdvantages(shard=0, pair_index=torch.arange(self.pairs), advantages=adv)
         request = UpdateRequest(w.version, self.epoch, num_shards=1, max_pairs=self.pairs, shards=[shard])
         t0 = self.start()
@@ -171,28 +186,38 @@ def measure(family: str, args) -> dict:
 
     cfg, model, sampling, train, chunk, pairs = configs(family, args)
     t5 = not args.no_t5
-    log(f"{family}: preset {args.preset or PRESETS[family]}, {model.resolution or 'native'} px, {model.dtype}, LoRA rank "
+    log(
+        f"{family}: preset {args.preset or PRESETS[family]}, {model.resolution or 'native'} px, {model.dtype}, LoRA rank "
         f"{model.lora_rank}, T={sampling.num_steps}, {pairs} pairs in chunks of {chunk}, micro-batch "
-        f"{train.micro_batch_size or train.batch_size}, compile {model.compile}{'' if t5 else ', no T5'}")
+        f"{train.micro_batch_size or train.batch_size}, compile {model.compile}{'' if t5 else ', no T5'}"
+    )
     cuda = args.device == "cuda"
     t0 = time.perf_counter()
     dtype = real_size.DTYPES[model.dtype] if cuda else torch.float32  # as the family loads a model on CPU
     pipe = real_size.build(family, args.scale, device=args.device, dtype=dtype, t5=t5)
     build_s = time.perf_counter() - t0
-    params = {k: sum(p.numel() for p in m.parameters()) for k, m in pipe.components.items() if isinstance(m, torch.nn.Module)}
+    params = {
+        k: sum(p.numel() for p in m.parameters()) for k, m in pipe.components.items() if isinstance(m, torch.nn.Module)
+    }
     t0 = time.perf_counter()
     with prebuilt(pipe):
-        worker = PolicyWorker(model=model, sampling=sampling, train=train, seed=0, device=args.device, rollout_threads=2)
+        worker = PolicyWorker(
+            model=model, sampling=sampling, train=train, seed=0, device=args.device, rollout_threads=2
+        )
     del pipe
     setup_s, weights = time.perf_counter() - t0, torch.cuda.memory_allocated() if cuda else 0
-    log(f"{family}: built in {build_s:.1f} s ({sum(params.values()) / 1e9:.2f} B parameters), worker ready in {setup_s:.1f} s, "
-        f"{gib(weights)} GiB allocated")
+    log(
+        f"{family}: built in {build_s:.1f} s ({sum(params.values()) / 1e9:.2f} B parameters), worker ready in {setup_s:.1f} s, "
+        f"{gib(weights)} GiB allocated"
+    )
     bench, rounds = Bench(worker, chunk, pairs), []
     for r in range(args.repeats + 1):  # round 0 warms up (and compiles)
         roll = bench.rollout()
         upd = bench.update()
-        log(f"{family} {'warm-up' if r == 0 else f'repeat {r}/{args.repeats}'}: rollout {roll['s']:.2f} s "
-            f"({gib(roll['peak'])} GiB), update {upd['s']:.2f} s ({gib(upd['peak'])} GiB, {upd['backward_passes']} passes)")
+        log(
+            f"{family} {'warm-up' if r == 0 else f'repeat {r}/{args.repeats}'}: rollout {roll['s']:.2f} s "
+            f"({gib(roll['peak'])} GiB), update {upd['s']:.2f} s ({gib(upd['peak'])} GiB, {upd['backward_passes']} passes)"
+        )
         rounds.append((roll, upd))
     timed = rounds[1:]
     roll_s = statistics.median(r["s"] for r, _ in timed)
@@ -201,19 +226,34 @@ def measure(family: str, args) -> dict:
     peak = worker.peak_flops if worker.peak_flops == worker.peak_flops else None  # NaN: unknown
     last_roll, last_upd = timed[-1]
     out = {
-        "preset": args.preset or PRESETS[family], "resolution": model.resolution, "dtype": model.dtype, "lora_rank": model.lora_rank,
-        "compile": model.compile, "t5": t5 if family == "sd3" else None, "steps": sampling.num_steps, "pairs": pairs,
-        "chunk_size": chunk, "train_steps": num_train_steps(sampling.num_steps, train.timestep_fraction),
-        "micro_batch": train.micro_batch_size or train.batch_size, "params": params,
-        "build_s": round(build_s, 1), "setup_s": round(setup_s, 1),
-        "rollout_s": [round(r["s"], 3) for r, _ in timed], "update_s": [round(u["s"], 3) for _, u in timed],
-        "rollout_pairs_per_s": round(pairs / roll_s, 4), "update_pairs_per_s": round(items / sampling.num_steps / upd_s, 4),
-        "scale": args.scale, "device": args.device,
+        "preset": args.preset or PRESETS[family],
+        "resolution": model.resolution,
+        "dtype": model.dtype,
+        "lora_rank": model.lora_rank,
+        "compile": model.compile,
+        "t5": t5 if family == "sd3" else None,
+        "steps": sampling.num_steps,
+        "pairs": pairs,
+        "chunk_size": chunk,
+        "train_steps": num_train_steps(sampling.num_steps, train.timestep_fraction),
+        "micro_batch": train.micro_batch_size or train.batch_size,
+        "params": params,
+        "build_s": round(build_s, 1),
+        "setup_s": round(setup_s, 1),
+        "rollout_s": [round(r["s"], 3) for r, _ in timed],
+        "update_s": [round(u["s"], 3) for _, u in timed],
+        "rollout_pairs_per_s": round(pairs / roll_s, 4),
+        "update_pairs_per_s": round(items / sampling.num_steps / upd_s, 4),
+        "scale": args.scale,
+        "device": args.device,
         "rollout_mfu": peak and round(last_roll["flops"] / last_roll["s"] / peak, 4),
         "update_mfu": peak and round(last_upd["flops"] / last_upd["s"] / peak, 4),
         "memory_gib": {
-            "weights": gib(weights), "rollout_peak": gib(max(r["peak"] for r, _ in timed)), "update_peak": gib(max(u["peak"] for _, u in timed)),
-            "rollout_reserved": gib(max(r["reserved"] for r, _ in timed)), "update_reserved": gib(max(u["reserved"] for _, u in timed)),
+            "weights": gib(weights),
+            "rollout_peak": gib(max(r["peak"] for r, _ in timed)),
+            "update_peak": gib(max(u["peak"] for _, u in timed)),
+            "rollout_reserved": gib(max(r["reserved"] for r, _ in timed)),
+            "update_reserved": gib(max(u["reserved"] for _, u in timed)),
         },
     }
     out["memory_gib"]["peak"] = max(out["memory_gib"]["rollout_peak"], out["memory_gib"]["update_peak"])
@@ -282,14 +322,22 @@ def fit_ladder(family: str, bench: Bench, result: dict, roll_s: float, upd_s: fl
         if cuda:
             torch.cuda.empty_cache()
         rollout[(False, min(c for _, c in rollout))] = run("rollout", chunk=min(c for _, c in rollout))
-        for (_, micro, ckpt) in list(update):
+        for _, micro, ckpt in list(update):
             update[(False, micro, ckpt)] = run("update", micro=micro, ckpt=ckpt)
     settings = combine(rollout, update)
     return {
         "card_gib": card,
-        "settings": [{"chunk_size": s.chunk_size, "micro_batch_size": s.micro_batch_size, "gradient_checkpointing": s.gradient_checkpointing,
-                      "t5": s.t5, "peak_reserved_gib": p.peak_gib, "s_per_pair": p.s_per_pair and round(p.s_per_pair, 3)}
-                     for s, p in settings.items()],
+        "settings": [
+            {
+                "chunk_size": s.chunk_size,
+                "micro_batch_size": s.micro_batch_size,
+                "gradient_checkpointing": s.gradient_checkpointing,
+                "t5": s.t5,
+                "peak_reserved_gib": p.peak_gib,
+                "s_per_pair": p.s_per_pair and round(p.s_per_pair, 3),
+            }
+            for s, p in settings.items()
+        ],
         "advice": advise(settings, Setting(chunk0, micro0), card),
     }
 
@@ -303,11 +351,23 @@ def run_children(families: list[str], args, argv: list[str]) -> dict:
             results[family] = {"skipped": f"time budget ({args.budget_s:.0f} s) spent"}
             log(f"{family}: skipped, the time budget is spent")
             continue
-        cmd = [sys.executable, "-m", "benchmarks.gpu_throughput", *strip_family(argv), "--family", family, "--budget-s", str(int(left)), "--child"]
+        cmd = [
+            sys.executable,
+            "-m",
+            "benchmarks.gpu_throughput",
+            *strip_family(argv),
+            "--family",
+            family,
+            "--budget-s",
+            str(int(left)),
+            "--child",
+        ]
         try:
             res = subprocess.run(cmd, stdout=subprocess.PIPE, stderr=None, text=True, timeout=left)
             lines = res.stdout.strip().splitlines()
-            results[family] = json.loads(lines[-1])["families"][family] if lines else {"failed": f"exit {res.returncode}, no output"}
+            results[family] = (
+                json.loads(lines[-1])["families"][family] if lines else {"failed": f"exit {res.returncode}, no output"}
+            )
         except subprocess.TimeoutExpired:
             results[family] = {"failed": f"timed out after {left:.0f} s (the time budget)"}
         except (ValueError, KeyError) as err:
@@ -334,8 +394,14 @@ def summary(results: dict, complete: bool) -> dict:
 
     gpu = torch.cuda.get_device_name() if torch.cuda.is_available() else "cpu (smoke)"
     peak = next((v for k, v in PEAK_FLOPS.items() if k in gpu), None)
-    return {"gpu": gpu, "torch": torch.__version__, "peak_tflops": peak and peak / 1e12, "families": results, "complete": complete,
-            "total_s": round(time.perf_counter() - START, 1)}
+    return {
+        "gpu": gpu,
+        "torch": torch.__version__,
+        "peak_tflops": peak and peak / 1e12,
+        "families": results,
+        "complete": complete,
+        "total_s": round(time.perf_counter() - START, 1),
+    }
 
 
 def table(results: dict) -> str:
@@ -346,7 +412,10 @@ def table(results: dict) -> str:
             rows.append(f"| {fam} | {r.get('failed') or r.get('skipped')} |")
             continue
         advice = r.get("fits", {}).get("advice", {})
-        verdict = [("yes" if a["fits"] else "?" if a["fits"] is None else f"no: {a.get('cheapest_change')}") for a in advice.values()]
+        verdict = [
+            ("yes" if a["fits"] else "?" if a["fits"] is None else f"no: {a.get('cheapest_change')}")
+            for a in advice.values()
+        ]
         pct = lambda x: "-" if x is None else f"{100 * x:.1f} %"  # noqa: E731
         rows.append(
             f"| {fam} | {r['preset']} | {r['resolution']} | {r['dtype']} | {r['rollout_pairs_per_s']} | {r['update_pairs_per_s']} | "
@@ -358,9 +427,13 @@ def table(results: dict) -> str:
 def main(argv: list[str] | None = None) -> int:
     argv = sys.argv[1:] if argv is None else argv
     p = argparse.ArgumentParser(prog="python -m benchmarks.gpu_throughput", description=__doc__.split("\n\n")[0])
-    p.add_argument("--family", default="sd", choices=(*PRESETS, "all"), help="model family at its real size (default sd: SD-Turbo)")
+    p.add_argument(
+        "--family", default="sd", choices=(*PRESETS, "all"), help="model family at its real size (default sd: SD-Turbo)"
+    )
     p.add_argument("--preset", help="preset to take the settings from (default: the family's *_aesthetic preset)")
-    p.add_argument("--pairs", type=int, help="pairs per round (B; default: the preset's rollout.chunk_size, one rollout call)")
+    p.add_argument(
+        "--pairs", type=int, help="pairs per round (B; default: the preset's rollout.chunk_size, one rollout call)"
+    )
     p.add_argument("--steps", type=int, help="T (default: the preset's sampling.num_steps)")
     p.add_argument("--train-steps", type=int, help="steps of each pair's T trained per update (default: all T)")
     p.add_argument("--repeats", type=int, default=2, help="timed rounds after the warm-up (median)")
@@ -369,11 +442,21 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--resolution", type=int, help="model.resolution in pixels (default: the preset's)")
     p.add_argument("--no-compile", action="store_true", help="model.compile off (compiling costs minutes per worker)")
     p.add_argument("--no-t5", action="store_true", help="sd3: build without T5 (text_encoder_3 = None)")
-    p.add_argument("--fits", action="store_true", help="also say which presets fit 80 GB and 141 GB and, if not, the cheapest change that does")
-    p.add_argument("--budget-s", type=float, default=3600.0, help="start no family after this many seconds (several families)")
+    p.add_argument(
+        "--fits",
+        action="store_true",
+        help="also say which presets fit 80 GB and 141 GB and, if not, the cheapest change that does",
+    )
+    p.add_argument(
+        "--budget-s", type=float, default=3600.0, help="start no family after this many seconds (several families)"
+    )
     p.add_argument("--out", help="also write the JSON line to this file")
-    p.add_argument("--cpu-smoke", action="store_true", help="CPU, scale 1/64, 128 px, T=3, 2 pairs, 1 repeat: the script's logic")
-    p.add_argument("--child", action="store_true", help=argparse.SUPPRESS)  # one family of several: the parent prints the table
+    p.add_argument(
+        "--cpu-smoke", action="store_true", help="CPU, scale 1/64, 128 px, T=3, 2 pairs, 1 repeat: the script's logic"
+    )
+    p.add_argument(
+        "--child", action="store_true", help=argparse.SUPPRESS
+    )  # one family of several: the parent prints the table
     args = p.parse_args(argv)
     if args.preset and args.family == "all":
         p.error("--preset needs one --family")
@@ -383,9 +466,17 @@ def main(argv: list[str] | None = None) -> int:
     args.device, args.scale = "cuda", 1.0
     if args.cpu_smoke:
         args.device, args.scale, args.no_compile = "cpu", 1 / 64, True
-        args.resolution, args.steps, args.pairs, args.repeats = args.resolution or 128, args.steps or 3, args.pairs or 2, 1
+        args.resolution, args.steps, args.pairs, args.repeats = (
+            args.resolution or 128,
+            args.steps or 3,
+            args.pairs or 2,
+            1,
+        )
     elif not torch.cuda.is_available():
-        print("error: benchmarks/gpu_throughput.py needs a CUDA GPU; none is visible to torch (--cpu-smoke runs it on CPU)", file=sys.stderr)
+        print(
+            "error: benchmarks/gpu_throughput.py needs a CUDA GPU; none is visible to torch (--cpu-smoke runs it on CPU)",
+            file=sys.stderr,
+        )
         return 2
     os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
     if args.family == "all":

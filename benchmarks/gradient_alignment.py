@@ -58,7 +58,11 @@ from shapes.reward import factor_columns, scorer
 
 STEPS = (1, 2, 4, 8)
 FACTORS = "colour,shape,size"
-ARMS = {"sdpo": ("sdpo", True), "sdpo_all_steps": ("sdpo", False), "ddpo": ("ddpo", False)}  # name -> (algorithm, skip last step)
+ARMS = {
+    "sdpo": ("sdpo", True),
+    "sdpo_all_steps": ("sdpo", False),
+    "ddpo": ("ddpo", False),
+}  # name -> (algorithm, skip last step)
 SEED = 5  # the pairs' seed (a training seed no benchmark run uses)
 NOISE_SEED = 777  # the held-out noises of the target
 
@@ -82,7 +86,9 @@ def cosine(a: torch.Tensor, b: torch.Tensor) -> float:
     return float(torch.dot(a, b) / (a.norm() * b.norm()).clamp(min=1e-30))
 
 
-def reward_gradient(pipe, classifier, columns, prompts: list[str], noise: torch.Tensor, k: int, params, chunk: int = 128) -> torch.Tensor:
+def reward_gradient(
+    pipe, classifier, columns, prompts: list[str], noise: torch.Tensor, k: int, params, chunk: int = 128
+) -> torch.Tensor:
     """d/d(LoRA) of the mean differentiable reward of the k-step deterministic samples of (prompts, noise),
     accumulated over chunks of images (memory)."""
     fam = family_of(pipe)
@@ -108,10 +114,27 @@ def target_gradients(pipe, classifier, columns, noises: int, params) -> dict[int
     half = torch.arange(len(prompts)) % noises < noises // 2  # the first half of every caption's noises
     out = {}
     for k in STEPS:
-        parts = [reward_gradient(pipe, classifier, columns, [p for p, h in zip(prompts, half) if h == side],
-                                 noise[half == side], k, params) for side in (True, False)]
-        out[k] = {"grad": (parts[0] + parts[1]) / 2, "halves_cosine": cosine(*parts), "norm": float(((parts[0] + parts[1]) / 2).norm())}
-        print(f"target k={k}: |g| {out[k]['norm']:.3e}, cosine of the two halves {out[k]['halves_cosine']:.3f}", flush=True)
+        parts = [
+            reward_gradient(
+                pipe,
+                classifier,
+                columns,
+                [p for p, h in zip(prompts, half) if h == side],
+                noise[half == side],
+                k,
+                params,
+            )
+            for side in (True, False)
+        ]
+        out[k] = {
+            "grad": (parts[0] + parts[1]) / 2,
+            "halves_cosine": cosine(*parts),
+            "norm": float(((parts[0] + parts[1]) / 2).norm()),
+        }
+        print(
+            f"target k={k}: |g| {out[k]['norm']:.3e}, cosine of the two halves {out[k]['halves_cosine']:.3f}",
+            flush=True,
+        )
     return out
 
 
@@ -134,9 +157,14 @@ def sample_and_score(pipe, reward, num_pairs: int, T: int, chunk: int = 64):
         print(f"sampled {idx[-1] + 1}/{num_pairs} pairs", flush=True)
     cat = lambda i: torch.cat([p[0][i] for p in parts])  # noqa: E731
     return {
-        "prompts": prompts, "timesteps": parts[0][0].timesteps, "latents": cat(1), "log_probs": cat(2),
-        "query_steps": torch.cat([p[1] for p in parts]), "similarities": torch.cat([p[2] for p in parts]),
-        "sparse": np.concatenate([p[3] for p in parts]), "final": np.concatenate([p[4] for p in parts]),
+        "prompts": prompts,
+        "timesteps": parts[0][0].timesteps,
+        "latents": cat(1),
+        "log_probs": cat(2),
+        "query_steps": torch.cat([p[1] for p in parts]),
+        "similarities": torch.cat([p[2] for p in parts]),
+        "sparse": np.concatenate([p[3] for p in parts]),
+        "final": np.concatenate([p[4] for p in parts]),
     }
 
 
@@ -146,12 +174,21 @@ def advantages(algorithm: str, data: dict) -> torch.Tensor:
     steps = data["query_steps"] if algorithm == "sdpo" else torch.full((n, 2, 1), data["latents"].shape[2] - 1)
     sims = data["similarities"] if algorithm == "sdpo" else torch.ones((n, 2, 1, data["log_probs"].shape[2]))
     sparse = SparseRewards(rewards, steps, sims, data["prompts"], np.zeros(n, dtype=int))
-    adv = get_algorithm(algorithm).advantages(sparse, StepStatTracker(32, 16), AdvantageSettings(gamma=0.99, adv_clip_max=5.0, similarity_floor=1e-3))
+    adv = get_algorithm(algorithm).advantages(
+        sparse, StepStatTracker(32, 16), AdvantageSettings(gamma=0.99, adv_clip_max=5.0, similarity_floor=1e-3)
+    )
     return torch.as_tensor(adv, dtype=torch.float32)  # (B, 2, T)
 
 
-def minibatch_cosines(pipe, data: dict, adv: dict[str, torch.Tensor], targets: dict[int, dict], minibatch: int,
-                      clip: dict[str, float], params) -> dict[str, dict[int, list[float]]]:
+def minibatch_cosines(
+    pipe,
+    data: dict,
+    adv: dict[str, torch.Tensor],
+    targets: dict[int, dict],
+    minibatch: int,
+    clip: dict[str, float],
+    params,
+) -> dict[str, dict[int, list[float]]]:
     fam = family_of(pipe)
     T = data["log_probs"].shape[2]
     weights = temporal_weights(T, 0.99, 1.0)
@@ -164,7 +201,9 @@ def minibatch_cosines(pipe, data: dict, adv: dict[str, torch.Tensor], targets: d
         x = data["latents"][rows, :, :T].flatten(0, 2)  # (M*2*T, C, h, w): pair, trajectory, step
         x_next = data["latents"][rows, :, 1:].flatten(0, 2)
         step = torch.arange(T).repeat(2 * M)
-        new = score_steps(pipe.unet, pipe.scheduler, x, x_next, step, data["timesteps"], embeds, 1.0, family=fam).log_prob
+        new = score_steps(
+            pipe.unet, pipe.scheduler, x, x_next, step, data["timesteps"], embeds, 1.0, family=fam
+        ).log_prob
         new = new.view(M, 2, T).permute(0, 2, 1)  # (M, T, 2): items (pair, step), trajectories last
         old = data["log_probs"][rows].permute(0, 2, 1)
         for a, (arm, (algorithm, skip)) in enumerate(ARMS.items()):
@@ -182,8 +221,12 @@ def minibatch_cosines(pipe, data: dict, adv: dict[str, torch.Tensor], targets: d
 
 def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(prog="python -m benchmarks.gradient_alignment", description=__doc__.split("\n\n")[0])
-    p.add_argument("--model", default="shapes-turbo", help="model.pretrained of the policy (default: the few-step student)")
-    p.add_argument("--checkpoint", help="a run's checkpoint directory: measure at its LoRA (default: the initial policy)")
+    p.add_argument(
+        "--model", default="shapes-turbo", help="model.pretrained of the policy (default: the few-step student)"
+    )
+    p.add_argument(
+        "--checkpoint", help="a run's checkpoint directory: measure at its LoRA (default: the initial policy)"
+    )
     p.add_argument("--pairs", type=int, default=2048)
     p.add_argument("--minibatch", type=int, default=16, help="pairs per minibatch gradient")
     p.add_argument("--noises", type=int, default=128, help="held-out noises per caption for the target gradient")
@@ -214,22 +257,51 @@ def main(argv: list[str] | None = None) -> int:
         for k, values in by_k.items():
             mean, se = statistics.fmean(values), statistics.stdev(values) / math.sqrt(len(values))
             root = math.sqrt(reliability(targets[k]["halves_cosine"])) or float("nan")
-            rows[arm][k] = {"mean": round(mean, 4), "se": round(se, 4), "minibatches": len(values),
-                            "corrected_mean": round(mean / root, 4), "corrected_se": round(se / root, 4)}
+            rows[arm][k] = {
+                "mean": round(mean, 4),
+                "se": round(se, 4),
+                "minibatches": len(values),
+                "corrected_mean": round(mean / root, 4),
+                "corrected_se": round(se / root, 4),
+            }
         print(f"{arm:<16}" + "".join(f"{rows[arm][k]['mean']:>+12.4f} +- {rows[arm][k]['se']:.4f}" for k in STEPS))
-        print(f"{'  corrected':<16}" + "".join(f"{rows[arm][k]['corrected_mean']:>+12.4f} +- {rows[arm][k]['corrected_se']:.4f}" for k in STEPS))
+        print(
+            f"{'  corrected':<16}"
+            + "".join(f"{rows[arm][k]['corrected_mean']:>+12.4f} +- {rows[arm][k]['corrected_se']:.4f}" for k in STEPS)
+        )
     # the arms' gradients come from the same minibatches: their difference is paired, minibatch by minibatch
-    paired_rows = {f"{a}_minus_ddpo": {k: paired(cos[a][k], cos["ddpo"][k]).as_dict() for k in STEPS} for a in ("sdpo", "sdpo_all_steps")}
+    paired_rows = {
+        f"{a}_minus_ddpo": {k: paired(cos[a][k], cos["ddpo"][k]).as_dict() for k in STEPS}
+        for a in ("sdpo", "sdpo_all_steps")
+    }
     for name, by_k in paired_rows.items():
-        print(f"{name:<24}" + "".join(f"{f'k={k}':>5} {v['mean']:+.4f} +- {v['se']:.4f} (t {v['t']:.1f})" for k, v in by_k.items()))
+        print(
+            f"{name:<24}"
+            + "".join(f"{f'k={k}':>5} {v['mean']:+.4f} +- {v['se']:.4f} (t {v['t']:.1f})" for k, v in by_k.items())
+        )
     result = {
         "benchmark": "gradient_alignment",
         "machine": f"{os.cpu_count()}-core CPU, {platform.machine()}",
-        "model": args.model, "checkpoint": args.checkpoint, "reward": f"shapes_classifier factors={FACTORS}",
-        "pairs": args.pairs, "minibatch_pairs": args.minibatch, "train_steps": args.train_steps, "eta": 1.0,
-        "target": {k: {"halves_cosine": round(v["halves_cosine"], 4), "reliability": round(reliability(v["halves_cosine"]), 4), "norm": v["norm"],
-                       "images": 24 * args.noises} for k, v in targets.items()},
-        "cosine": rows, "paired": paired_rows, "clip_range": clip, "wall_s": round(time.perf_counter() - start, 1),
+        "model": args.model,
+        "checkpoint": args.checkpoint,
+        "reward": f"shapes_classifier factors={FACTORS}",
+        "pairs": args.pairs,
+        "minibatch_pairs": args.minibatch,
+        "train_steps": args.train_steps,
+        "eta": 1.0,
+        "target": {
+            k: {
+                "halves_cosine": round(v["halves_cosine"], 4),
+                "reliability": round(reliability(v["halves_cosine"]), 4),
+                "norm": v["norm"],
+                "images": 24 * args.noises,
+            }
+            for k, v in targets.items()
+        },
+        "cosine": rows,
+        "paired": paired_rows,
+        "clip_range": clip,
+        "wall_s": round(time.perf_counter() - start, 1),
     }
     return emit(result, args.out)
 

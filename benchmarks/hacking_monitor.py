@@ -53,12 +53,28 @@ def keep(record: dict) -> dict:
 def run(name: str, epochs: int) -> dict:
     from learner.run.outputs import read_metrics
 
-    env = dict(os.environ, RAY_USAGE_STATS_ENABLED="0", RAY_AUTH_MODE="disabled", HF_HUB_OFFLINE="1",
-               PYTHONPATH=str(REPO) + os.pathsep + os.environ.get("PYTHONPATH", ""))
+    env = dict(
+        os.environ,
+        RAY_USAGE_STATS_ENABLED="0",
+        RAY_AUTH_MODE="disabled",
+        HF_HUB_OFFLINE="1",
+        PYTHONPATH=str(REPO) + os.pathsep + os.environ.get("PYTHONPATH", ""),
+    )
     with tempfile.TemporaryDirectory() as tmp:
         run_dir = Path(tmp) / "run"
-        cmd = [sys.executable, "-m", "learner.main", "--config", "shapes", "--epochs", str(epochs), "--run-dir", str(run_dir),
-               "output.tensorboard=false", *RUNS[name]]
+        cmd = [
+            sys.executable,
+            "-m",
+            "learner.main",
+            "--config",
+            "shapes",
+            "--epochs",
+            str(epochs),
+            "--run-dir",
+            str(run_dir),
+            "output.tensorboard=false",
+            *RUNS[name],
+        ]
         t0 = time.perf_counter()
         res = subprocess.run(cmd, cwd=REPO, env=env, capture_output=True, text=True)
         if res.returncode != 0:
@@ -66,8 +82,15 @@ def run(name: str, epochs: int) -> dict:
         initial = json.loads((run_dir / "eval" / "initial.json").read_text())
         history = read_metrics(run_dir)
     warnings = [ln for ln in res.stdout.splitlines() if ln.startswith("warning: possible reward hacking")]
-    return {"overrides": RUNS[name], "epochs": epochs, "wall_s": round(time.perf_counter() - t0, 1), "warnings": warnings,
-            "hacking_alerts": history[-1]["hacking_alerts"], "initial": keep(initial), "history": [keep(r) for r in history]}
+    return {
+        "overrides": RUNS[name],
+        "epochs": epochs,
+        "wall_s": round(time.perf_counter() - t0, 1),
+        "warnings": warnings,
+        "hacking_alerts": history[-1]["hacking_alerts"],
+        "initial": keep(initial),
+        "history": [keep(r) for r in history],
+    }
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -75,18 +98,30 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--epochs", type=int, default=24, help="epochs of each run (the default job's 24)")
     p.add_argument("--out", default=str(OUT))
     args = p.parse_args(argv)
-    result = {"benchmark": "hacking_monitor", "design": "benchmarks/hacking_monitor.py docstring",
-              "machine": f"{os.cpu_count()}-core CPU, {platform.machine()}", "runs": {}}
+    result = {
+        "benchmark": "hacking_monitor",
+        "design": "benchmarks/hacking_monitor.py docstring",
+        "machine": f"{os.cpu_count()}-core CPU, {platform.machine()}",
+        "runs": {},
+    }
     for name in RUNS:
-        print(f"{name}: the default job{' with ' + ' '.join(RUNS[name]) if RUNS[name] else ''}, {args.epochs} epochs ...", flush=True)
+        print(
+            f"{name}: the default job{' with ' + ' '.join(RUNS[name]) if RUNS[name] else ''}, {args.epochs} epochs ...",
+            flush=True,
+        )
         r = result["runs"][name] = run(name, args.epochs)
         first, last = r["history"][0], r["history"][-1]
-        print(f"{name}: reward {first['reward_final_mean']:.4f} -> {last['reward_final_mean']:.4f}, "
-              f"hacking_alerts {r['hacking_alerts']}, {r['wall_s']:.0f} s", flush=True)
+        print(
+            f"{name}: reward {first['reward_final_mean']:.4f} -> {last['reward_final_mean']:.4f}, "
+            f"hacking_alerts {r['hacking_alerts']}, {r['wall_s']:.0f} s",
+            flush=True,
+        )
         for line in r["warnings"]:
             print(f"  {line}", flush=True)
     Path(args.out).write_text(json.dumps(result, indent=1) + "\n")
-    summary = {n: {"hacking_alerts": r["hacking_alerts"], "warnings": len(r["warnings"])} for n, r in result["runs"].items()}
+    summary = {
+        n: {"hacking_alerts": r["hacking_alerts"], "warnings": len(r["warnings"])} for n, r in result["runs"].items()
+    }
     return emit({k: v for k, v in result.items() if k != "runs"} | summary, None)  # the per-epoch records: in --out
 
 

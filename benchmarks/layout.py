@@ -54,6 +54,7 @@ def allreduce_s(gpus: int) -> float:
 
 def measured_rates() -> dict[str, float]:
     """Per-GPU pairs/s at T = 50 on an H200, from the committed results."""
+
     def load(name: str) -> dict:
         return json.loads((RESULTS / name).read_text())
 
@@ -88,8 +89,15 @@ def model_epoch(layout: str, gpus: int, rates: dict[str, float]) -> dict[str, fl
         busy, total_gpus = gpus * (rollout_s + update_s), gpus
         comm_s = OPTIMIZER_STEPS * allreduce_s(gpus)
     epoch = rollout_s + update_s + comm_s
-    return {"gpus": total_gpus, "pairs": pairs, "rollout_s": round(rollout_s, 1), "update_s": round(update_s, 1),
-            "comm_s": round(comm_s, 3), "epoch_s": round(epoch, 1), "busy_fraction": round(busy / (total_gpus * epoch), 3)}
+    return {
+        "gpus": total_gpus,
+        "pairs": pairs,
+        "rollout_s": round(rollout_s, 1),
+        "update_s": round(update_s, 1),
+        "comm_s": round(comm_s, 3),
+        "epoch_s": round(epoch, 1),
+        "busy_fraction": round(busy / (total_gpus * epoch), 3),
+    }
 
 
 LAYOUTS = ("reference", "disaggregated", "hybrid_micro2", "hybrid_micro8", "hybrid_compiled_micro8")
@@ -108,18 +116,27 @@ def model_table(gpu_counts: list[int]) -> dict:
 
 def print_table(model: dict) -> None:
     print("modeled epoch at the paper's scale (H200 rates, T = 50, 32 pairs per policy GPU):")
-    print(f"{'policy GPUs':>11}  {'layout':<24} {'GPUs':>5} {'rollout s':>9} {'update s':>9} {'comm s':>7} {'epoch s':>8} {'vs ref':>7} {'busy':>6}")
+    print(
+        f"{'policy GPUs':>11}  {'layout':<24} {'GPUs':>5} {'rollout s':>9} {'update s':>9} {'comm s':>7} {'epoch s':>8} {'vs ref':>7} {'busy':>6}"
+    )
     for g, rows in model["table"].items():
         for name, r in rows.items():
-            print(f"{g:>11}  {name:<24} {r['gpus']:>5} {r['rollout_s']:>9} {r['update_s']:>9} {r['comm_s']:>7} {r['epoch_s']:>8} "
-                  f"{r['vs_reference']:>7} {r['busy_fraction']:>6.1%}")
+            print(
+                f"{g:>11}  {name:<24} {r['gpus']:>5} {r['rollout_s']:>9} {r['update_s']:>9} {r['comm_s']:>7} {r['epoch_s']:>8} "
+                f"{r['vs_reference']:>7} {r['busy_fraction']:>6.1%}"
+            )
 
 
 def cli_run(run_dir: Path, epochs: int, *overrides: str) -> list[dict]:
     from learner.run.outputs import read_metrics
 
-    env = dict(os.environ, RAY_USAGE_STATS_ENABLED="0", RAY_AUTH_MODE="disabled", HF_HUB_OFFLINE="1",
-               PYTHONPATH=str(REPO) + os.pathsep + os.environ.get("PYTHONPATH", ""))
+    env = dict(
+        os.environ,
+        RAY_USAGE_STATS_ENABLED="0",
+        RAY_AUTH_MODE="disabled",
+        HF_HUB_OFFLINE="1",
+        PYTHONPATH=str(REPO) + os.pathsep + os.environ.get("PYTHONPATH", ""),
+    )
     cmd = [sys.executable, "-m", "learner.main", "--epochs", str(epochs), "--run-dir", str(run_dir), *overrides]
     res = subprocess.run(cmd, cwd=REPO, env=env, capture_output=True, text=True)
     if res.returncode != 0:
@@ -127,20 +144,31 @@ def cli_run(run_dir: Path, epochs: int, *overrides: str) -> list[dict]:
     return read_metrics(run_dir)
 
 
-SMALL = ["rollout.pairs_per_epoch=8", "rollout.chunk_size=2", "sampling.num_steps=8", "eval.enabled=false", "output.image_every=1000"]
+SMALL = [
+    "rollout.pairs_per_epoch=8",
+    "rollout.chunk_size=2",
+    "sampling.num_steps=8",
+    "eval.enabled=false",
+    "output.image_every=1000",
+]
 HYBRID = ["layout=hybrid", "rollout.num_actors=0", "learner.num_workers=2", "learner.num_cpus=0.5"]
 
 
 def real_run(epochs: int) -> dict:
     """Hybrid on local Ray vs in-process (same metrics?), and the measured busy fractions."""
     with tempfile.TemporaryDirectory() as tmp:
-        print("running the tiny model: hybrid on Ray, hybrid in-process, disaggregated on Ray ...", file=sys.stderr, flush=True)
+        print(
+            "running the tiny model: hybrid on Ray, hybrid in-process, disaggregated on Ray ...",
+            file=sys.stderr,
+            flush=True,
+        )
         on_ray = cli_run(Path(tmp) / "hybrid-ray", epochs, *SMALL, *HYBRID, "ray.num_cpus=2")
         local = cli_run(Path(tmp) / "hybrid-local", epochs, *SMALL, *HYBRID, "ray.enabled=false")
         disagg = cli_run(Path(tmp) / "disaggregated-ray", epochs, *SMALL, "ray.num_cpus=2")
     worst = max(
         abs(a[k] - b[k]) / max(abs(b[k]), 1e-12)
-        for a, b in zip(on_ray, local) for k in ("reward_1step_mean", "reward_final_mean", "loss", "grad_norm")
+        for a, b in zip(on_ray, local)
+        for k in ("reward_1step_mean", "reward_final_mean", "loss", "grad_norm")
     )
     steady = lambda runs, key: round(statistics.median(m[key] for m in runs[1:]), 4)  # noqa: E731 (epoch 0 has start-up)
     return {
@@ -166,7 +194,8 @@ def main() -> int:
     at4 = model["table"].get(4, {})
     result = {
         "model": model,
-        "goal_at_4_gpus": at4 and {
+        "goal_at_4_gpus": at4
+        and {
             "hybrid_micro8_vs_reference": at4["hybrid_micro8"]["vs_reference"],
             "hybrid_micro8_busy_fraction": at4["hybrid_micro8"]["busy_fraction"],
             "met": at4["hybrid_micro8"]["vs_reference"] <= 0.4 and at4["hybrid_micro8"]["busy_fraction"] >= 0.9,
@@ -175,8 +204,10 @@ def main() -> int:
     if not args.skip_run:
         result["real_run"] = real_run(args.epochs)
         r = result["real_run"]
-        print(f"tiny model on local Ray: hybrid vs in-process max relative difference {r['hybrid_vs_in_process_max_rel_diff']}; "
-              f"busy fraction hybrid {r['busy_fraction_hybrid_ray']:.0%}, disaggregated {r['busy_fraction_disaggregated_ray']:.0%}")
+        print(
+            f"tiny model on local Ray: hybrid vs in-process max relative difference {r['hybrid_vs_in_process_max_rel_diff']}; "
+            f"busy fraction hybrid {r['busy_fraction_hybrid_ray']:.0%}, disaggregated {r['busy_fraction_disaggregated_ray']:.0%}"
+        )
     line = json.dumps(result)
     print(line)
     if args.out:

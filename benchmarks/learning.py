@@ -98,21 +98,59 @@ LR_GRID = (5e-5, 1.5e-4, 5e-4, 1.5e-3)
 REWARD = ["reward.name=shapes_classifier", "reward.options={shapes_classifier: {factors: 'colour,shape,size'}}"]
 CONTROL_REWARD = ["reward.name=jpeg_compressibility", "reward.options={}"]
 COMMON = [  # everything the design fixes, so that a change of the default job (the `shapes` preset) changes nothing here
-    "layout=disaggregated", "rollout.num_actors=2", "learner.num_workers=1", "rollout.chunk_size=8",
-    "model.lora_rank=4", "model.lora_alpha=4.0", "train.stat_buffer_size=32", "train.stat_min_count=16",
-    "learner.num_cpus=0.5", "checkpoint.every=1",
-    "model.pretrained=shapes-turbo", f"sampling.num_steps={TRAIN_STEPS}", "sampling.eta=1.0",
-    f"rollout.pairs_per_epoch={PAIRS_PER_EPOCH}", "prompts.source=shapes_train",
-    "eval.prompts=shapes_heldout", "eval.num_prompts=24", f"eval.samples_per_prompt={EVAL_NOISES}", f"eval.seed={EVAL_SEED}",
-    f"eval.every={EVAL_EVERY}", "ray.enabled=false", "output.tensorboard=false", "output.image_every=1000000",
+    "layout=disaggregated",
+    "rollout.num_actors=2",
+    "learner.num_workers=1",
+    "rollout.chunk_size=8",
+    "model.lora_rank=4",
+    "model.lora_alpha=4.0",
+    "train.stat_buffer_size=32",
+    "train.stat_min_count=16",
+    "learner.num_cpus=0.5",
+    "checkpoint.every=1",
+    "model.pretrained=shapes-turbo",
+    f"sampling.num_steps={TRAIN_STEPS}",
+    "sampling.eta=1.0",
+    f"rollout.pairs_per_epoch={PAIRS_PER_EPOCH}",
+    "prompts.source=shapes_train",
+    "eval.prompts=shapes_heldout",
+    "eval.num_prompts=24",
+    f"eval.samples_per_prompt={EVAL_NOISES}",
+    f"eval.seed={EVAL_SEED}",
+    f"eval.every={EVAL_EVERY}",
+    "ray.enabled=false",
+    "output.tensorboard=false",
+    "output.image_every=1000000",
 ]
 ARMS: dict[str, list[str]] = {
-    "sdpo": ["algorithm=sdpo", "train.clip_range=1e-2", "train.skip_last_step=true",
-             "train.batch_size=2", "train.gradient_accumulation_steps=32", "train.micro_batch_size=64"],
-    "ddpo": ["algorithm=ddpo", "train.schedule=trajectory", "sampling.reward_queries=final", "train.clip_range=1e-4",
-             "train.skip_last_step=false", "train.batch_size=2", "train.gradient_accumulation_steps=16", "train.micro_batch_size=32"],
-    "ddpo_stepwise": ["algorithm=ddpo", "train.schedule=step_shuffled", "sampling.reward_queries=final", "train.clip_range=1e-4",
-                      "train.skip_last_step=false", "train.batch_size=2", "train.gradient_accumulation_steps=32", "train.micro_batch_size=64"],
+    "sdpo": [
+        "algorithm=sdpo",
+        "train.clip_range=1e-2",
+        "train.skip_last_step=true",
+        "train.batch_size=2",
+        "train.gradient_accumulation_steps=32",
+        "train.micro_batch_size=64",
+    ],
+    "ddpo": [
+        "algorithm=ddpo",
+        "train.schedule=trajectory",
+        "sampling.reward_queries=final",
+        "train.clip_range=1e-4",
+        "train.skip_last_step=false",
+        "train.batch_size=2",
+        "train.gradient_accumulation_steps=16",
+        "train.micro_batch_size=32",
+    ],
+    "ddpo_stepwise": [
+        "algorithm=ddpo",
+        "train.schedule=step_shuffled",
+        "sampling.reward_queries=final",
+        "train.clip_range=1e-4",
+        "train.skip_last_step=false",
+        "train.batch_size=2",
+        "train.gradient_accumulation_steps=32",
+        "train.micro_batch_size=64",
+    ],
 }
 QUERIES_PER_IMAGE = {"sdpo": 3, "ddpo": 1, "ddpo_stepwise": 1}
 KEEP = ("epoch", "reward_final_mean", "reward_1step_mean", "reward_queries", "loss", "approx_kl", "grad_norm")
@@ -143,20 +181,43 @@ def run(phase: str, arm: str, lr: float, seed: int, runs_dir: Path = RUNS, keep:
         return out
     from learner.run.outputs import read_metrics
 
-    env = dict(os.environ, RAY_USAGE_STATS_ENABLED="0", RAY_AUTH_MODE="disabled", HF_HUB_OFFLINE="1",
-               PYTHONPATH=str(REPO) + os.pathsep + os.environ.get("PYTHONPATH", ""))
+    env = dict(
+        os.environ,
+        RAY_USAGE_STATS_ENABLED="0",
+        RAY_AUTH_MODE="disabled",
+        HF_HUB_OFFLINE="1",
+        PYTHONPATH=str(REPO) + os.pathsep + os.environ.get("PYTHONPATH", ""),
+    )
     with tempfile.TemporaryDirectory() as tmp:
-        cmd = [sys.executable, "-m", "learner.main", "--config", CONFIG, "--epochs", str(run_epochs(phase)),
-               "--run-dir", str(Path(tmp) / "run"), *overrides(phase, arm, lr, seed)]
+        cmd = [
+            sys.executable,
+            "-m",
+            "learner.main",
+            "--config",
+            CONFIG,
+            "--epochs",
+            str(run_epochs(phase)),
+            "--run-dir",
+            str(Path(tmp) / "run"),
+            *overrides(phase, arm, lr, seed),
+        ]
         t0 = time.perf_counter()
         res = subprocess.run(cmd, cwd=REPO, env=env, capture_output=True, text=True)
         if res.returncode != 0:
             raise RuntimeError(f"{' '.join(cmd)} failed:\n{res.stdout[-2000:]}\n{res.stderr[-2000:]}")
         initial = json.loads((Path(tmp) / "run" / "eval" / "initial.json").read_text())
-        record = {"phase": phase, "arm": arm, "learning_rate": lr, "seed": seed, "epochs": run_epochs(phase),
-                  "wall_s": round(time.perf_counter() - t0, 1), "overrides": overrides(phase, arm, lr, seed),
-                  "config": yaml.safe_load((Path(tmp) / "run" / "config.yaml").read_text()),
-                  "initial": initial, "history": compact(read_metrics(Path(tmp) / "run"))}
+        record = {
+            "phase": phase,
+            "arm": arm,
+            "learning_rate": lr,
+            "seed": seed,
+            "epochs": run_epochs(phase),
+            "wall_s": round(time.perf_counter() - t0, 1),
+            "overrides": overrides(phase, arm, lr, seed),
+            "config": yaml.safe_load((Path(tmp) / "run" / "config.yaml").read_text()),
+            "initial": initial,
+            "history": compact(read_metrics(Path(tmp) / "run")),
+        }
         if keep is not None:
             from learner.run.checkpoint import list_checkpoints
 
@@ -176,7 +237,7 @@ def load_runs(runs_dir: Path = RUNS) -> list[dict]:
 
 def training_score(history: list[dict]) -> float:
     """What the sweep selects by: the mean training reward of the final sample over the last quarter of epochs."""
-    tail = history[-max(1, len(history) // 4):]
+    tail = history[-max(1, len(history) // 4) :]
     return statistics.fmean(r["reward_final_mean"] for r in tail)
 
 
@@ -184,7 +245,9 @@ def chosen_rates(runs: list[dict]) -> dict[str, float]:
     """Each arm's learning rate: the sweep run with the best training score (only arms whose whole grid ran)."""
     out = {}
     for arm in ARMS:
-        sweep = {r["learning_rate"]: training_score(r["history"]) for r in runs if r["phase"] == "sweep" and r["arm"] == arm}
+        sweep = {
+            r["learning_rate"]: training_score(r["history"]) for r in runs if r["phase"] == "sweep" and r["arm"] == arm
+        }
         if set(sweep) == set(LR_GRID):
             out[arm] = max(sweep, key=sweep.get)
     return out
@@ -197,42 +260,100 @@ def final_eval(run_record: dict, what: str, k: int) -> float:
 def summarize(values: list[float]) -> dict:
     n = len(values)
     se = statistics.stdev(values) / n**0.5 if n > 1 else float("nan")
-    return {"mean": round(statistics.fmean(values), 4), "std": round(statistics.stdev(values), 4) if n > 1 else None,
-            "se": round(se, 4) if n > 1 else None, "per_seed": [round(v, 4) for v in values]}
+    return {
+        "mean": round(statistics.fmean(values), 4),
+        "std": round(statistics.stdev(values), 4) if n > 1 else None,
+        "se": round(se, 4) if n > 1 else None,
+        "per_seed": [round(v, 4) for v in values],
+    }
 
 
 def report(runs: list[dict], plot_path: Path | None) -> dict:
     """The tables, the decision (when every main run exists) and the figure, from the runs there are."""
     rates = chosen_rates(runs)
-    sweep = {arm: {f"{r['learning_rate']:g}": round(training_score(r["history"]), 4) for r in runs
-                   if r["phase"] == "sweep" and r["arm"] == arm} for arm in ARMS}
-    main = {arm: sorted((r for r in runs if r["phase"] == "main" and r["arm"] == arm and r["learning_rate"] == rates.get(arm)),
-                        key=lambda r: r["seed"]) for arm in ARMS}
+    sweep = {
+        arm: {
+            f"{r['learning_rate']:g}": round(training_score(r["history"]), 4)
+            for r in runs
+            if r["phase"] == "sweep" and r["arm"] == arm
+        }
+        for arm in ARMS
+    }
+    main = {
+        arm: sorted(
+            (r for r in runs if r["phase"] == "main" and r["arm"] == arm and r["learning_rate"] == rates.get(arm)),
+            key=lambda r: r["seed"],
+        )
+        for arm in ARMS
+    }
     planned = [run_name("sweep", a, lr, SWEEP_SEED) for a in ARMS for lr in LR_GRID]
-    planned += [run_name(p, a, rates[a], s) for a in ARMS if a in rates for p, seeds in (("main", SEEDS), ("control", CONTROL_SEEDS)) for s in seeds]
+    planned += [
+        run_name(p, a, rates[a], s)
+        for a in ARMS
+        if a in rates
+        for p, seeds in (("main", SEEDS), ("control", CONTROL_SEEDS))
+        for s in seeds
+    ]
     have = {run_name(r["phase"], r["arm"], r["learning_rate"], r["seed"]) for r in runs}
-    out = {"benchmark": "learning (shapes task, few-step student)", "design": "benchmarks/learning.py docstring",
-           "machine": f"{os.cpu_count()}-core CPU, {platform.machine()}", "chosen_learning_rate": rates, "sweep_training_reward": sweep,
-           "missing_runs": [n for n in planned if n not in have] + (["main and control runs (the sweep is not complete)"] if len(rates) < len(ARMS) else []),
-           "wall_s_of_runs": round(sum(r["wall_s"] for r in runs), 1)}
-    shapes_runs = [r for r in runs if r["phase"] != "control"]  # the control's initial policy is scored by its own reward
+    out = {
+        "benchmark": "learning (shapes task, few-step student)",
+        "design": "benchmarks/learning.py docstring",
+        "machine": f"{os.cpu_count()}-core CPU, {platform.machine()}",
+        "chosen_learning_rate": rates,
+        "sweep_training_reward": sweep,
+        "missing_runs": [n for n in planned if n not in have]
+        + (["main and control runs (the sweep is not complete)"] if len(rates) < len(ARMS) else []),
+        "wall_s_of_runs": round(sum(r["wall_s"] for r in runs), 1),
+    }
+    shapes_runs = [
+        r for r in runs if r["phase"] != "control"
+    ]  # the control's initial policy is scored by its own reward
     if shapes_runs:
-        out["initial"] = {f"{w}_{k}step": round(shapes_runs[0]["initial"][f"eval_{w}_{k}step_mean"], 4) for w in ("reward", "fidelity") for k in STEPS}
-    out["final"] = {arm: {f"{w}_{k}step": summarize([final_eval(r, w, k) for r in rs]) for w in ("reward", "fidelity") for k in STEPS}
-                    for arm, rs in main.items() if rs}
+        out["initial"] = {
+            f"{w}_{k}step": round(shapes_runs[0]["initial"][f"eval_{w}_{k}step_mean"], 4)
+            for w in ("reward", "fidelity")
+            for k in STEPS
+        }
+    out["final"] = {
+        arm: {
+            f"{w}_{k}step": summarize([final_eval(r, w, k) for r in rs]) for w in ("reward", "fidelity") for k in STEPS
+        }
+        for arm, rs in main.items()
+        if rs
+    }
     common = sorted(set.intersection(*({r["seed"] for r in rs} for rs in main.values()))) if all(main.values()) else []
     if len(common) >= 2:
-        per = {arm: {k: [final_eval(r, "reward", k) for r in rs if r["seed"] in common] for k in STEPS} for arm, rs in main.items()}
+        per = {
+            arm: {k: [final_eval(r, "reward", k) for r in rs if r["seed"] in common] for k in STEPS}
+            for arm, rs in main.items()
+        }
         initial = {k: out["initial"][f"reward_{k}step"] for k in STEPS}
         out["paired_seeds"] = common
         out["decision"] = decide(per["sdpo"], per["ddpo"], per["ddpo_stepwise"], initial)
-        out["paired_fidelity"] = {k: {"sdpo_minus_ddpo": paired(*[[final_eval(r, "fidelity", k) for r in main[a] if r["seed"] in common]
-                                                                    for a in ("sdpo", "ddpo")]).as_dict()} for k in STEPS}
+        out["paired_fidelity"] = {
+            k: {
+                "sdpo_minus_ddpo": paired(
+                    *[[final_eval(r, "fidelity", k) for r in main[a] if r["seed"] in common] for a in ("sdpo", "ddpo")]
+                ).as_dict()
+            }
+            for k in STEPS
+        }
         if common != list(SEEDS):
             out["decision"]["verdict"] += f" (on seeds {common} of {list(SEEDS)}: provisional)"
-    control = {arm: [r for r in runs if r["phase"] == "control" and r["arm"] == arm and r["learning_rate"] == rates.get(arm)] for arm in ARMS}
-    out["control"] = {arm: {f"reward_{k}step_gain": summarize([final_eval(r, "reward", k) - r["initial"][f"eval_reward_{k}step_mean"] for r in rs])
-                            for k in STEPS} for arm, rs in control.items() if rs}
+    control = {
+        arm: [r for r in runs if r["phase"] == "control" and r["arm"] == arm and r["learning_rate"] == rates.get(arm)]
+        for arm in ARMS
+    }
+    out["control"] = {
+        arm: {
+            f"reward_{k}step_gain": summarize(
+                [final_eval(r, "reward", k) - r["initial"][f"eval_reward_{k}step_mean"] for r in rs]
+            )
+            for k in STEPS
+        }
+        for arm, rs in control.items()
+        if rs
+    }
     if plot_path is not None and any(main.values()):
         plot(main, shapes_runs[0]["initial"], plot_path)
     return out
@@ -244,7 +365,9 @@ def plot(main: dict[str, list[dict]], initial: dict, path: Path) -> None:
 
     fig = Figure(figsize=(14, 6.5), layout="constrained")
     axes = fig.subplots(2, len(STEPS), squeeze=False)
-    for row, (what, label) in enumerate((("reward", "held-out learned reward"), ("fidelity", "held-out pixel fidelity"))):
+    for row, (what, label) in enumerate(
+        (("reward", "held-out learned reward"), ("fidelity", "held-out pixel fidelity"))
+    ):
         for ax, k in zip(axes[row], STEPS):
             key = f"eval_{what}_{k}step_mean"
             for arm, runs in main.items():
@@ -265,11 +388,34 @@ def plot(main: dict[str, list[dict]], initial: dict, path: Path) -> None:
 
 def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(prog="python -m benchmarks.learning", description=__doc__.split("\n\n")[0])
-    p.add_argument("--phase", choices=("sweep", "main", "control", "all"), default="all", help="which runs to run (existing ones are skipped)")
-    p.add_argument("--jobs", type=int, default=1, help="runs at a time (each one single-threaded process; at most the CPU cores)")
-    p.add_argument("--seeds", type=int, nargs="+", default=list(SEEDS), help="main-phase seeds to run now (the report always wants all of SEEDS)")
-    p.add_argument("--arms", nargs="+", choices=list(ARMS), default=list(ARMS), help="arms to run now (e.g. to split the runs between processes)")
-    p.add_argument("--keep", type=Path, help="copy each run's last checkpoint here (for benchmarks.gradient_alignment --checkpoint)")
+    p.add_argument(
+        "--phase",
+        choices=("sweep", "main", "control", "all"),
+        default="all",
+        help="which runs to run (existing ones are skipped)",
+    )
+    p.add_argument(
+        "--jobs", type=int, default=1, help="runs at a time (each one single-threaded process; at most the CPU cores)"
+    )
+    p.add_argument(
+        "--seeds",
+        type=int,
+        nargs="+",
+        default=list(SEEDS),
+        help="main-phase seeds to run now (the report always wants all of SEEDS)",
+    )
+    p.add_argument(
+        "--arms",
+        nargs="+",
+        choices=list(ARMS),
+        default=list(ARMS),
+        help="arms to run now (e.g. to split the runs between processes)",
+    )
+    p.add_argument(
+        "--keep",
+        type=Path,
+        help="copy each run's last checkpoint here (for benchmarks.gradient_alignment --checkpoint)",
+    )
     p.add_argument("--report", action="store_true", help="only write the report from the runs there are")
     p.add_argument("--out", default=str(RESULTS / "learning_shapes.json"))
     p.add_argument("--plot", default=str(RESULTS / "learning_shapes.png"))
@@ -278,14 +424,29 @@ def main(argv: list[str] | None = None) -> int:
     if not args.report:
         with ThreadPoolExecutor(args.jobs) as jobs:
             if args.phase in ("sweep", "all"):
-                list(jobs.map(lambda job: run("sweep", job[0], job[1], SWEEP_SEED), [(a, lr) for a in args.arms for lr in LR_GRID]))
+                list(
+                    jobs.map(
+                        lambda job: run("sweep", job[0], job[1], SWEEP_SEED),
+                        [(a, lr) for a in args.arms for lr in LR_GRID],
+                    )
+                )
             rates = chosen_rates(load_runs())
             if args.phase in ("main", "all", "control") and not set(args.arms) <= set(rates):
                 raise SystemExit("error: the sweep is not complete; run --phase sweep first")
             if args.phase in ("main", "all"):  # seed by seed across the arms, so a partial replication stays paired
-                list(jobs.map(lambda job: run("main", job[1], rates[job[1]], job[0], keep=args.keep), [(s, a) for s in args.seeds for a in args.arms]))
+                list(
+                    jobs.map(
+                        lambda job: run("main", job[1], rates[job[1]], job[0], keep=args.keep),
+                        [(s, a) for s in args.seeds for a in args.arms],
+                    )
+                )
             if args.phase in ("control", "all"):
-                list(jobs.map(lambda job: run("control", job[1], rates[job[1]], job[0]), [(s, a) for s in CONTROL_SEEDS for a in args.arms]))
+                list(
+                    jobs.map(
+                        lambda job: run("control", job[1], rates[job[1]], job[0]),
+                        [(s, a) for s in CONTROL_SEEDS for a in args.arms],
+                    )
+                )
     result = report(load_runs(), Path(args.plot)) | {"report_wall_s": round(time.perf_counter() - start, 1)}
     Path(args.out).write_text(json.dumps(result, indent=1) + "\n")
     print(json.dumps(result))

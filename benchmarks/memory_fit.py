@@ -41,7 +41,9 @@ class Setting:
     t5: bool = True  # SD3 with its T5 encoder (the other families: always True)
 
 
-def combine(rollout: dict[tuple[bool, int], Phase], update: dict[tuple[bool, int, bool], Phase]) -> dict[Setting, Phase]:
+def combine(
+    rollout: dict[tuple[bool, int], Phase], update: dict[tuple[bool, int, bool], Phase]
+) -> dict[Setting, Phase]:
     """Every setting of measured phases: rollout keyed (t5, chunk), update keyed (t5, micro, checkpointing)."""
     out = {}
     for (t5, chunk), r in rollout.items():
@@ -84,7 +86,9 @@ def _cost(baseline: Setting, setting: Setting, phase: Phase) -> tuple:
     return (setting.t5 != baseline.t5, secs, changed)
 
 
-def advise(settings: dict[Setting, Phase], baseline: Setting, card_gib: float, capacities: dict[str, float] = CAPACITIES_GIB) -> dict[str, dict]:
+def advise(
+    settings: dict[Setting, Phase], baseline: Setting, card_gib: float, capacities: dict[str, float] = CAPACITIES_GIB
+) -> dict[str, dict]:
     """Per capacity: whether the baseline fits, else the cheapest measured setting that does (its
     overrides, peak and slowdown against the baseline), or why none is known."""
     base = settings.get(baseline, Phase(None, None))

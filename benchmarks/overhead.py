@@ -45,8 +45,13 @@ def run_once(run_dir: Path, ray_enabled: bool, actors: int, args) -> list[dict]:
     ]
     if ray_enabled:
         overrides.append(f"ray.num_cpus={os.cpu_count()}")
-    env = dict(os.environ, RAY_USAGE_STATS_ENABLED="0", RAY_AUTH_MODE="disabled", HF_HUB_OFFLINE="1",
-               PYTHONPATH=str(REPO) + os.pathsep + os.environ.get("PYTHONPATH", ""))
+    env = dict(
+        os.environ,
+        RAY_USAGE_STATS_ENABLED="0",
+        RAY_AUTH_MODE="disabled",
+        HF_HUB_OFFLINE="1",
+        PYTHONPATH=str(REPO) + os.pathsep + os.environ.get("PYTHONPATH", ""),
+    )
     cmd = [sys.executable, "-m", "learner.main", "--epochs", str(args.epochs), "--run-dir", str(run_dir), *overrides]
     res = subprocess.run(cmd, cwd=REPO, env=env, capture_output=True, text=True)
     if res.returncode != 0:
@@ -95,8 +100,11 @@ def main() -> int:
                 "ray_over_in_process": round(ray_["time_epoch_s"] / local["time_epoch_s"], 3),
                 "identical_metrics": same,
             }
-            print(f"  epoch time: in-process {local['time_epoch_s']:.3f} s, Ray {ray_['time_epoch_s']:.3f} s, "
-                  f"ratio {row['ray_over_in_process']}, identical metrics: {same}", flush=True)
+            print(
+                f"  epoch time: in-process {local['time_epoch_s']:.3f} s, Ray {ray_['time_epoch_s']:.3f} s, "
+                f"ratio {row['ray_over_in_process']}, identical metrics: {same}",
+                flush=True,
+            )
             rows.append(row)
     import ray
 
@@ -104,8 +112,12 @@ def main() -> int:
         "benchmark": "overhead",
         "machine": f"{os.cpu_count()}-core CPU, {platform.machine()}",
         "ray": ray.__version__,
-        "epochs": args.epochs, "pairs": args.pairs, "steps": args.steps, "chunk_size": args.chunk,
-        "repeats": args.repeats, "timed_epochs_per_mode": args.repeats * (args.epochs - 1),
+        "epochs": args.epochs,
+        "pairs": args.pairs,
+        "steps": args.steps,
+        "chunk_size": args.chunk,
+        "repeats": args.repeats,
+        "timed_epochs_per_mode": args.repeats * (args.epochs - 1),
         "rows": rows,
     }
     return emit(result, args.out)

@@ -52,7 +52,10 @@ DTYPES = {"float32": torch.float32, "float16": torch.float16, "bfloat16": torch.
 
 # The denoiser's published parameter count, and where it is published.
 PUBLISHED_DENOISER_PARAMS = {
-    "sd": (865.9e6, "SD 2.1 UNet: 865,910,724 parameters (diffusers' UNet2DConditionModel of stabilityai/stable-diffusion-2-1)"),
+    "sd": (
+        865.9e6,
+        "SD 2.1 UNet: 865,910,724 parameters (diffusers' UNet2DConditionModel of stabilityai/stable-diffusion-2-1)",
+    ),
     "sdxl": (2.6e9, "SDXL UNet: 2.6B (Podell et al. 2023, SDXL paper, Table 1: 2.6B UNet parameters)"),
     "sd3": (8.1e9, "SD3.5 Large: 8.1B (Stability AI's model card and release post)"),
     "flux": (11.9e9, "FLUX.1 [schnell] transformer: 12B in the model card; 11.9B in diffusers' FluxTransformer2DModel"),
@@ -81,11 +84,21 @@ class Shrink:
 
 
 # ---------------------------------------------------------------------------------- text encoders
-def _clip(s: Shrink, vocab: int, tokenizer, hidden: int, inter: int, layers: int, heads: int, act: str, projection: int) -> dict:
+def _clip(
+    s: Shrink, vocab: int, tokenizer, hidden: int, inter: int, layers: int, heads: int, act: str, projection: int
+) -> dict:
     return dict(
-        vocab_size=vocab, hidden_size=s.width(hidden), intermediate_size=s.width(inter), num_hidden_layers=s.count(layers),
-        num_attention_heads=s.count(heads), hidden_act=act, projection_dim=s.width(projection), max_position_embeddings=77,
-        bos_token_id=tokenizer.bos_token_id, eos_token_id=tokenizer.eos_token_id, pad_token_id=tokenizer.pad_token_id,
+        vocab_size=vocab,
+        hidden_size=s.width(hidden),
+        intermediate_size=s.width(inter),
+        num_hidden_layers=s.count(layers),
+        num_attention_heads=s.count(heads),
+        hidden_act=act,
+        projection_dim=s.width(projection),
+        max_position_embeddings=77,
+        bos_token_id=tokenizer.bos_token_id,
+        eos_token_id=tokenizer.eos_token_id,
+        pad_token_id=tokenizer.pad_token_id,
     )
 
 
@@ -107,9 +120,19 @@ def clip_vit_bigg(s: Shrink, tok) -> dict:
 def t5_xxl(s: Shrink, tok) -> dict:
     """google/t5-v1_1-xxl's encoder (SD3 text_encoder_3, FLUX text_encoder_2)."""
     return dict(
-        vocab_size=s.vocab(32128, tok), d_model=s.width(4096), d_kv=s.width(64, 8), d_ff=s.width(10240), num_layers=s.count(24),
-        num_heads=s.count(64), relative_attention_num_buckets=32, relative_attention_max_distance=128,
-        feed_forward_proj="gated-gelu", layer_norm_epsilon=1e-6, tie_word_embeddings=False, pad_token_id=0, eos_token_id=1,
+        vocab_size=s.vocab(32128, tok),
+        d_model=s.width(4096),
+        d_kv=s.width(64, 8),
+        d_ff=s.width(10240),
+        num_layers=s.count(24),
+        num_heads=s.count(64),
+        relative_attention_num_buckets=32,
+        relative_attention_max_distance=128,
+        feed_forward_proj="gated-gelu",
+        layer_norm_epsilon=1e-6,
+        tie_word_embeddings=False,
+        pad_token_id=0,
+        eos_token_id=1,
     )
 
 
@@ -124,10 +147,19 @@ def qwen3_4b(s: Shrink, tok) -> dict:
     """Qwen/Qwen3-4B (FLUX.2-klein-4B's text encoder); at least 28 layers: the pipeline reads layers 9, 18, 27."""
     heads = s.count(32)
     return dict(
-        vocab_size=s.vocab(151936, tok), hidden_size=s.width(2560), intermediate_size=s.width(9728), num_hidden_layers=s.count(36, 28),
-        num_attention_heads=heads, num_key_value_heads=_kv_heads(heads, 32, 8), head_dim=s.width(128, 8), max_position_embeddings=40960,
-        rope_theta=1_000_000.0, rms_norm_eps=1e-6, tie_word_embeddings=True,
-        pad_token_id=tok.pad_token_id, eos_token_id=tok.convert_tokens_to_ids("<|im_end|>"),
+        vocab_size=s.vocab(151936, tok),
+        hidden_size=s.width(2560),
+        intermediate_size=s.width(9728),
+        num_hidden_layers=s.count(36, 28),
+        num_attention_heads=heads,
+        num_key_value_heads=_kv_heads(heads, 32, 8),
+        head_dim=s.width(128, 8),
+        max_position_embeddings=40960,
+        rope_theta=1_000_000.0,
+        rms_norm_eps=1e-6,
+        tie_word_embeddings=True,
+        pad_token_id=tok.pad_token_id,
+        eos_token_id=tok.convert_tokens_to_ids("<|im_end|>"),
     )
 
 
@@ -135,10 +167,23 @@ def gemma2_2b(s: Shrink, tok) -> dict:
     """google/gemma-2-2b-it (SANA-Sprint's text encoder)."""
     heads, head_dim = s.count(8), s.width(256, 8)
     return dict(
-        vocab_size=s.vocab(256000, tok), hidden_size=s.width(2304), intermediate_size=s.width(9216), num_hidden_layers=s.count(26),
-        num_attention_heads=heads, num_key_value_heads=_kv_heads(heads, 8, 4), head_dim=head_dim, max_position_embeddings=8192,
-        query_pre_attn_scalar=head_dim, sliding_window=4096, final_logit_softcapping=30.0, attn_logit_softcapping=50.0,
-        hidden_activation="gelu_pytorch_tanh", rms_norm_eps=1e-6, pad_token_id=0, eos_token_id=1, bos_token_id=2,
+        vocab_size=s.vocab(256000, tok),
+        hidden_size=s.width(2304),
+        intermediate_size=s.width(9216),
+        num_hidden_layers=s.count(26),
+        num_attention_heads=heads,
+        num_key_value_heads=_kv_heads(heads, 8, 4),
+        head_dim=head_dim,
+        max_position_embeddings=8192,
+        query_pre_attn_scalar=head_dim,
+        sliding_window=4096,
+        final_logit_softcapping=30.0,
+        attn_logit_softcapping=50.0,
+        hidden_activation="gelu_pytorch_tanh",
+        rms_norm_eps=1e-6,
+        pad_token_id=0,
+        eos_token_id=1,
+        bos_token_id=2,
     )
 
 
@@ -146,18 +191,30 @@ def gemma2_2b(s: Shrink, tok) -> dict:
 def _kl_vae(s: Shrink, **extra) -> dict:
     """The SD-family AutoencoderKL (SD, SDXL, SD3, FLUX share its layout)."""
     return dict(
-        in_channels=3, out_channels=3, block_out_channels=tuple(s.width(c) for c in (128, 256, 512, 512)),
-        down_block_types=("DownEncoderBlock2D",) * 4, up_block_types=("UpDecoderBlock2D",) * 4, layers_per_block=s.count(2),
-        norm_num_groups=32, **extra,
+        in_channels=3,
+        out_channels=3,
+        block_out_channels=tuple(s.width(c) for c in (128, 256, 512, 512)),
+        down_block_types=("DownEncoderBlock2D",) * 4,
+        up_block_types=("UpDecoderBlock2D",) * 4,
+        layers_per_block=s.count(2),
+        norm_num_groups=32,
+        **extra,
     )
 
 
 def flux2_vae(s: Shrink) -> dict:
     """black-forest-labs/FLUX.2 VAE (AutoencoderKLFlux2; diffusers' defaults are its config)."""
     return dict(
-        in_channels=3, out_channels=3, down_block_types=("DownEncoderBlock2D",) * 4, up_block_types=("UpDecoderBlock2D",) * 4,
-        block_out_channels=tuple(s.width(c) for c in (128, 256, 512, 512)), layers_per_block=s.count(2), latent_channels=32,
-        norm_num_groups=32, sample_size=1024, patch_size=(2, 2),
+        in_channels=3,
+        out_channels=3,
+        down_block_types=("DownEncoderBlock2D",) * 4,
+        up_block_types=("UpDecoderBlock2D",) * 4,
+        block_out_channels=tuple(s.width(c) for c in (128, 256, 512, 512)),
+        layers_per_block=s.count(2),
+        latent_channels=32,
+        norm_num_groups=32,
+        sample_size=1024,
+        patch_size=(2, 2),
     )
 
 
@@ -167,70 +224,136 @@ def dc_ae_f32c32(s: Shrink) -> dict:
     widths = tuple(s.width(c) for c in (128, 256, 512, 512, 1024, 1024))
     multiscales = ((), (), (), (5,), (5,), (5,))
     return dict(
-        in_channels=3, latent_channels=32, attention_head_dim=32, encoder_block_types=blocks, decoder_block_types=blocks,
-        encoder_block_out_channels=widths, decoder_block_out_channels=widths,
+        in_channels=3,
+        latent_channels=32,
+        attention_head_dim=32,
+        encoder_block_types=blocks,
+        decoder_block_types=blocks,
+        encoder_block_out_channels=widths,
+        decoder_block_out_channels=widths,
         encoder_layers_per_block=tuple(s.count(n) for n in (2, 2, 2, 3, 3, 3)),
         decoder_layers_per_block=tuple(s.count(n) for n in (3, 3, 3, 3, 3, 3)),
-        encoder_qkv_multiscales=multiscales, decoder_qkv_multiscales=multiscales, upsample_block_type="interpolate",
-        downsample_block_type="Conv", decoder_norm_types="rms_norm", decoder_act_fns="silu", scaling_factor=0.41407,
+        encoder_qkv_multiscales=multiscales,
+        decoder_qkv_multiscales=multiscales,
+        upsample_block_type="interpolate",
+        downsample_block_type="Conv",
+        decoder_norm_types="rms_norm",
+        decoder_act_fns="silu",
+        scaling_factor=0.41407,
     )
 
 
 # ---------------------------------------------------------------------------------- denoisers
 def sd2_unet(s: Shrink, text_width: int) -> dict:
     return dict(
-        sample_size=64, in_channels=4, out_channels=4, block_out_channels=tuple(s.width(c) for c in (320, 640, 1280, 1280)),
-        down_block_types=("CrossAttnDownBlock2D",) * 3 + ("DownBlock2D",), up_block_types=("UpBlock2D",) + ("CrossAttnUpBlock2D",) * 3,
-        layers_per_block=s.count(2), attention_head_dim=tuple(s.count(h) for h in (5, 10, 20, 20)),  # heads per block (SD 2's naming)
-        cross_attention_dim=text_width, use_linear_projection=True, norm_num_groups=32,
+        sample_size=64,
+        in_channels=4,
+        out_channels=4,
+        block_out_channels=tuple(s.width(c) for c in (320, 640, 1280, 1280)),
+        down_block_types=("CrossAttnDownBlock2D",) * 3 + ("DownBlock2D",),
+        up_block_types=("UpBlock2D",) + ("CrossAttnUpBlock2D",) * 3,
+        layers_per_block=s.count(2),
+        attention_head_dim=tuple(s.count(h) for h in (5, 10, 20, 20)),  # heads per block (SD 2's naming)
+        cross_attention_dim=text_width,
+        use_linear_projection=True,
+        norm_num_groups=32,
     )
 
 
 def sdxl_unet(s: Shrink, text_width: int, pooled_width: int) -> dict:
     time_dim = s.width(256, 8)
     return dict(
-        sample_size=128, in_channels=4, out_channels=4, block_out_channels=tuple(s.width(c) for c in (320, 640, 1280)),
+        sample_size=128,
+        in_channels=4,
+        out_channels=4,
+        block_out_channels=tuple(s.width(c) for c in (320, 640, 1280)),
         down_block_types=("DownBlock2D", "CrossAttnDownBlock2D", "CrossAttnDownBlock2D"),
-        up_block_types=("CrossAttnUpBlock2D", "CrossAttnUpBlock2D", "UpBlock2D"), layers_per_block=s.count(2),
-        attention_head_dim=tuple(s.count(h) for h in (5, 10, 20)), transformer_layers_per_block=tuple(s.count(n) for n in (1, 2, 10)),
+        up_block_types=("CrossAttnUpBlock2D", "CrossAttnUpBlock2D", "UpBlock2D"),
+        layers_per_block=s.count(2),
+        attention_head_dim=tuple(s.count(h) for h in (5, 10, 20)),
+        transformer_layers_per_block=tuple(s.count(n) for n in (1, 2, 10)),
         cross_attention_dim=text_width,  # both encoders' penultimate hidden states, concatenated: 768 + 1280
-        use_linear_projection=True, norm_num_groups=32, addition_embed_type="text_time", addition_time_embed_dim=time_dim,
-        addition_embed_type_num_heads=64, projection_class_embeddings_input_dim=6 * time_dim + pooled_width,  # 6 x 256 + 1280 = 2816
+        use_linear_projection=True,
+        norm_num_groups=32,
+        addition_embed_type="text_time",
+        addition_time_embed_dim=time_dim,
+        addition_embed_type_num_heads=64,
+        projection_class_embeddings_input_dim=6 * time_dim + pooled_width,  # 6 x 256 + 1280 = 2816
     )
 
 
 def sd35_large_transformer(s: Shrink, context_width: int, pooled_width: int) -> dict:
     heads = s.count(38)
     return dict(
-        sample_size=128, patch_size=2, in_channels=16, out_channels=16, num_layers=s.count(38), attention_head_dim=64,
-        num_attention_heads=heads, caption_projection_dim=heads * 64, joint_attention_dim=context_width,
-        pooled_projection_dim=pooled_width, pos_embed_max_size=s.count(192, 16), qk_norm="rms_norm", dual_attention_layers=(),
+        sample_size=128,
+        patch_size=2,
+        in_channels=16,
+        out_channels=16,
+        num_layers=s.count(38),
+        attention_head_dim=64,
+        num_attention_heads=heads,
+        caption_projection_dim=heads * 64,
+        joint_attention_dim=context_width,
+        pooled_projection_dim=pooled_width,
+        pos_embed_max_size=s.count(192, 16),
+        qk_norm="rms_norm",
+        dual_attention_layers=(),
     )
 
 
 def flux1_transformer(s: Shrink, context_width: int, pooled_width: int) -> dict:
     return dict(
-        patch_size=1, in_channels=64, num_layers=s.count(19), num_single_layers=s.count(38), attention_head_dim=128,
-        num_attention_heads=s.count(24), joint_attention_dim=context_width, pooled_projection_dim=pooled_width,
-        guidance_embeds=False, axes_dims_rope=(16, 56, 56),
+        patch_size=1,
+        in_channels=64,
+        num_layers=s.count(19),
+        num_single_layers=s.count(38),
+        attention_head_dim=128,
+        num_attention_heads=s.count(24),
+        joint_attention_dim=context_width,
+        pooled_projection_dim=pooled_width,
+        guidance_embeds=False,
+        axes_dims_rope=(16, 56, 56),
     )
 
 
 def flux2_klein_transformer(s: Shrink, context_width: int) -> dict:
     return dict(
-        patch_size=1, in_channels=128, num_layers=s.count(5), num_single_layers=s.count(20), attention_head_dim=128,
-        num_attention_heads=s.count(24), joint_attention_dim=context_width, timestep_guidance_channels=256, mlp_ratio=3.0,
-        axes_dims_rope=(32, 32, 32, 32), rope_theta=2000, eps=1e-6, guidance_embeds=False,
+        patch_size=1,
+        in_channels=128,
+        num_layers=s.count(5),
+        num_single_layers=s.count(20),
+        attention_head_dim=128,
+        num_attention_heads=s.count(24),
+        joint_attention_dim=context_width,
+        timestep_guidance_channels=256,
+        mlp_ratio=3.0,
+        axes_dims_rope=(32, 32, 32, 32),
+        rope_theta=2000,
+        eps=1e-6,
+        guidance_embeds=False,
     )
 
 
 def sana_1600m_transformer(s: Shrink, caption_width: int) -> dict:
     heads = s.count(70)
     return dict(
-        in_channels=32, out_channels=32, num_attention_heads=heads, attention_head_dim=32, num_layers=s.count(20),
-        num_cross_attention_heads=s.count(20), cross_attention_head_dim=112, cross_attention_dim=heads * 32,
-        caption_channels=caption_width, mlp_ratio=2.5, sample_size=32, patch_size=1, norm_elementwise_affine=False,
-        norm_eps=1e-6, qk_norm="rms_norm_across_heads", guidance_embeds=True, guidance_embeds_scale=0.1,
+        in_channels=32,
+        out_channels=32,
+        num_attention_heads=heads,
+        attention_head_dim=32,
+        num_layers=s.count(20),
+        num_cross_attention_heads=s.count(20),
+        cross_attention_head_dim=112,
+        cross_attention_dim=heads * 32,
+        caption_channels=caption_width,
+        mlp_ratio=2.5,
+        sample_size=32,
+        patch_size=1,
+        norm_elementwise_affine=False,
+        norm_eps=1e-6,
+        qk_norm="rms_norm_across_heads",
+        guidance_embeds=True,
+        guidance_embeds_scale=0.1,
     )
 
 
@@ -284,15 +407,30 @@ def configs(family: str, scale: float = 1.0, tok: dict | None = None, t5: bool =
             out["text_encoder"] = ("CLIPTextModel", text)
     elif family == "sdxl":
         out["unet"] = ("UNet2DConditionModel", sdxl_unet(s, s.width(768) + s.width(1280), s.width(1280)))
-        out["vae"] = ("AutoencoderKL", _kl_vae(s, latent_channels=4, sample_size=1024, scaling_factor=0.13025, force_upcast=True))
+        out["vae"] = (
+            "AutoencoderKL",
+            _kl_vae(s, latent_channels=4, sample_size=1024, scaling_factor=0.13025, force_upcast=True),
+        )
         if tok:
             out["text_encoder"] = ("CLIPTextModel", clip_vit_l(s, tok["tokenizer"]))
             out["text_encoder_2"] = ("CLIPTextModelWithProjection", clip_vit_bigg(s, tok["tokenizer_2"]))
     elif family == "sd3":
-        out["transformer"] = ("SD3Transformer2DModel", sd35_large_transformer(s, s.width(4096), s.width(768) + s.width(1280)))
-        out["vae"] = ("AutoencoderKL", _kl_vae(
-            s, latent_channels=16, sample_size=1024, scaling_factor=1.5305, shift_factor=0.0609, use_quant_conv=False, use_post_quant_conv=False,
-        ))
+        out["transformer"] = (
+            "SD3Transformer2DModel",
+            sd35_large_transformer(s, s.width(4096), s.width(768) + s.width(1280)),
+        )
+        out["vae"] = (
+            "AutoencoderKL",
+            _kl_vae(
+                s,
+                latent_channels=16,
+                sample_size=1024,
+                scaling_factor=1.5305,
+                shift_factor=0.0609,
+                use_quant_conv=False,
+                use_post_quant_conv=False,
+            ),
+        )
         if tok:
             out["text_encoder"] = ("CLIPTextModelWithProjection", clip_vit_l(s, tok["tokenizer"]))
             out["text_encoder_2"] = ("CLIPTextModelWithProjection", clip_vit_bigg(s, tok["tokenizer_2"]))
@@ -300,9 +438,18 @@ def configs(family: str, scale: float = 1.0, tok: dict | None = None, t5: bool =
                 out["text_encoder_3"] = ("T5EncoderModel", t5_xxl(s, tok["tokenizer_3"]))
     elif family == "flux":
         out["transformer"] = ("FluxTransformer2DModel", flux1_transformer(s, s.width(4096), s.width(768)))
-        out["vae"] = ("AutoencoderKL", _kl_vae(
-            s, latent_channels=16, sample_size=1024, scaling_factor=0.3611, shift_factor=0.1159, use_quant_conv=False, use_post_quant_conv=False,
-        ))
+        out["vae"] = (
+            "AutoencoderKL",
+            _kl_vae(
+                s,
+                latent_channels=16,
+                sample_size=1024,
+                scaling_factor=0.3611,
+                shift_factor=0.1159,
+                use_quant_conv=False,
+                use_post_quant_conv=False,
+            ),
+        )
         if tok:
             out["text_encoder"] = ("CLIPTextModel", clip_vit_l(s, tok["tokenizer"]))
             out["text_encoder_2"] = ("T5EncoderModel", t5_xxl(s, tok["tokenizer_2"]))
@@ -326,25 +473,46 @@ def _scheduler(family: str):
 
     if family == "sd":  # SD-Turbo's betas; the family builds its DDIM policy scheduler from this config
         return diffusers.DDIMScheduler(
-            beta_schedule="scaled_linear", beta_start=0.00085, beta_end=0.012, timestep_spacing="trailing",
-            clip_sample=False, set_alpha_to_one=False, steps_offset=1,
+            beta_schedule="scaled_linear",
+            beta_start=0.00085,
+            beta_end=0.012,
+            timestep_spacing="trailing",
+            clip_sample=False,
+            set_alpha_to_one=False,
+            steps_offset=1,
         )
     if family == "sdxl":  # SDXL-Turbo's
         return diffusers.EulerAncestralDiscreteScheduler(
-            num_train_timesteps=1000, beta_start=0.00085, beta_end=0.012, beta_schedule="scaled_linear",
-            prediction_type="epsilon", timestep_spacing="trailing", steps_offset=1,
+            num_train_timesteps=1000,
+            beta_start=0.00085,
+            beta_end=0.012,
+            beta_schedule="scaled_linear",
+            prediction_type="epsilon",
+            timestep_spacing="trailing",
+            steps_offset=1,
         )
     if family == "sd3":
         return diffusers.FlowMatchEulerDiscreteScheduler(num_train_timesteps=1000, shift=3.0)
     if family == "flux":  # schnell: a fixed shift of 1
         return diffusers.FlowMatchEulerDiscreteScheduler(
-            num_train_timesteps=1000, shift=1.0, use_dynamic_shifting=False, base_shift=0.5, max_shift=1.15,
-            base_image_seq_len=256, max_image_seq_len=4096,
+            num_train_timesteps=1000,
+            shift=1.0,
+            use_dynamic_shifting=False,
+            base_shift=0.5,
+            max_shift=1.15,
+            base_image_seq_len=256,
+            max_image_seq_len=4096,
         )
     if family == "flux2_klein":
         return diffusers.FlowMatchEulerDiscreteScheduler(
-            num_train_timesteps=1000, shift=3.0, use_dynamic_shifting=True, time_shift_type="exponential",
-            base_shift=0.5, max_shift=1.15, base_image_seq_len=256, max_image_seq_len=4096,
+            num_train_timesteps=1000,
+            shift=3.0,
+            use_dynamic_shifting=True,
+            time_shift_type="exponential",
+            base_shift=0.5,
+            max_shift=1.15,
+            base_image_seq_len=256,
+            max_image_seq_len=4096,
         )
     return diffusers.SCMScheduler()  # sana_sprint
 
@@ -371,8 +539,15 @@ def _built_on(device: str | torch.device, dtype: torch.dtype):
         torch.set_default_dtype(previous)
 
 
-def build(family: str, scale: float = 1.0, *, device: str | torch.device = "cpu", dtype: torch.dtype = torch.float32,
-          t5: bool = True, seed: int = 0):
+def build(
+    family: str,
+    scale: float = 1.0,
+    *,
+    device: str | torch.device = "cpu",
+    dtype: torch.dtype = torch.float32,
+    t5: bool = True,
+    seed: int = 0,
+):
     """The family's diffusers pipeline with random weights, in memory, built on `device` in `dtype`.
     `t5=False` (sd3 only) builds SD3 without its T5 encoder (text_encoder_3 = None)."""
     import diffusers
@@ -388,12 +563,16 @@ def build(family: str, scale: float = 1.0, *, device: str | torch.device = "cpu"
     with _built_on(device, dtype):
         for name, (cls, kwargs) in configs(family, scale, tok, t5).items():
             module = _model(cls, kwargs).eval()
-            if any(p.dtype != dtype for p in module.parameters()):  # buffers keep the dtype they were made in, as from_pretrained leaves them
+            if any(
+                p.dtype != dtype for p in module.parameters()
+            ):  # buffers keep the dtype they were made in, as from_pretrained leaves them
                 module.to(dtype)
             parts[name] = module
     if family == "sd3" and not t5:
         parts["text_encoder_3"] = None
-    extra = {"safety_checker": None, "feature_extractor": None, "requires_safety_checker": False} if family == "sd" else {}
+    extra = (
+        {"safety_checker": None, "feature_extractor": None, "requires_safety_checker": False} if family == "sd" else {}
+    )
     if family == "flux2_klein":
         extra = {"is_distilled": True}  # FLUX.2-klein-4B is step-distilled (model_index.json)
     pipeline = getattr(diffusers, POLICIES[family].pipeline_class)
@@ -433,13 +612,20 @@ def build_sd_turbo_sized(directory: str | Path, dtype: torch.dtype = torch.float
 
 def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(prog="python -m benchmarks.real_size", description=__doc__.split("\n\n")[0])
-    p.add_argument("--family", choices=FAMILIES, action="append", help="family to build or count (repeatable; --count: default all)")
+    p.add_argument(
+        "--family",
+        choices=FAMILIES,
+        action="append",
+        help="family to build or count (repeatable; --count: default all)",
+    )
     p.add_argument("--out", help="save the built pipeline here (save_pretrained): load it with model.pretrained=DIR")
     p.add_argument("--scale", type=float, default=1.0, help="width and depth factor (1 = the real size)")
     p.add_argument("--dtype", choices=DTYPES, default="float32")
     p.add_argument("--device", default="cpu", help="build on this device (cuda for the real sizes)")
     p.add_argument("--no-t5", action="store_true", help="sd3: without the T5 encoder")
-    p.add_argument("--count", action="store_true", help="print parameter counts (meta device, nothing allocated) as JSON and exit")
+    p.add_argument(
+        "--count", action="store_true", help="print parameter counts (meta device, nothing allocated) as JSON and exit"
+    )
     args = p.parse_args(argv)
     if not 0 < args.scale <= 1:
         p.error("--scale must be in (0, 1]")
@@ -448,12 +634,19 @@ def main(argv: list[str] | None = None) -> int:
         for fam in args.family or FAMILIES:
             counts = param_counts(fam, args.scale, t5=not args.no_t5)
             published, source = PUBLISHED_DENOISER_PARAMS[fam]
-            out[fam] = {"params": counts, "denoiser": counts[denoiser_name(fam)], "published_denoiser": published, "source": source}
+            out[fam] = {
+                "params": counts,
+                "denoiser": counts[denoiser_name(fam)],
+                "published_denoiser": published,
+                "source": source,
+            }
         print(json.dumps(out))
         return 0
     if not args.family or len(args.family) != 1 or not args.out:
         p.error("building needs one --family and --out")
-    path = build_saved(args.family[0], args.out, args.scale, device=args.device, dtype=DTYPES[args.dtype], t5=not args.no_t5)
+    path = build_saved(
+        args.family[0], args.out, args.scale, device=args.device, dtype=DTYPES[args.dtype], t5=not args.no_t5
+    )
     print(json.dumps({"family": args.family[0], "scale": args.scale, "dtype": args.dtype, "path": str(path)}))
     return 0
 

@@ -56,8 +56,10 @@ def attribution(probs: np.ndarray, columns: list[int]) -> dict[str, float]:
     diffs = probs[:, 0, columns] - probs[:, 1, columns]  # (N, F)
     d = diffs.mean(axis=1)
     var = d.var()
-    return {NAMES[c]: float(np.mean((diffs[:, i] - diffs[:, i].mean()) * (d - d.mean())) / (len(columns) * var))
-            for i, c in enumerate(columns)}
+    return {
+        NAMES[c]: float(np.mean((diffs[:, i] - diffs[:, i].mean()) * (d - d.mean())) / (len(columns) * var))
+        for i, c in enumerate(columns)
+    }
 
 
 def changed(caption: str, factor: str, rng: np.random.Generator) -> str:
@@ -85,10 +87,14 @@ def main(argv: list[str] | None = None) -> int:
     with torch.no_grad():
         for lo in range(0, args.pairs, 64):
             ps = prompts[lo : lo + 64]
-            pairs = sample_pairs(pipe, ps, [pair_generator(SEED, 0, lo + i) for i in range(len(ps))], args.train_steps, 1.0)
+            pairs = sample_pairs(
+                pipe, ps, [pair_generator(SEED, 0, lo + i) for i in range(len(ps))], args.train_steps, 1.0
+            )
             images = final_queries(pipe, pairs.latents)[2][:, :, 0]  # (B, 2, H, W, 3)
             flat = images.reshape(-1, *images.shape[2:])
-            pr = net.factor_probabilities(classifier, net.to_pixels(flat), net.targets([q for q in ps for _ in range(2)]))
+            pr = net.factor_probabilities(
+                classifier, net.to_pixels(flat), net.targets([q for q in ps for _ in range(2)])
+            )
             probs.append(pr.view(len(ps), 2, 4).double().numpy())
     probs = np.concatenate(probs)
     shares = {"four_factors": attribution(probs, [0, 1, 2, 3]), "colour_shape_size": attribution(probs, [0, 1, 2])}
@@ -102,22 +108,37 @@ def main(argv: list[str] | None = None) -> int:
         b = decode_to_uint8(pipe, sample_deterministic(pipe, other, gens(), args.train_steps))
         hits_a, hits_b = factor_table(a, prompts)[:, f_index], factor_table(b, other)[:, f_index]
         responds = float(np.mean(hits_a * hits_b))
-        control[factor] = {"responds": round(responds, 4), "follows": round(float(np.mean(np.concatenate([hits_a, hits_b]))), 4),
-                           "chance": round(CHANCE[factor], 4)}
-        print(f"control {factor}: both images show their caption's value {responds:.3f}; "
-              f"stated value shown {control[factor]['follows']:.3f} (chance {CHANCE[factor]:.3f})", flush=True)
+        control[factor] = {
+            "responds": round(responds, 4),
+            "follows": round(float(np.mean(np.concatenate([hits_a, hits_b]))), 4),
+            "chance": round(CHANCE[factor], 4),
+        }
+        print(
+            f"control {factor}: both images show their caption's value {responds:.3f}; "
+            f"stated value shown {control[factor]['follows']:.3f} (chance {CHANCE[factor]:.3f})",
+            flush=True,
+        )
 
-    print(f"\n{'factor':<10}{'mean |d_f|':>12}{'share (4)':>12}{'share (3)':>12}{'responds':>10}{'follows':>10}{'chance':>8}")
+    print(
+        f"\n{'factor':<10}{'mean |d_f|':>12}{'share (4)':>12}{'share (3)':>12}{'responds':>10}{'follows':>10}{'chance':>8}"
+    )
     for name in NAMES:
-        print(f"{name:<10}{differ[name]:>12.4f}{shares['four_factors'][name]:>12.3f}"
-              f"{shares['colour_shape_size'].get(name, float('nan')):>12.3f}{control[name]['responds']:>10.3f}"
-              f"{control[name]['follows']:>10.3f}{control[name]['chance']:>8.3f}")
+        print(
+            f"{name:<10}{differ[name]:>12.4f}{shares['four_factors'][name]:>12.3f}"
+            f"{shares['colour_shape_size'].get(name, float('nan')):>12.3f}{control[name]['responds']:>10.3f}"
+            f"{control[name]['follows']:>10.3f}{control[name]['chance']:>8.3f}"
+        )
     result = {
-        "benchmark": "reward_factors", "machine": f"{os.cpu_count()}-core CPU, {platform.machine()}",
-        "model": args.model, "pairs": args.pairs, "train_steps": args.train_steps, "eta": 1.0,
+        "benchmark": "reward_factors",
+        "machine": f"{os.cpu_count()}-core CPU, {platform.machine()}",
+        "model": args.model,
+        "pairs": args.pairs,
+        "train_steps": args.train_steps,
+        "eta": 1.0,
         "mean_abs_within_pair_difference": {k: round(v, 4) for k, v in differ.items()},
         "variance_share": {r: {k: round(v, 4) for k, v in s.items()} for r, s in shares.items()},
-        "control": control, "wall_s": round(time.perf_counter() - start, 1),
+        "control": control,
+        "wall_s": round(time.perf_counter() - start, 1),
     }
     return emit(result, args.out)
 

@@ -15,9 +15,36 @@ from typing import NamedTuple
 
 # two-sided 95 % quantiles of Student's t (0.975 quantile) for 1..30 degrees of freedom; beyond: normal
 T975 = (
-    12.706, 4.303, 3.182, 2.776, 2.571, 2.447, 2.365, 2.306, 2.262, 2.228,
-    2.201, 2.179, 2.160, 2.145, 2.131, 2.120, 2.110, 2.101, 2.093, 2.086,
-    2.080, 2.074, 2.069, 2.064, 2.060, 2.056, 2.052, 2.048, 2.045, 2.042,
+    12.706,
+    4.303,
+    3.182,
+    2.776,
+    2.571,
+    2.447,
+    2.365,
+    2.306,
+    2.262,
+    2.228,
+    2.201,
+    2.179,
+    2.160,
+    2.145,
+    2.131,
+    2.120,
+    2.110,
+    2.101,
+    2.093,
+    2.086,
+    2.080,
+    2.074,
+    2.069,
+    2.064,
+    2.060,
+    2.056,
+    2.052,
+    2.048,
+    2.045,
+    2.042,
 )
 
 
@@ -36,7 +63,9 @@ class Paired(NamedTuple):
     high: float
 
     def as_dict(self, digits: int = 4) -> dict:
-        return {k: (round(v, digits) if isinstance(v, float) and math.isfinite(v) else v) for k, v in self._asdict().items()}
+        return {
+            k: (round(v, digits) if isinstance(v, float) and math.isfinite(v) else v) for k, v in self._asdict().items()
+        }
 
 
 def paired(a: list[float], b: list[float]) -> Paired:
@@ -58,8 +87,12 @@ def paired(a: list[float], b: list[float]) -> Paired:
 CONFIRM_T = 2.8
 
 
-def decide(sdpo: dict[int, list[float]], ddpo: dict[int, list[float]], ddpo_stepwise: dict[int, list[float]],
-           initial: dict[int, float]) -> dict:
+def decide(
+    sdpo: dict[int, list[float]],
+    ddpo: dict[int, list[float]],
+    ddpo_stepwise: dict[int, list[float]],
+    initial: dict[int, float],
+) -> dict:
     """The replication's decision, from the final held-out metric per step count k and seed:
     `sdpo[k]`, `ddpo[k]` (ddpo-pytorch's schedule), `ddpo_stepwise[k]` (SDPO's schedule) are per-seed
     values in the same seed order; `initial[k]` the initial policy's value.
@@ -82,13 +115,19 @@ def decide(sdpo: dict[int, list[float]], ddpo: dict[int, list[float]], ddpo_step
             refuted.append(k)
         if wins[0] and not wins[1]:
             schedule_only.append(k)
-        per_k[k] = {"sdpo_gain": round(gain, 4), "sdpo_minus_ddpo": vs_ddpo.as_dict(), "sdpo_minus_ddpo_stepwise": vs_same.as_dict()}
+        per_k[k] = {
+            "sdpo_gain": round(gain, 4),
+            "sdpo_minus_ddpo": vs_ddpo.as_dict(),
+            "sdpo_minus_ddpo_stepwise": vs_same.as_dict(),
+        }
     if beats_all:
         verdict = "confirmed: SDPO beats both DDPO arms at every step count"
     elif refuted:
         verdict = f"refuted at k = {', '.join(map(str, refuted))}: SDPO's edge over DDPO on its own schedule is below half its gain"
     elif schedule_only:
-        verdict = f"schedule: at k = {', '.join(map(str, schedule_only))} SDPO beats only DDPO on ddpo-pytorch's schedule"
+        verdict = (
+            f"schedule: at k = {', '.join(map(str, schedule_only))} SDPO beats only DDPO on ddpo-pytorch's schedule"
+        )
     else:
         verdict = "not resolvable at this budget"
     return {"verdict": verdict, "refuted_at": refuted, "schedule_only_at": schedule_only, "per_step_count": per_k}

@@ -35,7 +35,9 @@ def main() -> int:
 
     p = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     p.add_argument("--config", default="shapes", help="preset or YAML file (its model, sampling and prompts)")
-    p.add_argument("--trajectories", type=int, default=6, help="trajectories (one of each sampled pair), one per prompt")
+    p.add_argument(
+        "--trajectories", type=int, default=6, help="trajectories (one of each sampled pair), one per prompt"
+    )
     p.add_argument("--out", help="also write the JSON here")
     p.add_argument("overrides", nargs="*", metavar="KEY=VALUE", help="config overrides, e.g. sampling.num_steps=4")
     args = p.parse_intermixed_args()
@@ -59,17 +61,37 @@ def main() -> int:
         norms = []
         for k in range(n):  # trajectory 0 of pair k
             x, x_next = traj.latents[k : k + 1, 0, i], traj.latents[k : k + 1, 0, i + 1]
-            lp = score_steps(unet, scheduler, x, x_next, torch.full((1,), i), traj.timesteps, embeds[k : k + 1], cfg.sampling.eta).log_prob
+            lp = score_steps(
+                unet, scheduler, x, x_next, torch.full((1,), i), traj.timesteps, embeds[k : k + 1], cfg.sampling.eta
+            ).log_prob
             grads = torch.autograd.grad(lp.sum(), params)
             norms.append(float(torch.sqrt(sum((g.float() ** 2).sum() for g in grads))))
-        steps.append({"step": i, "timestep": int(traj.timesteps[i]), "sigma": round(sigmas[i], 4),
-                      "grad_norm_median": statistics.median(norms), "grad_norm_min": min(norms), "grad_norm_max": max(norms)})
+        steps.append(
+            {
+                "step": i,
+                "timestep": int(traj.timesteps[i]),
+                "sigma": round(sigmas[i], 4),
+                "grad_norm_median": statistics.median(norms),
+                "grad_norm_min": min(norms),
+                "grad_norm_max": max(norms),
+            }
+        )
         s = steps[-1]
-        print(f"step {i} (t = {s['timestep']}): sigma {s['sigma']:.3f}  |grad log pi| median {s['grad_norm_median']:.3g} "
-              f"(min {s['grad_norm_min']:.3g}, max {s['grad_norm_max']:.3g})", flush=True)
+        print(
+            f"step {i} (t = {s['timestep']}): sigma {s['sigma']:.3f}  |grad log pi| median {s['grad_norm_median']:.3g} "
+            f"(min {s['grad_norm_min']:.3g}, max {s['grad_norm_max']:.3g})",
+            flush=True,
+        )
     others = statistics.median(s["grad_norm_median"] for s in steps[:-1])
-    result = {"benchmark": "step_gradients", "config": args.config, "T": T, "eta": cfg.sampling.eta, "trajectories": n, "steps": steps,
-              "last_over_median_other": steps[-1]["grad_norm_median"] / others}
+    result = {
+        "benchmark": "step_gradients",
+        "config": args.config,
+        "T": T,
+        "eta": cfg.sampling.eta,
+        "trajectories": n,
+        "steps": steps,
+        "last_over_median_other": steps[-1]["grad_norm_median"] / others,
+    }
     return emit(result, args.out)
 
 

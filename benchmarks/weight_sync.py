@@ -61,8 +61,15 @@ def measure_rank(rank: int, actor_counts: list[int], repeats: int, tiny_cache: s
     model = ModelConfig(lora_rank=rank, lora_alpha=float(rank), tiny_cache_dir=tiny_cache)
     sampling = SamplingConfig(num_steps=4)
     n_max = max(actor_counts)
-    learner = ray.remote(LearnerWorker).options(num_cpus=0.1).remote(model=model, sampling=sampling, train=TrainConfig(), seed=0)
-    rollouts = [ray.remote(RolloutWorker).options(num_cpus=0.1).remote(model=model, sampling=sampling, seed=0) for _ in range(n_max)]
+    learner = (
+        ray.remote(LearnerWorker)
+        .options(num_cpus=0.1)
+        .remote(model=model, sampling=sampling, train=TrainConfig(), seed=0)
+    )
+    rollouts = [
+        ray.remote(RolloutWorker).options(num_cpus=0.1).remote(model=model, sampling=sampling, seed=0)
+        for _ in range(n_max)
+    ]
     sinks = [ray.remote(Sink).options(num_cpus=0.1).remote() for _ in range(n_max)]
     ray.get([a.identity.remote() for a in [learner, *rollouts]])  # all pipelines loaded
     weights = ray.get(learner.get_weights.remote())
@@ -81,18 +88,28 @@ def measure_rank(rank: int, actor_counts: list[int], repeats: int, tiny_cache: s
 
         raw = median_ms(raw_put_get, repeats)
 
-        def put_and_load(actors=actors):  # publish without the learner fetch: the same transfer as raw, plus the peft load
+        def put_and_load(
+            actors=actors,
+        ):  # publish without the learner fetch: the same transfer as raw, plus the peft load
             ref = ray.put(weights)
             ray.get([a.set_weights.remote(ref) for a in actors])
 
         put_load = median_ms(put_and_load, repeats)
         row = {
-            "lora_rank": rank, "lora_mb": round(nbytes / 1e6, 4), "actors": n,
-            "publish_ms": publish, "learner_fetch_ms": fetch, "put_and_load_ms": put_load, "raw_put_get_ms": raw,
+            "lora_rank": rank,
+            "lora_mb": round(nbytes / 1e6, 4),
+            "actors": n,
+            "publish_ms": publish,
+            "learner_fetch_ms": fetch,
+            "put_and_load_ms": put_load,
+            "raw_put_get_ms": raw,
             "publish_over_raw": round(publish / raw, 2),
         }
-        print(f"  N={n}: publish {publish:.2f} ms (learner fetch {fetch:.2f} ms; put + load {put_load:.2f} ms), "
-              f"raw put/get {raw:.2f} ms, ratio {row['publish_over_raw']}", flush=True)
+        print(
+            f"  N={n}: publish {publish:.2f} ms (learner fetch {fetch:.2f} ms; put + load {put_load:.2f} ms), "
+            f"raw put/get {raw:.2f} ms, ratio {row['publish_over_raw']}",
+            flush=True,
+        )
         rows.append(row)
     for a in [learner, *rollouts, *sinks]:
         ray.kill(a)

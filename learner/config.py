@@ -28,25 +28,38 @@ _NUMBER = re.compile(r"[-+]?(\d+\.?\d*|\.\d+)([eE][-+]?\d+)")
 class TrainConfig(Section):
     learning_rate: float = Field(1e-4, gt=0, description="AdamW learning rate.")
     peak_tflops: float | None = Field(
-        None, gt=0, le=1_000_000, description="Peak TFLOP/s of one device, for the mfu_rollout / mfu_update metrics; None: "
-        "the dense 16-bit peak of a known GPU when the model computes in float16/bfloat16, else MFU is not reported."
+        None,
+        gt=0,
+        le=1_000_000,
+        description="Peak TFLOP/s of one device, for the mfu_rollout / mfu_update metrics; None: "
+        "the dense 16-bit peak of a known GPU when the model computes in float16/bfloat16, else MFU is not reported.",
     )
     adam_beta1: float = Field(0.9, ge=0, lt=1, description="AdamW beta1.")
     adam_beta2: float = Field(0.999, ge=0, lt=1, description="AdamW beta2.")
     adam_weight_decay: float = Field(1e-4, ge=0, description="AdamW weight decay.")
     adam_epsilon: float = Field(1e-8, gt=0, description="AdamW epsilon.")
     batch_size: int = Field(
-        2, ge=1, le=65536, description="Pairs per minibatch, as the reference counts it: each rank's optimizer step averages "
-        "batch_size x gradient_accumulation_steps (pair, step) samples."
+        2,
+        ge=1,
+        le=65536,
+        description="Pairs per minibatch, as the reference counts it: each rank's optimizer step averages "
+        "batch_size x gradient_accumulation_steps (pair, step) samples.",
     )
-    gradient_accumulation_steps: int = Field(8, ge=1, le=1_000_000, description="Minibatches per optimizer step (per rank).")
+    gradient_accumulation_steps: int = Field(
+        8, ge=1, le=1_000_000, description="Minibatches per optimizer step (per rank)."
+    )
     micro_batch_size: int | None = Field(
-        None, ge=1, le=65536, description="Pairs in one backward pass (None = batch_size). Changes speed, not the math: the same "
-        "samples share each optimizer step. Must divide batch_size x gradient_accumulation_steps."
+        None,
+        ge=1,
+        le=65536,
+        description="Pairs in one backward pass (None = batch_size). Changes speed, not the math: the same "
+        "samples share each optimizer step. Must divide batch_size x gradient_accumulation_steps.",
     )
     max_grad_norm: float = Field(1.0, gt=0, description="Gradient-norm clip.")
     max_nonfinite_steps: int = Field(
-        3, ge=0, le=1_000_000,
+        3,
+        ge=0,
+        le=1_000_000,
         description="Optimizer steps per update that may be skipped for a non-finite loss or gradient (metric "
         "nonfinite_steps); one more stops the run (exit 1) before anything is checkpointed. Under fp16 the grad "
         "scaler's own skipped steps (overflow while it calibrates its scale) are normal and not counted.",
@@ -54,9 +67,10 @@ class TrainConfig(Section):
     num_inner_epochs: int = Field(1, ge=1, le=1000, description="Passes over each epoch's samples.")
     timestep_fraction: float = Field(1.0, gt=0, le=1, description="Fraction of the T permuted steps trained on.")
     skip_last_step: bool = Field(
-        False, description="Leave the last transition (x_{T-1} -> x_T) out of the update. No reward sees its action: r_last "
+        False,
+        description="Leave the last transition (x_{T-1} -> x_T) out of the update. No reward sees its action: r_last "
         "scores x0_{T-1}, computed before it (SDPO and this DDPO alike), so its loss term is pure noise, and with the "
-        "last step's small sigma a large one. Off (all T steps) as the reference trains; docs/shapes.md measures it."
+        "last step's small sigma a large one. Off (all T steps) as the reference trains; docs/shapes.md measures it.",
     )
     schedule: Literal["auto", "step_shuffled", "trajectory"] = Field(
         "auto",
@@ -66,7 +80,9 @@ class TrainConfig(Section):
         "step_shuffled, DDPO: trajectory); DDPO with step_shuffled is the ablation that gives DDPO SDPO's schedule.",
     )
     clip_range: float = Field(
-        1e-4, ge=0, description="SDPO: new log-probs clamped to old +- this in the clipped loss; DDPO: ratio clipped to 1 +- this (0 = off)."
+        1e-4,
+        ge=0,
+        description="SDPO: new log-probs clamped to old +- this in the clipped loss; DDPO: ratio clipped to 1 +- this (0 = off).",
     )
     adv_clip_max: float = Field(5.0, gt=0, description="Advantages clipped to [-adv_clip_max, adv_clip_max].")
     lam: float = Field(0.99, gt=0, le=1, description="Temporal weight base: w_j = lam**j / log_scale.")
@@ -75,8 +91,12 @@ class TrainConfig(Section):
     per_step_stat_tracking: bool = Field(
         True, description="Normalize returns per (prompt, step) (DDPO: final rewards per prompt); else over the batch."
     )
-    stat_buffer_size: int = Field(32, ge=1, le=1_000_000, description="FIFO size per (prompt, step) in the stat tracker.")
-    stat_min_count: int = Field(16, ge=1, le=1_000_000, description="Values needed before a (prompt, step) uses its own stats.")
+    stat_buffer_size: int = Field(
+        32, ge=1, le=1_000_000, description="FIFO size per (prompt, step) in the stat tracker."
+    )
+    stat_min_count: int = Field(
+        16, ge=1, le=1_000_000, description="Values needed before a (prompt, step) uses its own stats."
+    )
     mixed_precision: Literal["auto", "no", "fp16", "bf16"] = Field(
         "auto", description="accelerate mixed precision; 'auto' = fp16 on GPU, none on CPU."
     )
@@ -99,17 +119,26 @@ class LearnerConfig(Section):
     num_gpus: float = Field(0.0, ge=0, le=4096, description="GPUs for the learner actor.")
     torch_threads: int = Field(1, ge=1, le=1024, description="torch intra-op threads in a CPU learner.")
     num_workers: int = Field(
-        1, ge=1, le=4096, description="Data-parallel learner ranks (torch.distributed: NCCL on GPU, gloo on CPU), each with these "
+        1,
+        ge=1,
+        le=4096,
+        description="Data-parallel learner ranks (torch.distributed: NCCL on GPU, gloo on CPU), each with these "
         "resources; rank r trains shard r of each epoch's pairs. In the hybrid layout each rank also samples its shard. "
-        "With ray.enabled=false one process computes the same N-shard update."
+        "With ray.enabled=false one process computes the same N-shard update.",
     )
     max_restarts: int = Field(
-        3, ge=0, le=1_000_000, description="With more than one rank: times Ray restarts a lost learner rank (a hybrid policy worker, or a learner "
+        3,
+        ge=0,
+        le=1_000_000,
+        description="With more than one rank: times Ray restarts a lost learner rank (a hybrid policy worker, or a learner "
         "worker) in place: the group is formed again, the new rank takes the state of a surviving rank, and the epoch runs again with the "
-        "same seeds. 0, a single rank, or no surviving rank: a lost rank ends the run (exit 1; rerunning resumes from the last checkpoint)."
+        "same seeds. 0, a single rank, or no surviving rank: a lost rank ends the run (exit 1; rerunning resumes from the last checkpoint).",
     )
     restart_timeout_s: float = Field(
-        600.0, gt=0, le=604_800, description="Give up (exit 1) on a lost learner rank that is not back within this time."
+        600.0,
+        gt=0,
+        le=604_800,
+        description="Give up (exit 1) on a lost learner rank that is not back within this time.",
     )
 
 
@@ -118,9 +147,14 @@ class RayConfig(Section):
     address: str | None = Field(
         None, description="Ray address to join; None uses RAY_ADDRESS if set, else starts a local cluster."
     )
-    num_cpus: float | None = Field(None, gt=0, le=1_000_000, description="CPUs of a locally started cluster (None = all).")
+    num_cpus: float | None = Field(
+        None, gt=0, le=1_000_000, description="CPUs of a locally started cluster (None = all)."
+    )
     connect_timeout_s: float = Field(
-        30.0, gt=0, le=3600, description="Give up (exit 1) when the cluster at `address` / RAY_ADDRESS does not answer within this time."
+        30.0,
+        gt=0,
+        le=3600,
+        description="Give up (exit 1) when the cluster at `address` / RAY_ADDRESS does not answer within this time.",
     )
     placement_strategy: Literal["PACK", "SPREAD", "STRICT_PACK", "STRICT_SPREAD"] = Field(
         "PACK",
@@ -128,37 +162,50 @@ class RayConfig(Section):
         "(the colocated single-GPU mode).",
     )
     placement_timeout_s: float = Field(
-        120.0, gt=0, le=604_800, description="Fail with a clear error if the actors' placement group is not placed in this time."
+        120.0,
+        gt=0,
+        le=604_800,
+        description="Fail with a clear error if the actors' placement group is not placed in this time.",
     )
 
 
 class WandbConfig(Section):
-    enabled: bool = Field(False, description="Log to Weights & Biases (needs the optional `wandb` extra): scalars, sample and evaluation grids, the config.")
+    enabled: bool = Field(
+        False,
+        description="Log to Weights & Biases (needs the optional `wandb` extra): scalars, sample and evaluation grids, the config.",
+    )
     project: str = Field("sdpo", min_length=1, description="W&B project.")
     entity: str | None = Field(None, description="W&B entity (user or team); None = your default.")
     name: str | None = Field(None, description="W&B run name; None = the run directory's name.")
     tags: tuple[str, ...] = Field((), description="W&B run tags.")
     mode: Literal["online", "offline", "disabled"] = Field(
-        "online", description="online; offline (written under <run_dir>/wandb, upload later with `wandb sync`); disabled."
+        "online",
+        description="online; offline (written under <run_dir>/wandb, upload later with `wandb sync`); disabled.",
     )
 
 
 class OutputConfig(Section):
     run_dir: str | None = Field(None, description="Run directory; None = runs/<preset>-<timestamp>.")
-    image_every: int = Field(5, ge=1, le=1_000_000, description="Write a PNG grid of samples every this many epochs (and at the end).")
+    image_every: int = Field(
+        5, ge=1, le=1_000_000, description="Write a PNG grid of samples every this many epochs (and at the end)."
+    )
     tensorboard: bool = Field(True, description="Write TensorBoard event files.")
     wandb: WandbConfig = Field(WandbConfig(), description="Optional Weights & Biases logging (off by default).")
     push_to_hub: str | None = Field(
-        None, pattern=r"^([A-Za-z0-9][\w.-]{0,95}/)?[A-Za-z0-9][\w.-]{0,95}$",
+        None,
+        pattern=r"^([A-Za-z0-9][\w.-]{0,95}/)?[A-Za-z0-9][\w.-]{0,95}$",
         description="Hugging Face Hub repo id (user/name) to upload <run_dir>/lora to (weights and model card) when the run "
-        "completes; None = no upload."
+        "completes; None = no upload.",
     )
     hub_private: bool = Field(True, description="With push_to_hub: create the repo as private.")
 
 
 class CheckpointConfig(Section):
     every: int = Field(
-        1, ge=1, le=1_000_000, description="Checkpoint (atomically, into <run_dir>/checkpoints) after every this many epochs, and after the last."
+        1,
+        ge=1,
+        le=1_000_000,
+        description="Checkpoint (atomically, into <run_dir>/checkpoints) after every this many epochs, and after the last.",
     )
     keep: int = Field(3, ge=1, le=1_000_000, description="Keep only the newest this many checkpoints.")
     grace_s: float = Field(
@@ -171,22 +218,42 @@ class CheckpointConfig(Section):
 
 
 class EvalConfig(Section):
-    enabled: bool = Field(True, description="Evaluate on held-out prompts every `every` epochs and after the last epoch.")
-    every: int = Field(5, ge=1, le=1_000_000, description="Evaluate the policy after every this many epochs' updates (and after the last).")
+    enabled: bool = Field(
+        True, description="Evaluate on held-out prompts every `every` epochs and after the last epoch."
+    )
+    every: int = Field(
+        5,
+        ge=1,
+        le=1_000_000,
+        description="Evaluate the policy after every this many epochs' updates (and after the last).",
+    )
     steps: tuple[int, ...] = Field(
-        (1, 2, 4, 8), min_length=1, description="Step counts k of the deterministic (eta = 0) DDIM samples scored at each evaluation."
+        (1, 2, 4, 8),
+        min_length=1,
+        description="Step counts k of the deterministic (eta = 0) DDIM samples scored at each evaluation.",
     )
     prompts: str = Field(
         "heldout_animals",
         description="Held-out prompts: a built-in list ('heldout_animals': 8 animals in no training list) or a text file, one per line.",
     )
-    num_prompts: int = Field(8, ge=1, le=100_000, description="Evaluate on the first this many held-out prompts (all if the source has fewer).")
+    num_prompts: int = Field(
+        8,
+        ge=1,
+        le=100_000,
+        description="Evaluate on the first this many held-out prompts (all if the source has fewer).",
+    )
     samples_per_prompt: int = Field(
-        1, ge=1, le=1024, description="Fixed initial noises per held-out prompt; the metrics average all of them (more: a "
-        "steadier estimate), the grids show the first."
+        1,
+        ge=1,
+        le=1024,
+        description="Fixed initial noises per held-out prompt; the metrics average all of them (more: a "
+        "steadier estimate), the grids show the first.",
     )
     seed: int = Field(
-        1234, ge=0, le=2**63 - 1, description="Seed of the held-out initial noises: the same noise per prompt at every evaluation and step count."
+        1234,
+        ge=0,
+        le=2**63 - 1,
+        description="Seed of the held-out initial noises: the same noise per prompt at every evaluation and step count.",
     )
 
     @model_validator(mode="after")
@@ -196,17 +263,31 @@ class EvalConfig(Section):
         return self
 
 
-MONITOR_STATS = ("brightness", "dark_fraction", "bright_fraction", "saturation", "colourfulness", "edge_density", "diversity")
+MONITOR_STATS = (
+    "brightness",
+    "dark_fraction",
+    "bright_fraction",
+    "saturation",
+    "colourfulness",
+    "edge_density",
+    "diversity",
+)
 DEFAULT_BANDS = {  # absolute, in each statistic's units (docs/monitors.md)
-    "brightness": 0.15, "dark_fraction": 0.2, "bright_fraction": 0.2, "saturation": 0.2,
-    "colourfulness": 0.15, "edge_density": 0.1, "diversity": 0.05,
+    "brightness": 0.15,
+    "dark_fraction": 0.2,
+    "bright_fraction": 0.2,
+    "saturation": 0.2,
+    "colourfulness": 0.15,
+    "edge_density": 0.1,
+    "diversity": 0.05,
 }
 
 
 class MonitorConfig(Section):
     enabled: bool = Field(
-        True, description="Reward-hacking monitors: image statistics of the training and held-out samples each epoch "
-        "(img_*, eval_img_*), monitor_curves.png, and a warning when one leaves its band while the reward rises."
+        True,
+        description="Reward-hacking monitors: image statistics of the training and held-out samples each epoch "
+        "(img_*, eval_img_*), monitor_curves.png, and a warning when one leaves its band while the reward rises.",
     )
     bands: dict[str, float] = Field(
         default_factory=lambda: dict(DEFAULT_BANDS),
@@ -228,7 +309,9 @@ class MonitorConfig(Section):
 
 class Config(Section):
     name: str = Field("sdpo", description="Run name, used in the default run directory.")
-    seed: int = Field(0, ge=0, le=2**63 - 1, description="Seed of all sampling and shuffling (pairs are seeded by epoch and index).")
+    seed: int = Field(
+        0, ge=0, le=2**63 - 1, description="Seed of all sampling and shuffling (pairs are seeded by epoch and index)."
+    )
     epochs: int = Field(100, ge=1, le=1_000_000, description="Training epochs (one rollout + one update each).")
     layout: Literal["disaggregated", "hybrid"] = Field(
         "disaggregated",
@@ -246,7 +329,9 @@ class Config(Section):
     prompts: PromptConfig = Field(default_factory=PromptConfig, description="Training prompts.")
     rollout: RolloutConfig = Field(default_factory=RolloutConfig, description="Rollout actors.")
     reward: RewardConfig = Field(default_factory=RewardConfig, description="Reward model and server pool.")
-    train: TrainConfig = Field(default_factory=TrainConfig, description="Policy update (SDPO, or DDPO with algorithm=ddpo).")
+    train: TrainConfig = Field(
+        default_factory=TrainConfig, description="Policy update (SDPO, or DDPO with algorithm=ddpo)."
+    )
     learner: LearnerConfig = Field(default_factory=LearnerConfig, description="Learner resources.")
     ray: RayConfig = Field(default_factory=RayConfig, description="Ray cluster.")
     output: OutputConfig = Field(default_factory=OutputConfig, description="Run outputs.")
@@ -265,7 +350,10 @@ class Config(Section):
         if algorithm is None:
             return data  # the field's own validation names the bad value
         data = dict(data)
-        for section, key, value in (("train", "schedule", algorithm.schedule), ("sampling", "reward_queries", algorithm.reward_queries)):
+        for section, key, value in (
+            ("train", "schedule", algorithm.schedule),
+            ("sampling", "reward_queries", algorithm.reward_queries),
+        ):
             part = data.get(section, {})
             if isinstance(part, dict) and part.get(key, "auto") == "auto":
                 data[section] = {**part, key: value}
@@ -276,16 +364,22 @@ class Config(Section):
     @model_validator(mode="after")
     def _queries_fit_algorithm(self) -> "Config":
         if self.algorithm == "sdpo" and self.sampling.reward_queries == "final":
-            raise ValueError("sampling.reward_queries: SDPO's dense rewards need the anchor queries ('anchors'); 'final' is DDPO's")
+            raise ValueError(
+                "sampling.reward_queries: SDPO's dense rewards need the anchor queries ('anchors'); 'final' is DDPO's"
+            )
         return self
 
     @model_validator(mode="after")
     def _learner_group_fits(self) -> "Config":
         n, r = self.learner.num_workers, self.rollout
         if self.layout == "hybrid" and r.num_actors:
-            raise ValueError("rollout.num_actors: the hybrid layout samples on its learner.num_workers policy workers; set rollout.num_actors=0")
+            raise ValueError(
+                "rollout.num_actors: the hybrid layout samples on its learner.num_workers policy workers; set rollout.num_actors=0"
+            )
         if self.layout == "disaggregated" and not r.num_actors:
-            raise ValueError("rollout.num_actors: the disaggregated layout needs at least one rollout actor (or use layout=hybrid)")
+            raise ValueError(
+                "rollout.num_actors: the disaggregated layout needs at least one rollout actor (or use layout=hybrid)"
+            )
         if r.pairs_per_epoch % (n * r.chunk_size):
             raise ValueError(
                 f"rollout.pairs_per_epoch ({r.pairs_per_epoch}) must be a multiple of learner.num_workers x rollout.chunk_size "
@@ -311,7 +405,9 @@ class Config(Section):
     def _items_per_step(self) -> int:
         t = self.train
         steps = trainable_steps(self.sampling.num_steps, t.skip_last_step)
-        return items_per_optimizer_step(t.schedule, steps, t.batch_size, t.gradient_accumulation_steps, t.timestep_fraction)
+        return items_per_optimizer_step(
+            t.schedule, steps, t.batch_size, t.gradient_accumulation_steps, t.timestep_fraction
+        )
 
     @property
     def optimizer_steps_per_epoch(self) -> int:
@@ -347,7 +443,9 @@ def parse_override(item: str) -> tuple[str, Any]:
     except yaml.YAMLError:
         value = raw
     except RecursionError:  # the YAML parser recurses once per nesting level
-        raise ConfigError(f"{key}: its value is nested deeper than {MAX_CONFIG_DEPTH} levels; a config value is a small mapping or list") from None
+        raise ConfigError(
+            f"{key}: its value is nested deeper than {MAX_CONFIG_DEPTH} levels; a config value is a small mapping or list"
+        ) from None
     if isinstance(value, str) and _NUMBER.fullmatch(value):
         value = float(value)  # YAML 1.1 reads '5e-5' (no dot) as a string
     return key, value
@@ -367,8 +465,14 @@ def check_config_size(tree: Any, source: str) -> None:
         node, depth = stack.pop()
         nodes += 1
         if nodes > MAX_CONFIG_NODES or depth > MAX_CONFIG_DEPTH:
-            what = f"more than {MAX_CONFIG_NODES} values" if nodes > MAX_CONFIG_NODES else f"nesting deeper than {MAX_CONFIG_DEPTH}"
-            raise ConfigError(f"{source}: {what} (YAML aliases count once per use); a config is a small mapping of keys")
+            what = (
+                f"more than {MAX_CONFIG_NODES} values"
+                if nodes > MAX_CONFIG_NODES
+                else f"nesting deeper than {MAX_CONFIG_DEPTH}"
+            )
+            raise ConfigError(
+                f"{source}: {what} (YAML aliases count once per use); a config is a small mapping of keys"
+            )
         if isinstance(node, dict):
             stack.extend((v, depth + 1) for kv in node.items() for v in kv)
         elif isinstance(node, list):
@@ -378,7 +482,9 @@ def check_config_size(tree: Any, source: str) -> None:
 def read_yaml(path: str | Path) -> dict[str, Any]:
     """Read a config file, or a preset by name (e.g. 'tiny')."""
     p = Path(path)
-    if not p.is_file() and (PRESET_DIR / f"{path}.yaml").exists():  # a folder named like a preset (./shapes) is not a config
+    if (
+        not p.is_file() and (PRESET_DIR / f"{path}.yaml").exists()
+    ):  # a folder named like a preset (./shapes) is not a config
         p = PRESET_DIR / f"{path}.yaml"
     if not p.is_file():
         presets = ", ".join(sorted(x.stem for x in PRESET_DIR.glob("*.yaml")))
@@ -390,7 +496,9 @@ def read_yaml(path: str | Path) -> dict[str, Any]:
     try:
         data = yaml.safe_load(text)
     except RecursionError:
-        raise ConfigError(f"config file '{path}': nesting deeper than {MAX_CONFIG_DEPTH}; a config is a small mapping of keys") from None
+        raise ConfigError(
+            f"config file '{path}': nesting deeper than {MAX_CONFIG_DEPTH}; a config is a small mapping of keys"
+        ) from None
     except yaml.YAMLError as err:
         mark = getattr(err, "problem_mark", None)
         where = f" at line {mark.line + 1}" if mark else ""

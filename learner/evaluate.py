@@ -49,7 +49,9 @@ def change_table(initial, trained) -> dict[str, float]:
     """eval_{reward,fidelity}_{k}step_change and _change_sem for two EvalResults of the same images' noises."""
     out = {}
     for qi, k in enumerate(trained.steps):
-        out[f"eval_reward_{k}step_change"], out[f"eval_reward_{k}step_change_sem"] = paired_change(initial.rewards[qi], trained.rewards[qi])
+        out[f"eval_reward_{k}step_change"], out[f"eval_reward_{k}step_change_sem"] = paired_change(
+            initial.rewards[qi], trained.rewards[qi]
+        )
         if trained.fidelity is not None:
             mean, sem = paired_change(initial.fidelity[qi], trained.fidelity[qi])
             out[f"eval_fidelity_{k}step_change"], out[f"eval_fidelity_{k}step_change_sem"] = mean, sem
@@ -61,8 +63,12 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     p.add_argument("run_dir", help="the run directory (its checkpoints/ and eval/)")
     p.add_argument("--checkpoint", help="a checkpoint directory (default: the run's newest valid one)")
     p.add_argument("--device", choices=("cpu", "cuda"), help="where to sample and score (default: cuda when available)")
-    p.add_argument("--out", help="where to write the report and grid (default: RUN_DIR/eval; e.g. for a read-only run dir)")
-    p.add_argument("overrides", nargs="*", metavar="KEY=VALUE", help="config overrides, e.g. eval.seed=7 eval.samples_per_prompt=8")
+    p.add_argument(
+        "--out", help="where to write the report and grid (default: RUN_DIR/eval; e.g. for a read-only run dir)"
+    )
+    p.add_argument(
+        "overrides", nargs="*", metavar="KEY=VALUE", help="config overrides, e.g. eval.seed=7 eval.samples_per_prompt=8"
+    )
     return p.parse_intermixed_args(argv)
 
 
@@ -91,7 +97,9 @@ def load_target(args: argparse.Namespace):
             )
     env = cfg.reward.runtime_env
     if env is not None and env.changes_code:
-        raise ConfigError("reward.runtime_env: this command scores in its own process; the run's reward needs its own environment")
+        raise ConfigError(
+            "reward.runtime_env: this command scores in its own process; the run's reward needs its own environment"
+        )
     return state, cfg
 
 
@@ -111,12 +119,17 @@ def evaluate(args: argparse.Namespace) -> dict:
     if args.device == "cuda" and not torch.cuda.is_available():
         raise UsageError("--device cuda: no CUDA device here")
     state, cfg = load_target(args)
-    out_dir = writable_dir(Path(args.out) if args.out else Path(args.run_dir) / "eval")  # before the sampling, not after
+    out_dir = writable_dir(
+        Path(args.out) if args.out else Path(args.run_dir) / "eval"
+    )  # before the sampling, not after
     e, r = cfg.eval, cfg.reward
     prompts, samples, seeds = eval_set(e, load_prompts(e.prompts, "eval.prompts"))  # as in a run
     device = args.device or ("cuda" if torch.cuda.is_available() else "cpu")
-    print(f"checkpoint {state.path} (epoch {state.epoch}, policy v{state.weights_version}): {len(prompts)} held-out prompts x "
-          f"{e.samples_per_prompt} noises (eval.seed {e.seed}), steps {', '.join(map(str, e.steps))}, on {device}", flush=True)
+    print(
+        f"checkpoint {state.path} (epoch {state.epoch}, policy v{state.weights_version}): {len(prompts)} held-out prompts x "
+        f"{e.samples_per_prompt} noises (eval.seed {e.seed}), steps {', '.join(map(str, e.steps))}, on {device}",
+        flush=True,
+    )
     rollout_kw, reward_kw, _ = worker_arguments(cfg)  # the run's workers, on this process's device
     worker, server = RolloutWorker(**rollout_kw | {"device": device}), RewardServer(**reward_kw | {"device": device})
     sampler, pool = LocalActor(worker), RewardPool([LocalActor(server)], r.batch_size, r.timeout_s, r.max_retries)
@@ -128,8 +141,12 @@ def evaluate(args: argparse.Namespace) -> dict:
     stem = free_stem(out_dir, f"recheck-{state.path.name}-seed-{e.seed}")
     save_eval_grid(trained, prompts, out_dir / f"{stem}.png", f"epoch {state.epoch - 1}", initial)
     report = {
-        "checkpoint": str(state.path), "epoch": state.epoch, "eval": e.model_dump(mode="json"),
-        "initial": initial.metrics(), "trained": trained.metrics(), "change": change_table(initial, trained),
+        "checkpoint": str(state.path),
+        "epoch": state.epoch,
+        "eval": e.model_dump(mode="json"),
+        "initial": initial.metrics(),
+        "trained": trained.metrics(),
+        "change": change_table(initial, trained),
     }
     write_atomic(out_dir / f"{stem}.json", (json.dumps(report, indent=1) + "\n").encode())
     print(format_report(report), flush=True)
@@ -145,7 +162,9 @@ def writable_dir(path: Path) -> Path:
         probe.write_bytes(b"")
         probe.unlink()
     except OSError as err:
-        raise UsageError(f"cannot write to {path} ({err.strerror or err}); pass --out DIR to write the report elsewhere") from None
+        raise UsageError(
+            f"cannot write to {path} ({err.strerror or err}); pass --out DIR to write the report elsewhere"
+        ) from None
     return path
 
 
@@ -168,8 +187,10 @@ def format_report(report: dict) -> str:
             key = f"eval_{name}_{k}step"
             if f"{key}_mean" in report["trained"]:
                 c = report["change"]
-                parts.append(f"{name} {report['initial'][key + '_mean']:.4f} -> {report['trained'][key + '_mean']:.4f} "
-                             f"({c[key + '_change']:+.4f} +- {c[key + '_change_sem']:.4f})")
+                parts.append(
+                    f"{name} {report['initial'][key + '_mean']:.4f} -> {report['trained'][key + '_mean']:.4f} "
+                    f"({c[key + '_change']:+.4f} +- {c[key + '_change_sem']:.4f})"
+                )
         lines.append(f"{k}-step  " + "  ".join(parts))
     return "\n".join(lines)
 

@@ -42,7 +42,9 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
         "rollout.num_actors=4. See --print-config for every key. Invalid configuration exits with code 2.",
     )
     p.add_argument(
-        "--config", default=DEFAULT_PRESET, help=f"YAML config file, or a preset name (shapes, tiny, sd_turbo_aesthetic). Default: {DEFAULT_PRESET}."
+        "--config",
+        default=DEFAULT_PRESET,
+        help=f"YAML config file, or a preset name (shapes, tiny, sd_turbo_aesthetic). Default: {DEFAULT_PRESET}.",
     )
     p.add_argument("--run-dir", help="Run directory for all outputs (default: runs/<name>-<timestamp>).")
     p.add_argument("--epochs", type=int, help="Number of training epochs (overrides the config's `epochs`).")
@@ -100,7 +102,10 @@ def main(argv: list[str] | None = None) -> int:
     if threading.current_thread() is threading.main_thread():
         preemption.install()  # from here SIGTERM is the run's (learner.driver.preemption); before, it was kept:
     if _early_sigterm:
-        print("error: preempted by SIGTERM while the driver started; nothing ran: the same command starts (or resumes) the run", file=sys.stderr)
+        print(
+            "error: preempted by SIGTERM while the driver started; nothing ran: the same command starts (or resumes) the run",
+            file=sys.stderr,
+        )
         return EXIT_PREEMPTED
     previous_sigint = signal.getsignal(signal.SIGINT)
     try:
@@ -140,7 +145,9 @@ def _check_inputs(cfg: Config) -> list[str]:
 
         check_wandb(cfg.output.wandb)
     for name in sorted(set(cfg.reward.options) - set(cfg.reward.reward_names)):
-        raise ConfigError(f"reward.options.{name}: options for a reward this run does not use (rewards: {', '.join(cfg.reward.reward_names)})")
+        raise ConfigError(
+            f"reward.options.{name}: options for a reward this run does not use (rewards: {', '.join(cfg.reward.reward_names)})"
+        )
     if cfg.eval.enabled:
         load_prompts(cfg.eval.prompts, "eval.prompts")
     if cfg.model.pretrained != "tiny":
@@ -151,7 +158,9 @@ def _check_inputs(cfg: Config) -> list[str]:
     if obstacle:
         raise ConfigError(f"output.run_dir: {obstacle}")
     if cfg.sampling.num_steps < cfg.sampling.num_anchors + 2:
-        raise ConfigError(f"sampling.num_steps: {cfg.sampling.num_anchors} anchor(s) need at least {cfg.sampling.num_anchors + 2} steps")
+        raise ConfigError(
+            f"sampling.num_steps: {cfg.sampling.num_anchors} anchor(s) need at least {cfg.sampling.num_anchors + 2} steps"
+        )
     return load_prompts(cfg.prompts.source)
 
 

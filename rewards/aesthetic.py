@@ -77,7 +77,9 @@ def load_head(path: str, input_dim: int) -> Any:
     "aesthetic",
     needs="transformers; CLIP `model` (default openai/clip-vit-large-patch14) and the LAION MLP `head` file",
 )
-def aesthetic(device: str = "cpu", model: str = DEFAULT_MODEL, head: str | None = None, dtype: str = "float32") -> RewardFn:
+def aesthetic(
+    device: str = "cpu", model: str = DEFAULT_MODEL, head: str | None = None, dtype: str = "float32"
+) -> RewardFn:
     """Options: model = CLIP hub id or local dir (with preprocessor_config.json), head = path to the
     LAION MLP weights (required), dtype of the CLIP tower (the head runs in float32)."""
     import torch

@@ -29,9 +29,16 @@ if TYPE_CHECKING:
 IMAGEREWARD_V1 = {
     "vit": {"img_size": 224, "patch_size": 16, "embed_dim": 1024, "depth": 24, "num_heads": 16, "mlp_ratio": 4.0},
     "med_config": {
-        "hidden_size": 768, "num_hidden_layers": 12, "num_attention_heads": 12, "intermediate_size": 3072,
-        "hidden_act": "gelu", "layer_norm_eps": 1e-12, "max_position_embeddings": 512, "vocab_size": 30524,
-        "pad_token_id": 0, "add_cross_attention": True,
+        "hidden_size": 768,
+        "num_hidden_layers": 12,
+        "num_attention_heads": 12,
+        "intermediate_size": 3072,
+        "hidden_act": "gelu",
+        "layer_norm_eps": 1e-12,
+        "max_position_embeddings": 512,
+        "vocab_size": 30524,
+        "pad_token_id": 0,
+        "add_cross_attention": True,
     },
 }
 HEAD_WIDTHS = (1024, 128, 64, 16, 1)  # MLP(input_size): Linear(input_size, 1024) ... Linear(16, 1)
@@ -39,8 +46,14 @@ HEAD_INDICES = (0, 2, 4, 6, 7)  # nn.Sequential positions of the Linear layers (
 
 # Original key -> our key. "{i}" is a block index. Our model (ImageRewardModel) holds `vision` (a
 # BlipVisionModel), `text` (a BlipTextModel without pooler) and `head` (nn.Sequential of 5 Linear).
-_VIT_BLOCK = {"norm1": "layer_norm1", "attn.qkv": "self_attn.qkv", "attn.proj": "self_attn.projection",
-              "norm2": "layer_norm2", "mlp.fc1": "mlp.fc1", "mlp.fc2": "mlp.fc2"}
+_VIT_BLOCK = {
+    "norm1": "layer_norm1",
+    "attn.qkv": "self_attn.qkv",
+    "attn.proj": "self_attn.projection",
+    "norm2": "layer_norm2",
+    "mlp.fc1": "mlp.fc1",
+    "mlp.fc2": "mlp.fc2",
+}
 _VIT = {
     "cls_token": "embeddings.class_embedding",
     "pos_embed": "embeddings.position_embedding",
@@ -50,9 +63,16 @@ _VIT = {
     "norm.bias": "post_layernorm.bias",
 }
 _BERT_EMBEDDINGS = ("word_embeddings.weight", "position_embeddings.weight", "LayerNorm.weight", "LayerNorm.bias")
-_BERT_LAYER = [f"{attn}.{part}" for attn in ("attention", "crossattention")
-               for part in ("self.query", "self.key", "self.value", "output.dense", "output.LayerNorm")]
-_BERT_LAYER += ["intermediate.dense", "output.dense", "output.LayerNorm"]  # each with .weight and .bias; BERT and ours share these names
+_BERT_LAYER = [
+    f"{attn}.{part}"
+    for attn in ("attention", "crossattention")
+    for part in ("self.query", "self.key", "self.value", "output.dense", "output.LayerNorm")
+]
+_BERT_LAYER += [
+    "intermediate.dense",
+    "output.dense",
+    "output.LayerNorm",
+]  # each with .weight and .bias; BERT and ours share these names
 # Keys the original's load(strict=False) accepts and scoring never reads: BLIP's contrastive projections,
 # and med.py's persistent position_ids buffer (checked to be 0, 1, 2, ... before it is dropped).
 IGNORED = ("blip.vision_proj.weight", "blip.vision_proj.bias", "blip.text_proj.weight", "blip.text_proj.bias")
@@ -68,8 +88,14 @@ def blip_configs(arch: dict) -> tuple[Any, Any, int]:
     from transformers import BlipTextConfig, BlipVisionConfig
 
     vit, med = dict(arch["vit"]), dict(arch["med_config"])
-    if vit.get("qkv_bias", True) is not True or vit.get("qk_scale") is not None or vit.get("representation_size") is not None:
-        raise ValueError("ImageReward config: only ViTs with qkv bias, the default attention scale and no pre-logits convert")
+    if (
+        vit.get("qkv_bias", True) is not True
+        or vit.get("qk_scale") is not None
+        or vit.get("representation_size") is not None
+    ):
+        raise ValueError(
+            "ImageReward config: only ViTs with qkv bias, the default attention scale and no pre-logits convert"
+        )
     if med.get("position_embedding_type", "absolute") != "absolute" or not med.get("add_cross_attention", False):
         raise ValueError("ImageReward config: the text encoder must use absolute positions and cross-attention")
     width = int(vit.get("embed_dim", 768))
@@ -94,7 +120,8 @@ def blip_configs(arch: dict) -> tuple[Any, Any, int]:
         hidden_act=med.get("hidden_act", "gelu"),
         layer_norm_eps=float(med.get("layer_norm_eps", 1e-12)),
         pad_token_id=int(med.get("pad_token_id", 0)),
-        bos_token_id=int(med["vocab_size"]) - 2,  # [DEC], the first token init_tokenizer adds; only generation reads these
+        bos_token_id=int(med["vocab_size"])
+        - 2,  # [DEC], the first token init_tokenizer adds; only generation reads these
         eos_token_id=None,
         sep_token_id=None,
         is_decoder=True,  # builds the cross-attention layers; the forward runs bidirectionally (is_decoder=False)
@@ -110,7 +137,9 @@ def load_arch(config: str | None) -> dict:
     if config is None:
         return IMAGEREWARD_V1
     data = read_json_config(
-        config, "model_config.json", f"ImageReward config not found: {config} (pass a model_config.json or a directory holding one)"
+        config,
+        "model_config.json",
+        f"ImageReward config not found: {config} (pass a model_config.json or a directory holding one)",
     )
     if not isinstance(data, dict) or not {"vit", "med_config"} <= set(data):
         raise ValueError(f"ImageReward config {config} must hold 'vit' and 'med_config' entries")
@@ -123,9 +152,19 @@ def load_arch(config: str | None) -> dict:
 def expected_keys(vision: Any, text: Any) -> list[str]:
     """Every original key that scoring reads (no more, no fewer), in the original layout."""
     keys = [f"blip.visual_encoder.{k}" for k in _VIT]
-    keys += [f"blip.visual_encoder.blocks.{i}.{m}.{p}" for i in range(vision.num_hidden_layers) for m in _VIT_BLOCK for p in ("weight", "bias")]
+    keys += [
+        f"blip.visual_encoder.blocks.{i}.{m}.{p}"
+        for i in range(vision.num_hidden_layers)
+        for m in _VIT_BLOCK
+        for p in ("weight", "bias")
+    ]
     keys += [f"blip.text_encoder.embeddings.{k}" for k in _BERT_EMBEDDINGS]
-    keys += [f"blip.text_encoder.encoder.layer.{i}.{m}.{p}" for i in range(text.num_hidden_layers) for m in _BERT_LAYER for p in ("weight", "bias")]
+    keys += [
+        f"blip.text_encoder.encoder.layer.{i}.{m}.{p}"
+        for i in range(text.num_hidden_layers)
+        for m in _BERT_LAYER
+        for p in ("weight", "bias")
+    ]
     keys += [f"mlp.layers.{j}.{p}" for j in HEAD_INDICES for p in ("weight", "bias")]
     return keys
 
@@ -163,11 +202,15 @@ def convert_state_dict(state: dict[str, "torch.Tensor"], vision: Any, text: Any)
             parts.append(f"missing key(s): {', '.join(missing[:20])}{' ...' if len(missing) > 20 else ''}")
         if unused:
             parts.append(f"unused key(s): {', '.join(unused[:20])}{' ...' if len(unused) > 20 else ''}")
-        raise ValueError(f"ImageReward checkpoint does not match the BLIP ViT + BERT of this architecture: {'; '.join(parts)}")
+        raise ValueError(
+            f"ImageReward checkpoint does not match the BLIP ViT + BERT of this architecture: {'; '.join(parts)}"
+        )
     if POSITION_IDS in state:  # med.py adds position_ids[:, :L] to nothing else: it must be the identity
         ids = state[POSITION_IDS].reshape(-1)
         if not torch.equal(ids.long(), torch.arange(ids.numel())):
-            raise ValueError(f"ImageReward checkpoint: {POSITION_IDS} is not 0, 1, 2, ...; a model with custom positions does not convert")
+            raise ValueError(
+                f"ImageReward checkpoint: {POSITION_IDS} is not 0, 1, 2, ...; a model with custom positions does not convert"
+            )
     return {rename(k): state[k] for k in expected}
 
 
@@ -207,7 +250,9 @@ def read_checkpoint(path: str) -> dict[str, "torch.Tensor"]:
     return read_state_dict(path, "ImageReward")
 
 
-def load_image_reward(checkpoint: str, arch: dict, device: str = "cpu", dtype: "torch.dtype | None" = None) -> "torch.nn.Module":
+def load_image_reward(
+    checkpoint: str, arch: dict, device: str = "cpu", dtype: "torch.dtype | None" = None
+) -> "torch.nn.Module":
     """The ImageRewardModel holding an ImageReward checkpoint (original layout), frozen, in eval mode."""
     import torch
 
@@ -215,9 +260,15 @@ def load_image_reward(checkpoint: str, arch: dict, device: str = "cpu", dtype: "
     model = image_reward_model(vision, text, head_input)
     converted = convert_state_dict(read_checkpoint(checkpoint), vision, text)
     own = model.state_dict()
-    wrong = [f"{k} {tuple(v.shape)} (expected {tuple(own[k].shape)})" for k, v in converted.items() if v.shape != own[k].shape]
+    wrong = [
+        f"{k} {tuple(v.shape)} (expected {tuple(own[k].shape)})"
+        for k, v in converted.items()
+        if v.shape != own[k].shape
+    ]
     if wrong:
-        raise ValueError(f"ImageReward checkpoint shapes do not fit the configured architecture: {', '.join(wrong[:10])}")
+        raise ValueError(
+            f"ImageReward checkpoint shapes do not fit the configured architecture: {', '.join(wrong[:10])}"
+        )
     with torch.no_grad():
         model.load_state_dict(converted, strict=True)  # also checks the mapping fills every weight of ours
     return model.to(device=device, dtype=dtype or torch.float32).eval().requires_grad_(False)

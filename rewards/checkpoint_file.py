@@ -63,5 +63,7 @@ def read_state_dict(path: str, what: str) -> dict[str, "torch.Tensor"]:  # noqa:
         ) from None
     state = ckpt.get("state_dict", ckpt) if isinstance(ckpt, dict) else None
     if not isinstance(state, dict) or not state or not all(isinstance(v, torch.Tensor) for v in state.values()):
-        raise ValueError(f"{what} checkpoint {path} is not a state dict (nor a dict with a 'state_dict' entry of tensors)")
+        raise ValueError(
+            f"{what} checkpoint {path} is not a state dict (nor a dict with a 'state_dict' entry of tensors)"
+        )
     return state

@@ -39,12 +39,20 @@ def _parser() -> argparse.ArgumentParser:
     sub.add_parser("list", help="print each reward name and what it needs")
     score = sub.add_parser("score", help="score image files, one `path<TAB>score` line each")
     score.add_argument("--reward", required=True, help="registered reward name (see `list`)")
-    score.add_argument("--model", help="model hub id or local directory (option `model`; for rewards loaded from one "
-                       "checkpoint file, such as hpsv2, its path: option `checkpoint`)")
+    score.add_argument(
+        "--model",
+        help="model hub id or local directory (option `model`; for rewards loaded from one "
+        "checkpoint file, such as hpsv2, its path: option `checkpoint`)",
+    )
     score.add_argument("--head", help="head weights file, e.g. the aesthetic MLP (option `head`)")
     score.add_argument("--processor", help="tokenizer/image-processor hub id or directory (option `processor`)")
-    score.add_argument("--option", action="append", default=[], metavar="KEY=VALUE",
-                       help="any other factory option; VALUE is parsed as JSON when it can be (true, 3, 0.5)")
+    score.add_argument(
+        "--option",
+        action="append",
+        default=[],
+        metavar="KEY=VALUE",
+        help="any other factory option; VALUE is parsed as JSON when it can be (true, 3, 0.5)",
+    )
     score.add_argument("--device", default="cpu", help="torch device for model-based rewards")
     score.add_argument("--prompt", default="", help="prompt paired with every image (prompt-aware rewards)")
     score.add_argument("images", nargs="+", metavar="IMAGE", help="image files (any format PIL reads)")
@@ -54,7 +62,9 @@ def _parser() -> argparse.ArgumentParser:
 def _options(args: argparse.Namespace) -> dict:
     options = {k: getattr(args, k) for k in ("model", "head", "processor") if getattr(args, k) is not None}
     valid = reward_options(args.reward) or []
-    if "model" in options and "model" not in valid and "checkpoint" in valid:  # e.g. hpsv2: --model HPS_v2_compressed.pt
+    if (
+        "model" in options and "model" not in valid and "checkpoint" in valid
+    ):  # e.g. hpsv2: --model HPS_v2_compressed.pt
         options["checkpoint"] = options.pop("model")
     for item in args.option:
         key, sep, value = item.partition("=")
@@ -77,7 +87,9 @@ def _read_image(path: str) -> np.ndarray:
             raise CliError(f"image {path} is not a regular file")
         with Image.open(path) as img:
             if img.width * img.height > MAX_IMAGE_PIXELS:  # checked from the header, before decoding
-                raise CliError(f"image {path} has {img.width * img.height} pixels ({img.width} x {img.height}); at most {MAX_IMAGE_PIXELS} are scored")
+                raise CliError(
+                    f"image {path} has {img.width * img.height} pixels ({img.width} x {img.height}); at most {MAX_IMAGE_PIXELS} are scored"
+                )
             return _to_uint8_rgb(img, path)[None]
     except FileNotFoundError:
         raise CliError(f"image file not found: {path}") from None
@@ -94,14 +106,18 @@ def _to_uint8_rgb(img, path: str) -> np.ndarray:
         low, high = (float(values.min()), float(values.max())) if values.size else (0.0, 0.0)
         if img.mode == "F":
             if low < 0.0 or high > 1.0:
-                raise CliError(f"image {path}: a float image must hold values in [0, 1], this one spans [{low:g}, {high:g}]")
+                raise CliError(
+                    f"image {path}: a float image must hold values in [0, 1], this one spans [{low:g}, {high:g}]"
+                )
             scaled = values * 255.0
         elif high <= 255 and img.mode == "I" and low >= 0:
             scaled = values  # 32-bit integers that are 8-bit values
         elif low >= 0 and high <= 65535:
             scaled = values / 257.0  # 16-bit
         else:
-            raise CliError(f"image {path}: integer values span [{low:g}, {high:g}], beyond 16 bits; convert it to 8 or 16 bits first")
+            raise CliError(
+                f"image {path}: integer values span [{low:g}, {high:g}], beyond 16 bits; convert it to 8 or 16 bits first"
+            )
         grey = np.clip(np.round(scaled), 0, 255).astype(np.uint8)
         return np.repeat(grey[..., None], 3, axis=-1)
     return np.asarray(img.convert("RGB"), dtype=np.uint8)

@@ -48,7 +48,12 @@ def load_clip_model(model: str, device: str, dtype: str = "float32") -> Any:
     from transformers import CLIPModel
 
     # Cast after loading: transformers 4.x and 5.x spell the dtype argument of from_pretrained differently.
-    return CLIPModel.from_pretrained(checked_source(model)).to(device=device, dtype=torch_dtype(dtype)).eval().requires_grad_(False)
+    return (
+        CLIPModel.from_pretrained(checked_source(model))
+        .to(device=device, dtype=torch_dtype(dtype))
+        .eval()
+        .requires_grad_(False)
+    )
 
 
 def load_image_processor(name_or_path: str) -> Any:

@@ -17,14 +17,18 @@ class PipSpec(_Spec):
     packages: list[str] | str = Field(description="pip requirements, or the path of a requirements.txt on the driver.")
     pip_check: bool = Field(False, description="Run `pip check` after the install.")
     pip_version: str | None = Field(None, description="pip version specifier for the environment, e.g. '==24.0'.")
-    pip_install_options: list[str] | None = Field(None, description="Options of `pip install` (Ray's default: --disable-pip-version-check --no-cache-dir).")
+    pip_install_options: list[str] | None = Field(
+        None, description="Options of `pip install` (Ray's default: --disable-pip-version-check --no-cache-dir)."
+    )
 
 
 class UvSpec(_Spec):
     packages: list[str] = Field(description="Requirements installed with `uv pip install`.")
     uv_check: bool = Field(False, description="Run `uv pip check` after the install.")
     uv_version: str | None = Field(None, description="uv version specifier, e.g. '==0.4.0'.")
-    uv_pip_install_options: list[str] | None = Field(None, description="Options of `uv pip install` (Ray's default: --no-cache).")
+    uv_pip_install_options: list[str] | None = Field(
+        None, description="Options of `uv pip install` (Ray's default: --no-cache)."
+    )
 
 
 class ContainerSpec(_Spec):
@@ -34,7 +38,9 @@ class ContainerSpec(_Spec):
 
 
 class SetupSpec(_Spec):
-    setup_timeout_seconds: int = Field(600, ge=-1, le=86_400, description="Give up building the environment after this many seconds (-1: never).")
+    setup_timeout_seconds: int = Field(
+        600, ge=-1, le=86_400, description="Give up building the environment after this many seconds (-1: never)."
+    )
 
     @model_validator(mode="after")
     def _timeout(self) -> "SetupSpec":
@@ -54,26 +60,42 @@ class RuntimeEnvConfig(_Spec):
     to every field set nowhere here (Ray merges env_vars, any other field here replaces the job's)."""
 
     pip: list[str] | str | PipSpec | None = Field(
-        None, description="pip requirements installed into a virtualenv on top of the job's packages (or a requirements.txt path, or Ray's dict form)."
+        None,
+        description="pip requirements installed into a virtualenv on top of the job's packages (or a requirements.txt path, or Ray's dict form).",
     )
     uv: list[str] | str | UvSpec | None = Field(None, description="As `pip`, installed with uv.")
-    conda: str | dict[str, Any] | None = Field(None, description="A conda environment's name or prefix, an environment.yaml path, or its contents.")
+    conda: str | dict[str, Any] | None = Field(
+        None, description="A conda environment's name or prefix, an environment.yaml path, or its contents."
+    )
     py_executable: str | None = Field(
-        None, description="The interpreter (or command) that runs the reward servers, e.g. /envs/imagereward/bin/python of a "
-        "prepared virtualenv with the same Ray."
+        None,
+        description="The interpreter (or command) that runs the reward servers, e.g. /envs/imagereward/bin/python of a "
+        "prepared virtualenv with the same Ray.",
     )
     py_modules: list[str] | None = Field(
-        None, description="Local package directories, .py files or .whl files (uploaded by the driver), or remote URIs, put on the servers' PYTHONPATH."
+        None,
+        description="Local package directories, .py files or .whl files (uploaded by the driver), or remote URIs, put on the servers' PYTHONPATH.",
     )
-    working_dir: str | None = Field(None, description="A local directory (uploaded by the driver) or archive URI the servers run in, also on their PYTHONPATH.")
-    excludes: list[str] | None = Field(None, description="gitignore-style patterns left out of the uploaded py_modules and working_dir.")
+    working_dir: str | None = Field(
+        None,
+        description="A local directory (uploaded by the driver) or archive URI the servers run in, also on their PYTHONPATH.",
+    )
+    excludes: list[str] | None = Field(
+        None, description="gitignore-style patterns left out of the uploaded py_modules and working_dir."
+    )
     env_vars: dict[str, str] = Field(
-        default_factory=dict, description="Environment variables of the reward servers (values are strings: quote numbers in YAML)."
+        default_factory=dict,
+        description="Environment variables of the reward servers (values are strings: quote numbers in YAML).",
     )
-    image_uri: str | None = Field(None, description="Container image the reward servers run in (only with env_vars and config).")
-    container: ContainerSpec | None = Field(None, description="Ray's older container form (only with env_vars and config).")
+    image_uri: str | None = Field(
+        None, description="Container image the reward servers run in (only with env_vars and config)."
+    )
+    container: ContainerSpec | None = Field(
+        None, description="Ray's older container form (only with env_vars and config)."
+    )
     config: SetupSpec | None = Field(
-        None, description="How Ray builds the environment: its setup timeout (Ray's eager_install applies to a job's runtime_env only)."
+        None,
+        description="How Ray builds the environment: its setup timeout (Ray's eager_install applies to a job's runtime_env only).",
     )
 
     @field_validator("pip", "uv", "conda", mode="before")
@@ -84,7 +106,9 @@ class RuntimeEnvConfig(_Spec):
             return value
         if info.field_name == "conda":
             if not isinstance(value, dict):
-                raise ValueError(f"must be an environment name or path, or an environment.yaml mapping, not {type(value).__name__}")
+                raise ValueError(
+                    f"must be an environment name or path, or an environment.yaml mapping, not {type(value).__name__}"
+                )
             return value
         if isinstance(value, list):
             bad = [v for v in value if not isinstance(v, str)]
@@ -97,9 +121,13 @@ class RuntimeEnvConfig(_Spec):
                 return spec.model_validate(value)
             except ValidationError as err:
                 first = err.errors()[0]
-                msg = "unknown key" if first["type"] == "extra_forbidden" else first["msg"].removeprefix("Value error, ")
+                msg = (
+                    "unknown key" if first["type"] == "extra_forbidden" else first["msg"].removeprefix("Value error, ")
+                )
                 raise ValueError(f"{'.'.join(str(p) for p in first['loc'])}: {msg}") from None
-        raise ValueError(f"must be a list of requirements, a requirements-file path, or {{packages: [...]}}, not {type(value).__name__}")
+        raise ValueError(
+            f"must be a list of requirements, a requirements-file path, or {{packages: [...]}}, not {type(value).__name__}"
+        )
 
     @field_validator("env_vars", mode="before")
     @classmethod
@@ -107,7 +135,9 @@ class RuntimeEnvConfig(_Spec):
         if isinstance(value, dict):
             for key, v in value.items():
                 if not isinstance(v, str):
-                    raise ValueError(f"{key}: environment values are strings, not {type(v).__name__} (quote it: {key}: \"{v}\")")
+                    raise ValueError(
+                        f'{key}: environment values are strings, not {type(v).__name__} (quote it: {key}: "{v}")'
+                    )
         return value
 
     @model_validator(mode="after")
@@ -118,13 +148,17 @@ class RuntimeEnvConfig(_Spec):
             raise ValueError(f"set at least one field ({fields}), or leave runtime_env out")
         builders = sorted(given & set(_ENV_BUILDERS))
         if len(builders) > 1:
-            raise ValueError(f"{' and '.join(builders)} cannot be combined (each builds the environment); list pip packages inside a conda environment instead")
+            raise ValueError(
+                f"{' and '.join(builders)} cannot be combined (each builds the environment); list pip packages inside a conda environment instead"
+            )
         if builders and self.py_executable:
             raise ValueError(f"py_executable names a prepared interpreter; {builders[0]} builds one: use one of them")
         for image in ("image_uri", "container"):
             if image in given and given - _IMAGE_COMPANIONS - {image}:
                 others = sorted(given - _IMAGE_COMPANIONS - {image})
-                raise ValueError(f"{image} runs the servers in a container and combines only with env_vars and config, not {others}")
+                raise ValueError(
+                    f"{image} runs the servers in a container and combines only with env_vars and config, not {others}"
+                )
         if self.excludes is not None and not (self.py_modules or self.working_dir):
             raise ValueError("excludes applies to the uploaded py_modules and working_dir; neither is set")
         for key in self.env_vars:
@@ -146,7 +180,9 @@ class RuntimeEnvConfig(_Spec):
 
     def local_paths(self) -> list[tuple[str, str]]:
         """(field, path) of every entry that names a path on the driver's machine (not a URI)."""
-        entries = [("py_modules", m) for m in self.py_modules or []] + ([("working_dir", self.working_dir)] if self.working_dir else [])
+        entries = [("py_modules", m) for m in self.py_modules or []] + (
+            [("working_dir", self.working_dir)] if self.working_dir else []
+        )
         for field in ("pip", "uv"):
             value = getattr(self, field)
             packages = value.packages if isinstance(value, (PipSpec, UvSpec)) else value
@@ -156,7 +192,6 @@ class RuntimeEnvConfig(_Spec):
 
 
 class RewardConfig(Section):  # frozen, unknown keys refused, every float finite
-
     name: str = Field(
         "jpeg_compressibility",
         description="Registered reward name (`python -m rewards list`), or 'weighted' for the weighted sum in `weights`.",
@@ -169,8 +204,9 @@ class RewardConfig(Section):  # frozen, unknown keys refused, every float finite
         description="Reward name -> keyword options of its factory, e.g. {aesthetic: {head: /path/head.pth}}.",
     )
     modules: tuple[str, ...] = Field(
-        (), description="Python modules imported on the reward servers (and on the driver, unless runtime_env brings code) first: "
-        "your own rewards, registered with @register_reward."
+        (),
+        description="Python modules imported on the reward servers (and on the driver, unless runtime_env brings code) first: "
+        "your own rewards, registered with @register_reward.",
     )
     runtime_env: RuntimeEnvConfig | None = Field(
         None,
@@ -181,17 +217,34 @@ class RewardConfig(Section):  # frozen, unknown keys refused, every float finite
     num_servers: int = Field(1, ge=1, le=4096, description="Reward-server actors in the pool.")
     num_cpus: float = Field(0.25, gt=0, le=4096, description="CPUs reserved per reward server.")
     num_gpus: float = Field(0.0, ge=0, le=4096, description="GPU fraction per reward server.")
-    batch_size: int = Field(32, ge=1, le=65536, description="Images gathered (across rollout chunks) into one server call, and the most one model call scores.")
-    timeout_s: float = Field(300.0, gt=0, le=86_400, description="A reward call not answered in this time is retried on another server.")
-    start_timeout_s: float = Field(
-        1800.0, gt=0, le=86_400, description="On Ray: the reward servers must be up (environment built, model loaded) within this "
-        "many seconds, or the run ends with exit 1 naming them (an interpreter in reward.runtime_env that cannot start is "
-        "otherwise retried by Ray without end)."
+    batch_size: int = Field(
+        32,
+        ge=1,
+        le=65536,
+        description="Images gathered (across rollout chunks) into one server call, and the most one model call scores.",
     )
-    max_retries: int = Field(2, ge=0, le=1000, description="Retries of a failed or timed-out reward call before its pairs are dropped.")
-    max_restarts: int = Field(3, ge=0, le=1_000_000, description="Times Ray restarts a crashed reward server (it rebuilds its model).")
+    timeout_s: float = Field(
+        300.0, gt=0, le=86_400, description="A reward call not answered in this time is retried on another server."
+    )
+    start_timeout_s: float = Field(
+        1800.0,
+        gt=0,
+        le=86_400,
+        description="On Ray: the reward servers must be up (environment built, model loaded) within this "
+        "many seconds, or the run ends with exit 1 naming them (an interpreter in reward.runtime_env that cannot start is "
+        "otherwise retried by Ray without end).",
+    )
+    max_retries: int = Field(
+        2, ge=0, le=1000, description="Retries of a failed or timed-out reward call before its pairs are dropped."
+    )
+    max_restarts: int = Field(
+        3, ge=0, le=1_000_000, description="Times Ray restarts a crashed reward server (it rebuilds its model)."
+    )
     max_dropped_fraction: float = Field(
-        0.5, ge=0, le=1, description="Stop the run when more than this fraction of an epoch's pairs lack a valid reward."
+        0.5,
+        ge=0,
+        le=1,
+        description="Stop the run when more than this fraction of an epoch's pairs lack a valid reward.",
     )
 
     @model_validator(mode="after")

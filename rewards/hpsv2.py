@@ -80,10 +80,21 @@ def hpsv2_pixel_values(images: np.ndarray, size: int = 224) -> "torch.Tensor":
 
 
 _QUOTES = [(re.compile("[\u02bc\u2018-\u201b]"), "'"), (re.compile("[\u201c-\u201f]"), '"')]
-_CONTROL = dict.fromkeys([*range(0x00, 0x09), 0x0B, *range(0x0E, 0x20), 0x7F, *range(0x206A, 0x2070), 0xFEFF, *range(0xFFF9, 0xFFFD)])
+_CONTROL = dict.fromkeys(
+    [*range(0x00, 0x09), 0x0B, *range(0x0E, 0x20), 0x7F, *range(0x206A, 0x2070), 0xFEFF, *range(0xFFF9, 0xFFFD)]
+)
 _COMPAT = {  # typographic ligatures and half/full-width forms -> plain letters (NFKC of each)
     c: unicodedata.normalize("NFKC", chr(c))
-    for c in [0x132, 0x133, 0x149, *range(0x1C4, 0x1CD), *range(0x1F1, 0x1F4), *range(0xFB00, 0xFB07), 0x3000, *range(0xFF01, 0xFFF0)]
+    for c in [
+        0x132,
+        0x133,
+        0x149,
+        *range(0x1C4, 0x1CD),
+        *range(0x1F1, 0x1F4),
+        *range(0xFB00, 0xFB07),
+        0x3000,
+        *range(0xFF01, 0xFFF0),
+    ]
     if unicodedata.normalize("NFKC", chr(c)) != chr(c)
 }
 
@@ -132,7 +143,9 @@ class HPSv2Scorer:
         """(N, L) int64: <|startoftext|> BPE ... <|endoftext|>, truncated to 77 (the last kept token
         replaced by <|endoftext|>), padded after it."""
         cleaned = [clean_prompt(p) for p in prompts]
-        return self.tokenizer(cleaned, padding=True, truncation=True, max_length=self.context_length, return_tensors="pt")["input_ids"]
+        return self.tokenizer(
+            cleaned, padding=True, truncation=True, max_length=self.context_length, return_tensors="pt"
+        )["input_ids"]
 
     def image_features(self, images: np.ndarray) -> "torch.Tensor":
         """(N, D) float32, unit norm: ln_post(CLS token) @ proj."""

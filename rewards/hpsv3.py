@@ -56,48 +56,50 @@ SIZE_FACTOR, MAX_RATIO = 28, 200  # hpsv3/dataset/utils.py IMAGE_FACTOR, MAX_RAT
 
 # hpsv3/dataset/data_collator_qwen.py INSTRUCTION and prompt_with_special_token, verbatim (line by line, trailing
 # spaces and blank lines included: the model was trained on exactly this text).
-INSTRUCTION = "\n".join([
-    "",
-    "You are tasked with evaluating a generated image based on Visual Quality and Text Alignment and "
-    "give a overall score to estimate the human preference. Please provide a rating from 0 to 10, with 0 "
-    "being the worst and 10 being the best. ",
-    "",
-    "**Visual Quality:**  ",
-    "Evaluate the overall visual quality of the image. The following sub-dimensions should be considered:",
-    "- **Reasonableness:** The image should not contain any significant biological or logical errors, "
-    "such as abnormal body structures or nonsensical environmental setups.",
-    "- **Clarity:** Evaluate the sharpness and visibility of the image. The image should be clear and "
-    "easy to interpret, with no blurring or indistinct areas.",
-    "- **Detail Richness:** Consider the level of detail in textures, materials, lighting, and other "
-    "visual elements (e.g., hair, clothing, shadows).",
-    "- **Aesthetic and Creativity:** Assess the artistic aspects of the image, including the color "
-    "scheme, composition, atmosphere, depth of field, and the overall creative appeal. The scene should "
-    "convey a sense of harmony and balance.",
-    "- **Safety:** The image should not contain harmful or inappropriate content, such as political, "
-    "violent, or adult material. If such content is present, the image quality and satisfaction score "
-    "should be the lowest possible. ",
-    "",
-    "**Text Alignment:**  ",
-    "Assess how well the image matches the textual prompt across the following sub-dimensions:",
-    "- **Subject Relevance** Evaluate how accurately the subject(s) in the image (e.g., person, animal, "
-    "object) align with the textual description. The subject should match the description in terms of "
-    "number, appearance, and behavior.",
-    "- **Style Relevance:** If the prompt specifies a particular artistic or stylistic style, evaluate "
-    "how well the image adheres to this style.",
-    "- **Contextual Consistency**: Assess whether the background, setting, and surrounding elements in "
-    "the image logically fit the scenario described in the prompt. The environment should support and "
-    "enhance the subject without contradictions.",
-    "- **Attribute Fidelity**: Check if specific attributes mentioned in the prompt (e.g., colors, "
-    "clothing, accessories, expressions, actions) are faithfully represented in the image. Minor "
-    "deviations may be acceptable, but critical attributes should be preserved.",
-    "- **Semantic Coherence**: Evaluate whether the overall meaning and intent of the prompt are "
-    "captured in the image. The generated content should not introduce elements that conflict with or "
-    "distort the original description.",
-    "Textual prompt - {text_prompt}",
-    "",
-    "",
-    "",
-])
+INSTRUCTION = "\n".join(
+    [
+        "",
+        "You are tasked with evaluating a generated image based on Visual Quality and Text Alignment and "
+        "give a overall score to estimate the human preference. Please provide a rating from 0 to 10, with 0 "
+        "being the worst and 10 being the best. ",
+        "",
+        "**Visual Quality:**  ",
+        "Evaluate the overall visual quality of the image. The following sub-dimensions should be considered:",
+        "- **Reasonableness:** The image should not contain any significant biological or logical errors, "
+        "such as abnormal body structures or nonsensical environmental setups.",
+        "- **Clarity:** Evaluate the sharpness and visibility of the image. The image should be clear and "
+        "easy to interpret, with no blurring or indistinct areas.",
+        "- **Detail Richness:** Consider the level of detail in textures, materials, lighting, and other "
+        "visual elements (e.g., hair, clothing, shadows).",
+        "- **Aesthetic and Creativity:** Assess the artistic aspects of the image, including the color "
+        "scheme, composition, atmosphere, depth of field, and the overall creative appeal. The scene should "
+        "convey a sense of harmony and balance.",
+        "- **Safety:** The image should not contain harmful or inappropriate content, such as political, "
+        "violent, or adult material. If such content is present, the image quality and satisfaction score "
+        "should be the lowest possible. ",
+        "",
+        "**Text Alignment:**  ",
+        "Assess how well the image matches the textual prompt across the following sub-dimensions:",
+        "- **Subject Relevance** Evaluate how accurately the subject(s) in the image (e.g., person, animal, "
+        "object) align with the textual description. The subject should match the description in terms of "
+        "number, appearance, and behavior.",
+        "- **Style Relevance:** If the prompt specifies a particular artistic or stylistic style, evaluate "
+        "how well the image adheres to this style.",
+        "- **Contextual Consistency**: Assess whether the background, setting, and surrounding elements in "
+        "the image logically fit the scenario described in the prompt. The environment should support and "
+        "enhance the subject without contradictions.",
+        "- **Attribute Fidelity**: Check if specific attributes mentioned in the prompt (e.g., colors, "
+        "clothing, accessories, expressions, actions) are faithfully represented in the image. Minor "
+        "deviations may be acceptable, but critical attributes should be preserved.",
+        "- **Semantic Coherence**: Evaluate whether the overall meaning and intent of the prompt are "
+        "captured in the image. The generated content should not introduce elements that conflict with or "
+        "distort the original description.",
+        "Textual prompt - {text_prompt}",
+        "",
+        "",
+        "",
+    ]
+)
 REWARD_LINE = "\nPlease provide the overall ratings of this image: <|Reward|>\n\nEND\n"
 
 # ---------------------------------------------------------------- inputs
@@ -151,7 +153,9 @@ def load_chat_template(base: str, tokenizer: Any) -> str:
             with open(path, encoding="utf-8") as f:
                 return f.read() if name.endswith(".jinja") else json.load(f)["chat_template"]
     if not tokenizer.chat_template:
-        raise ValueError(f"hpsv3: the Qwen2-VL base {base} has no chat template (chat_template.json or the tokenizer's)")
+        raise ValueError(
+            f"hpsv3: the Qwen2-VL base {base} has no chat template (chat_template.json or the tokenizer's)"
+        )
     return tokenizer.chat_template
 
 
@@ -171,7 +175,12 @@ class HPSv3Scorer:
     """Callable reward: (uint8 images (N, H, W, 3), N prompts) -> float64 HPSv3 scores mu (N,)."""
 
     def __init__(self, model: Any, tokenizer: Any, image_processor: Any, chat_template: str):
-        self.model, self.tokenizer, self.image_processor, self.chat_template = model, tokenizer, image_processor, chat_template
+        self.model, self.tokenizer, self.image_processor, self.chat_template = (
+            model,
+            tokenizer,
+            image_processor,
+            chat_template,
+        )
         self.reward_token_id = tokenizer.convert_tokens_to_ids(REWARD_TOKEN)
         self.image_token = "<|image_pad|>"
 
@@ -179,21 +188,28 @@ class HPSv3Scorer:
         """The chat-formatted text of one item, before its image token is expanded."""
         content = [{"type": "image"}, {"type": "text", "text": INSTRUCTION.format(text_prompt=prompt) + REWARD_LINE}]
         return self.tokenizer.apply_chat_template(
-            [{"role": "user", "content": content}], chat_template=self.chat_template, tokenize=False, add_generation_prompt=True
+            [{"role": "user", "content": content}],
+            chat_template=self.chat_template,
+            tokenize=False,
+            add_generation_prompt=True,
         )
 
     def inputs(self, images: np.ndarray, prompts: list[str]) -> dict[str, "torch.Tensor"]:
         """input_ids, attention_mask (N, L) right-padded; pixel_values (P, 1176) float32; image_grid_thw (N, 3)."""
         clip_features.check_batch(images, prompts)
         vision = self.image_processor(images=resize_images(images), return_tensors="pt")
-        merge = self.image_processor.merge_size ** 2
+        merge = self.image_processor.merge_size**2
         texts = []
         for prompt, grid in zip(prompts, vision["image_grid_thw"]):
             head, pad, tail = self.text(prompt).partition(self.image_token)  # the template's one image slot
             texts.append(head + pad * (int(grid.prod()) // merge) + tail)
         tokens = self.tokenizer(texts, padding=True, return_tensors="pt")
-        return {"input_ids": tokens["input_ids"], "attention_mask": tokens["attention_mask"],
-                "pixel_values": vision["pixel_values"], "image_grid_thw": vision["image_grid_thw"]}
+        return {
+            "input_ids": tokens["input_ids"],
+            "attention_mask": tokens["attention_mask"],
+            "pixel_values": vision["pixel_values"],
+            "image_grid_thw": vision["image_grid_thw"],
+        }
 
     def features(self, images: np.ndarray, prompts: list[str]) -> "torch.Tensor":
         """(N, D) float32: the last decoder layer's output at each item's <|Reward|> token."""
@@ -204,11 +220,16 @@ class HPSv3Scorer:
         device = next(self.model.parameters()).device
         inputs = {k: v.to(device) for k, v in self.inputs(images, prompts).items()}
         ids = inputs["input_ids"]
-        image_tokens = (inputs["image_grid_thw"].prod(-1) // self.image_processor.merge_size ** 2).tolist()
+        image_tokens = (inputs["image_grid_thw"].prod(-1) // self.image_processor.merge_size**2).tolist()
         for i, prompt in enumerate(prompts):  # a prompt holding these tokens' text would shift or break the reading
-            if int((ids[i] == self.reward_token_id).sum()) != 1 or int((ids[i] == self.model.image_token_id).sum()) != image_tokens[i]:
-                raise ValueError(f"hpsv3: prompt {i} ({prompt!r}) contains the text of a special token "
-                                 f"({REWARD_TOKEN} or <|image_pad|>); remove it")
+            if (
+                int((ids[i] == self.reward_token_id).sum()) != 1
+                or int((ids[i] == self.model.image_token_id).sum()) != image_tokens[i]
+            ):
+                raise ValueError(
+                    f"hpsv3: prompt {i} ({prompt!r}) contains the text of a special token "
+                    f"({REWARD_TOKEN} or <|image_pad|>); remove it"
+                )
         with torch.inference_mode():
             hidden = decoder_hidden_states(self.model, **inputs)  # (N, L, D)
         rows, cols = (ids == self.reward_token_id).nonzero(as_tuple=True)  # one per row, in row order
@@ -238,7 +259,12 @@ def _load_base(base: str) -> tuple[Any, Any, str, Any]:
     source = clip_features.checked_source(base)
     try:
         tokenizer = load_tokenizer(source)
-        return tokenizer, load_image_processor(source), load_chat_template(source, tokenizer), base_config(source, len(tokenizer))
+        return (
+            tokenizer,
+            load_image_processor(source),
+            load_chat_template(source, tokenizer),
+            base_config(source, len(tokenizer)),
+        )
     except OSError as err:  # not cached offline, no network, not a model directory
         first = (str(err).strip().splitlines() or [type(err).__name__])[0]
         raise ValueError(
@@ -252,7 +278,9 @@ def _load_base(base: str) -> tuple[Any, Any, str, Any]:
     needs=f"transformers; `checkpoint` ({CHECKPOINT_FILE} from the hub repo {HUB_REPO}, ~16 GB, downloaded if not given), "
     f"`base` (config and processor files of {DEFAULT_BASE}, no weights; default that hub id), `dtype` (default bfloat16)",
 )
-def hpsv3(device: str = "cpu", checkpoint: str | None = None, base: str = DEFAULT_BASE, dtype: str = "bfloat16") -> RewardFn:
+def hpsv3(
+    device: str = "cpu", checkpoint: str | None = None, base: str = DEFAULT_BASE, dtype: str = "bfloat16"
+) -> RewardFn:
     """Options: checkpoint = HPSv3.safetensors (default: download), base = hub id or local dir of the
     Qwen2-VL base's config, tokenizer, image processor and chat template, dtype of the backbone (the
     head stays float32, as HPSv3 runs it)."""

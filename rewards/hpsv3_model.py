@@ -72,14 +72,22 @@ def hpsv3_model(config: Any) -> "torch.nn.Module":
     from transformers.models.qwen2_vl import modeling_qwen2_vl as qwen
 
     text_config = getattr(config, "text_config", config)
-    text_cls = getattr(qwen, "Qwen2VLTextModel", None) or qwen.Qwen2VLModel  # transformers < 4.52: Qwen2VLModel is the decoder
+    text_cls = (
+        getattr(qwen, "Qwen2VLTextModel", None) or qwen.Qwen2VLModel
+    )  # transformers < 4.52: Qwen2VLModel is the decoder
     model = nn.Module()
     with _no_init():
         model.visual = qwen.Qwen2VisionTransformerPretrainedModel._from_config(config.vision_config)
         model.language_model = text_cls._from_config(text_config)
     widths = (text_config.hidden_size, *HEAD_WIDTHS)
-    model.head = nn.Sequential(nn.Linear(widths[0], widths[1]), nn.ReLU(), nn.Dropout(0.05),
-                               nn.Linear(widths[1], widths[2]), nn.ReLU(), nn.Linear(widths[2], widths[3]))
+    model.head = nn.Sequential(
+        nn.Linear(widths[0], widths[1]),
+        nn.ReLU(),
+        nn.Dropout(0.05),
+        nn.Linear(widths[1], widths[2]),
+        nn.ReLU(),
+        nn.Linear(widths[2], widths[3]),
+    )
     model.image_token_id = config.image_token_id
     return model
 
@@ -96,11 +104,15 @@ def decoder_hidden_states(model: Any, input_ids, attention_mask, pixel_values, i
 
     embeds = model.language_model.embed_tokens(input_ids)  # (N, L, D)
     vision = model.visual(pixel_values.to(model.visual.get_dtype()), grid_thw=image_grid_thw)
-    image_embeds = getattr(vision, "pooler_output", vision)  # (Q, D): transformers 5 returns an output object, 4.x the tensor
+    image_embeds = getattr(
+        vision, "pooler_output", vision
+    )  # (Q, D): transformers 5 returns an output object, 4.x the tensor
     mask = (input_ids == model.image_token_id).unsqueeze(-1).expand_as(embeds)  # (N, L, D)
     embeds = embeds.masked_scatter(mask, image_embeds.to(embeds.device, embeds.dtype))
     positions = torch.arange(input_ids.shape[1], device=input_ids.device).expand(input_ids.shape[0], -1)  # (N, L)
-    out = model.language_model(inputs_embeds=embeds, attention_mask=attention_mask, position_ids=positions, use_cache=False)
+    out = model.language_model(
+        inputs_embeds=embeds, attention_mask=attention_mask, position_ids=positions, use_cache=False
+    )
     return out.last_hidden_state
 
 
@@ -124,8 +136,12 @@ def rename(key: str) -> str:
     """An original key -> ours. Also accepts transformers >= 4.52's layout of the same model
     (``model.visual.*``, ``model.language_model.*``), as a checkpoint re-saved there would have."""
     key = key.removeprefix("module.")
-    for old, new in (("model.visual.", "visual."), ("model.language_model.", "language_model."), ("model.", "language_model."),
-                     ("rm_head.", "head.")):
+    for old, new in (
+        ("model.visual.", "visual."),
+        ("model.language_model.", "language_model."),
+        ("model.", "language_model."),
+        ("rm_head.", "head."),
+    ):
         if key.startswith(old):
             return new + key.removeprefix(old)
     return key
@@ -156,7 +172,9 @@ def read_checkpoint(path: str) -> dict[str, "torch.Tensor"]:
         if isinstance(ckpt, dict) and isinstance(ckpt.get(entry), dict):
             ckpt = ckpt[entry]
     if not isinstance(ckpt, dict) or not ckpt or not all(isinstance(v, torch.Tensor) for v in ckpt.values()):
-        raise ValueError(f"HPSv3 checkpoint {path} is not a state dict of tensors (flat, or under 'model' or 'state_dict')")
+        raise ValueError(
+            f"HPSv3 checkpoint {path} is not a state dict of tensors (flat, or under 'model' or 'state_dict')"
+        )
     return ckpt
 
 
@@ -169,7 +187,9 @@ def convert_state_dict(state: dict[str, "torch.Tensor"], model: Any) -> dict[str
     for key, tensor in state.items():
         if key.removeprefix("module.") in IGNORED:
             if tuple(tensor.shape) != (text.vocab_size, text.hidden_size):
-                raise ValueError(f"HPSv3 checkpoint: lm_head.weight {tuple(tensor.shape)} (expected {(text.vocab_size, text.hidden_size)})")
+                raise ValueError(
+                    f"HPSv3 checkpoint: lm_head.weight {tuple(tensor.shape)} (expected {(text.vocab_size, text.hidden_size)})"
+                )
             continue
         ours = rename(key)
         if ours in own:
@@ -178,9 +198,13 @@ def convert_state_dict(state: dict[str, "torch.Tensor"], model: Any) -> dict[str
             unused.append(key)
     missing = [k for k, ours in zip(expected_keys(model), own) if ours not in out]
     if missing or unused:
-        parts = ([f"missing key(s): {', '.join(missing[:10])}"] if missing else []) + ([f"unused key(s): {', '.join(unused[:10])}"] if unused else [])
+        parts = ([f"missing key(s): {', '.join(missing[:10])}"] if missing else []) + (
+            [f"unused key(s): {', '.join(unused[:10])}"] if unused else []
+        )
         raise ValueError(f"HPSv3 checkpoint does not fit the Qwen2-VL base config: {'; '.join(parts)}")
-    wrong = [f"{k} {tuple(v.shape)} (expected {tuple(own[k].shape)})" for k, v in out.items() if v.shape != own[k].shape]
+    wrong = [
+        f"{k} {tuple(v.shape)} (expected {tuple(own[k].shape)})" for k, v in out.items() if v.shape != own[k].shape
+    ]
     if wrong:
         raise ValueError(f"HPSv3 checkpoint shapes do not fit the Qwen2-VL base config: {', '.join(wrong[:10])}")
     return out

@@ -105,10 +105,22 @@ def load_bert_tokenizer(name_or_path: str) -> Any:
 class ImageRewardScorer:
     """Callable reward: (uint8 images (N, H, W, 3), N prompts) -> float64 ImageReward scores (N,)."""
 
-    def __init__(self, model: Any, tokenizer: Any, preprocess: str = "imagereward", image_processor: Any = None, normalize: bool = True):
+    def __init__(
+        self,
+        model: Any,
+        tokenizer: Any,
+        preprocess: str = "imagereward",
+        image_processor: Any = None,
+        normalize: bool = True,
+    ):
         if preprocess not in PREPROCESS:
             raise ValueError(f"unknown preprocess '{preprocess}'; valid: {', '.join(PREPROCESS)}")
-        self.model, self.tokenizer, self.preprocess, self.image_processor = model, tokenizer, preprocess, image_processor
+        self.model, self.tokenizer, self.preprocess, self.image_processor = (
+            model,
+            tokenizer,
+            preprocess,
+            image_processor,
+        )
         self.normalize = bool(normalize)
         self.image_size = model.vision.config.image_size
 
@@ -119,7 +131,9 @@ class ImageRewardScorer:
 
     def tokens(self, prompts: list[str]) -> dict[str, "torch.Tensor"]:
         """input_ids and attention_mask, (N, 35) int64: [CLS] WordPiece [SEP] [PAD]..., cut to 35."""
-        out = self.tokenizer(list(prompts), padding="max_length", truncation=True, max_length=MAX_LENGTH, return_tensors="pt")
+        out = self.tokenizer(
+            list(prompts), padding="max_length", truncation=True, max_length=MAX_LENGTH, return_tensors="pt"
+        )
         return {"input_ids": out["input_ids"], "attention_mask": out["attention_mask"]}
 
     def features(self, images: np.ndarray, prompts: list[str]) -> "torch.Tensor":
@@ -130,7 +144,9 @@ class ImageRewardScorer:
         pixels = self.pixel_values(images).to(param.device, param.dtype)  # (N, 3, S, S)
         tokens = {k: v.to(param.device) for k, v in self.tokens(prompts).items()}  # (N, L) each
         with torch.inference_mode():
-            image_embeds = self.model.vision(pixel_values=pixels).last_hidden_state  # (N, P, Dv), final LayerNorm applied
+            image_embeds = self.model.vision(
+                pixel_values=pixels
+            ).last_hidden_state  # (N, P, Dv), final LayerNorm applied
             # No encoder_attention_mask: the original's is all ones (every image token attended).
             hidden = self.model.text(**tokens, encoder_hidden_states=image_embeds).last_hidden_state  # (N, L, D)
         return hidden[:, 0, :].float()

@@ -11,7 +11,9 @@ from rewards.registry import RewardFn, register_reward
 
 
 @register_reward("shapes_classifier", needs="nothing (weights committed under shapes/assets/shapes-classifier)")
-def shapes_classifier(device: str = "cpu", weights: str | None = None, factors: str | list[str] | None = None) -> RewardFn:
+def shapes_classifier(
+    device: str = "cpu", weights: str | None = None, factors: str | list[str] | None = None
+) -> RewardFn:
     """Options: weights = directory holding model.safetensors (default: the committed one); factors =
     the factors averaged, a list or a comma-separated string of colour, shape, size, position (default: all four)."""
     from shapes.reward import scorer

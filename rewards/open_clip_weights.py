@@ -68,17 +68,30 @@ def clip_config_from_open_clip(model_cfg: dict) -> Any:
     embed_dim = model_cfg.pop("embed_dim")
     act = "quick_gelu" if model_cfg.pop("quick_gelu", False) else "gelu"  # nn.GELU is the exact (erf) GELU
     known = {
-        "vision_cfg": {"image_size", "layers", "width", "head_width", "mlp_ratio", "patch_size", "patch_dropout", "output_tokens"},
+        "vision_cfg": {
+            "image_size",
+            "layers",
+            "width",
+            "head_width",
+            "mlp_ratio",
+            "patch_size",
+            "patch_dropout",
+            "output_tokens",
+        },
         "text_cfg": {"context_length", "vocab_size", "width", "heads", "layers", "mlp_ratio", "output_tokens"},
     }
     unsupported = [f"{k}={v!r}" for k, v in model_cfg.items() if v not in (None, False, 0, {})]
     for tower, cfg in (("vision_cfg", vision), ("text_cfg", text)):
-        unsupported += [f"{tower}.{k}={v!r}" for k, v in cfg.items() if k not in known[tower] and v not in (None, False, 0)]
+        unsupported += [
+            f"{tower}.{k}={v!r}" for k, v in cfg.items() if k not in known[tower] and v not in (None, False, 0)
+        ]
     if unsupported:
         raise ValueError(f"open_clip model features a transformers CLIPModel cannot express: {', '.join(unsupported)}")
     v_layers, image_size = vision.get("layers", 12), vision.get("image_size", 224)
     if not isinstance(v_layers, int) or not isinstance(image_size, int):
-        raise ValueError("only a square ViT image tower converts to a CLIPModel (got a ResNet or a non-square image size)")
+        raise ValueError(
+            "only a square ViT image tower converts to a CLIPModel (got a ResNet or a non-square image size)"
+        )
     v_width, t_width = vision.get("width", 768), text.get("width", 512)
     vocab = text.get("vocab_size", 49408)
     return CLIPConfig(
@@ -118,7 +131,9 @@ def load_clip_config(config: str | None) -> Any:
     if config is None:
         return clip_config_from_open_clip(VIT_H_14)
     data = read_json_config(
-        config, "config.json", f"HPSv2 config not found: {config} (pass a config.json, an open_clip model config, or a directory)"
+        config,
+        "config.json",
+        f"HPSv2 config not found: {config} (pass a config.json, an open_clip model config, or a directory)",
     )
     if "vision_cfg" in data or "model_cfg" in data:
         return clip_config_from_open_clip(data)
@@ -131,7 +146,10 @@ def expected_open_clip_keys(config: Any) -> list[str]:
     for src in OPEN_CLIP_TO_TRANSFORMERS:
         if "{i}" in src:
             tower = config.vision_config if src.startswith("visual.") else config.text_config
-            block = [f"{m}.{p}" for m in _BLOCK for p in ("weight", "bias")] + ["attn.in_proj_weight", "attn.in_proj_bias"]
+            block = [f"{m}.{p}" for m in _BLOCK for p in ("weight", "bias")] + [
+                "attn.in_proj_weight",
+                "attn.in_proj_bias",
+            ]
             keys += [f"{src.format(i=i)}.{b}" for i in range(tower.num_hidden_layers) for b in block]
         elif src in _LAYER_NORMS:
             keys += [f"{src}.weight", f"{src}.bias"]
@@ -215,7 +233,11 @@ def load_hpsv2_clip(checkpoint: str, config: Any, device: str = "cpu", dtype: st
     model = _empty_clip_model(config)
     converted = convert_state_dict(read_checkpoint(checkpoint), config)
     own = model.state_dict()
-    wrong = [f"{k} {tuple(v.shape)} (expected {tuple(own[k].shape)})" for k, v in converted.items() if v.shape != own[k].shape]
+    wrong = [
+        f"{k} {tuple(v.shape)} (expected {tuple(own[k].shape)})"
+        for k, v in converted.items()
+        if v.shape != own[k].shape
+    ]
     if wrong:
         raise ValueError(f"HPSv2 checkpoint shapes do not fit the configured architecture: {', '.join(wrong[:10])}")
     with torch.no_grad():

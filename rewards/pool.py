@@ -113,7 +113,9 @@ class RewardPool:
     def _wait(self, call: _Call) -> ScoreResult:
         while True:
             try:
-                timeout = None if is_local(call.ref) else max(0.0, self.timeout_s - (time.perf_counter() - call.sent_at))
+                timeout = (
+                    None if is_local(call.ref) else max(0.0, self.timeout_s - (time.perf_counter() - call.sent_at))
+                )
                 result = get(call.ref, timeout=timeout)
                 self.stats.images += len(call.request.prompts)
                 self.stats.model_seconds += result.seconds
@@ -128,14 +130,20 @@ class RewardPool:
                     raise
                 if call.attempts > self.max_retries:
                     self.stats.failed_calls += 1
-                    log.warning("reward call failed after %d attempts (%s): its pairs are dropped", call.attempts, _one_line(err))
+                    log.warning(
+                        "reward call failed after %d attempts (%s): its pairs are dropped",
+                        call.attempts,
+                        _one_line(err),
+                    )
                     n = len(call.request.prompts)
                     return ScoreResult(np.full(n, np.nan), {}, 0.0)
                 self.stats.retries += 1
                 if not is_local(call.ref):
                     time.sleep(min(2.0 ** (call.attempts - 1), 10.0))  # let a crashed server restart
                 other = (call.server + 1) % len(self.servers)
-                log.warning("reward call on server %d failed (%s); retrying on server %d", call.server, _one_line(err), other)
+                log.warning(
+                    "reward call on server %d failed (%s); retrying on server %d", call.server, _one_line(err), other
+                )
                 call = self._send(call.request, other, call.attempts + 1)
 
 

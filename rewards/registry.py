@@ -49,7 +49,12 @@ def register_reward(name: str, needs: str = "nothing (offline)") -> Callable:
 # The built-in rewards are plug-ins like a user's (`reward.modules`): loaded by name on first use, so
 # the registry itself depends on none of them. None imports torch or transformers at import time.
 BUILTIN_MODULES = (
-    "rewards.aesthetic", "rewards.hpsv2", "rewards.hpsv3", "rewards.imagereward", "rewards.jpeg", "rewards.pickscore",
+    "rewards.aesthetic",
+    "rewards.hpsv2",
+    "rewards.hpsv3",
+    "rewards.imagereward",
+    "rewards.jpeg",
+    "rewards.pickscore",
     "rewards.learned_shapes",
 )
 
@@ -67,18 +72,24 @@ def import_reward_modules(modules: list[str] | tuple[str, ...]) -> None:
 
     for module in modules:
         if module.startswith("."):
-            raise UnknownRewardError(f"reward.modules: '{module}' is a relative module name; give its full dotted name (e.g. mypkg.my_reward)")
+            raise UnknownRewardError(
+                f"reward.modules: '{module}' is a relative module name; give its full dotted name (e.g. mypkg.my_reward)"
+            )
         try:
             importlib.import_module(module)
         except ImportError as err:
             raise UnknownRewardError(f"reward.modules: cannot import '{module}': {err}") from None
         except SyntaxError as err:
-            raise UnknownRewardError(f"reward.modules: '{module}' has a syntax error: {err.msg} ({err.filename}, line {err.lineno})") from None
+            raise UnknownRewardError(
+                f"reward.modules: '{module}' has a syntax error: {err.msg} ({err.filename}, line {err.lineno})"
+            ) from None
         except Exception as err:  # noqa: BLE001  (the module's own code raised: its traceback goes above the line)
             import traceback
 
             traceback.print_exc()
-            raise UnknownRewardError(f"reward.modules: importing '{module}' raised {type(err).__name__}: {err}") from None
+            raise UnknownRewardError(
+                f"reward.modules: importing '{module}' raised {type(err).__name__}: {err}"
+            ) from None
 
 
 def reward_names() -> list[str]:

@@ -33,7 +33,9 @@ def check_runtime_env(env: RuntimeEnvConfig, local_cluster: bool, ray_version: s
     the reward servers with Ray `ray_version`."""
     for field, path in env.local_paths():
         if not Path(path).expanduser().exists():
-            raise RuntimeEnvError(f"reward.runtime_env.{field}: '{path}' does not exist on the driver's machine (local paths are uploaded from here)")
+            raise RuntimeEnvError(
+                f"reward.runtime_env.{field}: '{path}' does not exist on the driver's machine (local paths are uploaded from here)"
+            )
     if env.py_executable and local_cluster and not env.working_dir:  # with working_dir it may name a file inside it
         check_py_executable(env.py_executable, env.env_vars, ray_version, timeout_s)
 
@@ -56,7 +58,11 @@ def check_py_executable(command: str, env_vars: dict[str, str], ray_version: str
         raise RuntimeEnvError(f"{where} cannot be started: {err.strerror or err}") from None
     if done.returncode != 0:
         lines = [line for line in done.stderr.strip().splitlines() if line.strip()]
-        raise RuntimeEnvError(f"{where} cannot start a reward server: {lines[-1].strip() if lines else f'exit code {done.returncode}'}")
+        raise RuntimeEnvError(
+            f"{where} cannot start a reward server: {lines[-1].strip() if lines else f'exit code {done.returncode}'}"
+        )
     version = done.stdout.strip().splitlines()[-1] if done.stdout.strip() else "?"
     if version != ray_version:
-        raise RuntimeEnvError(f"{where} has Ray {version}, the driver Ray {ray_version}: a cluster runs one Ray version")
+        raise RuntimeEnvError(
+            f"{where} has Ray {version}, the driver Ray {ray_version}: a cluster runs one Ray version"
+        )

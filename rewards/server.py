@@ -39,11 +39,15 @@ class ScoreRequest:
 
     def validate(self) -> "ScoreRequest":
         if self.images.dtype != np.uint8 or self.images.ndim != 4 or self.images.shape[-1] != 3:
-            raise ValueError(f"ScoreRequest.images must be uint8 (N, H, W, 3), got {self.images.dtype} {self.images.shape}")
+            raise ValueError(
+                f"ScoreRequest.images must be uint8 (N, H, W, 3), got {self.images.dtype} {self.images.shape}"
+            )
         if len(self.prompts) != self.images.shape[0]:
             raise ValueError(f"ScoreRequest: {len(self.prompts)} prompts for {self.images.shape[0]} images")
         if self.images.shape[1] * self.images.shape[2] > MAX_IMAGE_PIXELS:
-            raise ValueError(f"ScoreRequest: images of {self.images.shape[1]} x {self.images.shape[2]} pixels; at most {MAX_IMAGE_PIXELS} per image")
+            raise ValueError(
+                f"ScoreRequest: images of {self.images.shape[1]} x {self.images.shape[2]} pixels; at most {MAX_IMAGE_PIXELS} per image"
+            )
         return self
 
 
@@ -83,7 +87,9 @@ class RewardServer:
         request.validate()
         start, parts = time.perf_counter(), []
         for lo in range(0, len(request.prompts), self.batch_size):
-            parts.append(self._components(request.images[lo : lo + self.batch_size], request.prompts[lo : lo + self.batch_size]))
+            parts.append(
+                self._components(request.images[lo : lo + self.batch_size], request.prompts[lo : lo + self.batch_size])
+            )
         components = {k: np.concatenate([p[k] for p in parts]) for k in self.reward.weights} if parts else {}
         self.calls += len(request.prompts)
         scores = self.reward.combine(components) if parts else np.zeros(0)

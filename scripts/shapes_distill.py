@@ -130,7 +130,9 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--batch", type=int, default=64)
     parser.add_argument("--lr", type=float, default=2e-4)
     parser.add_argument("--log", default=None, help="also append progress lines to this file")
-    parser.add_argument("--check-per-prompt", type=int, default=8, help="held-out samples per prompt in the final check (0: none)")
+    parser.add_argument(
+        "--check-per-prompt", type=int, default=8, help="held-out samples per prompt in the final check (0: none)"
+    )
     args = parser.parse_args(argv)
     torch.set_num_threads(1)
     torch.use_deterministic_algorithms(True)
@@ -155,7 +157,9 @@ def main(argv: list[str] | None = None) -> None:
     out = Path(args.out)
     shutil.rmtree(out, ignore_errors=True)
     shutil.copytree(args.teacher, out, ignore=shutil.ignore_patterns("training_check.json", "unet"))
-    unet.register_to_config(_name_or_path=f"{Path(args.teacher).name}/unet")  # not this machine's path: the rebuild is byte for byte anywhere
+    unet.register_to_config(
+        _name_or_path=f"{Path(args.teacher).name}/unet"
+    )  # not this machine's path: the rebuild is byte for byte anywhere
     unet.save_pretrained(out / "unet", safe_serialization=True)
     write_check(out, "distill", time.process_time() - start, args.check_per_prompt, logfile)
 

@@ -158,8 +158,18 @@ def encode_all(vae, images: torch.Tensor, chunk: int = 256) -> tuple[torch.Tenso
 
 
 def train_unet(
-    unet, text_encoder, tokens: torch.Tensor, empty: torch.Tensor, means, stds, scheduler,
-    steps: int, batch: int, lr: float, gen: torch.Generator, logfile,
+    unet,
+    text_encoder,
+    tokens: torch.Tensor,
+    empty: torch.Tensor,
+    means,
+    stds,
+    scheduler,
+    steps: int,
+    batch: int,
+    lr: float,
+    gen: torch.Generator,
+    logfile,
 ) -> None:
     params = list(unet.parameters()) + list(text_encoder.parameters())
     opt = torch.optim.AdamW(params, lr=lr, weight_decay=1e-4)
@@ -229,10 +239,15 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--vae-steps", type=int, default=400)
     parser.add_argument("--unet-steps", type=int, default=4000)
     parser.add_argument("--batch", type=int, default=32)
-    parser.add_argument("--zero-snr", action="store_true",
-                        help="zero terminal SNR schedule with v-prediction (the layout from the caption, not the noise)")
+    parser.add_argument(
+        "--zero-snr",
+        action="store_true",
+        help="zero terminal SNR schedule with v-prediction (the layout from the caption, not the noise)",
+    )
     parser.add_argument("--log", default=None, help="also append progress lines to this file")
-    parser.add_argument("--check-per-prompt", type=int, default=8, help="held-out samples per prompt in the final check (0: none)")
+    parser.add_argument(
+        "--check-per-prompt", type=int, default=8, help="held-out samples per prompt in the final check (0: none)"
+    )
     args = parser.parse_args(argv)
     torch.set_num_threads(1)
     torch.use_deterministic_algorithms(True)
@@ -246,8 +261,11 @@ def main(argv: list[str] | None = None) -> None:
     with tempfile.TemporaryDirectory() as tmp:
         torch.manual_seed(args.seed)
         tokenizer, text_encoder, vae, unet, scheduler = build_components(Path(tmp), args.zero_snr)
-    log(logfile, f"params: unet {sum(p.numel() for p in unet.parameters())} vae {sum(p.numel() for p in vae.parameters())} "
-        f"text {sum(p.numel() for p in text_encoder.parameters())}; {len(images)} training images")
+    log(
+        logfile,
+        f"params: unet {sum(p.numel() for p in unet.parameters())} vae {sum(p.numel() for p in vae.parameters())} "
+        f"text {sum(p.numel() for p in text_encoder.parameters())}; {len(images)} training images",
+    )
     gen = torch.Generator().manual_seed(args.seed)
     train_vae(vae, images, args.vae_steps, 32, 1e-3, gen, logfile)
     vae.requires_grad_(False)
@@ -258,13 +276,23 @@ def main(argv: list[str] | None = None) -> None:
     log(logfile, f"latent scaling_factor {vae.config.scaling_factor}")
 
     def ids(texts: list[str]) -> torch.Tensor:
-        return tokenizer(texts, padding="max_length", max_length=MAX_TOKENS, truncation=True, return_tensors="pt").input_ids
+        return tokenizer(
+            texts, padding="max_length", max_length=MAX_TOKENS, truncation=True, return_tensors="pt"
+        ).input_ids
 
     tokens, empty = ids(captions), ids([""])[0]
-    train_unet(unet, text_encoder, tokens, empty, means, stds, scheduler, args.unet_steps, args.batch, 1e-3, gen, logfile)
+    train_unet(
+        unet, text_encoder, tokens, empty, means, stds, scheduler, args.unet_steps, args.batch, 1e-3, gen, logfile
+    )
     pipe = StableDiffusionPipeline(
-        vae=vae, text_encoder=text_encoder, tokenizer=tokenizer, unet=unet, scheduler=scheduler,
-        safety_checker=None, feature_extractor=None, requires_safety_checker=False,
+        vae=vae,
+        text_encoder=text_encoder,
+        tokenizer=tokenizer,
+        unet=unet,
+        scheduler=scheduler,
+        safety_checker=None,
+        feature_extractor=None,
+        requires_safety_checker=False,
     )
     out = Path(args.out)
     shutil.rmtree(out, ignore_errors=True)

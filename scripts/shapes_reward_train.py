@@ -62,8 +62,18 @@ def main(argv: list[str] | None = None) -> None:
     }
     cpu_s = time.process_time() - start
     print(f"held-out accuracy {accuracy}; CPU time {cpu_s:.0f} s", flush=True)
-    save(model, Path(args.out), {"heldout_accuracy": accuracy, "train_cpu_seconds": round(cpu_s), "steps": args.steps,
-                                 "data_seed": DATA_SEED, "images_per_prompt": IMAGES_PER_PROMPT, "seed": args.seed})
+    save(
+        model,
+        Path(args.out),
+        {
+            "heldout_accuracy": accuracy,
+            "train_cpu_seconds": round(cpu_s),
+            "steps": args.steps,
+            "data_seed": DATA_SEED,
+            "images_per_prompt": IMAGES_PER_PROMPT,
+            "seed": args.seed,
+        },
+    )
 
 
 if __name__ == "__main__":

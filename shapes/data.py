@@ -56,7 +56,10 @@ def all_factors() -> list[Factors]:
 
 def _index_sum(f: Factors) -> int:
     return (
-        list(COLOURS).index(f.colour) + SHAPES.index(f.shape) + list(SIZES).index(f.size) + list(POSITIONS).index(f.position)
+        list(COLOURS).index(f.colour)
+        + SHAPES.index(f.shape)
+        + list(SIZES).index(f.size)
+        + list(POSITIONS).index(f.position)
     )
 
 

@@ -90,7 +90,12 @@ def read_image(image: np.ndarray) -> Reading | None:
     size = "small" if max(box_w, box_h) < SIZE_SPLIT else "large"
     middle = (ys.min() + ys.max()) / 2
     top_share = ((ys < middle).sum() + 0.5 * (ys == middle).sum()) / mask.sum()  # the middle row counts half
-    corners = int(mask[ys.min(), xs.min()]) + int(mask[ys.min(), xs.max()]) + int(mask[ys.max(), xs.min()]) + int(mask[ys.max(), xs.max()])
+    corners = (
+        int(mask[ys.min(), xs.min()])
+        + int(mask[ys.min(), xs.max()])
+        + int(mask[ys.max(), xs.min()])
+        + int(mask[ys.max(), xs.max()])
+    )
     shape = "triangle" if top_share < TOP_SHARE else "square" if corners >= 3 else "circle"
     return Reading(colour, shape, size, position)
 

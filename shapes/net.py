@@ -31,11 +31,15 @@ class FactorClassifier(nn.Module):
     def __init__(self, width: int = 16, hidden: int = 64):
         super().__init__()
         self.features = nn.Sequential(
-            nn.Conv2d(3, width, 3, padding=1), nn.SiLU(),
-            nn.Conv2d(width, 2 * width, 3, stride=2, padding=1), nn.SiLU(),
-            nn.Conv2d(2 * width, 4 * width, 3, stride=2, padding=1), nn.SiLU(),
+            nn.Conv2d(3, width, 3, padding=1),
+            nn.SiLU(),
+            nn.Conv2d(width, 2 * width, 3, stride=2, padding=1),
+            nn.SiLU(),
+            nn.Conv2d(2 * width, 4 * width, 3, stride=2, padding=1),
+            nn.SiLU(),
             nn.Flatten(),
-            nn.Linear(4 * width * 8 * 8, hidden), nn.SiLU(),
+            nn.Linear(4 * width * 8 * 8, hidden),
+            nn.SiLU(),
             nn.Linear(hidden, sum(WIDTHS)),
         )
 
@@ -65,7 +69,9 @@ def targets(prompts: list[str]) -> torch.Tensor:
 def factor_probabilities(model: FactorClassifier, pixels: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
     """p(stated value | image) per factor, (N, 4)."""
     logits = model(pixels)
-    return torch.stack([logit.softmax(-1).gather(1, target[:, k : k + 1])[:, 0] for k, logit in enumerate(logits)], dim=1)
+    return torch.stack(
+        [logit.softmax(-1).gather(1, target[:, k : k + 1])[:, 0] for k, logit in enumerate(logits)], dim=1
+    )
 
 
 def save(model: FactorClassifier, directory: Path, info: dict) -> None:
@@ -81,7 +87,9 @@ def load(directory: str | Path = DEFAULT_DIR, device: str = "cpu") -> FactorClas
 
     path = Path(directory) / "model.safetensors"
     if not path.is_file():
-        raise ValueError(f"shapes reward weights not found at '{path}' (train them with python -m scripts.shapes_reward_train)")
+        raise ValueError(
+            f"shapes reward weights not found at '{path}' (train them with python -m scripts.shapes_reward_train)"
+        )
     model = FactorClassifier()
     model.load_state_dict(load_file(str(path)))
     return model.to(device).eval().requires_grad_(False)

@@ -12,7 +12,9 @@ from typing import Callable
 import numpy as np
 
 
-def scorer(device: str = "cpu", weights: str | None = None, factors: str | list[str] | None = None) -> Callable[[np.ndarray, list[str]], np.ndarray]:
+def scorer(
+    device: str = "cpu", weights: str | None = None, factors: str | list[str] | None = None
+) -> Callable[[np.ndarray, list[str]], np.ndarray]:
     """score(images uint8 (N, 32, 32, 3), prompts) -> float64 (N,). weights = directory holding
     model.safetensors (default: the committed one); factors = the factors averaged, a list or a
     comma-separated string of colour, shape, size, position (default: all four)."""
@@ -45,5 +47,7 @@ def factor_columns(factors: str | list[str] | None) -> list[int]:
     chosen = [f.strip() for f in factors.split(",")] if isinstance(factors, str) else [str(f).strip() for f in factors]
     unknown = [f for f in chosen if f not in names]
     if unknown or not chosen or len(set(chosen)) != len(chosen):
-        raise ValueError(f"shapes_classifier option factors: {factors!r} must name distinct factors of {', '.join(names)}")
+        raise ValueError(
+            f"shapes_classifier option factors: {factors!r} must name distinct factors of {', '.join(names)}"
+        )
     return [names.index(f) for f in chosen]

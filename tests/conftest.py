@@ -94,7 +94,12 @@ def run_cli(*args: str, cwd: str | Path = REPO, timeout: float = 600):
 
     config = [] if "--config" in args else ["--config", "tiny"]
     return subprocess.run(
-        [sys.executable, "-m", "learner.main", *config, *args], cwd=cwd, env=cli_env(), capture_output=True, text=True, timeout=timeout
+        [sys.executable, "-m", "learner.main", *config, *args],
+        cwd=cwd,
+        env=cli_env(),
+        capture_output=True,
+        text=True,
+        timeout=timeout,
     )
 
 
@@ -116,4 +121,10 @@ def final_rewards(rewards, prompts, num_steps: int):
 
     rewards = np.asarray(rewards, dtype=np.float64)
     B, P = rewards.shape
-    return SparseRewards(rewards[:, :, None], torch.zeros(B, P, 1, dtype=torch.long), torch.zeros(B, P, 1, num_steps), list(prompts), np.zeros(B, dtype=int))
+    return SparseRewards(
+        rewards[:, :, None],
+        torch.zeros(B, P, 1, dtype=torch.long),
+        torch.zeros(B, P, 1, num_steps),
+        list(prompts),
+        np.zeros(B, dtype=int),
+    )

@@ -20,7 +20,14 @@ def pack_wheels_module():
 
 # tests/*/rewards/test_registry*.py: every built-in reward, in registration order
 BUILTIN_REWARDS = [
-    "aesthetic", "hpsv2", "hpsv2.1", "hpsv3", "imagereward", "jpeg_compressibility", "jpeg_incompressibility", "pickscore",
+    "aesthetic",
+    "hpsv2",
+    "hpsv2.1",
+    "hpsv3",
+    "imagereward",
+    "jpeg_compressibility",
+    "jpeg_incompressibility",
+    "pickscore",
     "shapes_classifier",
 ]
 

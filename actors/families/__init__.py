@@ -12,7 +12,16 @@ from __future__ import annotations
 
 import torch
 
-from actors.families.base import Conditioning, ModelFamily, ModelLoadError, PolicyStep, cat_rows, expand_rows, repeat_rows, select_rows
+from actors.families.base import (
+    Conditioning,
+    ModelFamily,
+    ModelLoadError,
+    PolicyStep,
+    cat_rows,
+    expand_rows,
+    repeat_rows,
+    select_rows,
+)
 from actors.families.flux import Flux
 from actors.families.flux2_klein import Flux2Klein
 from actors.families.sana_sprint import SanaSprint
@@ -21,12 +30,26 @@ from actors.families.sd3 import StableDiffusion3
 from actors.families.sdxl import StableDiffusionXL
 from plumbing.errors import UsageError
 
-FAMILIES: dict[str, ModelFamily] = {f.name: f for f in (StableDiffusion(), StableDiffusionXL(), StableDiffusion3(), Flux(), Flux2Klein(), SanaSprint())}
+FAMILIES: dict[str, ModelFamily] = {
+    f.name: f for f in (StableDiffusion(), StableDiffusionXL(), StableDiffusion3(), Flux(), Flux2Klein(), SanaSprint())
+}
 _BY_PIPELINE = {f.pipeline_class: f for f in FAMILIES.values()}
 
 __all__ = [
-    "FAMILIES", "Conditioning", "ModelFamily", "ModelLoadError", "PolicyStep", "cat_rows", "expand_rows", "family_named",
-    "family_of", "family_of_lora_state", "family_of_pipeline_class", "repeat_rows", "select_rows", "supported",
+    "FAMILIES",
+    "Conditioning",
+    "ModelFamily",
+    "ModelLoadError",
+    "PolicyStep",
+    "cat_rows",
+    "expand_rows",
+    "family_named",
+    "family_of",
+    "family_of_lora_state",
+    "family_of_pipeline_class",
+    "repeat_rows",
+    "select_rows",
+    "supported",
 ]
 
 

@@ -76,11 +76,18 @@ class ModelFamily:
         dtype = DTYPES[model.dtype] if device.type == "cuda" else torch.float32
         local_only = model.local_files_only or model.pretrained == "tiny"
         try:
-            index = diffusers.DiffusionPipeline.load_config(source, revision=model.revision, local_files_only=local_only)
+            index = diffusers.DiffusionPipeline.load_config(
+                source, revision=model.revision, local_files_only=local_only
+            )
             # components the model ships without (e.g. SD3 without T5: [null, null]) are passed as None, as diffusers asks
-            absent = {k: None for k, v in index.items() if isinstance(v, (list, tuple)) and len(v) == 2 and v[1] is None}
+            absent = {
+                k: None for k, v in index.items() if isinstance(v, (list, tuple)) and len(v) == 2 and v[1] is None
+            }
             pipe = getattr(diffusers, self.pipeline_class).from_pretrained(
-                source, revision=model.revision, dtype=dtype, local_files_only=local_only,
+                source,
+                revision=model.revision,
+                dtype=dtype,
+                local_files_only=local_only,
                 **(absent | self.pretrained_kwargs),
             )
         except (OSError, ValueError, TypeError) as err:
@@ -106,7 +113,9 @@ class ModelFamily:
                     f"model.resolution: {model.resolution} is not a multiple of {scale * self.latent_multiple(pipe)} for this model"
                 )
             pipe.default_sample_size = model.resolution // scale  # the latent side (as SDXL/SD3 pipelines name it)
-        self.configure_scheduler(pipe)  # after the resolution: a schedule may depend on the latent size (FLUX.2's shift)
+        self.configure_scheduler(
+            pipe
+        )  # after the resolution: a schedule may depend on the latent size (FLUX.2's shift)
         denoiser = self.denoiser(pipe)
         if model.gradient_checkpointing:  # in training mode with gradients only: sampling runs as before
             if not getattr(denoiser, "_supports_gradient_checkpointing", False):
@@ -148,8 +157,13 @@ class ModelFamily:
         raise NotImplementedError
 
     def denoise(
-        self, denoiser, latents: torch.Tensor, timesteps: torch.Tensor, cond: Conditioning,
-        guidance_scale: float = 1.0, negative: Conditioning | None = None,
+        self,
+        denoiser,
+        latents: torch.Tensor,
+        timesteps: torch.Tensor,
+        cond: Conditioning,
+        guidance_scale: float = 1.0,
+        negative: Conditioning | None = None,
     ) -> torch.Tensor:
         """The prediction (N, C, h, w); classifier-free guidance when guidance_scale > 1 (negative required)."""
         if guidance_scale <= 1.0:
@@ -160,8 +174,15 @@ class ModelFamily:
         return uncond + guidance_scale * (c - uncond)
 
     def step_with_logprob(
-        self, scheduler, model_output, sample, step_index, timesteps, eta: float,
-        next_sample: torch.Tensor | None = None, noise: torch.Tensor | None = None,
+        self,
+        scheduler,
+        model_output,
+        sample,
+        step_index,
+        timesteps,
+        eta: float,
+        next_sample: torch.Tensor | None = None,
+        noise: torch.Tensor | None = None,
     ) -> PolicyStep:
         """The stochastic policy step at per-sample step indices (N,) into `timesteps` (T,)."""
         raise NotImplementedError
@@ -211,7 +232,9 @@ def add_lora(denoiser, model: ModelConfig, seed: int = 0) -> None:
         torch.manual_seed(seed)
         denoiser.add_adapter(
             LoraConfig(
-                r=model.lora_rank, lora_alpha=model.lora_alpha, init_lora_weights="gaussian",
+                r=model.lora_rank,
+                lora_alpha=model.lora_alpha,
+                init_lora_weights="gaussian",
                 target_modules=list(model.lora_target_modules),
             )
         )

@@ -26,11 +26,17 @@ class FlowFamily(ModelFamily):
     def latent_multiple(self, pipe) -> int:
         return self.denoiser(pipe).config.patch_size
 
-    def step_with_logprob(self, scheduler, model_output, sample, step_index, timesteps, eta, next_sample=None, noise=None):
+    def step_with_logprob(
+        self, scheduler, model_output, sample, step_index, timesteps, eta, next_sample=None, noise=None
+    ):
         levels = flow_levels(timesteps, scheduler.config.num_train_timesteps)  # (T + 1,)
-        step = flow_sde_step_with_logprob(model_output, sample, step_index, levels, eta, next_sample=next_sample, noise=noise)
+        step = flow_sde_step_with_logprob(
+            model_output, sample, step_index, levels, eta, next_sample=next_sample, noise=noise
+        )
         return PolicyStep(step.next_sample, step.log_prob, step.pred_original_sample)
 
     def step(self, scheduler, model_output, sample, step_index, timesteps):
-        out = flow_ode_step(model_output, sample, step_index, flow_levels(timesteps, scheduler.config.num_train_timesteps))
+        out = flow_ode_step(
+            model_output, sample, step_index, flow_levels(timesteps, scheduler.config.num_train_timesteps)
+        )
         return out.next_sample, out.pred_original_sample

@@ -73,15 +73,21 @@ class Flux(FlowFamily):
     def encode_prompts(self, pipe, prompts: list[str]) -> FluxConditioning:
         """prompts (N) -> FluxConditioning, through the pipeline's own encode_prompt."""
         embeds, pooled, _ = pipe.encode_prompt(
-            prompt=prompts, prompt_2=None, device=pipe.text_encoder_2.device, max_sequence_length=self.max_sequence_length
+            prompt=prompts,
+            prompt_2=None,
+            device=pipe.text_encoder_2.device,
+            max_sequence_length=self.max_sequence_length,
         )
         return FluxConditioning(embeds, pooled)
 
     def predict(self, denoiser, latents, timesteps, cond: FluxConditioning):
         dtype, (h, w) = denoiser.dtype, latents.shape[-2:]
         out = denoiser(
-            hidden_states=pack_latents(latents.to(dtype)), timestep=timesteps.to(dtype) / 1000, guidance=None,
-            pooled_projections=cond.pooled.to(dtype), encoder_hidden_states=cond.embeds.to(dtype),
+            hidden_states=pack_latents(latents.to(dtype)),
+            timestep=timesteps.to(dtype) / 1000,
+            guidance=None,
+            pooled_projections=cond.pooled.to(dtype),
+            encoder_hidden_states=cond.embeds.to(dtype),
             txt_ids=torch.zeros(cond.embeds.shape[1], 3, device=latents.device, dtype=dtype),
             img_ids=image_ids(h, w, latents.device, dtype),
         ).sample

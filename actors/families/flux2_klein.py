@@ -102,7 +102,9 @@ class Flux2Klein(FlowFamily):
         from diffusers.pipelines.flux2.pipeline_flux2_klein import compute_empirical_mu
 
         if not hasattr(scheduler, "image_seq_len"):
-            raise RuntimeError(f"the {self.name} scheduler has no image_seq_len: load the pipeline through ModelFamily.load")
+            raise RuntimeError(
+                f"the {self.name} scheduler has no image_seq_len: load the pipeline through ModelFamily.load"
+            )
         mu = compute_empirical_mu(image_seq_len=scheduler.image_seq_len, num_steps=num_steps)
         scheduler.set_timesteps(sigmas=np.linspace(1.0, 1 / num_steps, num_steps), device="cpu", mu=mu)
         return scheduler.timesteps.clone()
@@ -110,14 +112,19 @@ class Flux2Klein(FlowFamily):
     @torch.no_grad()
     def encode_prompts(self, pipe, prompts: list[str]) -> torch.Tensor:
         """prompts (N) -> Qwen3 hidden states (N, L, 3 D_qwen), through the pipeline's own encode_prompt."""
-        embeds, _ = pipe.encode_prompt(prompt=prompts, device=pipe.text_encoder.device, max_sequence_length=self.max_sequence_length)
+        embeds, _ = pipe.encode_prompt(
+            prompt=prompts, device=pipe.text_encoder.device, max_sequence_length=self.max_sequence_length
+        )
         return embeds
 
     def predict(self, denoiser, latents, timesteps, cond: torch.Tensor):
         dtype, (h, w) = denoiser.dtype, latents.shape[-2:]
         out = denoiser(
-            hidden_states=pack_latents(latents.to(dtype)), timestep=timesteps.to(dtype) / 1000, guidance=None,
-            encoder_hidden_states=cond.to(dtype), txt_ids=text_ids(cond.shape[1], latents.device),
+            hidden_states=pack_latents(latents.to(dtype)),
+            timestep=timesteps.to(dtype) / 1000,
+            guidance=None,
+            encoder_hidden_states=cond.to(dtype),
+            txt_ids=text_ids(cond.shape[1], latents.device),
             img_ids=latent_ids(h, w, latents.device),
         ).sample  # (N, h w, C)
         return unpack_latents(out, h, w)

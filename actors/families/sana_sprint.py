@@ -48,7 +48,9 @@ from actors.scm import scm_levels, scm_step, scm_step_with_logprob
 
 
 class SanaConditioning(NamedTuple):
-    embeds: torch.Tensor  # (N, L, D): Gemma-2 last hidden states, L = max_sequence_length ([bos] + the last L - 1 tokens)
+    embeds: (
+        torch.Tensor
+    )  # (N, L, D): Gemma-2 last hidden states, L = max_sequence_length ([bos] + the last L - 1 tokens)
     mask: torch.Tensor  # (N, L): the tokens' attention mask (1 = token, 0 = padding)
     guidance: torch.Tensor  # (N,): the embedded guidance, embedded_guidance_scale x guidance_embeds_scale
 
@@ -73,7 +75,9 @@ class SanaSprint(ModelFamily):
                 f"{type(sched).__name__} ({sched.config.get('prediction_type')})"
             )
         if not pipe.transformer.config.guidance_embeds:
-            raise ModelLoadError("model.pretrained: this SANA transformer has no guidance embedding; SanaSprintPipeline needs one")
+            raise ModelLoadError(
+                "model.pretrained: this SANA transformer has no guidance embedding; SanaSprintPipeline needs one"
+            )
 
     def latent_multiple(self, pipe) -> int:
         return self.denoiser(pipe).config.patch_size
@@ -82,7 +86,9 @@ class SanaSprint(ModelFamily):
     def set_timesteps(self, scheduler, num_steps: int) -> torch.Tensor:
         """SanaSprintPipeline's times for `num_steps` steps, without the scheduler's final 0: (T,)."""
         intermediate = self.intermediate_timestep if num_steps == 2 else None
-        scheduler.set_timesteps(num_steps, device="cpu", max_timesteps=self.max_timestep, intermediate_timesteps=intermediate)
+        scheduler.set_timesteps(
+            num_steps, device="cpu", max_timesteps=self.max_timestep, intermediate_timesteps=intermediate
+        )
         return scheduler.timesteps[:-1].clone()
 
     @torch.no_grad()
@@ -90,7 +96,10 @@ class SanaSprint(ModelFamily):
         """prompts (N) -> SanaConditioning, through the pipeline's own encode_prompt with __call__'s defaults."""
         instruction = inspect.signature(type(pipe).__call__).parameters["complex_human_instruction"].default
         embeds, mask = pipe.encode_prompt(
-            prompts, device=pipe.text_encoder.device, clean_caption=False, max_sequence_length=self.max_sequence_length,
+            prompts,
+            device=pipe.text_encoder.device,
+            clean_caption=False,
+            max_sequence_length=self.max_sequence_length,
             complex_human_instruction=instruction,
         )
         # as __call__ builds it: a float32 scale cast to the embeddings' dtype, times the transformer's guidance_embeds_scale
@@ -106,18 +115,25 @@ class SanaSprint(ModelFamily):
         norm = torch.sqrt(r**2 + (1 - r) ** 2)
         model_input = latents * norm  # latents are already the pipeline's latents / sigma_data
         out = denoiser(
-            model_input.to(denoiser.dtype), encoder_hidden_states=cond.embeds.to(denoiser.dtype),
-            encoder_attention_mask=cond.mask, guidance=cond.guidance, timestep=scm_t, return_dict=False,
+            model_input.to(denoiser.dtype),
+            encoder_hidden_states=cond.embeds.to(denoiser.dtype),
+            encoder_attention_mask=cond.mask,
+            guidance=cond.guidance,
+            timestep=scm_t,
+            return_dict=False,
         )[0]
         # the flow velocity to TrigFlow's F, as __call__ does (before its final * sigma_data, which cancels here)
         return (((1 - 2 * r) * model_input + (1 - 2 * r + 2 * r**2) * out) / norm).float()
 
-    def step_with_logprob(self, scheduler, model_output, sample, step_index, timesteps, eta, next_sample=None, noise=None):
+    def step_with_logprob(
+        self, scheduler, model_output, sample, step_index, timesteps, eta, next_sample=None, noise=None
+    ):
         levels = scm_levels(timesteps, scheduler.config.sigma_data)  # (T + 1,)
-        step = scm_step_with_logprob(model_output, sample, step_index, levels, eta, next_sample=next_sample, noise=noise)
+        step = scm_step_with_logprob(
+            model_output, sample, step_index, levels, eta, next_sample=next_sample, noise=noise
+        )
         return PolicyStep(step.next_sample, step.log_prob, step.pred_original_sample)
 
     def step(self, scheduler, model_output, sample, step_index, timesteps):
         out = scm_step(model_output, sample, step_index, scm_levels(timesteps, scheduler.config.sigma_data))
         return out.next_sample, out.pred_original_sample
-

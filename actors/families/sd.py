@@ -19,18 +19,35 @@ class DDIMFamily(ModelFamily):
         from diffusers import DDIMScheduler
 
         # set_alpha_to_one=False: with a final alpha of 1 the last step has sigma = 0 and no log-probability.
-        pipe.scheduler = DDIMScheduler.from_config(pipe.scheduler.config, set_alpha_to_one=False, **self.scheduler_overrides)
+        pipe.scheduler = DDIMScheduler.from_config(
+            pipe.scheduler.config, set_alpha_to_one=False, **self.scheduler_overrides
+        )
 
-    def step_with_logprob(self, scheduler, model_output, sample, step_index, timesteps, eta, next_sample=None, noise=None):
+    def step_with_logprob(
+        self, scheduler, model_output, sample, step_index, timesteps, eta, next_sample=None, noise=None
+    ):
         step = ddim_step_with_logprob(
-            model_output, sample, step_index, timesteps, scheduler.alphas_cumprod, float(scheduler.final_alpha_cumprod),
-            eta, scheduler.config.prediction_type, next_sample=next_sample, noise=noise,
+            model_output,
+            sample,
+            step_index,
+            timesteps,
+            scheduler.alphas_cumprod,
+            float(scheduler.final_alpha_cumprod),
+            eta,
+            scheduler.config.prediction_type,
+            next_sample=next_sample,
+            noise=noise,
         )
         return PolicyStep(step.next_sample, step.log_prob, step.pred_original_sample)
 
     def step(self, scheduler, model_output, sample, step_index, timesteps):
         out = ddim_step(
-            model_output, sample, step_index, timesteps, scheduler.alphas_cumprod, float(scheduler.final_alpha_cumprod),
+            model_output,
+            sample,
+            step_index,
+            timesteps,
+            scheduler.alphas_cumprod,
+            float(scheduler.final_alpha_cumprod),
             scheduler.config.prediction_type,
         )
         return out.next_sample, out.pred_original_sample
@@ -46,7 +63,11 @@ class StableDiffusion(DDIMFamily):
     def encode_prompts(self, pipe, prompts: list[str]) -> torch.Tensor:
         """prompts (N) -> text embeddings (N, L, D) from the frozen text encoder."""
         tokens = pipe.tokenizer(
-            prompts, padding="max_length", max_length=pipe.tokenizer.model_max_length, truncation=True, return_tensors="pt"
+            prompts,
+            padding="max_length",
+            max_length=pipe.tokenizer.model_max_length,
+            truncation=True,
+            return_tensors="pt",
         ).input_ids.to(pipe.text_encoder.device)
         return pipe.text_encoder(tokens)[0]
 

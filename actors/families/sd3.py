@@ -26,14 +26,20 @@ class StableDiffusion3(FlowFamily):
     def encode_prompts(self, pipe, prompts: list[str]) -> SD3Conditioning:
         """prompts (N) -> SD3Conditioning, through the pipeline's own encode_prompt (no guidance branch)."""
         embeds, _, pooled, _ = pipe.encode_prompt(
-            prompt=prompts, prompt_2=None, prompt_3=None, device=pipe.text_encoder.device,
-            do_classifier_free_guidance=False, max_sequence_length=self.max_sequence_length,
+            prompt=prompts,
+            prompt_2=None,
+            prompt_3=None,
+            device=pipe.text_encoder.device,
+            do_classifier_free_guidance=False,
+            max_sequence_length=self.max_sequence_length,
         )
         return SD3Conditioning(embeds, pooled)
 
     def predict(self, denoiser, latents, timesteps, cond: SD3Conditioning):
         dtype = denoiser.dtype
         return denoiser(
-            hidden_states=latents.to(dtype), timestep=timesteps, encoder_hidden_states=cond.embeds.to(dtype),
+            hidden_states=latents.to(dtype),
+            timestep=timesteps,
+            encoder_hidden_states=cond.embeds.to(dtype),
             pooled_projections=cond.pooled.to(dtype),
         ).sample

@@ -43,8 +43,19 @@ from packaging.requirements import Requirement
 
 BASELINE = ("torch", "diffusers", "transformers", "accelerate", "pydantic", "numpy")  # what the GPU machine has
 # pyproject.toml's dependencies less torch and ray (tests/unit/cluster/test_gpu_ray_unit.py checks they agree)
-PROJECT_DEPS = ("diffusers", "transformers", "accelerate", "peft", "safetensors", "pydantic", "numpy", "pyyaml", "pillow",
-                "tensorboard", "matplotlib")
+PROJECT_DEPS = (
+    "diffusers",
+    "transformers",
+    "accelerate",
+    "peft",
+    "safetensors",
+    "pydantic",
+    "numpy",
+    "pyyaml",
+    "pillow",
+    "tensorboard",
+    "matplotlib",
+)
 NEVER = ("torch",)  # installed for the machine's CUDA, never carried; its requirements are not followed
 MIB = 2**20
 HERE = Path(__file__).resolve().parent
@@ -93,7 +104,9 @@ def read_have(path: Path) -> set[str]:
     return names
 
 
-def missing(ray_version: str, with_project: bool, have: set[str] | None = None, python_version: str | None = None) -> dict[str, str]:
+def missing(
+    ray_version: str, with_project: bool, have: set[str] | None = None, python_version: str | None = None
+) -> dict[str, str]:
     """name -> version to send: ray[default]'s closure (and the project's, if asked) minus what the
     machine has (`have`, else the baseline environment's closure); never ray itself or torch."""
     want = closure([f"ray[default]=={ray_version}"] + (list(PROJECT_DEPS) if with_project else []), python_version)
@@ -156,7 +169,9 @@ def pack(files: list[Path], out: Path, part_bytes: int, transfer_bytes: int, ext
     return layout
 
 
-def download(pins: dict[str, str], ray_version: str, dest: Path, python_version: str | None, platforms: list[str]) -> list[Path]:
+def download(
+    pins: dict[str, str], ray_version: str, dest: Path, python_version: str | None, platforms: list[str]
+) -> list[Path]:
     dest.mkdir(parents=True, exist_ok=True)
     target = []
     if python_version:
@@ -164,7 +179,19 @@ def download(pins: dict[str, str], ray_version: str, dest: Path, python_version:
     for platform in platforms:
         target += ["--platform", platform]
     for name, version in {"ray": ray_version, **pins}.items():
-        cmd = [sys.executable, "-m", "pip", "download", f"{name}=={version}", "--only-binary", ":all:", "--no-deps", "-d", str(dest), *target]
+        cmd = [
+            sys.executable,
+            "-m",
+            "pip",
+            "download",
+            f"{name}=={version}",
+            "--only-binary",
+            ":all:",
+            "--no-deps",
+            "-d",
+            str(dest),
+            *target,
+        ]
         res = subprocess.run(cmd, capture_output=True, text=True)
         if res.returncode:
             raise SystemExit(f"pip download {name}=={version} failed:\n{res.stderr.strip()[-2000:]}")
@@ -176,13 +203,23 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--out", default="build/gpu_ray_wheels", help="output folder (emptied first)")
     p.add_argument("--ray-version", default=md.version("ray"), help="default: the installed one")
     p.add_argument("--python-version", help="the GPU machine's Python, e.g. 3.12 (default: this interpreter's)")
-    p.add_argument("--platform", action="append", default=[],
-                   help="a wheel platform the GPU machine takes, repeatable (pip matches each exactly: name manylinux_2_28_x86_64, "
-                   "manylinux_2_17_x86_64, manylinux2014_x86_64, manylinux1_x86_64, ...; default: this machine's)")
+    p.add_argument(
+        "--platform",
+        action="append",
+        default=[],
+        help="a wheel platform the GPU machine takes, repeatable (pip matches each exactly: name manylinux_2_28_x86_64, "
+        "manylinux_2_17_x86_64, manylinux2014_x86_64, manylinux1_x86_64, ...; default: this machine's)",
+    )
     p.add_argument("--part-mib", type=float, default=60, help="split files larger than this")
     p.add_argument("--transfer-mib", type=float, default=60, help="at most this much per transfer folder")
-    p.add_argument("--with-project-deps", action="store_true", help="also the project's dependencies beyond the baseline (peft, ...)")
-    p.add_argument("--have", help="file naming the packages the GPU machine has, one per line (its `pip list --format=freeze`)")
+    p.add_argument(
+        "--with-project-deps",
+        action="store_true",
+        help="also the project's dependencies beyond the baseline (peft, ...)",
+    )
+    p.add_argument(
+        "--have", help="file naming the packages the GPU machine has, one per line (its `pip list --format=freeze`)"
+    )
     p.add_argument("--list", action="store_true", help="print what would be sent, as JSON, and stop")
     args = p.parse_args(argv)
     have = read_have(Path(args.have)) if args.have else None
@@ -194,9 +231,17 @@ def main(argv: list[str] | None = None) -> int:
     if out.exists():
         shutil.rmtree(out)
     wheels = download(pins, args.ray_version, out, args.python_version, args.platform)
-    (out / "requirements.txt").write_text(f"ray[default]=={args.ray_version}\n" + "".join(f"{n}=={v}\n" for n, v in pins.items()))
+    (out / "requirements.txt").write_text(
+        f"ray[default]=={args.ray_version}\n" + "".join(f"{n}=={v}\n" for n, v in pins.items())
+    )
     shutil.copy(HERE / "unpack_install.sh", out / "unpack_install.sh")
-    layout = pack(wheels, out, int(args.part_mib * MIB), int(args.transfer_mib * MIB), [out / "requirements.txt", out / "unpack_install.sh"])
+    layout = pack(
+        wheels,
+        out,
+        int(args.part_mib * MIB),
+        int(args.transfer_mib * MIB),
+        [out / "requirements.txt", out / "unpack_install.sh"],
+    )
     sizes = {k: round(sum((out / k / f).stat().st_size for f in v) / MIB, 1) for k, v in layout.items()}
     print(json.dumps({"out": str(out), "wheels": len(wheels), "transfers": layout, "transfer_mib": sizes}))
     return 0

@@ -11,13 +11,28 @@ import statistics
 import sys
 from pathlib import Path
 
-KEYS = ("gpu_busy_fraction", "mfu_rollout", "mfu_update", "time_epoch_s", "time_rollout_s", "time_update_s",
-        "busy_rollout_s", "busy_learner_s", "pairs", "reward_mean", "loss")
+KEYS = (
+    "gpu_busy_fraction",
+    "mfu_rollout",
+    "mfu_update",
+    "time_epoch_s",
+    "time_rollout_s",
+    "time_update_s",
+    "busy_rollout_s",
+    "busy_learner_s",
+    "pairs",
+    "reward_mean",
+    "loss",
+)
 
 
 def summarize(run_dir: Path) -> dict:
     path = run_dir / "metrics.jsonl"
-    records = [json.loads(line) for line in path.read_text().splitlines() if line.strip().startswith("{")] if path.exists() else []
+    records = (
+        [json.loads(line) for line in path.read_text().splitlines() if line.strip().startswith("{")]
+        if path.exists()
+        else []
+    )
     epochs = [{k: r[k] for k in ("epoch", *KEYS) if k in r} for r in records if "epoch" in r]
     steady = epochs[1:] or epochs
     medians = {}

@@ -101,7 +101,9 @@ def tracker_rows(shard: np.ndarray, num_traj: int = 2) -> np.ndarray:
     return np.concatenate(rows)
 
 
-def normalized(returns: np.ndarray, prompts: list[str], shard: np.ndarray, tracker: StepStatTracker | None) -> np.ndarray:
+def normalized(
+    returns: np.ndarray, prompts: list[str], shard: np.ndarray, tracker: StepStatTracker | None
+) -> np.ndarray:
     """Returns (B, P, S) -> advantages (B, P, S), not yet clipped: per-(prompt, step) tracking fed in
     the reference's order (tracker_rows), or normalization over the whole batch without a tracker."""
     B, P, S = returns.shape

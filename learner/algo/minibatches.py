@@ -57,7 +57,11 @@ def step_shuffled_schedule(
 
 
 def trajectory_schedule(
-    num_samples: int, num_steps: int, batch_size: int, timestep_fraction: float, num_inner_epochs: int,
+    num_samples: int,
+    num_steps: int,
+    batch_size: int,
+    timestep_fraction: float,
+    num_inner_epochs: int,
     generator: torch.Generator,
 ) -> Minibatch:
     """ddpo-pytorch's order, per inner epoch: shuffle the samples (its `perm`, line 457), give each its
@@ -95,7 +99,12 @@ def items_per_optimizer_step(
 
 
 def update_schedule(
-    name: str, num_samples: int, num_steps: int, batch_size: int, timestep_fraction: float, num_inner_epochs: int,
+    name: str,
+    num_samples: int,
+    num_steps: int,
+    batch_size: int,
+    timestep_fraction: float,
+    num_inner_epochs: int,
     generator: torch.Generator,
 ) -> Minibatch:
     """The named schedule's (pair, step) items in training order; items_per_optimizer_step cuts them."""

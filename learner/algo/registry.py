@@ -47,7 +47,9 @@ class Algorithm(ABC):
     reward_queries: ClassVar[str]  # sampling.reward_queries when 'auto'
 
     @abstractmethod
-    def advantages(self, sparse: SparseRewards, tracker: StepStatTracker | None, settings: AdvantageSettings) -> np.ndarray: ...
+    def advantages(
+        self, sparse: SparseRewards, tracker: StepStatTracker | None, settings: AdvantageSettings
+    ) -> np.ndarray: ...
 
     @abstractmethod
     def loss(self, items: StepItems, clip_range: float) -> SDPOLoss | DDPOLoss: ...
@@ -57,8 +59,13 @@ class SDPO(Algorithm):
     name, schedule, reward_queries = "sdpo", "step_shuffled", "anchors"
 
     def advantages(self, sparse, tracker, settings):
-        return sdpo_advantages(sparse, tracker, gamma=settings.gamma, adv_clip_max=settings.adv_clip_max,
-                               similarity_floor=settings.similarity_floor)
+        return sdpo_advantages(
+            sparse,
+            tracker,
+            gamma=settings.gamma,
+            adv_clip_max=settings.adv_clip_max,
+            similarity_floor=settings.similarity_floor,
+        )
 
     def loss(self, items, clip_range):
         return sdpo_loss(items.new_log_probs, items.old_log_probs, items.advantages, items.weights, clip_range)

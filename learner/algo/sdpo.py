@@ -23,7 +23,9 @@ from learner.algo.advantages import SparseRewards, StepStatTracker, clip_advanta
 
 class SDPOLoss(NamedTuple):
     loss: torch.Tensor  # scalar
-    clipfrac: torch.Tensor  # scalar: fraction of pairs whose clipped loss term exceeds the unclipped one (the reference's)
+    clipfrac: (
+        torch.Tensor
+    )  # scalar: fraction of pairs whose clipped loss term exceeds the unclipped one (the reference's)
     approx_kl: torch.Tensor  # scalar: 0.5 * mean((new - old)^2)
 
 
@@ -60,7 +62,12 @@ def sdpo_loss(
 
 
 def sdpo_advantages(
-    sparse: SparseRewards, tracker: StepStatTracker | None, *, gamma: float, adv_clip_max: float, similarity_floor: float
+    sparse: SparseRewards,
+    tracker: StepStatTracker | None,
+    *,
+    gamma: float,
+    adv_clip_max: float,
+    similarity_floor: float,
 ) -> np.ndarray:
     """Sparse rewards (B, P, K+2) -> SDPO's stepwise advantages (B, P, T) (spec sections 3-4):
     dense rewards by latent similarity, discounted returns, per-(prompt, step) normalization, clip."""

@@ -57,7 +57,9 @@ def load_weights(rollouts: list, ref: Any, describe: Callable[[BaseException], s
         except actor_failures() as err:
             if _not_this_actor(err, rollouts[i]):  # another actor failed: the weights' producer
                 raise
-            log.warning("rollout actor %d did not take the new weights (%s); retrying before it samples", i, describe(err))
+            log.warning(
+                "rollout actor %d did not take the new weights (%s); retrying before it samples", i, describe(err)
+            )
             stale.add(i)
     return stale
 
@@ -78,7 +80,11 @@ class _Recovery:
 
 
 def run_chunks(
-    rollouts: list, chunks: list[list[int]], call: Callable[[Any, list[int]], tuple], weights: Published, restart_timeout_s: float,
+    rollouts: list,
+    chunks: list[list[int]],
+    call: Callable[[Any, list[int]], tuple],
+    weights: Published,
+    restart_timeout_s: float,
     describe: Callable[[BaseException], str] = describe_actor_error,
 ) -> Iterator[tuple[Any, Any]]:
     """For every chunk, `call(actor, chunk)` returns (result ref, companion ref); yield (result,
@@ -105,9 +111,13 @@ def run_chunks(
                 inflight[ref] = (a, chunk)
                 companions[ref] = companion
         if len(dead) == len(rollouts):
-            raise RolloutActorsLostError(f"all {len(rollouts)} rollout actors are lost ({'; '.join(causes[-len(rollouts):])})")
+            raise RolloutActorsLostError(
+                f"all {len(rollouts)} rollout actors are lost ({'; '.join(causes[-len(rollouts) :])})"
+            )
         busy = {a for a, _ in inflight.values()}
-        ref = _next_done(list(inflight), min((r.next_try for a, r in recovering.items() if a not in busy), default=None))
+        ref = _next_done(
+            list(inflight), min((r.next_try for a, r in recovering.items() if a not in busy), default=None)
+        )
         if ref is None:
             continue  # time to offer a recovering actor the weights again
         a, chunk = inflight.pop(ref)
@@ -121,13 +131,17 @@ def run_chunks(
             causes.append(cause)
             if chunk is not None:
                 queue.appendleft(chunk)
-                log.warning("rollout actor %d failed: %s; its pairs %d-%d go back to the queue", a, cause, chunk[0], chunk[-1])
+                log.warning(
+                    "rollout actor %d failed: %s; its pairs %d-%d go back to the queue", a, cause, chunk[0], chunk[-1]
+                )
             r = recovering.setdefault(a, _Recovery(now, now))
             gone = _died(err) and chunk is None  # a new call to a dead actor
             if gone or now - r.since > restart_timeout_s:
                 dead.add(a)
                 del recovering[a]
-                log.warning("rollout actor %d is out for the rest of this epoch (%s)", a, "dead" if gone else "not back in time")
+                log.warning(
+                    "rollout actor %d is out for the rest of this epoch (%s)", a, "dead" if gone else "not back in time"
+                )
             else:
                 r.tries += 1
                 r.next_try = now + min(0.25 * 2**r.tries, 5.0)
@@ -150,7 +164,9 @@ def _next_done(pending: list, next_try: float | None):
 
 
 def run_assigned(
-    workers: list, assignment: list[list[list[int]]], call: Callable[[Any, list[int]], tuple],
+    workers: list,
+    assignment: list[list[list[int]]],
+    call: Callable[[Any, list[int]], tuple],
     describe: Callable[[BaseException], str] = describe_actor_error,
 ) -> Iterator[tuple[Any, Any]]:
     """The hybrid layout's rollout: worker w samples exactly the chunks assignment[w] (its own shard,
@@ -168,7 +184,9 @@ def run_assigned(
         try:
             result = get(ref)
         except actor_failures() as err:
-            raise RankLostError(f"{describe(err)}; a hybrid policy worker's shard cannot move to another worker") from err
+            raise RankLostError(
+                f"{describe(err)}; a hybrid policy worker's shard cannot move to another worker"
+            ) from err
         yield result, companion
 
 

@@ -93,14 +93,18 @@ class EvalResult:
     @classmethod
     def load(cls, path: Path) -> "EvalResult":
         with np.load(path) as z:
-            return cls([int(k) for k in z["steps"]], z["images"], z["rewards"], z["factors"] if "factors" in z else None)
+            return cls(
+                [int(k) for k in z["steps"]], z["images"], z["rewards"], z["factors"] if "factors" in z else None
+            )
 
 
 def is_shapes_prompt_list(prompts: list[str]) -> bool:
     return bool(prompts) and all(parse_caption(p) is not None for p in prompts)
 
 
-def evaluate_policy(rollouts: list, pool: RewardPool, prompts: list[str], seeds: list[int], steps: list[int]) -> EvalResult:
+def evaluate_policy(
+    rollouts: list, pool: RewardPool, prompts: list[str], seeds: list[int], steps: list[int]
+) -> EvalResult:
     """Sample every (step count, prompt) with the policy the rollout actors hold, and score it.
 
     For each k the prompts are split into one contiguous chunk per actor, so every actor gets an
@@ -137,7 +141,9 @@ def first_samples(images: np.ndarray, num_prompts: int) -> np.ndarray:
     return images[:: len(images) // num_prompts][:num_prompts]
 
 
-def save_eval_grid(result: EvalResult, prompts: list[str], path: Path, label: str, initial: EvalResult | None = None) -> Path:
+def save_eval_grid(
+    result: EvalResult, prompts: list[str], path: Path, label: str, initial: EvalResult | None = None
+) -> Path:
     """One labelled PNG: for each step count k a row of `result` (labelled `label`, k), preceded by the
     initial policy's row when given; columns: prompts, each with its first sample (the results hold
     len(prompts) x samples per prompt images, prompt-major)."""
@@ -151,14 +157,20 @@ def save_eval_grid(result: EvalResult, prompts: list[str], path: Path, label: st
     return write_labelled_grid(np.stack(rows), labels, prompts, path)  # (rows, N, H, W, 3)
 
 
-
-
 class Evaluator:
     """The driver's evaluation stage: the initial policy's evaluation, then `evaluate` whenever `due`
     (the loop publishes the weights first)."""
 
-    def __init__(self, cfg: EvalConfig, epochs: int, workers: Workers, pool: RewardPool, run_dir: str | Path, prompts: list[str],
-                 image_stats: bool = False):
+    def __init__(
+        self,
+        cfg: EvalConfig,
+        epochs: int,
+        workers: Workers,
+        pool: RewardPool,
+        run_dir: str | Path,
+        prompts: list[str],
+        image_stats: bool = False,
+    ):
         self.cfg, self.epochs, self.workers, self.pool = cfg, epochs, workers, pool
         self.image_stats = image_stats  # add the monitors' statistics of the held-out images (eval_img_*)
         self.dir = Path(run_dir)
@@ -196,7 +208,10 @@ class Evaluator:
         self.initial_metrics = self._metrics(self.initial)
         (self.dir / "eval" / "initial.json").write_text(json.dumps(self.initial_metrics, indent=1) + "\n")
         save_eval_grid(self.initial, self.prompts, self.dir / "eval" / "initial.png", "initial")
-        print(f"held-out eval of the initial policy: {self._summary(self.initial_metrics)}  ({time.perf_counter() - start:.1f}s)", flush=True)
+        print(
+            f"held-out eval of the initial policy: {self._summary(self.initial_metrics)}  ({time.perf_counter() - start:.1f}s)",
+            flush=True,
+        )
 
     def _metrics(self, result: EvalResult) -> dict:
         stats = eval_image_stats(result.steps, result.images, self.samples) if self.image_stats else {}
@@ -211,11 +226,18 @@ class Evaluator:
         except (OSError, ValueError, KeyError, EOFError, zipfile.BadZipFile) as err:
             why = f"is damaged ({type(err).__name__})"
         else:
-            if initial.images.shape[:2] == (len(initial.steps), len(self.samples)) and initial.steps == list(self.cfg.steps):
+            if initial.images.shape[:2] == (len(initial.steps), len(self.samples)) and initial.steps == list(
+                self.cfg.steps
+            ):
                 return initial
-            why = (f"holds {initial.images.shape[1]} images at steps {initial.steps}, this evaluation samples "
-                   f"{len(self.samples)} at {list(self.cfg.steps)} (eval settings changed on resume)")
-        print(f"warning: {path} {why}; the initial policy's rows and curve points are left out of this attempt's outputs", flush=True)
+            why = (
+                f"holds {initial.images.shape[1]} images at steps {initial.steps}, this evaluation samples "
+                f"{len(self.samples)} at {list(self.cfg.steps)} (eval settings changed on resume)"
+            )
+        print(
+            f"warning: {path} {why}; the initial policy's rows and curve points are left out of this attempt's outputs",
+            flush=True,
+        )
         return None
 
     def _summary(self, metrics: dict) -> str:
@@ -239,5 +261,8 @@ class Evaluator:
         result = evaluate_policy(live, self.pool, self.samples, self.seeds, list(self.cfg.steps))
         save_eval_grid(result, self.prompts, eval_grid_path(self.dir, epoch), f"epoch {epoch}", self.initial)
         out = {"eval_policy_version": weights.version} | self._metrics(result)
-        print(f"held-out eval of v{weights.version}: {self._summary(out)}  ({time.perf_counter() - start:.1f}s)", flush=True)
+        print(
+            f"held-out eval of v{weights.version}: {self._summary(out)}  ({time.perf_counter() - start:.1f}s)",
+            flush=True,
+        )
         return out

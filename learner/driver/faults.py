@@ -82,12 +82,15 @@ def describe_actor_error(err: BaseException, names: WorkerNames | None = None) -
     return f"{who} {verb}: {cause}"
 
 
-def failure(err: BaseException, preemption: Preemption | None, run_dir: Path, names: WorkerNames | None = None) -> Failure | None:
+def failure(
+    err: BaseException, preemption: Preemption | None, run_dir: Path, names: WorkerNames | None = None
+) -> Failure | None:
     """The exit code and one-line message of an error that ended a run, by its type (every project
     error carries its exit code: plumbing/errors.py), or None for a bug (which keeps its traceback).
     `names`: the run's workers' names, for a failure of one of them."""
     if isinstance(err, SystemExit) and (
-        (preemption is not None and (preemption.requested or preemption.abandoned)) or err.code == signal.SIGTERM  # Ray's own handler
+        (preemption is not None and (preemption.requested or preemption.abandoned))
+        or err.code == signal.SIGTERM  # Ray's own handler
     ):
         return Failure(EXIT_PREEMPTED, f"preempted by SIGTERM; {_resume_hint(run_dir)}")
     if isinstance(err, KeyboardInterrupt):
@@ -103,14 +106,27 @@ def failure(err: BaseException, preemption: Preemption | None, run_dir: Path, na
             return Failure(EXIT_USAGE, str(err))
         return Failure(err.exit_code, f"{err}; {_resume_hint(run_dir)}")
     if isinstance(err, ray_errors("OutOfMemoryError")):
-        return Failure(EXIT_FAILURE, f"an actor was killed by Ray's memory monitor (out of memory); {_resume_hint(run_dir)}")
-    if isinstance(err, OSError) and err.errno in (errno.ENOSPC, errno.EDQUOT, errno.EFBIG, errno.EROFS):  # writing outputs
-        return Failure(EXIT_FAILURE, f"cannot write {err.filename or 'the run directory'}: {err.strerror}; {_resume_hint(run_dir)}")
+        return Failure(
+            EXIT_FAILURE, f"an actor was killed by Ray's memory monitor (out of memory); {_resume_hint(run_dir)}"
+        )
+    if isinstance(err, OSError) and err.errno in (
+        errno.ENOSPC,
+        errno.EDQUOT,
+        errno.EFBIG,
+        errno.EROFS,
+    ):  # writing outputs
+        return Failure(
+            EXIT_FAILURE, f"cannot write {err.filename or 'the run directory'}: {err.strerror}; {_resume_hint(run_dir)}"
+        )
     if isinstance(err, ray_errors("RuntimeEnvSetupError")):  # only the reward servers have a runtime_env of their own
-        return Failure(EXIT_USAGE, f"reward.runtime_env: Ray could not set up the reward servers' environment: {_setup_reason(str(err))}")
+        return Failure(
+            EXIT_USAGE,
+            f"reward.runtime_env: Ray could not set up the reward servers' environment: {_setup_reason(str(err))}",
+        )
     if isinstance(err, ray_errors("ObjectLostError")):  # e.g. a result whose node went away before it was fetched
         return Failure(
-            EXIT_FAILURE, f"a worker's result was lost ({type(err).__name__}): the node that held it, and the actor that made it, died; {_resume_hint(run_dir)}"
+            EXIT_FAILURE,
+            f"a worker's result was lost ({type(err).__name__}): the node that held it, and the actor that made it, died; {_resume_hint(run_dir)}",
         )
     if isinstance(err, actor_failures()):
         if getattr(err, "actor_init_failed", False):  # the constructor raised: Ray keeps only its text

@@ -162,7 +162,9 @@ def init_ray(cfg: Config) -> None:
             with _sigterm_kept_by_the_driver():
                 ray.init(address=address, log_to_driver=True)
         except ConnectionError as err:  # e.g. 'auto' with no cluster running
-            raise ClusterUnreachableError(f"cannot join the Ray cluster at '{address}': {str(err).strip().splitlines()[0]}") from None
+            raise ClusterUnreachableError(
+                f"cannot join the Ray cluster at '{address}': {str(err).strip().splitlines()[0]}"
+            ) from None
     else:
         with _sigterm_kept_by_the_driver():
             ray.init(num_cpus=cfg.ray.num_cpus, include_dashboard=False, log_to_driver=True)
@@ -211,13 +213,29 @@ def worker_arguments(cfg: Config) -> tuple[dict, dict, dict]:
     """The keyword arguments of the rollout, reward-server and learner (or policy) workers."""
     r, w, lrn = cfg.rollout, cfg.reward, cfg.learner
     rollout = dict(
-        model=cfg.model, sampling=cfg.sampling, seed=cfg.seed, device=_device(r.num_gpus), torch_threads=r.torch_threads,
+        model=cfg.model,
+        sampling=cfg.sampling,
+        seed=cfg.seed,
+        device=_device(r.num_gpus),
+        torch_threads=r.torch_threads,
         peak_tflops=cfg.train.peak_tflops,
     )
-    reward = dict(name=w.name, device=_device(w.num_gpus), batch_size=w.batch_size, options=w.options, weights=w.weights, modules=w.modules)
+    reward = dict(
+        name=w.name,
+        device=_device(w.num_gpus),
+        batch_size=w.batch_size,
+        options=w.options,
+        weights=w.weights,
+        modules=w.modules,
+    )
     learner = dict(
-        model=cfg.model, sampling=cfg.sampling, train=cfg.train, seed=cfg.seed, algorithm=cfg.algorithm,
-        device=_device(lrn.num_gpus), torch_threads=lrn.torch_threads,
+        model=cfg.model,
+        sampling=cfg.sampling,
+        train=cfg.train,
+        seed=cfg.seed,
+        algorithm=cfg.algorithm,
+        device=_device(lrn.num_gpus),
+        torch_threads=lrn.torch_threads,
     )
     if cfg.layout == "hybrid":
         learner["rollout_threads"] = lrn.torch_threads
@@ -250,7 +268,15 @@ def launch_workers(cfg: Config, names: WorkerNames | None = None) -> Workers:
         ranks = [LocalActor(learner_cls(**learner_kw))]
         samplers = ranks if hybrid else [LocalActor(RolloutWorker(**rollout_kw)) for _ in range(r.num_actors)]
         servers = [LocalActor(RewardServer(**reward_kw)) for _ in range(w.num_servers)]
-        return Workers(samplers, RankGroup(ranks), servers, hybrid, lrn.num_workers, device_share(cfg), names=names or WorkerNames())
+        return Workers(
+            samplers,
+            RankGroup(ranks),
+            servers,
+            hybrid,
+            lrn.num_workers,
+            device_share(cfg),
+            names=names or WorkerNames(),
+        )
     import ray
     from ray.util.scheduling_strategies import PlacementGroupSchedulingStrategy
 
@@ -262,23 +288,34 @@ def launch_workers(cfg: Config, names: WorkerNames | None = None) -> Workers:
         return ray.remote(cls).options(num_cpus=cpus, num_gpus=gpus, scheduling_strategy=strategy, **options)
 
     samplers = [  # a crashed actor's chunk is redone by the driver (learner.driver.dispatch), never retried by Ray
-        on_bundle(RolloutWorker, "rollout", i, r.num_cpus, r.num_gpus, max_restarts=r.max_restarts, max_task_retries=0).remote(**rollout_kw)
+        on_bundle(
+            RolloutWorker, "rollout", i, r.num_cpus, r.num_gpus, max_restarts=r.max_restarts, max_task_retries=0
+        ).remote(**rollout_kw)
         for i in range(r.num_actors)
     ]
     env = {"runtime_env": reward_runtime_env(w.runtime_env.to_ray())} if w.runtime_env else {}
     servers = [
-        on_bundle(RewardServer, "reward", i, w.num_cpus, w.num_gpus, max_restarts=w.max_restarts, **env).remote(**reward_kw)
+        on_bundle(RewardServer, "reward", i, w.num_cpus, w.num_gpus, max_restarts=w.max_restarts, **env).remote(
+            **reward_kw
+        )
         for i in range(w.num_servers)
     ]
     restarts = lrn.max_restarts if lrn.num_workers > 1 else 0  # one rank: no survivor could hand over its state
     ranks = [  # a lost rank is restarted by Ray and recovered in place by the driver (learner.driver.recovery)
-        on_bundle(learner_cls, "learner", i, lrn.num_cpus, lrn.num_gpus, max_restarts=restarts, max_task_retries=0).remote(
-            **learner_kw, rank=i, world_size=lrn.num_workers, keep_epoch_states=restarts > 0
-        )
+        on_bundle(
+            learner_cls, "learner", i, lrn.num_cpus, lrn.num_gpus, max_restarts=restarts, max_task_retries=0
+        ).remote(**learner_kw, rank=i, world_size=lrn.num_workers, keep_epoch_states=restarts > 0)
         for i in range(lrn.num_workers)
     ]
     workers = Workers(
-        ranks if hybrid else samplers, RankGroup(ranks), servers, hybrid, lrn.num_workers, device_share(cfg), pg, index["learner"][0],
+        ranks if hybrid else samplers,
+        RankGroup(ranks),
+        servers,
+        hybrid,
+        lrn.num_workers,
+        device_share(cfg),
+        pg,
+        index["learner"][0],
         names or WorkerNames(),
     )
     if lrn.num_workers > 1:

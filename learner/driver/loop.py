@@ -42,7 +42,13 @@ def timed(times: dict[str, float], key: str):
     times[key] = round(time.perf_counter() - start, 4)
 
 
-def run(cfg: Config, run_dir: Path, prompt_list: list[str], preemption: Preemption | None = None, names: WorkerNames | None = None) -> Path:
+def run(
+    cfg: Config,
+    run_dir: Path,
+    prompt_list: list[str],
+    preemption: Preemption | None = None,
+    names: WorkerNames | None = None,
+) -> Path:
     """The run; `names` receives the workers' names (for the caller's report of a failure)."""
     lock = RunDirLock(run_dir).acquire()  # one driver per run directory (released when this process ends)
     try:
@@ -51,7 +57,9 @@ def run(cfg: Config, run_dir: Path, prompt_list: list[str], preemption: Preempti
         lock.release()
 
 
-def _run(cfg: Config, run_dir: Path, prompt_list: list[str], preemption: Preemption | None, names: WorkerNames | None) -> Path:
+def _run(
+    cfg: Config, run_dir: Path, prompt_list: list[str], preemption: Preemption | None, names: WorkerNames | None
+) -> Path:
     breakdown = TimeBreakdown()  # where the wall time goes: printed at the end
     state = resume.find_resume(run_dir, cfg, prompt_list)  # the newest complete checkpoint, or None
     if state is not None and state.epoch >= cfg.epochs:
@@ -60,21 +68,40 @@ def _run(cfg: Config, run_dir: Path, prompt_list: list[str], preemption: Preempt
         return run_dir
     preemption = (preemption or Preemption(cfg.checkpoint.grace_s)).install()  # a SIGTERM while Ray starts: exit 143
     if cfg.ray.enabled:
-        with preemption.critical("Ray's start-up"):  # a signal now waits for it: raised inside, it would leave Ray half started
+        with preemption.critical(
+            "Ray's start-up"
+        ):  # a signal now waits for it: raised inside, it would leave Ray half started
             init_ray(cfg)
         preemption.install()  # again, in case Ray's own SIGTERM handler got in (learner/driver/launch.py keeps it out)
-    out = RunOutputs(run_dir, to_yaml(cfg), cfg.output.tensorboard, first_epoch=state.epoch if state else 0, wandb=_wandb(cfg, run_dir))
+    out = RunOutputs(
+        run_dir,
+        to_yaml(cfg),
+        cfg.output.tensorboard,
+        first_epoch=state.epoch if state else 0,
+        wandb=_wandb(cfg, run_dir),
+    )
     ray_metrics = RayMetrics(run_dir.name) if cfg.ray.enabled else None
     preemption.exit_if_requested()
     workers = launch_workers(cfg, names)
     preemption.exit_if_requested()
     pool = RewardPool(workers.reward_servers, cfg.reward.batch_size, cfg.reward.timeout_s, cfg.reward.max_retries)
-    tracker = StepStatTracker(cfg.train.stat_buffer_size, cfg.train.stat_min_count) if cfg.train.per_step_stat_tracking else None
+    tracker = (
+        StepStatTracker(cfg.train.stat_buffer_size, cfg.train.stat_min_count)
+        if cfg.train.per_step_stat_tracking
+        else None
+    )
     evaluator = Evaluator.from_config(cfg, workers, run_dir)
     algorithm = get_algorithm(cfg.algorithm)
     start, version = resume.restore(state, workers.learner, tracker)  # (0, 0) for a new run
-    where = f"{cfg.learner.num_workers} hybrid policy workers" if workers.hybrid else f"{len(workers.samplers)} rollout actors"
-    print(f"{cfg.algorithm.upper()}: {cfg.epochs} epochs x {cfg.rollout.pairs_per_epoch} pairs on {where}; run dir {run_dir}", flush=True)
+    where = (
+        f"{cfg.learner.num_workers} hybrid policy workers"
+        if workers.hybrid
+        else f"{len(workers.samplers)} rollout actors"
+    )
+    print(
+        f"{cfg.algorithm.upper()}: {cfg.epochs} epochs x {cfg.rollout.pairs_per_epoch} pairs on {where}; run dir {run_dir}",
+        flush=True,
+    )
     print("workers: " + ", ".join(workers.names.record(workers.named())), flush=True)
     breakdown.add("start-up", breakdown.elapsed())
     initial_times: dict[str, float] = {}
@@ -83,14 +110,20 @@ def _run(cfg: Config, run_dir: Path, prompt_list: list[str], preemption: Preempt
     breakdown.add("evaluation", initial_times["eval"])
     plan = stages.ShardPlan.of(workers, cfg.rollout.pairs_per_epoch)  # pairs -> shards -> ranks, for every stage
     curves = Curves(run_dir, cfg.epochs, evaluator.initial_metrics, cfg.monitor.bands if cfg.monitor.enabled else None)
-    monitor = MonitorStage(cfg.monitor, list(curves.history), evaluator.initial_metrics)  # replays a resumed run's records
+    monitor = MonitorStage(
+        cfg.monitor, list(curves.history), evaluator.initial_metrics
+    )  # replays a resumed run's records
     published, progress = None, Progress(start, cfg.epochs)
-    recovery = RankRecovery(workers, cfg.learner, cfg.ray.enabled)  # a lost learner rank: restarted, the epoch runs again
+    recovery = RankRecovery(
+        workers, cfg.learner, cfg.ray.enabled
+    )  # a lost learner rank: restarted, the epoch runs again
     epoch_run = EpochRun(cfg, workers, pool, plan, algorithm, tracker, evaluator, prompt_list)
     for epoch in range(start, cfg.epochs):
         preemption.epoch_started()
         attempt = partial(epoch_run.train, epoch, version, published)
-        scored, update, stats, eval_metrics, published, times = recovery.run(attempt, version, f"epoch {epoch}", epoch_run.restorer(epoch))
+        scored, update, stats, eval_metrics, published, times = recovery.run(
+            attempt, version, f"epoch {epoch}", epoch_run.restorer(epoch)
+        )
         metrics = epoch_metrics(epoch, version, scored, stats) | times | _update_metrics(update, stats, workers, times)
         version = update["policy_version"]
         breakdown.add_epoch(times)
@@ -100,13 +133,20 @@ def _run(cfg: Config, run_dir: Path, prompt_list: list[str], preemption: Preempt
         curves.add(epoch, metrics)  # reward_curves.png, monitor_curves.png when due
         out.log_metrics(metrics)
         if eval_metrics:
-            out.log_image("eval", eval_grid_path(run_dir, epoch), epoch, "rows: initial and trained policy per step count; columns: held-out prompts")
+            out.log_image(
+                "eval",
+                eval_grid_path(run_dir, epoch),
+                epoch,
+                "rows: initial and trained policy per step count; columns: held-out prompts",
+            )
         if ray_metrics is not None:
             ray_metrics.record(metrics, stats.latencies, version)
         print(progress.epoch_line(epoch, metrics), flush=True)
         if (epoch + 1) % cfg.output.image_every == 0 or epoch + 1 == cfg.epochs:
             n = min(8, scored.queries.num_pairs)  # trajectory 1 of up to 8 pairs: its 1-step and final samples
-            out.save_grid(scored.queries.images[:n, 0][:, [0, -1]], epoch, scored.queries.prompts[:n], cfg.sampling.num_steps)
+            out.save_grid(
+                scored.queries.images[:n, 0][:, [0, -1]], epoch, scored.queries.prompts[:n], cfg.sampling.num_steps
+            )
         if resume.is_due(epoch + 1, cfg) or preemption.requested:
             with preemption.critical(), timed(times, "checkpoint"):
                 save = partial(resume.save_checkpoint, run_dir, epoch + 1, workers.learner, tracker, cfg, prompt_list)
@@ -117,7 +157,10 @@ def _run(cfg: Config, run_dir: Path, prompt_list: list[str], preemption: Preempt
     finish_lora(run_dir, cfg, cfg.epochs)  # the model card (and the upload, with output.push_to_hub)
     out.close()
     print(breakdown.line(), flush=True)
-    print(f"done: outputs in {run_dir} (metrics.jsonl, samples/, tensorboard/, LoRA {lora_file} with its model card)", flush=True)
+    print(
+        f"done: outputs in {run_dir} (metrics.jsonl, samples/, tensorboard/, LoRA {lora_file} with its model card)",
+        flush=True,
+    )
     return run_dir
 
 
@@ -146,7 +189,9 @@ class EpochRun:
             scored = stages.rollout_and_score(workers, self.pool, self.plan, epoch, prompts, cfg.rollout, published)
             stages.check_dropped(scored, len(prompts), cfg.reward.max_dropped_fraction)
             times |= scored.times
-            advantages = stages.advantages(self.algorithm, scored, self.plan, cfg.train, cfg.sampling.similarity_floor, self.tracker)  # (B, P, T)
+            advantages = stages.advantages(
+                self.algorithm, scored, self.plan, cfg.train, cfg.sampling.similarity_floor, self.tracker
+            )  # (B, P, T)
             with timed(times, "time_update_s"):
                 update = stages.update(workers, self.plan, scored, advantages, epoch, version)
         stats = self.pool.take_stats()
@@ -200,7 +245,10 @@ def epoch_metrics(epoch: int, version: int, scored: stages.Scored, stats: PoolSt
         "reward_final_std": float(np.std(sparse[:, :, -1])),
     }
     if sparse.shape[2] > 1:  # the first query is the 1-step sample x0_0
-        out |= {"reward_1step_mean": float(np.mean(sparse[:, :, 0])), "reward_1step_std": float(np.std(sparse[:, :, 0]))}
+        out |= {
+            "reward_1step_mean": float(np.mean(sparse[:, :, 0])),
+            "reward_1step_std": float(np.std(sparse[:, :, 0])),
+        }
     return out | reward_metrics(scored, stats)
 
 

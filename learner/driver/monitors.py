@@ -132,9 +132,11 @@ class Departure:
     reward_initial: float
 
     def line(self) -> str:
-        return (f"warning: possible reward hacking: {self.key} {self.value:.3f} left its band {self.initial:.3f} +- {self.band:g} "
-                f"while {self.reward_key} rose {self.reward_initial:.4f} -> {self.reward:.4f} (see monitor_curves.png; "
-                f"monitor.bands sets the band)")
+        return (
+            f"warning: possible reward hacking: {self.key} {self.value:.3f} left its band {self.initial:.3f} +- {self.band:g} "
+            f"while {self.reward_key} rose {self.reward_initial:.4f} -> {self.reward:.4f} (see monitor_curves.png; "
+            f"monitor.bands sets the band)"
+        )
 
 
 def departures(record: dict, train_initial: dict, eval_initial: dict, bands: dict[str, float]) -> list[Departure]:
@@ -153,7 +155,9 @@ def departures(record: dict, train_initial: dict, eval_initial: dict, bands: dic
             continue
         risen = record[reward_key] > initial[reward_key]
         if risen and abs(value - initial[key]) > bands[name]:
-            out.append(Departure(key, value, initial[key], bands[name], reward_key, record[reward_key], initial[reward_key]))
+            out.append(
+                Departure(key, value, initial[key], bands[name], reward_key, record[reward_key], initial[reward_key])
+            )
     return out
 
 
@@ -177,7 +181,9 @@ class Monitor:
                 self.alerts += 1
                 if not quiet:
                     print(d.line(), flush=True)
-        checked = {k for k in record if k.startswith("img_") or EVAL_IMG_KEY.fullmatch(k)}  # eval ones: only when it evaluated
+        checked = {
+            k for k in record if k.startswith("img_") or EVAL_IMG_KEY.fullmatch(k)
+        }  # eval ones: only when it evaluated
         self.active = (self.active - checked) | {d.key for d in found}
         return {"hacking_alerts": self.alerts}
 

@@ -69,7 +69,9 @@ class Preemption:
             return
         if self._critical or (left is not None and left <= self.grace_s):
             self.requested = True
-            _say(f"SIGTERM: finishing this epoch (~{left or 0:.0f}s left, grace {self.grace_s:g}s), checkpointing it, then exiting")
+            _say(
+                f"SIGTERM: finishing this epoch (~{left or 0:.0f}s left, grace {self.grace_s:g}s), checkpointing it, then exiting"
+            )
             return
         self.abandoned = True
         eta = "unknown" if left is None else f"~{left:.0f}s"

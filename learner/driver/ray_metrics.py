@@ -25,9 +25,21 @@ METRICS = {
     "sdpo_policy_version": ("gauge", (), "Policy version after the latest update."),
     "sdpo_busy_fraction": ("gauge", (), "Fraction of the epoch the devices (GPUs) spent working."),
     "sdpo_reward_mean": ("gauge", ("step",), "Latest epoch's mean training reward, at the 1-step and the final state."),
-    "sdpo_mfu": ("gauge", ("phase",), "Latest epoch's model FLOP utilization of the rollout and the update (where the device peak is known)."),
-    "sdpo_image_stat": ("gauge", ("stat",), "Latest epoch's reward-hacking monitor statistic of the final samples (img_<stat>)."),
-    "sdpo_hacking_alerts": ("gauge", (), "Monitor statistics that left their band while the reward rose, so far in the run."),
+    "sdpo_mfu": (
+        "gauge",
+        ("phase",),
+        "Latest epoch's model FLOP utilization of the rollout and the update (where the device peak is known).",
+    ),
+    "sdpo_image_stat": (
+        "gauge",
+        ("stat",),
+        "Latest epoch's reward-hacking monitor statistic of the final samples (img_<stat>).",
+    ),
+    "sdpo_hacking_alerts": (
+        "gauge",
+        (),
+        "Monitor statistics that left their band while the reward rose, so far in the run.",
+    ),
 }
 
 
@@ -51,14 +63,24 @@ def metric_updates(metrics: dict, call_latencies: list[float], policy_version: i
         Update("sdpo_policy_version", policy_version, {}),
     ]
     out += [Update("sdpo_reward_call_seconds", s, {}) for s in call_latencies]
-    out += [Update("sdpo_phase_seconds", metrics[f"time_{p}_s"], {"phase": p}) for p in PHASES if _finite(metrics.get(f"time_{p}_s"))]
+    out += [
+        Update("sdpo_phase_seconds", metrics[f"time_{p}_s"], {"phase": p})
+        for p in PHASES
+        if _finite(metrics.get(f"time_{p}_s"))
+    ]
     if _finite(metrics.get("gpu_busy_fraction")):
         out.append(Update("sdpo_busy_fraction", metrics["gpu_busy_fraction"], {}))
     for step in ("1step", "final"):
         if _finite(metrics.get(f"reward_{step}_mean")):
             out.append(Update("sdpo_reward_mean", metrics[f"reward_{step}_mean"], {"step": step}))
-    out += [Update("sdpo_mfu", metrics[f"mfu_{p}"], {"phase": p}) for p in ("rollout", "update") if _finite(metrics.get(f"mfu_{p}"))]
-    out += [Update("sdpo_image_stat", v, {"stat": k[4:]}) for k, v in metrics.items() if k.startswith("img_") and _finite(v)]
+    out += [
+        Update("sdpo_mfu", metrics[f"mfu_{p}"], {"phase": p})
+        for p in ("rollout", "update")
+        if _finite(metrics.get(f"mfu_{p}"))
+    ]
+    out += [
+        Update("sdpo_image_stat", v, {"stat": k[4:]}) for k, v in metrics.items() if k.startswith("img_") and _finite(v)
+    ]
     if _finite(metrics.get("hacking_alerts")):
         out.append(Update("sdpo_hacking_alerts", metrics["hacking_alerts"], {}))
     return out
@@ -71,7 +93,11 @@ class RayMetrics:
         from ray.util import metrics as m
 
         self.run = run
-        make = {"counter": m.Counter, "gauge": m.Gauge, "histogram": lambda *a, **k: m.Histogram(*a, boundaries=SECONDS_BUCKETS, **k)}
+        make = {
+            "counter": m.Counter,
+            "gauge": m.Gauge,
+            "histogram": lambda *a, **k: m.Histogram(*a, boundaries=SECONDS_BUCKETS, **k),
+        }
         self.metrics = {
             name: make[kind](name, description=description, tag_keys=("run", *tags))
             for name, (kind, tags, description) in METRICS.items()

@@ -42,7 +42,9 @@ class RankRecovery:
     def __init__(self, workers: Workers, cfg: LearnerConfig, on_ray: bool):
         """Recovery is on with Ray, learner.max_restarts > 0 and more than one rank."""
         self.workers, self.cfg = workers, cfg
-        self.enabled = on_ray and cfg.max_restarts > 0 and cfg.num_workers > 1  # one rank: no survivor could hand over its state
+        self.enabled = (
+            on_ray and cfg.max_restarts > 0 and cfg.num_workers > 1
+        )  # one rank: no survivor could hand over its state
         self.identities = get([r.identity.remote() for r in workers.learner.ranks]) if self.enabled else []
         self.recoveries = 0
         self.replaced: dict[int, tuple[str, str]] = {}
@@ -80,19 +82,26 @@ class RankRecovery:
                     pass
                 if time.monotonic() > deadline:  # the error stands as it is (exit 1, naming the actor)
                     log.warning(
-                        "learner rank %d (%s) did not answer within learner.restart_timeout_s=%gs", r, self.identities[r], self.cfg.restart_timeout_s
+                        "learner rank %d (%s) did not answer within learner.restart_timeout_s=%gs",
+                        r,
+                        self.identities[r],
+                        self.cfg.restart_timeout_s,
                     )
                     raise err
                 time.sleep(0.2)
         lost = [r for r, (before, after) in enumerate(zip(self.identities, now)) if before != after]
-        self.replaced = {r: (self.identities[r], now[r]) for r in lost}  # rank -> (its lost identity, the restarted one's)
+        self.replaced = {
+            r: (self.identities[r], now[r]) for r in lost
+        }  # rank -> (its lost identity, the restarted one's)
         self.identities = now
         return lost
 
     def _recover(self, lost: list[int], version: int, what: str, err: BaseException) -> None:
         ranks = self.workers.learner.ranks
         survivors = [r for r in range(len(ranks)) if r not in lost]
-        who = "; ".join(f"{before} was lost and restarted as pid {_pid(after)}" for before, after in self.replaced.values())
+        who = "; ".join(
+            f"{before} was lost and restarted as pid {_pid(after)}" for before, after in self.replaced.values()
+        )
         if not survivors:
             raise RankNotBackError(
                 f"{_cause(err, self.workers.names) or who}; Ray restarted it, but no learner rank survived to hand over the state of policy version {version}"

@@ -59,7 +59,9 @@ def restore(state: TrainingState | None, learner, tracker) -> tuple[int, int]:
     (the first epoch to run, the policy version the learner holds)."""
     if state is None:
         return 0, 0
-    get(learner.load_state_dict.remote({"version": state.weights_version, "lora": state.lora, "trainer": state.trainer}))
+    get(
+        learner.load_state_dict.remote({"version": state.weights_version, "lora": state.lora, "trainer": state.trainer})
+    )
     if tracker is not None and state.tracker is not None:
         tracker.load_state_dict(state.tracker)
     restore_driver_rng(state.rng)
@@ -71,7 +73,9 @@ def is_due(epochs_done: int, cfg: Config) -> bool:
     return epochs_done % cfg.checkpoint.every == 0 or epochs_done == cfg.epochs
 
 
-def save_checkpoint(run_dir: Path, epochs_done: int, learner, tracker, cfg: Config, prompt_list: list[str] | None = None) -> Path:
+def save_checkpoint(
+    run_dir: Path, epochs_done: int, learner, tracker, cfg: Config, prompt_list: list[str] | None = None
+) -> Path:
     """Everything an exact resume after `epochs_done` epochs needs, written atomically."""
     learner_state = get(learner.state_dict.remote())
     state = TrainingState(
@@ -92,5 +96,8 @@ def finish_completed(run_dir: Path, state: TrainingState) -> Path:
     lora = run_dir / "lora"
     lora.mkdir(parents=True, exist_ok=True)
     shutil.copy2(state.path / "pytorch_lora_weights.safetensors", lora / "pytorch_lora_weights.safetensors")
-    print(f"done: the run in {run_dir} already has {state.epoch} epochs (pass a larger --epochs to continue); LoRA in {lora}", flush=True)
+    print(
+        f"done: the run in {run_dir} already has {state.epoch} epochs (pass a larger --epochs to continue); LoRA in {lora}",
+        flush=True,
+    )
     return run_dir

@@ -94,7 +94,13 @@ class ShardPlan:
 
 
 def rollout_and_score(
-    workers: Workers, pool: RewardPool, plan: ShardPlan, epoch: int, prompts: list[str], rollout: RolloutConfig, weights: Published
+    workers: Workers,
+    pool: RewardPool,
+    plan: ShardPlan,
+    epoch: int,
+    prompts: list[str],
+    rollout: RolloutConfig,
+    weights: Published,
 ) -> Scored:
     """Roll out all pairs in chunks and send each chunk's sparse images to the reward pool as soon as
     it arrives. Disaggregated: an idle actor takes the next chunk, a failed actor's chunk is sampled
@@ -120,20 +126,29 @@ def rollout_and_score(
         trajectories[int(queries.pair_index[0])] = None if workers.hybrid else traj_ref  # hybrid: held by the sampler
     rollout_done = time.perf_counter()
     results = pool.collect()
-    times = {"time_rollout_s": round(rollout_done - start, 4), "time_reward_s": round(time.perf_counter() - rollout_done, 4)}
+    times = {
+        "time_rollout_s": round(rollout_done - start, 4),
+        "time_reward_s": round(time.perf_counter() - rollout_done, 4),
+    }
     arrived.sort(key=lambda qt: int(qt[0].pair_index[0]))
     queries = SparseQueries.concat([q for q, _ in arrived])
     shape = queries.images.shape[:3]  # (B, P, K+2)
     sparse = np.concatenate([results[t].scores for _, t in arrived]).reshape(shape)
     names = set.intersection(*(set(results[t].components) for _, t in arrived))
-    components = {k: np.concatenate([results[t].components[k] for _, t in arrived]).reshape(shape) for k in sorted(names)}
+    components = {
+        k: np.concatenate([results[t].components[k] for _, t in arrived]).reshape(shape) for k in sorted(names)
+    }
     valid = np.isfinite(sparse).all(axis=(1, 2))  # (B,)
     times["busy_rollout_s"] = round(sum(q.busy_s for q, _ in arrived), 4)
     if (util := mfu(sum(q.flops for q, _ in arrived), sum(q.busy_s * q.peak_flops for q, _ in arrived))) is not None:
         times["mfu_rollout"] = round(util, 4)  # only where every sampler's peak is known (actors/flops.py)
     return Scored(
-        queries.select(np.flatnonzero(valid)), trajectories, sparse[valid],
-        {k: v[valid] for k, v in components.items()}, int((~valid).sum()), times,
+        queries.select(np.flatnonzero(valid)),
+        trajectories,
+        sparse[valid],
+        {k: v[valid] for k, v in components.items()},
+        int((~valid).sum()),
+        times,
     )
 
 
@@ -146,11 +161,18 @@ def check_dropped(scored: Scored, requested: int, max_fraction: float) -> None:
 
 
 def advantages(
-    algorithm: Algorithm, scored: Scored, plan: ShardPlan, train: TrainConfig, similarity_floor: float, tracker: StepStatTracker | None
+    algorithm: Algorithm,
+    scored: Scored,
+    plan: ShardPlan,
+    train: TrainConfig,
+    similarity_floor: float,
+    tracker: StepStatTracker | None,
 ) -> torch.Tensor:
     """Clipped advantages (B, P, T) of the valid pairs by the configured algorithm."""
     q = scored.queries
-    sparse = SparseRewards(scored.sparse_rewards, q.query_steps, q.similarities, q.prompts, plan.shard(q.pair_index.numpy()))
+    sparse = SparseRewards(
+        scored.sparse_rewards, q.query_steps, q.similarities, q.prompts, plan.shard(q.pair_index.numpy())
+    )
     adv = algorithm.advantages(sparse, tracker, AdvantageSettings(train.gamma, train.adv_clip_max, similarity_floor))
     return torch.as_tensor(adv, dtype=torch.float32)  # (B, P, T)
 
@@ -172,7 +194,11 @@ def update(workers: Workers, plan: ShardPlan, scored: Scored, adv: torch.Tensor,
     calls = []
     for r, rank in enumerate(ranks):
         request = UpdateRequest(version, epoch, n, max_pairs, [x for x in shards if plan.rank(x.shard) == r])
-        chunks = [ref for first, ref in sorted(scored.trajectories.items()) if ref is not None and plan.rank_of_pair(first) == r]
+        chunks = [
+            ref
+            for first, ref in sorted(scored.trajectories.items())
+            if ref is not None and plan.rank_of_pair(first) == r
+        ]
         calls.append(rank.update.remote(request, *chunks))
     results = get_all(calls)  # a lost rank's death before the survivors' broken collectives
     work = {"busy_learner_s": round(sum(m["busy_s"] for m in results), 4)}

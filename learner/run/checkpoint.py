@@ -40,7 +40,14 @@ log = logging.getLogger(__name__)
 
 FORMAT = 1
 MANIFEST = "manifest.json"
-REQUIRED = {"lora_peft.safetensors", "trainer_state.pt", "tracker.json", "rng.json", "state.json", "config.yaml"}  # what a resume reads
+REQUIRED = {
+    "lora_peft.safetensors",
+    "trainer_state.pt",
+    "tracker.json",
+    "rng.json",
+    "state.json",
+    "config.yaml",
+}  # what a resume reads
 PREFIX = "epoch-"
 
 # Config keys (dotted prefixes) that may differ between a checkpoint's run and the run resuming it:
@@ -109,7 +116,9 @@ class TrainingState:
     rng: dict[str, Any]  # driver_rng_state()
     config_yaml: str  # the resolved config
     path: Path | None = None  # where it was read from
-    prompts_sha256: str | None = None  # fingerprint of the training prompt list (None: a checkpoint from before it was kept)
+    prompts_sha256: str | None = (
+        None  # fingerprint of the training prompt list (None: a checkpoint from before it was kept)
+    )
 
 
 def checkpoint_dir(run_dir: str | Path) -> Path:
@@ -206,7 +215,9 @@ def write_checkpoint(directory: str | Path, state: TrainingState, keep: int) -> 
     try:
         return _write_checkpoint(Path(directory), state, keep)
     except OSError as err:  # a full disk, a read-only mount: the previous checkpoint stands
-        raise CheckpointError(f"cannot write the checkpoint of epoch {state.epoch} in {directory}: {err.strerror or err}") from None
+        raise CheckpointError(
+            f"cannot write the checkpoint of epoch {state.epoch} in {directory}: {err.strerror or err}"
+        ) from None
     except Exception as err:  # safetensors reports I/O failures as its own error type
         if type(err).__name__ != "SafetensorError":
             raise
@@ -252,14 +263,20 @@ def _write_files(tmp: Path, state: TrainingState) -> None:
     from actors.config import ModelConfig
     from actors.policy import lora_adapter_metadata, save_lora_state_diffusers
 
-    model = ModelConfig(**(yaml.safe_load(state.config_yaml) or {}).get("model", {}))  # the run's LoRA rank, alpha and targets
-    save_lora_state_diffusers(state.lora, tmp, lora_adapter_metadata(model.lora_rank, model.lora_alpha, model.lora_target_modules))
+    model = ModelConfig(
+        **(yaml.safe_load(state.config_yaml) or {}).get("model", {})
+    )  # the run's LoRA rank, alpha and targets
+    save_lora_state_diffusers(
+        state.lora, tmp, lora_adapter_metadata(model.lora_rank, model.lora_alpha, model.lora_target_modules)
+    )
     _write(tmp / "lora_peft.safetensors", save_safetensors({k: v.contiguous() for k, v in state.lora.items()}))
     trainer = tmp / "trainer_state.pt"
     try:
         torch.save(state.trainer, trainer)
     except RuntimeError:  # a failed write, in torch's words ("iostream error", "enforce fail at inline_container.cc")
-        raise CheckpointError(f"cannot write the checkpoint of epoch {state.epoch} in {tmp.parent}: {_write_failure(tmp.parent)}") from None
+        raise CheckpointError(
+            f"cannot write the checkpoint of epoch {state.epoch} in {tmp.parent}: {_write_failure(tmp.parent)}"
+        ) from None
     _write(tmp / "tracker.json", json.dumps(state.tracker).encode())
     _write(tmp / "rng.json", json.dumps(state.rng).encode())
     counters = {"epoch": state.epoch, "weights_version": state.weights_version, "prompts_sha256": state.prompts_sha256}

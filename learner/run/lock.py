@@ -44,10 +44,16 @@ class RunDirLock:
             ) from None
         except OSError as err:
             f.close()
-            raise UsageError(f"run dir {self.path.parent}: cannot lock {self.path} ({err.strerror}); use a local or flock-capable filesystem") from None
+            raise UsageError(
+                f"run dir {self.path.parent}: cannot lock {self.path} ({err.strerror}); use a local or flock-capable filesystem"
+            ) from None
         f.seek(0)
         f.truncate()
-        f.write(json.dumps({"host": socket.gethostname(), "pid": os.getpid(), "started": time.strftime("%Y-%m-%d %H:%M:%S")}))
+        f.write(
+            json.dumps(
+                {"host": socket.gethostname(), "pid": os.getpid(), "started": time.strftime("%Y-%m-%d %H:%M:%S")}
+            )
+        )
         f.flush()
         self._file = f
         return self

@@ -27,7 +27,9 @@ def eval_table(metrics: dict) -> str:
         if m and isinstance(value, (int, float)):
             measure, k = m.group(1), int(m.group(2))
             std = metrics.get(f"eval_{measure}_{k}step_std")
-            found.setdefault(k, {})[measure] = f"{value:.4f}" + (f" ± {std:.4f}" if isinstance(std, (int, float)) else "")
+            found.setdefault(k, {})[measure] = f"{value:.4f}" + (
+                f" ± {std:.4f}" if isinstance(std, (int, float)) else ""
+            )
     if not found:
         return "No held-out evaluation was recorded (eval.enabled is false)."
     measures = sorted({m for row in found.values() for m in row})
@@ -39,10 +41,17 @@ def eval_table(metrics: dict) -> str:
 def change_table(initial: dict, final: dict) -> str:
     """Initial and final held-out means per step count and measure, with the change (final - initial)."""
     rows = []
-    for key in sorted(final, key=lambda k: (_EVAL_KEY.match(k).group(1), int(_EVAL_KEY.match(k).group(2))) if _EVAL_KEY.match(k) else ("", 0)):
+    for key in sorted(
+        final,
+        key=lambda k: (
+            (_EVAL_KEY.match(k).group(1), int(_EVAL_KEY.match(k).group(2))) if _EVAL_KEY.match(k) else ("", 0)
+        ),
+    ):
         m = _EVAL_KEY.match(key)
         if m and isinstance(final[key], (int, float)) and isinstance(initial.get(key), (int, float)):
-            rows.append(f"| {m.group(1)} | {m.group(2)} | {initial[key]:.4f} | {final[key]:.4f} | {final[key] - initial[key]:+.4f} |")
+            rows.append(
+                f"| {m.group(1)} | {m.group(2)} | {initial[key]:.4f} | {final[key]:.4f} | {final[key] - initial[key]:+.4f} |"
+            )
     if not rows:
         return ""
     return "\n".join(["| measure | steps | initial policy | after training | change |", "|---|---|---|---|---|", *rows])
@@ -79,9 +88,15 @@ def hub_base_model(pretrained: str) -> str | None:
     return pretrained
 
 
-def card_text(cfg: Config, metrics: dict, epochs_trained: int, has_grid: bool, initial: dict | None = None, lora_ref: str = "lora") -> str:
+def card_text(
+    cfg: Config, metrics: dict, epochs_trained: int, has_grid: bool, initial: dict | None = None, lora_ref: str = "lora"
+) -> str:
     m, t, s = cfg.model, cfg.train, cfg.sampling
-    reward = cfg.reward.name if cfg.reward.name != "weighted" else " + ".join(f"{w:g} x {n}" for n, w in sorted(cfg.reward.weights.items()))
+    reward = (
+        cfg.reward.name
+        if cfg.reward.name != "weighted"
+        else " + ".join(f"{w:g} x {n}" for n, w in sorted(cfg.reward.weights.items()))
+    )
     steps = epochs_trained * cfg.optimizer_steps_per_epoch
     grid = (
         "\n![held-out evaluation](evaluation.png)\n\nRows: the step counts above, in order (for each, the initial policy's row first where "
@@ -90,7 +105,9 @@ def card_text(cfg: Config, metrics: dict, epochs_trained: int, has_grid: bool, i
         else ""
     )
     changes = change_table(initial or {}, metrics)
-    changes = f"\nAgainst the initial policy (the base model; the same prompts and noises):\n\n{changes}\n" if changes else ""
+    changes = (
+        f"\nAgainst the initial policy (the base model; the same prompts and noises):\n\n{changes}\n" if changes else ""
+    )
     base, prompt = base_model_location(cfg), example_prompt(cfg)
     k = min(cfg.eval.steps)
     return f"""# {cfg.algorithm.upper()} LoRA for {m.pretrained}
@@ -143,13 +160,18 @@ def write_model_card(
     if has_grid:
         shutil.copy2(eval_grid, lora_dir / "evaluation.png")
     card = ModelCard.from_template(
-        card_data=ModelCardData(library_name="diffusers", base_model=hub_base_model(cfg.model.pretrained), inference=True),
+        card_data=ModelCardData(
+            library_name="diffusers", base_model=hub_base_model(cfg.model.pretrained), inference=True
+        ),
         template_path=MODEL_CARD_TEMPLATE_PATH,
         model_description=card_text(
             cfg, metrics, epochs_trained, has_grid, initial, cfg.output.push_to_hub or str(Path(lora_dir).resolve())
         ),
     )
-    populate_model_card(card, tags=["text-to-image", "diffusers", "lora", "diffusers-training", cfg.algorithm, f"reward-{cfg.reward.name}"])
+    populate_model_card(
+        card,
+        tags=["text-to-image", "diffusers", "lora", "diffusers-training", cfg.algorithm, f"reward-{cfg.reward.name}"],
+    )
     path = lora_dir / "README.md"
     card.save(path)
     return path

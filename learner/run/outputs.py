@@ -18,7 +18,9 @@ class RunOutputs:
     left by an earlier attempt that ran past its last checkpoint, are dropped, in metrics.jsonl and
     in TensorBoard (purge_step), so that every epoch is logged once."""
 
-    def __init__(self, run_dir: str | Path, config_yaml: str, tensorboard: bool = True, first_epoch: int = 0, wandb=None):
+    def __init__(
+        self, run_dir: str | Path, config_yaml: str, tensorboard: bool = True, first_epoch: int = 0, wandb=None
+    ):
         """`wandb`: a learner.run.wandb_log.WandbLogger, or None."""
         self.dir, self.wandb = Path(run_dir), wandb
         (self.dir / "samples").mkdir(parents=True, exist_ok=True)
@@ -46,7 +48,9 @@ class RunOutputs:
         """images (N, 2, H, W, 3) uint8, the 1-step and final samples of N pairs' first trajectories ->
         samples/epoch_XXXX.png, labelled: rows '1-step' and '<T>-step', columns the N prompts."""
         rows = images.transpose(1, 0, 2, 3, 4)  # (2, N, H, W, 3)
-        path = write_labelled_grid(rows, ["1-step", f"{num_steps}-step"], list(prompts), self.dir / "samples" / f"epoch_{epoch:04d}.png")
+        path = write_labelled_grid(
+            rows, ["1-step", f"{num_steps}-step"], list(prompts), self.dir / "samples" / f"epoch_{epoch:04d}.png"
+        )
         self.log_image("samples", path, epoch, f"rows: 1-step and {num_steps}-step samples; columns: training prompts")
         return path
 
@@ -89,9 +93,14 @@ def keep_metrics_before(path: Path, epoch: int) -> None:
     records, bad = _records(path)
     kept = [line + "\n" for line, record in records if record["epoch"] < epoch]
     if len(kept) < len(records):
-        print(f"{path}: dropped {len(records) - len(kept)} record(s) of epoch {epoch} or later (this attempt redoes them)", flush=True)
+        print(
+            f"{path}: dropped {len(records) - len(kept)} record(s) of epoch {epoch} or later (this attempt redoes them)",
+            flush=True,
+        )
     if bad:
-        print(f"warning: {path}: dropped {bad} line(s) that are not this run's records (damaged or foreign)", flush=True)
+        print(
+            f"warning: {path}: dropped {bad} line(s) that are not this run's records (damaged or foreign)", flush=True
+        )
     write_atomic(path, "".join(kept).encode())
 
 

@@ -89,7 +89,9 @@ def plot_algorithm_comparison(histories: dict[str, list[dict]], path: str | Path
     return _save(fig, path)
 
 
-def plot_monitor_curves(history: list[dict], path: str | Path, bands: dict[str, float], eval_initial: dict | None = None) -> Path:
+def plot_monitor_curves(
+    history: list[dict], path: str | Path, bands: dict[str, float], eval_initial: dict | None = None
+) -> Path:
     """monitor_curves.png: one panel per statistic; the training value per epoch with its band around
     epoch 0's, and the held-out value per step count k after each evaluation (the initial policy's
     at epoch -1)."""
@@ -135,4 +137,3 @@ class Curves:
             plot_reward_curves(self.history, self.dir / "reward_curves.png", initial=self.initial)
             if self.bands is not None:
                 plot_monitor_curves(self.history, self.dir / "monitor_curves.png", self.bands, self.initial)
-

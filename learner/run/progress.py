@@ -59,7 +59,11 @@ class TimeBreakdown:
 
     def add_epoch(self, times: dict[str, float]) -> None:
         """An epoch's own timings (metrics.jsonl's time_*_s)."""
-        parts = {"rollout": times.get("time_rollout_s", 0.0), "reward": times.get("time_reward_s", 0.0), "update": times.get("time_update_s", 0.0)}
+        parts = {
+            "rollout": times.get("time_rollout_s", 0.0),
+            "reward": times.get("time_reward_s", 0.0),
+            "update": times.get("time_update_s", 0.0),
+        }
         for part, seconds in parts.items():
             self.add(part, seconds)
         self.add("epoch other", max(0.0, times.get("time_epoch_s", 0.0) - sum(parts.values())))

@@ -35,7 +35,9 @@ def run_id(run_dir: Path) -> str:
 
 def scalars(metrics: dict) -> dict[str, float]:
     """The finite numbers of a metrics record (what TensorBoard gets too)."""
-    return {k: v for k, v in metrics.items() if isinstance(v, (int, float)) and not isinstance(v, bool) and math.isfinite(v)}
+    return {
+        k: v for k, v in metrics.items() if isinstance(v, (int, float)) and not isinstance(v, bool) and math.isfinite(v)
+    }
 
 
 def api_key_present(environ: dict | None = None) -> bool:
@@ -80,11 +82,19 @@ class WandbLogger:
         try:
             import wandb
         except ImportError:
-            raise WandbUnavailableError("output.wandb.enabled needs the wandb package: pip install -e '.[wandb]'") from None
+            raise WandbUnavailableError(
+                "output.wandb.enabled needs the wandb package: pip install -e '.[wandb]'"
+            ) from None
         self.wandb = wandb
         init = dict(
-            project=cfg.project, entity=cfg.entity, name=cfg.name or run_dir.name, tags=list(cfg.tags), dir=str(run_dir),
-            id=run_id(run_dir), resume="allow", config=config,
+            project=cfg.project,
+            entity=cfg.entity,
+            name=cfg.name or run_dir.name,
+            tags=list(cfg.tags),
+            dir=str(run_dir),
+            id=run_id(run_dir),
+            resume="allow",
+            config=config,
         )
         settings = dict(silent=True, console="off")  # the console stays the job's own
         mode = cfg.mode
@@ -95,8 +105,11 @@ class WandbLogger:
                 raise
             first = str(err).strip().splitlines()[0] if str(err).strip() else type(err).__name__
             wandb.teardown()  # the failed start still holds the run id in this process
-            print(f"warning: W&B is unreachable ({first[:200]}); logging offline under {run_dir / 'wandb'} instead "
-                  "(upload later with `wandb sync`)", flush=True)
+            print(
+                f"warning: W&B is unreachable ({first[:200]}); logging offline under {run_dir / 'wandb'} instead "
+                "(upload later with `wandb sync`)",
+                flush=True,
+            )
             mode = "offline"
             self.run = wandb.init(mode=mode, settings=wandb.Settings(**settings), **init)
         self.run.define_metric("epoch")

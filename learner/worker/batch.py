@@ -50,7 +50,9 @@ class TrainBatch:
     @classmethod
     def from_rollout(cls, trajectories: Trajectories, advantages: torch.Tensor, shard: int = 0) -> "TrainBatch":
         t = trajectories
-        return cls(t.policy_version, t.epoch, shard, t.prompts, t.timesteps, t.latents, t.log_probs, advantages).validate()
+        return cls(
+            t.policy_version, t.epoch, shard, t.prompts, t.timesteps, t.latents, t.log_probs, advantages
+        ).validate()
 
     @property
     def num_pairs(self) -> int:
@@ -63,7 +65,9 @@ class TrainBatch:
             if got != (B, P, T1 - 1):
                 raise ValueError(f"TrainBatch.{name} has shape {got}, expected {(B, P, T1 - 1)}")
         if P != 2 or len(self.prompts) != B or tuple(self.timesteps.shape) != (T1 - 1,):
-            raise ValueError(f"TrainBatch: P={P}, {len(self.prompts)} prompts, timesteps {tuple(self.timesteps.shape)} for B={B}, T={T1 - 1}")
+            raise ValueError(
+                f"TrainBatch: P={P}, {len(self.prompts)} prompts, timesteps {tuple(self.timesteps.shape)} for B={B}, T={T1 - 1}"
+            )
         if not torch.isfinite(self.advantages).all():
             raise ValueError("TrainBatch.advantages must be finite (drop pairs with missing rewards first)")
         return self

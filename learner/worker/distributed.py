@@ -36,7 +36,10 @@ def init_group(rank: Rank, address: str, device: str, timeout_s: float = 300) ->
 
     backend = "nccl" if device == "cuda" else "gloo"
     torch.distributed.init_process_group(
-        backend, init_method=f"tcp://{address}", rank=rank.rank, world_size=rank.world_size,
+        backend,
+        init_method=f"tcp://{address}",
+        rank=rank.rank,
+        world_size=rank.world_size,
         timeout=timedelta(seconds=timeout_s),
     )
 

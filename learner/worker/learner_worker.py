@@ -28,7 +28,14 @@ from actors.families import expand_rows, family_of, repeat_rows, select_rows
 from actors.flops import SampleCounter, denoiser_flops, peak_flops
 from actors.policy import load_lora_state, load_pipeline, lora_state, save_lora_diffusers
 from actors.sampling import score_steps
-from learner.algo.minibatches import Minibatch, items_per_optimizer_step, micro_batches, num_train_steps, trainable_steps, update_schedule
+from learner.algo.minibatches import (
+    Minibatch,
+    items_per_optimizer_step,
+    micro_batches,
+    num_train_steps,
+    trainable_steps,
+    update_schedule,
+)
 from learner.algo.registry import StepItems, get_algorithm
 from learner.algo.sdpo import temporal_weights
 from learner.config import TrainConfig
@@ -88,8 +95,13 @@ class LearnerWorker:
         )
         # the same module, as accelerate prepared it (its forward under autocast on GPU): one name for both uses
         self.denoiser, self.optimizer = self.accelerator.prepare(denoiser, optimizer)
-        sixteen_bit = precision in ("fp16", "bf16") or next(denoiser.parameters()).dtype in (torch.float16, torch.bfloat16)
-        self.flops_per_sample = denoiser_flops(self.family, self.pipe, with_backward=True) or 0.0  # for MFU (actors/flops.py)
+        sixteen_bit = precision in ("fp16", "bf16") or next(denoiser.parameters()).dtype in (
+            torch.float16,
+            torch.bfloat16,
+        )
+        self.flops_per_sample = (
+            denoiser_flops(self.family, self.pipe, with_backward=True) or 0.0
+        )  # for MFU (actors/flops.py)
         self.samples, self.peak_flops = SampleCounter(self.denoiser), peak_flops(device, sixteen_bit, train.peak_tflops)
         self.params = params
         self.version = 0
@@ -124,7 +136,9 @@ class LearnerWorker:
 
     def _keep_epoch_state(self) -> None:
         if self.epoch_states is not None:
-            self.epoch_states = {v: s for v, s in self.epoch_states.items() if v >= self.version - 1} | {self.version: self._state()}
+            self.epoch_states = {v: s for v, s in self.epoch_states.items() if v >= self.version - 1} | {
+                self.version: self._state()
+            }
 
     def rendezvous(self, host: str = "127.0.0.1") -> str:
         """'host:port' for the group to meet at: `host` is this rank's node address (the launcher knows it)."""
@@ -171,7 +185,9 @@ class LearnerWorker:
         start = time.perf_counter()
         self.samples.take()  # from here: this update's denoiser calls
         if request.policy_version != self.version:
-            raise StalePolicyError(f"{self.identity()} expects data from policy version {self.version}, got {request.policy_version}")
+            raise StalePolicyError(
+                f"{self.identity()} expects data from policy version {self.version}, got {request.policy_version}"
+            )
         batches = shard_batches(request, list(trajectories))
         cfg = self.train
         T = batches[0].timesteps.shape[0]
@@ -180,15 +196,24 @@ class LearnerWorker:
         name = self.algorithm.schedule if cfg.schedule == "auto" else cfg.schedule
         schedules = [
             update_schedule(
-                name, b.num_pairs, steps, cfg.batch_size, cfg.timestep_fraction, cfg.num_inner_epochs,
+                name,
+                b.num_pairs,
+                steps,
+                cfg.batch_size,
+                cfg.timestep_fraction,
+                cfg.num_inner_epochs,
                 seeded_generator(self.seed, b.epoch, b.shard, UPDATE),
             )
             for b in batches
         ]
-        per_step = items_per_optimizer_step(name, steps, cfg.batch_size, cfg.gradient_accumulation_steps, cfg.timestep_fraction)  # S
+        per_step = items_per_optimizer_step(
+            name, steps, cfg.batch_size, cfg.gradient_accumulation_steps, cfg.timestep_fraction
+        )  # S
         items = request.max_pairs * num_train_steps(steps, cfg.timestep_fraction) * cfg.num_inner_epochs
         embeds = [self.family.encode_prompts(self.pipe, b.prompts) for b in batches]  # each (B_s, ...)
-        negative = self.family.encode_prompts(self.pipe, [""]) if self.sampling.guidance_scale > 1 else None  # (1, ...), once
+        negative = (
+            self.family.encode_prompts(self.pipe, [""]) if self.sampling.guidance_scale > 1 else None
+        )  # (1, ...), once
         weights = temporal_weights(T, cfg.lam, cfg.log_scale)  # (T,)
         stats, passes, self._nonfinite = defaultdict(list), 0, 0
         kill_point("update", request.epoch, self.rank.rank)
@@ -196,7 +221,9 @@ class LearnerWorker:
         for k in range(math.ceil(items / per_step)):  # the same number of optimizer steps on every rank
             for batch, schedule, emb in zip(batches, schedules, embeds):
                 for mb in micro_batches(schedule, k * per_step, (k + 1) * per_step, micro):
-                    res, log_ratio = self._backward(batch, mb, emb, negative, weights, len(mb) / (per_step * len(batches)))
+                    res, log_ratio = self._backward(
+                        batch, mb, emb, negative, weights, len(mb) / (per_step * len(batches))
+                    )
                     passes += 1
                     stats["loss"].append(res.loss.item())
                     stats["clipfrac"].append(res.clipfrac.item())
@@ -207,7 +234,9 @@ class LearnerWorker:
             if math.isfinite(norm):
                 stats["grad_norm"].append(norm)
         metrics = {k: float(np.mean(v)) for k, v in stats.items()} | {"backward_passes": float(passes)}
-        if self.rank.distributed:  # means over the ranks; backward_passes is their sum, as one process counts all shards
+        if (
+            self.rank.distributed
+        ):  # means over the ranks; backward_passes is their sum, as one process counts all shards
             metrics = average_scalars(metrics, str(self.accelerator.device))
             metrics["backward_passes"] = round(metrics["backward_passes"] * self.rank.world_size)
         self.version += 1  # after the last collective: a rank that reaches here holds the group's new state
@@ -218,7 +247,13 @@ class LearnerWorker:
         return metrics | {"nonfinite_steps": self._nonfinite, "policy_version": self.version} | work
 
     def _backward(
-        self, batch: TrainBatch, mb: Minibatch, embeds: torch.Tensor, negative: torch.Tensor | None, weights: torch.Tensor, scale: float
+        self,
+        batch: TrainBatch,
+        mb: Minibatch,
+        embeds: torch.Tensor,
+        negative: torch.Tensor | None,
+        weights: torch.Tensor,
+        scale: float,
     ):
         """Recompute the log-probs of M pairs at one step each and backpropagate `scale` x their loss;
         (the loss terms, the detached log-ratios new - old (M, 2))."""
@@ -233,8 +268,17 @@ class LearnerWorker:
         neg = expand_rows(negative, len(step_idx)) if negative is not None else None  # (2M, ...)
         with self.accelerator.autocast():  # the step arithmetic inside stays float32 (it upcasts first)
             new_lp = score_steps(
-                self.denoiser, self.pipe.scheduler, x, x_next, step_idx, batch.timesteps, cond, self.sampling.eta,
-                self.sampling.guidance_scale, neg, family=self.family,
+                self.denoiser,
+                self.pipe.scheduler,
+                x,
+                x_next,
+                step_idx,
+                batch.timesteps,
+                cond,
+                self.sampling.eta,
+                self.sampling.guidance_scale,
+                neg,
+                family=self.family,
             ).log_prob.view(-1, 2)  # (M, 2)
         old_lp = batch.log_probs[rows, pair, cols].to(dev)  # (M, 2)
         adv = batch.advantages[rows, pair, cols].to(dev)  # (M, 2)

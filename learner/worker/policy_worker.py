@@ -18,7 +18,12 @@ class PolicyWorker(LearnerWorker):
     def __init__(self, *, rollout_threads: int = 1, **learner_args):
         super().__init__(**learner_args)
         self.sampler = RolloutWorker(
-            model=None, sampling=self.sampling, seed=self.seed, device=self.device, torch_threads=rollout_threads, pipe=self.pipe,
+            model=None,
+            sampling=self.sampling,
+            seed=self.seed,
+            device=self.device,
+            torch_threads=rollout_threads,
+            pipe=self.pipe,
             peak_tflops=self.train.peak_tflops,
         )
         self.held: list[Trajectories] = []  # this epoch's trajectories, until its update

@@ -35,7 +35,9 @@ def compare(directory: Path) -> dict:
     ref = json.loads((directory / "reference.json").read_text())
     t0 = time.perf_counter()
     config = str(directory / "model_config.json") if ref["model_config"] else None
-    scorer = build_reward("hpsv2", checkpoint=str(directory / ref["checkpoint"]), config=config, processor=str(directory / "tokenizer"))
+    scorer = build_reward(
+        "hpsv2", checkpoint=str(directory / ref["checkpoint"]), config=config, processor=str(directory / "tokenizer")
+    )
     load_s = time.perf_counter() - t0
 
     def same_ids(prompt: str, original: list[int]) -> bool:
@@ -46,7 +48,9 @@ def compare(directory: Path) -> dict:
     result["token_ids_equal"] = all(same_ids(p, o) for p, o in zip(ref["prompts"], ref["token_ids"]))
     if "tokenizer_prompts" in ref:
         bad = [p for p, o in zip(ref["tokenizer_prompts"], ref["tokenizer_ids"]) if not same_ids(p, o)]
-        result["tokenizer_prompts_equal"] = f"{len(ref['tokenizer_prompts']) - len(bad)}/{len(ref['tokenizer_prompts'])}"
+        result["tokenizer_prompts_equal"] = (
+            f"{len(ref['tokenizer_prompts']) - len(bad)}/{len(ref['tokenizer_prompts'])}"
+        )
         result["tokenizer_prompts_differing"] = bad
     px_diff, img_diff, txt_diff, ours_scores = 0.0, 0.0, 0.0, []
     t0 = time.perf_counter()
@@ -56,8 +60,13 @@ def compare(directory: Path) -> dict:
         flat = scorer.pixel_values(img[None])[0].numpy().reshape(-1)
         probes = np.random.default_rng(0).integers(0, flat.size, size=len(ref["pixels"][i]["probes"]))
         px_diff = max(px_diff, float(np.abs(flat[probes] - ref["pixels"][i]["probes"]).max()))
-        img_diff = max(img_diff, float(np.abs(scorer.image_features(img[None])[0].numpy() - ref["image_features"][i]).max()))
-        txt_diff = max(txt_diff, float(np.abs(scorer.text_features([ref["prompts"][i]])[0].numpy() - ref["text_features"][i]).max()))
+        img_diff = max(
+            img_diff, float(np.abs(scorer.image_features(img[None])[0].numpy() - ref["image_features"][i]).max())
+        )
+        txt_diff = max(
+            txt_diff,
+            float(np.abs(scorer.text_features([ref["prompts"][i]])[0].numpy() - ref["text_features"][i]).max()),
+        )
         ours_scores.append(float(scorer(img[None], [ref["prompts"][i]])[0]))
     result.update(
         score_s=round(time.perf_counter() - t0, 1),

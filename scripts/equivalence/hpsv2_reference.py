@@ -133,7 +133,12 @@ def write_hf_tokenizer(directory: Path, merges: list[str]) -> None:
     """vocab.json / merges.txt / tokenizer_config.json of a transformers CLIPTokenizer with the same
     ids as open_clip's SimpleTokenizer built from these merges (bytes, bytes + </w>, merges, specials)."""
     chars = _bytes_to_unicode_chars()
-    vocab = chars + [c + "</w>" for c in chars] + ["".join(m.split()) for m in merges] + ["<|startoftext|>", "<|endoftext|>"]
+    vocab = (
+        chars
+        + [c + "</w>" for c in chars]
+        + ["".join(m.split()) for m in merges]
+        + ["<|startoftext|>", "<|endoftext|>"]
+    )
     directory.mkdir(parents=True, exist_ok=True)
     (directory / "vocab.json").write_text(json.dumps({t: i for i, t in enumerate(vocab)}, ensure_ascii=False))
     (directory / "merges.txt").write_text("\n".join(["#version: 0.2", *merges]) + "\n")
@@ -163,10 +168,23 @@ def _original_model(model_name: str):
     from hpsv2.src.open_clip import create_model_and_transforms
 
     model, _, preprocess_val = create_model_and_transforms(
-        model_name, None, precision="amp", device="cpu", jit=False, force_quick_gelu=False,
-        force_custom_text=False, force_patch_dropout=False, force_image_size=None, pretrained_image=False,
-        image_mean=None, image_std=None, light_augmentation=True, aug_cfg={}, output_dict=True,
-        with_score_predictor=False, with_region_predictor=False,
+        model_name,
+        None,
+        precision="amp",
+        device="cpu",
+        jit=False,
+        force_quick_gelu=False,
+        force_custom_text=False,
+        force_patch_dropout=False,
+        force_image_size=None,
+        pretrained_image=False,
+        image_mean=None,
+        image_std=None,
+        light_augmentation=True,
+        aug_cfg={},
+        output_dict=True,
+        with_score_predictor=False,
+        with_region_predictor=False,
     )
     return model, preprocess_val
 
@@ -225,14 +243,18 @@ def reference(out: Path, mode: str) -> None:
     ref = {
         "about": "HPSv2 scores of the original hpsv2 package; made by scripts/equivalence/hpsv2_reference.py",
         "versions": {
-            "hpsv2": metadata.version("hpsv2"), "torch": torch.__version__,
-            "torchvision": torchvision.__version__, "ftfy": __import__("ftfy").__version__,
+            "hpsv2": metadata.version("hpsv2"),
+            "torch": torch.__version__,
+            "torchvision": torchvision.__version__,
+            "ftfy": __import__("ftfy").__version__,
             "python": sys.version.split()[0],
         },
         "checkpoint": ckpt.name,
         "model_config": config,
-        "images": [{"height": h, "width": w, "kind": k, "seed": s, "sha256": image_sha256(im)}
-                   for (h, w, k, s), im in zip(IMAGES, images)],
+        "images": [
+            {"height": h, "width": w, "kind": k, "seed": s, "sha256": image_sha256(im)}
+            for (h, w, k, s), im in zip(IMAGES, images)
+        ],
         "prompts": prompts,
         "pixels": pixels,
         "token_ids": tokens,

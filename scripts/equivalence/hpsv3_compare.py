@@ -34,7 +34,9 @@ def compare(directory: Path, dtype: str = "float32") -> dict:
     refmod = _reference_module()
     ref = json.loads((directory / "reference.json").read_text())
     t0 = time.perf_counter()
-    scorer = build_reward("hpsv3", checkpoint=str(directory / ref["checkpoint"]), base=str(directory / "base"), dtype=dtype)
+    scorer = build_reward(
+        "hpsv3", checkpoint=str(directory / ref["checkpoint"]), base=str(directory / "base"), dtype=dtype
+    )
     load_s = time.perf_counter() - t0
 
     images = []
@@ -61,11 +63,19 @@ def compare(directory: Path, dtype: str = "float32") -> dict:
     batch_s = time.perf_counter() - t0
 
     def diff(ours, key) -> float:
-        return float(np.abs(np.asarray(ours, dtype=np.float64) - np.asarray([it[key] for it in items], dtype=np.float64)).max())
+        return float(
+            np.abs(np.asarray(ours, dtype=np.float64) - np.asarray([it[key] for it in items], dtype=np.float64)).max()
+        )
 
     return {
-        "dir": str(directory), "dtype": dtype, "load_s": round(load_s, 1), "score_single_s": round(single_s, 1), "score_batch_s": round(batch_s, 1),
-        "token_ids_equal": ids_equal, "image_grids_equal": grids_equal, "pixel_probe_max_abs_diff": px_diff,
+        "dir": str(directory),
+        "dtype": dtype,
+        "load_s": round(load_s, 1),
+        "score_single_s": round(single_s, 1),
+        "score_batch_s": round(batch_s, 1),
+        "token_ids_equal": ids_equal,
+        "image_grids_equal": grids_equal,
+        "pixel_probe_max_abs_diff": px_diff,
         "feature_single_max_abs_diff": diff(single_feats, "feature_single"),
         "logits_single_max_abs_diff": diff(single_logits, "logits_single"),
         "feature_batch_max_abs_diff": diff(batched["features"], "feature"),
@@ -90,8 +100,12 @@ def _batched(scorer, images: list[np.ndarray], prompts: list[str]) -> dict:
     length = max(p["input_ids"].shape[1] for p in parts)
     pad = scorer.tokenizer.pad_token_id
     inputs = {
-        "input_ids": torch.cat([torch.nn.functional.pad(p["input_ids"], (0, length - p["input_ids"].shape[1]), value=pad) for p in parts]),
-        "attention_mask": torch.cat([torch.nn.functional.pad(p["attention_mask"], (0, length - p["attention_mask"].shape[1])) for p in parts]),
+        "input_ids": torch.cat(
+            [torch.nn.functional.pad(p["input_ids"], (0, length - p["input_ids"].shape[1]), value=pad) for p in parts]
+        ),
+        "attention_mask": torch.cat(
+            [torch.nn.functional.pad(p["attention_mask"], (0, length - p["attention_mask"].shape[1])) for p in parts]
+        ),
         "pixel_values": torch.cat([p["pixel_values"] for p in parts]),
         "image_grid_thw": torch.cat([p["image_grid_thw"] for p in parts]),
     }

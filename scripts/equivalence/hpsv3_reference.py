@@ -85,8 +85,13 @@ PIXEL_PROBES = 64
 
 # The real model's files (Qwen/Qwen2-VL-7B-Instruct): its processor settings and chat template.
 PREPROCESSOR = {
-    "min_pixels": 3136, "max_pixels": 12845056, "patch_size": 14, "temporal_patch_size": 2, "merge_size": 2,
-    "image_mean": [0.48145466, 0.4578275, 0.40821073], "image_std": [0.26862954, 0.26130258, 0.27577711],
+    "min_pixels": 3136,
+    "max_pixels": 12845056,
+    "patch_size": 14,
+    "temporal_patch_size": 2,
+    "merge_size": 2,
+    "image_mean": [0.48145466, 0.4578275, 0.40821073],
+    "image_std": [0.26862954, 0.26130258, 0.27577711],
 }
 CHAT_TEMPLATE = (
     "{% set image_count = namespace(value=0) %}{% set video_count = namespace(value=0) %}{% for message in messages %}"
@@ -100,23 +105,63 @@ CHAT_TEMPLATE = (
     "<|im_end|>\n{% endif %}{% endfor %}{% if add_generation_prompt %}<|im_start|>assistant\n{% endif %}"
 )
 SPECIAL_TOKENS = [  # ids 151643 ... 151656 in the real vocabulary, in this order
-    "<|endoftext|>", "<|im_start|>", "<|im_end|>", "<|object_ref_start|>", "<|object_ref_end|>", "<|box_start|>",
-    "<|box_end|>", "<|quad_start|>", "<|quad_end|>", "<|vision_start|>", "<|vision_end|>", "<|vision_pad|>",
-    "<|image_pad|>", "<|video_pad|>",
+    "<|endoftext|>",
+    "<|im_start|>",
+    "<|im_end|>",
+    "<|object_ref_start|>",
+    "<|object_ref_end|>",
+    "<|box_start|>",
+    "<|box_end|>",
+    "<|quad_start|>",
+    "<|quad_end|>",
+    "<|vision_start|>",
+    "<|vision_end|>",
+    "<|vision_pad|>",
+    "<|image_pad|>",
+    "<|video_pad|>",
 ]
 REAL_VOCAB = 151643  # ordinary tokens of the real vocabulary; the base config's embedding has 152064 rows
 
 # Qwen2-VL-7B-Instruct's config.json (decoder layers: all 28 unless reduced).
 FULL_CONFIG = {
-    "architectures": ["Qwen2VLForConditionalGeneration"], "model_type": "qwen2_vl", "attention_dropout": 0.0,
-    "bos_token_id": 151643, "eos_token_id": 151645, "vision_start_token_id": 151652, "vision_end_token_id": 151653,
-    "vision_token_id": 151654, "image_token_id": 151655, "video_token_id": 151656, "hidden_act": "silu",
-    "hidden_size": 3584, "initializer_range": 0.02, "intermediate_size": 18944, "max_position_embeddings": 32768,
-    "max_window_layers": 28, "num_attention_heads": 28, "num_hidden_layers": 28, "num_key_value_heads": 4,
-    "rms_norm_eps": 1e-06, "rope_theta": 1000000.0, "sliding_window": 32768, "tie_word_embeddings": False,
-    "torch_dtype": "bfloat16", "use_cache": True, "use_sliding_window": False, "vocab_size": 152064,
-    "vision_config": {"depth": 32, "embed_dim": 1280, "mlp_ratio": 4, "num_heads": 16, "in_chans": 3, "hidden_size": 3584,
-                      "patch_size": 14, "spatial_merge_size": 2, "temporal_patch_size": 2},
+    "architectures": ["Qwen2VLForConditionalGeneration"],
+    "model_type": "qwen2_vl",
+    "attention_dropout": 0.0,
+    "bos_token_id": 151643,
+    "eos_token_id": 151645,
+    "vision_start_token_id": 151652,
+    "vision_end_token_id": 151653,
+    "vision_token_id": 151654,
+    "image_token_id": 151655,
+    "video_token_id": 151656,
+    "hidden_act": "silu",
+    "hidden_size": 3584,
+    "initializer_range": 0.02,
+    "intermediate_size": 18944,
+    "max_position_embeddings": 32768,
+    "max_window_layers": 28,
+    "num_attention_heads": 28,
+    "num_hidden_layers": 28,
+    "num_key_value_heads": 4,
+    "rms_norm_eps": 1e-06,
+    "rope_theta": 1000000.0,
+    "sliding_window": 32768,
+    "tie_word_embeddings": False,
+    "torch_dtype": "bfloat16",
+    "use_cache": True,
+    "use_sliding_window": False,
+    "vocab_size": 152064,
+    "vision_config": {
+        "depth": 32,
+        "embed_dim": 1280,
+        "mlp_ratio": 4,
+        "num_heads": 16,
+        "in_chans": 3,
+        "hidden_size": 3584,
+        "patch_size": 14,
+        "spatial_merge_size": 2,
+        "temporal_patch_size": 2,
+    },
     "rope_scaling": {"type": "mrope", "mrope_section": [16, 24, 24]},
 }
 TINY_MERGES = 400
@@ -128,13 +173,32 @@ def tiny_config(vocab_size: int) -> dict:
     special = {name: vocab_size + i for i, name in enumerate(SPECIAL_TOKENS)}
     cfg = {k: v for k, v in FULL_CONFIG.items() if k not in ("vision_config", "rope_scaling")}
     cfg.update(
-        bos_token_id=special["<|endoftext|>"], eos_token_id=special["<|im_end|>"], vision_start_token_id=special["<|vision_start|>"],
-        vision_end_token_id=special["<|vision_end|>"], vision_token_id=special["<|vision_pad|>"], image_token_id=special["<|image_pad|>"],
-        video_token_id=special["<|video_pad|>"], hidden_size=32, intermediate_size=64, num_attention_heads=4, num_key_value_heads=2,
-        num_hidden_layers=2, max_window_layers=2, torch_dtype="float32",
+        bos_token_id=special["<|endoftext|>"],
+        eos_token_id=special["<|im_end|>"],
+        vision_start_token_id=special["<|vision_start|>"],
+        vision_end_token_id=special["<|vision_end|>"],
+        vision_token_id=special["<|vision_pad|>"],
+        image_token_id=special["<|image_pad|>"],
+        video_token_id=special["<|video_pad|>"],
+        hidden_size=32,
+        intermediate_size=64,
+        num_attention_heads=4,
+        num_key_value_heads=2,
+        num_hidden_layers=2,
+        max_window_layers=2,
+        torch_dtype="float32",
         vocab_size=vocab_size + len(SPECIAL_TOKENS) + 9,  # padded like the real 152064, resized by hpsv3
-        vision_config={"depth": 2, "embed_dim": 32, "mlp_ratio": 4, "num_heads": 4, "in_chans": 3, "hidden_size": 32,
-                       "patch_size": 14, "spatial_merge_size": 2, "temporal_patch_size": 2},
+        vision_config={
+            "depth": 2,
+            "embed_dim": 32,
+            "mlp_ratio": 4,
+            "num_heads": 4,
+            "in_chans": 3,
+            "hidden_size": 32,
+            "patch_size": 14,
+            "spatial_merge_size": 2,
+            "temporal_patch_size": 2,
+        },
         rope_scaling={"type": "mrope", "mrope_section": [1, 1, 2]},
     )
     return cfg
@@ -185,7 +249,9 @@ def write_base(base: Path, config: dict, vocab_size: int | None) -> None:
     corpus = [INSTRUCTION, prompt_with_special_token, "You are a helpful assistant.", "system user assistant", *PROMPTS]
     trainer_tok = Tokenizer(models.BPE())
     trainer_tok.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=False)
-    trainer = trainers.BpeTrainer(vocab_size=256 + TINY_MERGES, initial_alphabet=pre_tokenizers.ByteLevel.alphabet(), show_progress=False)
+    trainer = trainers.BpeTrainer(
+        vocab_size=256 + TINY_MERGES, initial_alphabet=pre_tokenizers.ByteLevel.alphabet(), show_progress=False
+    )
     trainer_tok.train_from_iterator(corpus, trainer)
     model = json.loads(trainer_tok.to_str())["model"]
     vocab = dict(sorted(model["vocab"].items(), key=lambda kv: kv[1]))
@@ -195,13 +261,28 @@ def write_base(base: Path, config: dict, vocab_size: int | None) -> None:
     with tempfile.TemporaryDirectory() as tmp:
         (Path(tmp) / "vocab.json").write_text(json.dumps(vocab, ensure_ascii=False))
         (Path(tmp) / "merges.txt").write_text("\n".join(["#version: 0.2", *merges]) + "\n")
-        tok = Qwen2TokenizerFast(str(Path(tmp) / "vocab.json"), str(Path(tmp) / "merges.txt"),
-                                 unk_token=None, bos_token=None, eos_token=None, pad_token=None)
+        tok = Qwen2TokenizerFast(
+            str(Path(tmp) / "vocab.json"),
+            str(Path(tmp) / "merges.txt"),
+            unk_token=None,
+            bos_token=None,
+            eos_token=None,
+            pad_token=None,
+        )
     tok.add_special_tokens({"additional_special_tokens": SPECIAL_TOKENS})
     tok.add_special_tokens({"eos_token": "<|im_end|>", "pad_token": "<|endoftext|>"})
-    tok.padding_side, tok.model_max_length, tok.chat_template = "left", 32768, CHAT_TEMPLATE  # as the real tokenizer_config
-    assert tok.convert_tokens_to_ids("<|endoftext|>") == len(vocab) and tok.convert_tokens_to_ids("<|image_pad|>") == config["image_token_id"]
-    processor = Qwen2VLProcessor(image_processor=Qwen2VLImageProcessor(**PREPROCESSOR), tokenizer=tok, chat_template=CHAT_TEMPLATE)
+    tok.padding_side, tok.model_max_length, tok.chat_template = (
+        "left",
+        32768,
+        CHAT_TEMPLATE,
+    )  # as the real tokenizer_config
+    assert (
+        tok.convert_tokens_to_ids("<|endoftext|>") == len(vocab)
+        and tok.convert_tokens_to_ids("<|image_pad|>") == config["image_token_id"]
+    )
+    processor = Qwen2VLProcessor(
+        image_processor=Qwen2VLImageProcessor(**PREPROCESSOR), tokenizer=tok, chat_template=CHAT_TEMPLATE
+    )
     processor.save_pretrained(str(base))
     (base / "config.json").write_text(json.dumps(config, indent=1) + "\n")
 
@@ -221,8 +302,18 @@ def _randomize(model) -> None:
                 p.normal_(0.0, float(np.prod(p.shape[1:])) ** -0.5)
 
 
-def _from_config(cls, path, output_dim=4, reward_token="last", special_token_ids=None, rm_head_type="default",
-                 rm_head_kwargs=None, torch_dtype=None, attn_implementation=None, **_):
+def _from_config(
+    cls,
+    path,
+    output_dim=4,
+    reward_token="last",
+    special_token_ids=None,
+    rm_head_type="default",
+    rm_head_kwargs=None,
+    torch_dtype=None,
+    attn_implementation=None,
+    **_,
+):
     """Qwen2VLRewardModelBT as its from_pretrained builds it, from the base directory's config alone."""
     import torch
     from transformers import AutoConfig
@@ -231,8 +322,14 @@ def _from_config(cls, path, output_dim=4, reward_token="last", special_token_ids
     config.use_cache = False
     torch.set_default_dtype(torch_dtype or torch.float32)
     try:
-        return cls(config, output_dim=output_dim, reward_token=reward_token, special_token_ids=special_token_ids,
-                   rm_head_type=rm_head_type, rm_head_kwargs=rm_head_kwargs)
+        return cls(
+            config,
+            output_dim=output_dim,
+            reward_token=reward_token,
+            special_token_ids=special_token_ids,
+            rm_head_type=rm_head_type,
+            rm_head_kwargs=rm_head_kwargs,
+        )
     finally:
         torch.set_default_dtype(torch.float32)
 
@@ -256,7 +353,9 @@ def reference(out: Path, mode: str, layers: int) -> None:
         config = tiny_config(256 + TINY_MERGES)
         write_base(base, config, None)
         # a real base directory, weights included, so that from_pretrained runs as for the hub model
-        transformers.Qwen2VLForConditionalGeneration(transformers.AutoConfig.from_pretrained(str(base))).save_pretrained(str(base))
+        transformers.Qwen2VLForConditionalGeneration(
+            transformers.AutoConfig.from_pretrained(str(base))
+        ).save_pretrained(str(base))
         ckpt = out / "HPSv3_tiny.safetensors"
     else:
         config = dict(FULL_CONFIG, num_hidden_layers=layers, max_window_layers=layers)
@@ -266,7 +365,9 @@ def reference(out: Path, mode: str, layers: int) -> None:
 
     with tempfile.TemporaryDirectory() as tmp:
         cfg = yaml.safe_load((Path(hpsv3.__file__).parent / "config" / "HPSv3_7B.yaml").read_text())
-        cfg.update(model_name_or_path=str(base), bf16=False, torch_dtype="float32", output_dir=str(Path(tmp) / "output"))
+        cfg.update(
+            model_name_or_path=str(base), bf16=False, torch_dtype="float32", output_dir=str(Path(tmp) / "output")
+        )
         config_path = Path(tmp) / "HPSv3_test.yaml"
         config_path.write_text(yaml.safe_dump(cfg))
 
@@ -274,7 +375,8 @@ def reference(out: Path, mode: str, layers: int) -> None:
         from hpsv3.utils.parser import DataConfig, ModelConfig, PEFTLoraConfig, TrainingConfig, parse_args_with_yaml
 
         (_, training_args, model_config, peft_config), _ = parse_args_with_yaml(
-            (DataConfig, TrainingConfig, ModelConfig, PEFTLoraConfig), str(config_path), is_train=False)
+            (DataConfig, TrainingConfig, ModelConfig, PEFTLoraConfig), str(config_path), is_train=False
+        )
         model, _, _ = hpsv3.train.create_model_and_processor(model_config, peft_config, training_args)
         _randomize(model)
         state = {k: v.detach().to(torch.bfloat16).contiguous() for k, v in model.state_dict().items()}
@@ -286,7 +388,9 @@ def reference(out: Path, mode: str, layers: int) -> None:
         # 2. The public inferencer on that checkpoint.
         inferencer = hpsv3.HPSv3RewardInferencer(config_path=str(config_path), checkpoint_path=str(ckpt), device="cpu")
         captured = {}
-        inferencer.model.model.register_forward_hook(lambda mod, args, output: captured.update(hidden=output[0].detach()))
+        inferencer.model.model.register_forward_hook(
+            lambda mod, args, output: captured.update(hidden=output[0].detach())
+        )
 
         images = [make_image(*spec) for spec in (IMAGES if mode == "tiny" else IMAGES[:2])]
         prompts = PROMPTS[: len(images)]
@@ -311,16 +415,18 @@ def reference(out: Path, mode: str, layers: int) -> None:
             ids = batch["input_ids"][i][batch["attention_mask"][i].bool()].tolist()
             single_batch, single_logits, single_feats = run(paths[i : i + 1], prompts[i : i + 1])
             assert single_batch["input_ids"][0].tolist() == ids
-            items.append({
-                "input_ids": ids,
-                "reward_position": ids.index(reward_id),
-                "image_grid_thw": batch["image_grid_thw"][i].tolist(),
-                "pixels": pixel_summary(batch["pixel_values"][rows[i] : rows[i + 1]].numpy()),
-                "feature": feats[i].tolist(),
-                "logits": logits[i].tolist(),
-                "logits_single": single_logits[0].tolist(),
-                "feature_single": single_feats[0].tolist(),
-            })
+            items.append(
+                {
+                    "input_ids": ids,
+                    "reward_position": ids.index(reward_id),
+                    "image_grid_thw": batch["image_grid_thw"][i].tolist(),
+                    "pixels": pixel_summary(batch["pixel_values"][rows[i] : rows[i + 1]].numpy()),
+                    "feature": feats[i].tolist(),
+                    "logits": logits[i].tolist(),
+                    "logits_single": single_logits[0].tolist(),
+                    "feature_single": single_feats[0].tolist(),
+                }
+            )
         print(json.dumps({"scores": logits[:, 0].tolist()}))
 
     if mode == "tiny":
@@ -331,15 +437,20 @@ def reference(out: Path, mode: str, layers: int) -> None:
     ref = {
         "about": "HPSv3 scores of the original hpsv3 package; made by scripts/equivalence/hpsv3_reference.py",
         "versions": {
-            "hpsv3": metadata.version("hpsv3"), "transformers": transformers.__version__, "torch": torch.__version__,
-            "tokenizers": metadata.version("tokenizers"), "python": sys.version.split()[0],
+            "hpsv3": metadata.version("hpsv3"),
+            "transformers": transformers.__version__,
+            "torch": torch.__version__,
+            "tokenizers": metadata.version("tokenizers"),
+            "python": sys.version.split()[0],
         },
         "mode": mode if mode == "tiny" else f"full, {layers} of 28 decoder layers",
         "checkpoint": ckpt.name,
         "checkpoint_keys": keys,
         "reward_token_id": reward_id,
-        "images": [{"height": h, "width": w, "kind": k, "seed": s, "sha256": image_sha256(im)}
-                   for (h, w, k, s), im in zip(IMAGES, images)],
+        "images": [
+            {"height": h, "width": w, "kind": k, "seed": s, "sha256": image_sha256(im)}
+            for (h, w, k, s), im in zip(IMAGES, images)
+        ],
         "prompts": prompts,
         "items": items,
         "scores": [item["logits"][0] for item in items],  # mu: what HPSv3 reports (inference.py: rewards[i][0])

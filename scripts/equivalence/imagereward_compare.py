@@ -39,7 +39,12 @@ def compare(directory: Path) -> dict:
     ref = json.loads((directory / "reference.json").read_text())
     t0 = time.perf_counter()
     config = str(directory / "model_config.json") if ref["model_config"] else None  # None: the real architecture
-    scorer = build_reward("imagereward", checkpoint=str(directory / ref["checkpoint"]), config=config, tokenizer=str(directory / "tokenizer"))
+    scorer = build_reward(
+        "imagereward",
+        checkpoint=str(directory / ref["checkpoint"]),
+        config=config,
+        tokenizer=str(directory / "tokenizer"),
+    )
     load_s = time.perf_counter() - t0
 
     def same_tokens(prompts: list[str], ids: list[list[int]]) -> list[str]:
@@ -51,7 +56,9 @@ def compare(directory: Path) -> dict:
     result["token_ids_equal"] = not same_tokens(ref["prompts"], ref["token_ids"]) and masks == ref["attention_masks"]
     if "tokenizer_prompts" in ref:
         bad = same_tokens(ref["tokenizer_prompts"], ref["tokenizer_ids"])
-        result["tokenizer_prompts_equal"] = f"{len(ref['tokenizer_prompts']) - len(bad)}/{len(ref['tokenizer_prompts'])}"
+        result["tokenizer_prompts_equal"] = (
+            f"{len(ref['tokenizer_prompts']) - len(bad)}/{len(ref['tokenizer_prompts'])}"
+        )
         result["tokenizer_prompts_differing"] = bad
     images = []
     for spec in ref["images"]:
@@ -65,7 +72,10 @@ def compare(directory: Path) -> dict:
         px_sha_equal &= refmod.pixel_summary(flat.reshape(3, 224, 224))["sha256"] == ref["pixels"][i]["sha256"]
         probes = np.random.default_rng(0).integers(0, flat.size, size=len(ref["pixels"][i]["probes"]))
         px_diff = max(px_diff, float(np.abs(flat[probes] - ref["pixels"][i]["probes"]).max()))
-        feat_diff = max(feat_diff, float(np.abs(scorer.features(img[None], [ref["prompts"][i]])[0].numpy() - ref["features"][i]).max()))
+        feat_diff = max(
+            feat_diff,
+            float(np.abs(scorer.features(img[None], [ref["prompts"][i]])[0].numpy() - ref["features"][i]).max()),
+        )
         ours_scores.append(float(scorer(img[None], [ref["prompts"][i]])[0]))
         ours_rank.append(float(scorer(img[None], [ref["rank_prompt"]])[0]))
     result.update(

@@ -62,7 +62,9 @@ FIXTURE = REPO / "tests" / "fixtures" / "imagereward_tiny"
 
 
 def _hpsv2_reference():
-    spec = importlib.util.spec_from_file_location("hpsv2_reference", Path(__file__).resolve().parent / "hpsv2_reference.py")
+    spec = importlib.util.spec_from_file_location(
+        "hpsv2_reference", Path(__file__).resolve().parent / "hpsv2_reference.py"
+    )
     module = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(module)  # numpy only at import
     return module
@@ -113,14 +115,54 @@ TOKENIZER_PROMPTS = PROMPTS + [
 # reward MLP) at widths that keep the checkpoint ~1 MB.
 TINY_VIT = {"img_size": 224, "patch_size": 16, "embed_dim": 32, "depth": 2, "num_heads": 4, "mlp_ratio": 4.0}
 BLIP_MED_CONFIG = {  # BLIP's configs/med_config.json, the med_config.json of THUDM/ImageReward
-    "architectures": ["BertModel"], "attention_probs_dropout_prob": 0.1, "hidden_act": "gelu",
-    "hidden_dropout_prob": 0.1, "hidden_size": 768, "initializer_range": 0.02, "intermediate_size": 3072,
-    "layer_norm_eps": 1e-12, "max_position_embeddings": 512, "model_type": "bert", "num_attention_heads": 12,
-    "num_hidden_layers": 12, "pad_token_id": 0, "type_vocab_size": 2, "vocab_size": 30524,
-    "encoder_width": 768, "add_cross_attention": True,
+    "architectures": ["BertModel"],
+    "attention_probs_dropout_prob": 0.1,
+    "hidden_act": "gelu",
+    "hidden_dropout_prob": 0.1,
+    "hidden_size": 768,
+    "initializer_range": 0.02,
+    "intermediate_size": 3072,
+    "layer_norm_eps": 1e-12,
+    "max_position_embeddings": 512,
+    "model_type": "bert",
+    "num_attention_heads": 12,
+    "num_hidden_layers": 12,
+    "pad_token_id": 0,
+    "type_vocab_size": 2,
+    "vocab_size": 30524,
+    "encoder_width": 768,
+    "add_cross_attention": True,
 }
-TINY_WORDS = ["a", "the", "of", "and", "on", "at", "photo", "cat", "dog", "paint", "##ing", "light", "##house",
-              "dusk", "oil", "can", "##vas", "astro", "##naut", "horse", "moon", "red", "token", "two", "ball", "it", "'", "s"]
+TINY_WORDS = [
+    "a",
+    "the",
+    "of",
+    "and",
+    "on",
+    "at",
+    "photo",
+    "cat",
+    "dog",
+    "paint",
+    "##ing",
+    "light",
+    "##house",
+    "dusk",
+    "oil",
+    "can",
+    "##vas",
+    "astro",
+    "##naut",
+    "horse",
+    "moon",
+    "red",
+    "token",
+    "two",
+    "ball",
+    "it",
+    "'",
+    "s",
+]
 
 
 def tiny_vocab() -> list[str]:
@@ -141,10 +183,14 @@ def synthetic_bert_vocab() -> list[str]:
     vocab = ["[PAD]", *(f"[unused{i}]" for i in range(99)), "[UNK]", "[CLS]", "[SEP]", "[MASK]"]
     vocab += [f"[unused{i}]" for i in range(99, 994)]
     chars = [chr(c) for c in range(33, 127) if not chr(c).isupper()]
-    chars += [chr(c) for c in range(0xA1, 0x250) if chr(c).isprintable() and not chr(c).isupper() and not chr(c).isspace()]
+    chars += [
+        chr(c) for c in range(0xA1, 0x250) if chr(c).isprintable() and not chr(c).isupper() and not chr(c).isspace()
+    ]
     chars += ["猫", "犬", "の"]
     vocab += chars + ["##" + c for c in chars if c.isalnum()]
-    words = sorted({w for p in TOKENIZER_PROMPTS for w in "".join(c if c.isalnum() else " " for c in p.lower()).split()})
+    words = sorted(
+        {w for p in TOKENIZER_PROMPTS for w in "".join(c if c.isalnum() else " " for c in p.lower()).split()}
+    )
     vocab += [w for w in words if w not in vocab]
     cons, vows = "bcdfghjklmnprstvwz", "aeiou"
     syllables = [c + v for c in cons for v in vows] + [v + c for v in vows for c in cons]  # 180
@@ -164,7 +210,8 @@ def write_tokenizer(directory: Path, vocab: list[str]) -> None:
     directory.mkdir(parents=True, exist_ok=True)
     (directory / "vocab.txt").write_text("\n".join(vocab) + "\n", encoding="utf-8")
     (directory / "tokenizer_config.json").write_text(
-        json.dumps({"tokenizer_class": "BertTokenizer", "do_lower_case": True, "model_max_length": 512}, indent=1) + "\n"
+        json.dumps({"tokenizer_class": "BertTokenizer", "do_lower_case": True, "model_max_length": 512}, indent=1)
+        + "\n"
     )
 
 
@@ -199,8 +246,9 @@ def _patch(ir_module, blip_module, pretrain_module, tokenizer_dir: Path, tiny: b
 
         def create_tiny_vit(vit, image_size, use_grad_checkpointing=False, ckpt_layer=0, drop_path_rate=0):
             assert vit == "large" and image_size == TINY_VIT["img_size"]
-            return VisionTransformer(**TINY_VIT, use_grad_checkpointing=use_grad_checkpointing, ckpt_layer=ckpt_layer,
-                                     drop_path_rate=0.1), TINY_VIT["embed_dim"]
+            return VisionTransformer(
+                **TINY_VIT, use_grad_checkpointing=use_grad_checkpointing, ckpt_layer=ckpt_layer, drop_path_rate=0.1
+            ), TINY_VIT["embed_dim"]
 
         original_mlp = ir_module.MLP
         pretrain_module.create_vit = create_tiny_vit  # BLIP_Pretrain calls the name it imported
@@ -239,7 +287,9 @@ def reference(out: Path, mode: str) -> None:
     vocab_size = len((out / "tokenizer" / "vocab.txt").read_text(encoding="utf-8").splitlines()) + 2  # + [DEC], [ENC]
     med = dict(BLIP_MED_CONFIG, vocab_size=vocab_size)
     if tiny:
-        med.update(hidden_size=32, num_hidden_layers=2, num_attention_heads=4, intermediate_size=64, max_position_embeddings=40)
+        med.update(
+            hidden_size=32, num_hidden_layers=2, num_attention_heads=4, intermediate_size=64, max_position_embeddings=40
+        )
     med_path = out / "med_config.json"
     med_path.write_text(json.dumps(med, indent=1) + "\n")
     config = {"vit": TINY_VIT, "med_config": med} if tiny else None
@@ -272,8 +322,13 @@ def reference(out: Path, mode: str) -> None:
         masks.append(text.attention_mask[0].tolist())
         with torch.no_grad():  # score()'s forward, kept apart to record the features
             embeds = model.blip.visual_encoder(px.unsqueeze(0))
-            hidden = model.blip.text_encoder(text.input_ids, attention_mask=text.attention_mask, encoder_hidden_states=embeds,
-                                             encoder_attention_mask=torch.ones(embeds.shape[:-1], dtype=torch.long), return_dict=True)
+            hidden = model.blip.text_encoder(
+                text.input_ids,
+                attention_mask=text.attention_mask,
+                encoder_hidden_states=embeds,
+                encoder_attention_mask=torch.ones(embeds.shape[:-1], dtype=torch.long),
+                return_dict=True,
+            )
             feat = hidden.last_hidden_state[:, 0, :].float()
         features.append(feat[0].tolist())
         assert abs(scores[-1] - float((model.mlp(feat)[0, 0] - model.mean) / model.std)) < 1e-5
@@ -282,17 +337,25 @@ def reference(out: Path, mode: str) -> None:
     ref = {
         "about": "ImageReward scores of the original image-reward package; made by scripts/equivalence/imagereward_reference.py",
         "versions": {
-            "image-reward": metadata.version("image-reward"), "torch": torch.__version__,
-            "torchvision": torchvision.__version__, "transformers": transformers.__version__,
-            "timm": metadata.version("timm"), "fairscale": metadata.version("fairscale"),
-            "pillow": metadata.version("pillow"), "python": sys.version.split()[0],
+            "image-reward": metadata.version("image-reward"),
+            "torch": torch.__version__,
+            "torchvision": torchvision.__version__,
+            "transformers": transformers.__version__,
+            "timm": metadata.version("timm"),
+            "fairscale": metadata.version("fairscale"),
+            "pillow": metadata.version("pillow"),
+            "python": sys.version.split()[0],
         },
         "checkpoint": ckpt.name,
         "model_config": config,
-        "vocabulary": "tiny WordPiece (tiny_vocab)" if tiny else "synthetic, bert-base-uncased's size and special ids (synthetic_bert_vocab)",
+        "vocabulary": "tiny WordPiece (tiny_vocab)"
+        if tiny
+        else "synthetic, bert-base-uncased's size and special ids (synthetic_bert_vocab)",
         "mean_std": [model.mean, model.std],
-        "images": [{"height": h, "width": w, "kind": k, "seed": s, "sha256": image_sha256(im)}
-                   for (h, w, k, s), im in zip(IMAGES, images)],
+        "images": [
+            {"height": h, "width": w, "kind": k, "seed": s, "sha256": image_sha256(im)}
+            for (h, w, k, s), im in zip(IMAGES, images)
+        ],
         "prompts": prompts,
         "pixels": pixels,
         "token_ids": tokens,

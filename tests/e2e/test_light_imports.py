@@ -8,12 +8,33 @@ import sys
 from tests.conftest import REPO, cli_env
 
 CORE = [
-    "plumbing.errors", "plumbing.seeds", "plumbing.remote", "plumbing.ray_errors", "plumbing.config", "plumbing.console",
-    "shapes.data", "shapes.fidelity", "shapes.reward", "rewards.learned_shapes",
-    "actors.ddim", "actors.flow_sde", "actors.families", "actors.config", "actors.batch", "actors.similarity",
-    "rewards.registry", "rewards.config", "learner.algo.advantages", "learner.algo.sdpo", "learner.algo.minibatches",
-    "learner.algo.ddpo", "learner.algo.registry", "learner.worker.distributed", "learner.worker.batch",
-    "learner.run.checkpoint", "learner.config",
+    "plumbing.errors",
+    "plumbing.seeds",
+    "plumbing.remote",
+    "plumbing.ray_errors",
+    "plumbing.config",
+    "plumbing.console",
+    "shapes.data",
+    "shapes.fidelity",
+    "shapes.reward",
+    "rewards.learned_shapes",
+    "actors.ddim",
+    "actors.flow_sde",
+    "actors.families",
+    "actors.config",
+    "actors.batch",
+    "actors.similarity",
+    "rewards.registry",
+    "rewards.config",
+    "learner.algo.advantages",
+    "learner.algo.sdpo",
+    "learner.algo.minibatches",
+    "learner.algo.ddpo",
+    "learner.algo.registry",
+    "learner.worker.distributed",
+    "learner.worker.batch",
+    "learner.run.checkpoint",
+    "learner.config",
 ]
 
 
@@ -24,6 +45,8 @@ def test_core_modules_import_no_heavy_libraries():
         + "heavy = sorted({'ray', 'diffusers', 'transformers', 'accelerate', 'peft'} & set(sys.modules))\n"
         + "print(','.join(heavy))\n"
     )
-    res = subprocess.run([sys.executable, "-c", code], cwd=REPO, env=cli_env(), capture_output=True, text=True, timeout=120)
+    res = subprocess.run(
+        [sys.executable, "-c", code], cwd=REPO, env=cli_env(), capture_output=True, text=True, timeout=120
+    )
     assert res.returncode == 0, res.stderr
     assert res.stdout.strip() == "", f"the pure core pulled in: {res.stdout.strip()}"

@@ -40,7 +40,15 @@ ALLOWED = {
     "learner.worker": ("learner.worker", "learner.algo", "learner.config", "plumbing", "shapes", "actors"),
     "learner.run": ("learner.run", "learner.config", "plumbing", "shapes", "actors"),
     "learner.driver": (
-        "learner.driver", "learner.worker", "learner.algo", "learner.run", "learner.config", "plumbing", "shapes", "actors", "rewards",
+        "learner.driver",
+        "learner.worker",
+        "learner.algo",
+        "learner.run",
+        "learner.config",
+        "plumbing",
+        "shapes",
+        "actors",
+        "rewards",
     ),
     "learner.main": ("learner", "plumbing", "shapes", "actors", "rewards"),
     "learner.evaluate": ("learner", "plumbing", "shapes", "actors", "rewards"),  # a second command, beside main
@@ -105,7 +113,7 @@ def test_no_import_cycles():
         state[node] = 1
         for dep in sorted(g[node]):
             if state.get(dep) == 1:
-                cycles.append(" -> ".join(stack[stack.index(dep):] + [dep]))
+                cycles.append(" -> ".join(stack[stack.index(dep) :] + [dep]))
             elif dep not in state:
                 visit(dep, stack + [dep])
         state[node] = 2
@@ -118,8 +126,10 @@ def test_no_import_cycles():
 
 def test_ray_only_at_the_edges():
     offenders = sorted(
-        m for m, p in project_modules().items()
-        if any(i == "ray" or i.startswith("ray.") for i in imports_of(p)) and not any(m == a or m.startswith(a + ".") for a in RAY_ALLOWED)
+        m
+        for m, p in project_modules().items()
+        if any(i == "ray" or i.startswith("ray.") for i in imports_of(p))
+        and not any(m == a or m.startswith(a + ".") for a in RAY_ALLOWED)
     )
     assert not offenders, f"modules importing ray outside the edges: {offenders}"
 
@@ -134,7 +144,9 @@ def test_every_package_says_what_it_holds_and_may_import():
 def test_actors_and_rewards_do_not_import_each_other():
     g = graph()
     crossing = sorted(
-        f"{m} imports {d}" for m, deps in g.items() for d in deps
+        f"{m} imports {d}"
+        for m, deps in g.items()
+        for d in deps
         if {m.split(".")[0], d.split(".")[0]} == {"actors", "rewards"}
     )
     assert not crossing, "actors and rewards import each other:\n" + "\n".join(crossing)
@@ -143,7 +155,8 @@ def test_actors_and_rewards_do_not_import_each_other():
 def test_ray_exceptions_imported_in_one_place():
     """Only plumbing.ray_errors names ray.exceptions in an import (other modules call ray_errors())."""
     offenders = sorted(
-        m for m, p in project_modules().items()
+        m
+        for m, p in project_modules().items()
         if m != RAY_ERRORS and any(i == "ray.exceptions" or i.startswith("ray.exceptions.") for i in imports_of(p))
     )
     assert not offenders, f"modules importing ray.exceptions themselves (use {RAY_ERRORS}): {offenders}"

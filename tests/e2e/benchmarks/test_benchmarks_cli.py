@@ -14,12 +14,28 @@ from tests.conftest import REPO, cli_env
 
 @pytest.mark.parametrize(
     "name, flag",
-    [("learning", "--phase"), ("gradient_alignment", "--checkpoint"), ("reward_factors", "--pairs"), ("overhead", "--repeats"),
-     ("weight_sync", "--ranks"), ("layout", "--skip-run"), ("gpu_optim", "--cpu-smoke"), ("hacking_monitor", "--epochs"),
-     ("gpu_throughput", "--fits"), ("real_size", "--count")]
+    [
+        ("learning", "--phase"),
+        ("gradient_alignment", "--checkpoint"),
+        ("reward_factors", "--pairs"),
+        ("overhead", "--repeats"),
+        ("weight_sync", "--ranks"),
+        ("layout", "--skip-run"),
+        ("gpu_optim", "--cpu-smoke"),
+        ("hacking_monitor", "--epochs"),
+        ("gpu_throughput", "--fits"),
+        ("real_size", "--count"),
+    ],
 )
 def test_help(name, flag):
-    res = subprocess.run([sys.executable, "-m", f"benchmarks.{name}", "--help"], cwd=REPO, env=cli_env(), capture_output=True, text=True, timeout=120)
+    res = subprocess.run(
+        [sys.executable, "-m", f"benchmarks.{name}", "--help"],
+        cwd=REPO,
+        env=cli_env(),
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
     assert res.returncode == 0, res.stderr
     assert flag in res.stdout and f"python -m benchmarks.{name}" in res.stdout
 
@@ -37,9 +53,24 @@ def test_step_gradients_last_step_dominates(tiny_cache, tmp_path):
     sigma) log-prob gradient is several times every other step's, as docs/shapes.md#the-last-step says."""
     out = tmp_path / "g.json"
     res = subprocess.run(
-        [sys.executable, "-m", "benchmarks.step_gradients", "--config", "tiny", "--trajectories", "2", "--out", str(out),
-         f"model.tiny_cache_dir={tiny_cache}", "sampling.num_steps=4"],
-        cwd=REPO, env=cli_env(), capture_output=True, text=True, timeout=300,
+        [
+            sys.executable,
+            "-m",
+            "benchmarks.step_gradients",
+            "--config",
+            "tiny",
+            "--trajectories",
+            "2",
+            "--out",
+            str(out),
+            f"model.tiny_cache_dir={tiny_cache}",
+            "sampling.num_steps=4",
+        ],
+        cwd=REPO,
+        env=cli_env(),
+        capture_output=True,
+        text=True,
+        timeout=300,
     )
     assert res.returncode == 0, res.stderr[-3000:]
     steps = json.loads(out.read_text())["steps"]

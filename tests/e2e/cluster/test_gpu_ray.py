@@ -20,23 +20,36 @@ def packed(tmp_path):
     pw = _pack_wheels()
     out = tmp_path / "out"
     out.mkdir()
-    originals = {"big-1.0-py3-none-any.whl": os.urandom(2500), "mid-1.0-py3-none-any.whl": os.urandom(900),
-                 "small-1.0-py3-none-any.whl": os.urandom(100)}
+    originals = {
+        "big-1.0-py3-none-any.whl": os.urandom(2500),
+        "mid-1.0-py3-none-any.whl": os.urandom(900),
+        "small-1.0-py3-none-any.whl": os.urandom(100),
+    }
     for name, data in originals.items():
         (out / name).write_bytes(data)
     (out / "requirements.txt").write_text("big==1.0\n")
-    layout = pw.pack(sorted(out.glob("*.whl")), out, part_bytes=1000, transfer_bytes=2200, extra=[out / "requirements.txt"])
+    layout = pw.pack(
+        sorted(out.glob("*.whl")), out, part_bytes=1000, transfer_bytes=2200, extra=[out / "requirements.txt"]
+    )
     return out, originals, layout
 
 
 def _unpack(directory):
-    return subprocess.run(["bash", str(GPU_RAY / "unpack_install.sh"), str(directory), "--no-install"], capture_output=True, text=True, timeout=60)
+    return subprocess.run(
+        ["bash", str(GPU_RAY / "unpack_install.sh"), str(directory), "--no-install"],
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
 
 
 def test_split_files_travel_in_bounded_transfers_and_come_back_whole(packed):
     out, originals, layout = packed
-    assert {"big-1.0-py3-none-any.whl.part-000", "big-1.0-py3-none-any.whl.part-001", "big-1.0-py3-none-any.whl.part-002"} <= {
-        f for files in layout.values() for f in files}
+    assert {
+        "big-1.0-py3-none-any.whl.part-000",
+        "big-1.0-py3-none-any.whl.part-001",
+        "big-1.0-py3-none-any.whl.part-002",
+    } <= {f for files in layout.values() for f in files}
     assert {"SHA256SUMS", "SHA256SUMS.parts", "requirements.txt"} <= set(layout["transfer-01"])
     for folder in layout:
         assert sum(f.stat().st_size for f in (out / folder).iterdir()) <= 2200

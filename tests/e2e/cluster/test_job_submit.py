@@ -42,9 +42,19 @@ def local_head(tmp_path):
     gcs, dash, metrics = _free_port(), _free_port(), _free_port()
     temp_dir = Path("/tmp") / f"ray-test-{os.getpid()}-{gcs}"  # short: unix socket paths are limited
     start = [
-        *_ray_cli(), "start", "--head", "--node-ip-address=127.0.0.1", f"--port={gcs}",
-        "--include-dashboard=true", "--dashboard-host=127.0.0.1", f"--dashboard-port={dash}",
-        "--num-cpus=2", "--num-gpus=0", f"--temp-dir={temp_dir}", "--disable-usage-stats", f"--metrics-export-port={metrics}",
+        *_ray_cli(),
+        "start",
+        "--head",
+        "--node-ip-address=127.0.0.1",
+        f"--port={gcs}",
+        "--include-dashboard=true",
+        "--dashboard-host=127.0.0.1",
+        f"--dashboard-port={dash}",
+        "--num-cpus=2",
+        "--num-gpus=0",
+        f"--temp-dir={temp_dir}",
+        "--disable-usage-stats",
+        f"--metrics-export-port={metrics}",
     ]
     res = subprocess.run(start, env=env, capture_output=True, text=True, timeout=180)
     assert res.returncode == 0, res.stdout[-2000:] + res.stderr[-2000:]
@@ -97,7 +107,10 @@ def _scrape(url: str, names: list[str], run: str, timeout_s: float = 60) -> dict
         for line in text.splitlines():
             m = re.match(r"^(\w+)\{(.*)\} (\S+)$", line)
             if m and m.group(1) in names and f'run="{run}"' in m.group(2):
-                found[m.group(1) + ("" if "phase=" not in m.group(2) else "/" + re.search(r'phase="(\w+)"', m.group(2)).group(1))] = float(m.group(3))
+                found[
+                    m.group(1)
+                    + ("" if "phase=" not in m.group(2) else "/" + re.search(r'phase="(\w+)"', m.group(2)).group(1))
+                ] = float(m.group(3))
         if all(any(k.split("/")[0] == n for k in found) for n in names) or time.monotonic() > deadline:
             return found
         time.sleep(2)
@@ -108,10 +121,28 @@ def test_ray_job_submit_runs_to_success(local_head, tiny_cache, tmp_path):
     run_dir = tmp_path / "job-run"
     runtime_env = {"env_vars": {"RAY_USAGE_STATS_ENABLED": "0", "HF_HUB_OFFLINE": "1"}}
     submit = [
-        *_ray_cli(), "job", "submit", "--address", address, "--working-dir", str(REPO),
-        "--runtime-env-json", json.dumps(runtime_env), "--",
-        sys.executable, "-m", "learner.main", "--config", "tiny", "--epochs", "2", "--run-dir", str(run_dir),
-        f"model.tiny_cache_dir={tiny_cache}", "rollout.pairs_per_epoch=4", "rollout.chunk_size=2",
+        *_ray_cli(),
+        "job",
+        "submit",
+        "--address",
+        address,
+        "--working-dir",
+        str(REPO),
+        "--runtime-env-json",
+        json.dumps(runtime_env),
+        "--",
+        sys.executable,
+        "-m",
+        "learner.main",
+        "--config",
+        "tiny",
+        "--epochs",
+        "2",
+        "--run-dir",
+        str(run_dir),
+        f"model.tiny_cache_dir={tiny_cache}",
+        "rollout.pairs_per_epoch=4",
+        "rollout.chunk_size=2",
         "sampling.num_steps=3",
     ]
     res = _submit(submit, env)
@@ -122,7 +153,9 @@ def test_ray_job_submit_runs_to_success(local_head, tiny_cache, tmp_path):
     assert [m["epoch"] for m in metrics] == [0, 1]
     assert all(m["reward_queries"] == 6 * m["pairs"] for m in metrics)
     assert (run_dir / "lora" / "pytorch_lora_weights.safetensors").exists()
-    listed = subprocess.run([*_ray_cli(), "job", "list", "--address", address], env=env, capture_output=True, text=True, timeout=60)
+    listed = subprocess.run(
+        [*_ray_cli(), "job", "list", "--address", address], env=env, capture_output=True, text=True, timeout=60
+    )
     assert "SUCCEEDED" in listed.stdout
 
     console = _job_console(res.stdout)
@@ -130,7 +163,12 @@ def test_ray_job_submit_runs_to_success(local_head, tiny_cache, tmp_path):
     assert [line for line in console if not CONSOLE_LINES.match(line)] == []  # nothing but the job's lines
 
     # The job's Ray metrics on the node's Prometheus endpoint (counters and histograms outlive the job)
-    names = ["ray_sdpo_pairs_sampled_total", "ray_sdpo_reward_queries_total", "ray_sdpo_epochs_total", "ray_sdpo_phase_seconds_count"]
+    names = [
+        "ray_sdpo_pairs_sampled_total",
+        "ray_sdpo_reward_queries_total",
+        "ray_sdpo_epochs_total",
+        "ray_sdpo_phase_seconds_count",
+    ]
     got = _scrape(metrics_url, names, run_dir.name)
     assert got["ray_sdpo_pairs_sampled_total"] == 8  # 2 epochs x 4 pairs
     assert got["ray_sdpo_reward_queries_total"] == 48  # 6 images per pair

@@ -18,7 +18,15 @@ from learner.run.checkpoint import checkpoint_dir, list_checkpoints, nonfinite, 
 from learner.run.outputs import read_metrics
 from tests.conftest import REPO, cli_env, run_cli
 
-SMALL = ["--config", "tiny", "rollout.pairs_per_epoch=4", "rollout.chunk_size=2", "sampling.num_steps=4", "eval.enabled=false", "output.tensorboard=false"]
+SMALL = [
+    "--config",
+    "tiny",
+    "rollout.pairs_per_epoch=4",
+    "rollout.chunk_size=2",
+    "sampling.num_steps=4",
+    "eval.enabled=false",
+    "output.tensorboard=false",
+]
 
 
 def _args(run_dir: Path, tiny_cache: str, epochs: int, *extra: str) -> list[str]:
@@ -40,8 +48,22 @@ def test_unreachable_cluster_is_an_error_in_bounded_time(tmp_path):
     env = cli_env() | {"RAY_ADDRESS": "127.0.0.1:1"}
     start = time.monotonic()
     res = subprocess.run(
-        [sys.executable, "-m", "learner.main", "--epochs", "1", "--run-dir", str(tmp_path / "run"), *SMALL, "ray.connect_timeout_s=5"],
-        cwd=REPO, env=env, capture_output=True, text=True, timeout=120,
+        [
+            sys.executable,
+            "-m",
+            "learner.main",
+            "--epochs",
+            "1",
+            "--run-dir",
+            str(tmp_path / "run"),
+            *SMALL,
+            "ray.connect_timeout_s=5",
+        ],
+        cwd=REPO,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=120,
     )
     assert time.monotonic() - start < 60
     line = _one_error(res, 1)
@@ -53,14 +75,19 @@ def test_a_second_driver_on_the_same_run_dir_is_refused(tiny_cache, tmp_path):
     log = (tmp_path / "first.log").open("w")
     first = subprocess.Popen(
         [sys.executable, "-m", "learner.main", *_args(run_dir, tiny_cache, 4, "ray.enabled=false")],
-        cwd=REPO, env=cli_env(), stdout=log, stderr=subprocess.STDOUT,
+        cwd=REPO,
+        env=cli_env(),
+        stdout=log,
+        stderr=subprocess.STDOUT,
     )
     try:
         deadline = time.monotonic() + 300
         while "epoch 1/4" not in (tmp_path / "first.log").read_text():  # the first driver is mid-run
             assert first.poll() is None and time.monotonic() < deadline, (tmp_path / "first.log").read_text()[-2000:]
             time.sleep(0.2)
-        second = run_cli(*_args(run_dir, tiny_cache, 4, "ray.enabled=false", "seed=7"), timeout=120)  # even another config
+        second = run_cli(
+            *_args(run_dir, tiny_cache, 4, "ray.enabled=false", "seed=7"), timeout=120
+        )  # even another config
         line = _one_error(second, 2)
         assert f"is in use by the driver with pid {first.pid}" in line
         assert first.wait(timeout=600) == 0
@@ -69,11 +96,15 @@ def test_a_second_driver_on_the_same_run_dir_is_refused(tiny_cache, tmp_path):
             first.kill()
     assert [m["epoch"] for m in read_metrics(run_dir)] == [0, 1, 2, 3]  # nothing interleaved
     assert read_checkpoint(list_checkpoints(checkpoint_dir(run_dir))[-1]).epoch == 4
-    again = run_cli(*_args(run_dir, tiny_cache, 4, "ray.enabled=false"), timeout=120)  # the owner is gone: the lock is free
+    again = run_cli(
+        *_args(run_dir, tiny_cache, 4, "ray.enabled=false"), timeout=120
+    )  # the owner is gone: the lock is free
     assert again.returncode == 0 and "already has 4 epochs" in again.stdout
 
 
-@pytest.mark.parametrize("override", ["train.learning_rate=.inf", "reward.max_dropped_fraction=.nan", "seed=18446744073709551616"])
+@pytest.mark.parametrize(
+    "override", ["train.learning_rate=.inf", "reward.max_dropped_fraction=.nan", "seed=18446744073709551616"]
+)
 def test_non_finite_or_oversized_numbers_are_refused(tmp_path, override):
     line = _one_error(run_cli("--run-dir", str(tmp_path / "run"), override, timeout=60), 2)
     assert line.startswith(f"error: {override.split('=')[0]}:")
@@ -85,7 +116,9 @@ def test_non_finite_training_stops_before_a_checkpoint_holds_garbage(tiny_cache,
     non-finite losses and are skipped (at most train.max_nonfinite_steps of them), and the next
     epoch's rollout finds the policy sampling non-finite latents. Either stops the run with one line."""
     run_dir = tmp_path / "run"
-    res = run_cli(*_args(run_dir, tiny_cache, 3, "ray.enabled=false", "train.learning_rate=1e30", "train.max_nonfinite_steps=1"))
+    res = run_cli(
+        *_args(run_dir, tiny_cache, 3, "ray.enabled=false", "train.learning_rate=1e30", "train.max_nonfinite_steps=1")
+    )
     line = _one_error(res, 1)
     assert "non-finite loss or gradient" in line or "sampled non-finite latents" in line, line
     for path in list_checkpoints(checkpoint_dir(run_dir)):
@@ -107,7 +140,12 @@ def test_a_full_disk_is_one_line_and_the_last_checkpoint_stands(tiny_cache, tmp_
     run_dir = tmp_path / "run"
     res = subprocess.run(
         [sys.executable, "-m", "learner.main", *_args(run_dir, tiny_cache, 2, "ray.enabled=false")],
-        cwd=REPO, env=cli_env(), capture_output=True, text=True, timeout=600, preexec_fn=_limit_file_size(30_000),
+        cwd=REPO,
+        env=cli_env(),
+        capture_output=True,
+        text=True,
+        timeout=600,
+        preexec_fn=_limit_file_size(30_000),
     )
     line = _one_error(res, 1)
     assert line.startswith("error: cannot write ") and "File too large" in line, line
@@ -120,7 +158,11 @@ def test_a_full_disk_is_one_line_and_the_last_checkpoint_stands(tiny_cache, tmp_
         (lambda d: d.write_text("x"), "", "is a file, so"),  # the run dir is a file
         (lambda d: d.write_text("x"), "below", "is a file, so"),  # a parent of it is
         (lambda d: (d / ".lock").mkdir(parents=True), "", ".lock' is a folder where the run writes a file"),
-        (lambda d: (d / "metrics.jsonl").mkdir(parents=True), "", "metrics.jsonl' is a folder where the run writes a file"),
+        (
+            lambda d: (d / "metrics.jsonl").mkdir(parents=True),
+            "",
+            "metrics.jsonl' is a folder where the run writes a file",
+        ),
         (lambda d: (d.mkdir(), (d / "lora").write_text("x")), "", "lora' is a file where the run writes a folder"),
     ],
 )
@@ -129,7 +171,9 @@ def test_run_dir_obstacles_exit_2_before_any_work(tmp_path, make, run_dir, needl
     NotADirectoryError / IsADirectoryError / FileExistsError traceback (the last one only after training)."""
     target = tmp_path / "run"
     make(target)
-    line = _one_error(run_cli("--run-dir", str(target / run_dir) if run_dir else str(target), "ray.enabled=false", timeout=60), 2)
+    line = _one_error(
+        run_cli("--run-dir", str(target / run_dir) if run_dir else str(target), "ray.enabled=false", timeout=60), 2
+    )
     assert line.startswith("error: output.run_dir: ") and needle in line, line
 
 
@@ -138,7 +182,11 @@ def test_sigterm_while_ray_starts_exits_143_and_leaves_no_cluster(tiny_cache, tm
 
     proc = subprocess.Popen(
         [sys.executable, "-m", "learner.main", *_args(tmp_path / "run", tiny_cache, 2, "ray.num_cpus=2")],
-        cwd=REPO, env=cli_env(), stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+        cwd=REPO,
+        env=cli_env(),
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
     )
     deadline = time.monotonic() + 60
     while not any(p.name() in ("raylet", "gcs_server") for p in psutil.Process(proc.pid).children(recursive=True)):
@@ -155,14 +203,17 @@ def test_sigterm_while_ray_starts_exits_143_and_leaves_no_cluster(tiny_cache, tm
 
 
 def test_bad_reward_options_exit_2_before_any_actor(tmp_path):
-    line = _one_error(run_cli("--run-dir", str(tmp_path / "run"), "reward.options.jpeg_compressibility.foo=1", timeout=60), 2)
+    line = _one_error(
+        run_cli("--run-dir", str(tmp_path / "run"), "reward.options.jpeg_compressibility.foo=1", timeout=60), 2
+    )
     assert line == "error: reward 'jpeg_compressibility' has no option(s) ['foo']; its options: none"
 
 
 def test_a_reward_returning_the_wrong_number_of_scores_is_one_line(tiny_cache, tmp_path):
     res = run_cli(
         *_args(tmp_path / "run", tiny_cache, 1, "ray.enabled=false"),
-        "reward.modules=[tests.fixtures.flaky_rewards]", "reward.name=one_score_per_batch",
+        "reward.modules=[tests.fixtures.flaky_rewards]",
+        "reward.name=one_score_per_batch",
     )
     line = _one_error(res, 1)
     assert "reward 'one_score_per_batch' returned scores of shape (1,)" in line
@@ -170,7 +221,9 @@ def test_a_reward_returning_the_wrong_number_of_scores_is_one_line(tiny_cache, t
 
 def test_a_yaml_alias_bomb_and_a_huge_config_are_refused_fast(tmp_path):
     bomb = tmp_path / "bomb.yaml"
-    layers = ['a0: &a0 ["xxxxxxxx", "xxxxxxxx", "xxxxxxxx", "xxxxxxxx", "xxxxxxxx", "xxxxxxxx", "xxxxxxxx", "xxxxxxxx", "xxxxxxxx"]']
+    layers = [
+        'a0: &a0 ["xxxxxxxx", "xxxxxxxx", "xxxxxxxx", "xxxxxxxx", "xxxxxxxx", "xxxxxxxx", "xxxxxxxx", "xxxxxxxx", "xxxxxxxx"]'
+    ]
     layers += [f"a{i}: &a{i} [{', '.join([f'*a{i - 1}'] * 9)}]" for i in range(1, 9)]  # 9^9 strings once expanded
     bomb.write_text("\n".join(layers) + "\nreward:\n  options:\n    jpeg_compressibility: {x: *a8}\n")
     huge = tmp_path / "huge.yaml"
@@ -199,7 +252,11 @@ def test_reward_cli_refuses_a_decompression_bomb_in_one_line(tmp_path):
     Image.new("L", (30000, 30000)).save(path, optimize=True)  # all black: compresses to a few hundred kB
     res = subprocess.run(
         [sys.executable, "-m", "rewards", "score", "--reward", "jpeg_compressibility", str(path)],
-        cwd=REPO, env=cli_env(), capture_output=True, text=True, timeout=120,
+        cwd=REPO,
+        env=cli_env(),
+        capture_output=True,
+        text=True,
+        timeout=120,
     )
     assert res.returncode == 2 and "Traceback" not in res.stderr, res.stderr[-2000:]
     assert res.stderr.startswith(f"error: image {path} has 900000000 pixels")
@@ -208,11 +265,32 @@ def test_reward_cli_refuses_a_decompression_bomb_in_one_line(tmp_path):
 def test_wandb_online_without_credentials_exits_2_before_any_work(tmp_path):
     import os
 
-    env = {k: v for k, v in cli_env().items() if not k.startswith("WANDB_")} | {"HOME": str(tmp_path), "NETRC": str(tmp_path / "none")}
-    res = subprocess.run([sys.executable, "-m", "learner.main", "--config", "tiny", "--run-dir", str(tmp_path / "r"),
-                          "output.wandb.enabled=true", "ray.enabled=false"], cwd=REPO, env=env, capture_output=True, text=True, timeout=120)
+    env = {k: v for k, v in cli_env().items() if not k.startswith("WANDB_")} | {
+        "HOME": str(tmp_path),
+        "NETRC": str(tmp_path / "none"),
+    }
+    res = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "learner.main",
+            "--config",
+            "tiny",
+            "--run-dir",
+            str(tmp_path / "r"),
+            "output.wandb.enabled=true",
+            "ray.enabled=false",
+        ],
+        cwd=REPO,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
     line = _one_error(res, 2)
-    assert line.startswith("error: output.wandb: no W&B API key") and not os.path.exists(tmp_path / "r" / "metrics.jsonl")
+    assert line.startswith("error: output.wandb: no W&B API key") and not os.path.exists(
+        tmp_path / "r" / "metrics.jsonl"
+    )
 
 
 def test_two_quick_ctrl_c_on_ray_exit_130_with_one_line_and_leave_no_cluster(tiny_cache, tmp_path):
@@ -223,7 +301,11 @@ def test_two_quick_ctrl_c_on_ray_exit_130_with_one_line_and_leave_no_cluster(tin
 
     proc = subprocess.Popen(
         [sys.executable, "-m", "learner.main", *_args(tmp_path / "run", tiny_cache, 20, "ray.num_cpus=2")],
-        cwd=REPO, env=cli_env(), stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
+        cwd=REPO,
+        env=cli_env(),
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        text=True,
     )
     deadline, seen = time.monotonic() + 240, []
 
@@ -252,13 +334,28 @@ def test_sigterm_at_many_moments_is_never_lost(tiny_cache, tmp_path):
     """SIGTERM sent at spread-out moments of a run on Ray (start-up, Ray starting, the first epochs,
     a checkpoint) always ends it with 143 and one line; a lost signal would train on to exit 0. Two
     runs at a time (the load shifts where each moment falls)."""
-    for pair in ((0.5, 1.5), (3.0, 5.0), (8.0, 12.0)):  # seconds after the start (Python itself takes about 0.05 s to start)
+    for pair in (
+        (0.5, 1.5),
+        (3.0, 5.0),
+        (8.0, 12.0),
+    ):  # seconds after the start (Python itself takes about 0.05 s to start)
         start, procs = time.monotonic(), []
         for delay in pair:
-            procs.append(subprocess.Popen(
-                [sys.executable, "-m", "learner.main", *_args(tmp_path / f"run-{delay}", tiny_cache, 200, "ray.num_cpus=2")],
-                cwd=REPO, env=cli_env(), stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
-            ))
+            procs.append(
+                subprocess.Popen(
+                    [
+                        sys.executable,
+                        "-m",
+                        "learner.main",
+                        *_args(tmp_path / f"run-{delay}", tiny_cache, 200, "ray.num_cpus=2"),
+                    ],
+                    cwd=REPO,
+                    env=cli_env(),
+                    stdout=subprocess.PIPE,
+                    stderr=subprocess.PIPE,
+                    text=True,
+                )
+            )
         for delay, proc in zip(pair, procs):
             time.sleep(max(0.0, start + delay - time.monotonic()))
             proc.send_signal(signal.SIGTERM)
@@ -266,4 +363,6 @@ def test_sigterm_at_many_moments_is_never_lost(tiny_cache, tmp_path):
             out, err = proc.communicate(timeout=300)
             assert proc.returncode == 143, (delay, out[-1500:], err[-3000:])
             errors = _error_lines(err)
-            assert len(errors) == 1 and errors[0].startswith("error: preempted by SIGTERM") and "Traceback" not in err, (delay, err[-3000:])
+            assert (
+                len(errors) == 1 and errors[0].startswith("error: preempted by SIGTERM") and "Traceback" not in err
+            ), (delay, err[-3000:])

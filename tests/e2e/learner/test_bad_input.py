@@ -15,9 +15,14 @@ from tests.conftest import REPO, run_cli
         ({}, "no model_index.json"),
         ({"model_index.json": "{not json"}, "model_index.json' is not valid JSON"),
         ({"model_index.json": "[1, 2]"}, "is not a JSON object"),
-        ({"model_index.json": '{"_class_name": "StableDiffusionPipeline"}', "unet/": None}, "no vae, text_encoder, tokenizer, scheduler folder"),
-        ({"model_index.json": '{"_class_name": "PixArtAlphaPipeline"}'},
-         "is a PixArtAlphaPipeline, which cannot be trained; supported pipelines: StableDiffusionPipeline (sd), StableDiffusionXLPipeline (sdxl)"),
+        (
+            {"model_index.json": '{"_class_name": "StableDiffusionPipeline"}', "unet/": None},
+            "no vae, text_encoder, tokenizer, scheduler folder",
+        ),
+        (
+            {"model_index.json": '{"_class_name": "PixArtAlphaPipeline"}'},
+            "is a PixArtAlphaPipeline, which cannot be trained; supported pipelines: StableDiffusionPipeline (sd), StableDiffusionXLPipeline (sdxl)",
+        ),
     ],
 )
 def test_model_dir_that_is_not_a_pipeline_exits_2(tmp_path, layout, needle):
@@ -43,9 +48,17 @@ def test_the_dashboard_url_as_ray_address_is_one_line():
     from tests.conftest import cli_env
 
     env = dict(cli_env(), RAY_ADDRESS="http://127.0.0.1:8265")
-    res = subprocess.run([sys.executable, "-m", "learner.main", "--config", "tiny", "--epochs", "1"], cwd=REPO, env=env,
-                         capture_output=True, text=True, timeout=300)
+    res = subprocess.run(
+        [sys.executable, "-m", "learner.main", "--config", "tiny", "--epochs", "1"],
+        cwd=REPO,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
     assert res.returncode == 2, res.stderr[-2000:]
     lines = [line for line in res.stderr.splitlines() if line.strip()]
-    assert len(lines) == 1 and lines[0].startswith("error: RAY_ADDRESS: 'http://127.0.0.1:8265' is the dashboard's address")
+    assert len(lines) == 1 and lines[0].startswith(
+        "error: RAY_ADDRESS: 'http://127.0.0.1:8265' is the dashboard's address"
+    )
     assert "Traceback" not in res.stderr

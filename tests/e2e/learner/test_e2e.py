@@ -21,7 +21,16 @@ SMALL = ["rollout.pairs_per_epoch=4", "rollout.chunk_size=2", "sampling.num_step
 @pytest.fixture(scope="module")
 def ray_run(tiny_cache, tmp_path_factory) -> Path:
     run_dir = tmp_path_factory.mktemp("e2e") / "run"
-    res = run_cli("--epochs", "2", "--run-dir", str(run_dir), f"model.tiny_cache_dir={tiny_cache}", "ray.num_cpus=2", "train.peak_tflops=1", *SMALL)
+    res = run_cli(
+        "--epochs",
+        "2",
+        "--run-dir",
+        str(run_dir),
+        f"model.tiny_cache_dir={tiny_cache}",
+        "ray.num_cpus=2",
+        "train.peak_tflops=1",
+        *SMALL,
+    )
     assert res.returncode == 0, res.stdout[-3000:] + res.stderr[-3000:]
     assert f"outputs in {run_dir}" in res.stdout
     assert "epoch 2/2" in res.stdout  # progress is shown
@@ -99,13 +108,23 @@ def test_lora_loads_into_fresh_pipeline_and_changes_output(ray_run, tiny_dir):
 def test_same_seed_same_metrics_with_and_without_ray(ray_run, tiny_cache, tmp_path):
     """Pairs are seeded by (seed, epoch, pair index) and chunked identically, so the in-process run
     reproduces the Ray run exactly, whatever order the Ray rollout actors finished in."""
-    res = run_cli("--epochs", "2", "--run-dir", str(tmp_path / "local"), f"model.tiny_cache_dir={tiny_cache}", "ray.enabled=false", *SMALL)
+    res = run_cli(
+        "--epochs",
+        "2",
+        "--run-dir",
+        str(tmp_path / "local"),
+        f"model.tiny_cache_dir={tiny_cache}",
+        "ray.enabled=false",
+        *SMALL,
+    )
     assert res.returncode == 0, res.stderr[-3000:]
     ray_metrics, local_metrics = read_metrics(ray_run), read_metrics(tmp_path / "local")
     for a, b in zip(ray_metrics, local_metrics, strict=True):
         for key in ("reward_1step_mean", "reward_final_mean", "loss", "clipfrac", "approx_kl", "grad_norm"):
             assert a[key] == b[key], (key, a[key], b[key])
-        for key in (k for k in a if k.startswith(("eval_reward_", "img_", "eval_img_"))):  # the held-out eval and monitors too
+        for key in (
+            k for k in a if k.startswith(("eval_reward_", "img_", "eval_img_"))
+        ):  # the held-out eval and monitors too
             assert a[key] == b[key], (key, a[key], b[key])
 
 

@@ -12,19 +12,40 @@ import torch
 from learner.run.outputs import read_metrics
 from tests.conftest import run_cli
 
-SMALL = ["rollout.num_actors=1", "rollout.pairs_per_epoch=2", "rollout.chunk_size=1", "sampling.num_steps=3", "eval.num_prompts=2", "ray.num_cpus=2"]
-PIPELINES = {"sdxl": "StableDiffusionXLPipeline", "sd3": "StableDiffusion3Pipeline", "flux": "FluxPipeline", "flux2_klein": "Flux2KleinPipeline"}
+SMALL = [
+    "rollout.num_actors=1",
+    "rollout.pairs_per_epoch=2",
+    "rollout.chunk_size=1",
+    "sampling.num_steps=3",
+    "eval.num_prompts=2",
+    "ray.num_cpus=2",
+]
+PIPELINES = {
+    "sdxl": "StableDiffusionXLPipeline",
+    "sd3": "StableDiffusion3Pipeline",
+    "flux": "FluxPipeline",
+    "flux2_klein": "Flux2KleinPipeline",
+}
 PIPELINES["sana_sprint"] = "SanaSprintPipeline"
 
 
 @pytest.fixture(scope="module", params=["sdxl", "sd3", "flux", "flux2_klein", "sana_sprint"])
-def family_run(request, tiny_sdxl_dir, tiny_sd3_dir, tiny_flux_dir, tiny_flux2_klein_dir, tiny_sana_sprint_dir, tmp_path_factory):
+def family_run(
+    request, tiny_sdxl_dir, tiny_sd3_dir, tiny_flux_dir, tiny_flux2_klein_dir, tiny_sana_sprint_dir, tmp_path_factory
+):
     name = request.param
     dirs = {"sdxl": tiny_sdxl_dir, "sd3": tiny_sd3_dir, "flux": tiny_flux_dir, "flux2_klein": tiny_flux2_klein_dir}
     model_dir = (dirs | {"sana_sprint": tiny_sana_sprint_dir})[name]
     run_dir = tmp_path_factory.mktemp(f"e2e-{name}") / "run"
     res = run_cli(
-        "--epochs", "2", "--run-dir", str(run_dir), f"model.pretrained={model_dir}", "model.resolution=32", "sampling.eta=0.7", *SMALL
+        "--epochs",
+        "2",
+        "--run-dir",
+        str(run_dir),
+        f"model.pretrained={model_dir}",
+        "model.resolution=32",
+        "sampling.eta=0.7",
+        *SMALL,
     )
     assert res.returncode == 0, res.stdout[-3000:] + res.stderr[-3000:]
     return name, model_dir, run_dir
@@ -51,11 +72,22 @@ def test_lora_loads_into_the_family_pipeline(family_run):
     pipe = getattr(diffusers, PIPELINES[name]).from_pretrained(model_dir, **extra)
     pipe.set_progress_bar_config(disable=True)
 
-    size = {"use_resolution_binning": False} if name == "sana_sprint" else {}  # SANA-Sprint's bins are for its 1024 px model
+    size = (
+        {"use_resolution_binning": False} if name == "sana_sprint" else {}
+    )  # SANA-Sprint's bins are for its 1024 px model
 
     def sample():
         gen = torch.Generator().manual_seed(0)
-        return pipe(prompt="a cat", num_inference_steps=2, guidance_scale=1.0, height=32, width=32, generator=gen, output_type="np", **size).images
+        return pipe(
+            prompt="a cat",
+            num_inference_steps=2,
+            guidance_scale=1.0,
+            height=32,
+            width=32,
+            generator=gen,
+            output_type="np",
+            **size,
+        ).images
 
     before = sample()
     pipe.load_lora_weights(str(run_dir / "lora"))  # plain diffusers, no project code

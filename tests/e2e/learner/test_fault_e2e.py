@@ -21,7 +21,15 @@ from learner.run.checkpoint import checkpoint_dir, list_checkpoints, problem
 from learner.run.outputs import read_metrics
 from tests.conftest import REPO, cli_env, run_cli
 
-SMALL = ["--config", "tiny", "rollout.pairs_per_epoch=4", "rollout.chunk_size=2", "sampling.num_steps=4", "eval.enabled=false", "output.tensorboard=false"]
+SMALL = [
+    "--config",
+    "tiny",
+    "rollout.pairs_per_epoch=4",
+    "rollout.chunk_size=2",
+    "sampling.num_steps=4",
+    "eval.enabled=false",
+    "output.tensorboard=false",
+]
 EXACT = "pairs pairs_dropped reward_queries reward_1step_mean reward_final_mean loss clipfrac approx_kl grad_norm weights_version".split()
 
 
@@ -52,7 +60,11 @@ class Driver:
     def __init__(self, args: list[str], log: Path):
         self.log = log
         self.proc = subprocess.Popen(
-            [sys.executable, "-m", "learner.main", *args], cwd=REPO, env=cli_env(), stdout=log.open("w"), stderr=subprocess.STDOUT
+            [sys.executable, "-m", "learner.main", *args],
+            cwd=REPO,
+            env=cli_env(),
+            stdout=log.open("w"),
+            stderr=subprocess.STDOUT,
         )
 
     def text(self) -> str:
@@ -214,7 +226,9 @@ def test_killed_learner_ends_the_run_with_its_name_and_cause(tiny_cache, tmp_pat
     assert driver.finish() == 1
     errors = _error_lines(driver.text())  # (Ray's own log lines about the dead worker may follow it)
     assert len(errors) == 1 and errors[0].startswith(f"error: LearnerWorker(pid={pid}, host="), errors
-    assert " died: its worker process has died" in errors[0] and "resume from" in errors[0] and "epoch-000001" in errors[0]
+    assert (
+        " died: its worker process has died" in errors[0] and "resume from" in errors[0] and "epoch-000001" in errors[0]
+    )
     assert "Traceback" not in driver.text()
     assert _valid_checkpoints_only(run_dir)[0] == "epoch-000001"
 

@@ -14,15 +14,39 @@ import time
 from learner.run.outputs import read_metrics
 from tests.conftest import REPO, cli_env, run_cli
 
-SMALL = ["--config", "tiny", "rollout.pairs_per_epoch=4", "rollout.chunk_size=2", "sampling.num_steps=4", "eval.enabled=false", "output.tensorboard=false"]
+SMALL = [
+    "--config",
+    "tiny",
+    "rollout.pairs_per_epoch=4",
+    "rollout.chunk_size=2",
+    "sampling.num_steps=4",
+    "eval.enabled=false",
+    "output.tensorboard=false",
+]
 EXACT = ("pairs", "pairs_dropped", "reward_queries", "reward_1step_mean", "reward_final_mean", "loss", "grad_norm")
 
 
 def test_a_lost_worker_node_costs_nothing(tiny_cache, tmp_path):
     from ray.cluster_utils import Cluster
 
-    args = ["--epochs", "3", "--run-dir", str(tmp_path / "run"), f"model.tiny_cache_dir={tiny_cache}", *SMALL, "rollout.restart_timeout_s=120"]
-    reference = run_cli("--epochs", "3", "--run-dir", str(tmp_path / "reference"), f"model.tiny_cache_dir={tiny_cache}", *SMALL, "ray.enabled=false")
+    args = [
+        "--epochs",
+        "3",
+        "--run-dir",
+        str(tmp_path / "run"),
+        f"model.tiny_cache_dir={tiny_cache}",
+        *SMALL,
+        "rollout.restart_timeout_s=120",
+    ]
+    reference = run_cli(
+        "--epochs",
+        "3",
+        "--run-dir",
+        str(tmp_path / "reference"),
+        f"model.tiny_cache_dir={tiny_cache}",
+        *SMALL,
+        "ray.enabled=false",
+    )
     assert reference.returncode == 0, reference.stderr[-3000:]
 
     cluster = Cluster(initialize_head=True, head_node_args={"num_cpus": 1, "include_dashboard": False})
@@ -31,7 +55,13 @@ def test_a_lost_worker_node_costs_nothing(tiny_cache, tmp_path):
         cluster.wait_for_nodes()
         on_cluster = [*args, f"ray.address={cluster.address}"]
         log = tmp_path / "driver.log"
-        driver = subprocess.Popen([sys.executable, "-m", "learner.main", *on_cluster], cwd=REPO, env=cli_env(), stdout=log.open("w"), stderr=subprocess.STDOUT)
+        driver = subprocess.Popen(
+            [sys.executable, "-m", "learner.main", *on_cluster],
+            cwd=REPO,
+            env=cli_env(),
+            stdout=log.open("w"),
+            stderr=subprocess.STDOUT,
+        )
         deadline = time.monotonic() + 300
         while "epoch 1/3" not in log.read_text():
             assert driver.poll() is None and time.monotonic() < deadline, log.read_text()[-3000:]

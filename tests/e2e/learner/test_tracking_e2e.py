@@ -12,15 +12,28 @@ from tests.e2e.learner.wandb_file import read_records
 
 pytest.importorskip("wandb")
 
-SMALL = ["rollout.pairs_per_epoch=4", "rollout.chunk_size=2", "sampling.num_steps=4", "eval.every=2", "output.image_every=1"]
-WANDB = ["output.wandb.enabled=true", "output.wandb.mode=offline", "output.wandb.project=sdpo-test", "output.wandb.tags=[ci,tiny]"]
+SMALL = [
+    "rollout.pairs_per_epoch=4",
+    "rollout.chunk_size=2",
+    "sampling.num_steps=4",
+    "eval.every=2",
+    "output.image_every=1",
+]
+WANDB = [
+    "output.wandb.enabled=true",
+    "output.wandb.mode=offline",
+    "output.wandb.project=sdpo-test",
+    "output.wandb.tags=[ci,tiny]",
+]
 
 
 def _history(run_file) -> list[dict]:
     rows = []
     for record in read_records(run_file):
         if record.WhichOneof("record_type") == "history":
-            rows.append({item.key or "/".join(item.nested_key): json.loads(item.value_json) for item in record.history.item})
+            rows.append(
+                {item.key or "/".join(item.nested_key): json.loads(item.value_json) for item in record.history.item}
+            )
     return rows
 
 
@@ -48,9 +61,13 @@ def test_offline_wandb_run_is_continued_by_the_resumed_run(tiny_cache, tmp_path)
     assert [r["epoch"] for r in scalars] == [0, 1, 2]  # the same scalars as metrics.jsonl, x-axis epoch
     metrics = [json.loads(line) for line in (run_dir / "metrics.jsonl").read_text().splitlines()]
     for logged, written in zip(scalars, metrics, strict=True):
-        assert logged["loss"] == pytest.approx(written["loss"]) and logged["reward_1step_mean"] == pytest.approx(written["reward_1step_mean"])
+        assert logged["loss"] == pytest.approx(written["loss"]) and logged["reward_1step_mean"] == pytest.approx(
+            written["reward_1step_mean"]
+        )
     assert "eval_reward_1step_mean" in scalars[1]  # the held-out evaluation after epoch 2
-    images = {key.split("/")[0]: r["epoch"] for r in rows for key in r if key.endswith("/_type") and r[key] == "image-file"}
+    images = {
+        key.split("/")[0]: r["epoch"] for r in rows for key in r if key.endswith("/_type") and r[key] == "image-file"
+    }
     assert set(images) == {"samples", "eval"}
     for attempt in runs:  # the grids themselves were written with the run
         assert list((attempt / "files" / "media" / "images").glob("samples_*.png"))

@@ -10,7 +10,9 @@ from tests.conftest import REPO
 
 def _run(code: str, **env) -> subprocess.CompletedProcess:
     clean = {"PATH": "/usr/bin:/bin", "HOME": "/tmp", **env}
-    return subprocess.run([sys.executable, "-c", code], cwd=REPO, env=clean, capture_output=True, text=True, timeout=120)
+    return subprocess.run(
+        [sys.executable, "-c", code], cwd=REPO, env=clean, capture_output=True, text=True, timeout=120
+    )
 
 
 def test_each_warning_once_with_its_source():
@@ -26,14 +28,19 @@ def test_each_warning_once_with_its_source():
 
 
 def test_user_warning_options_win():
-    res = _run("import warnings\nfrom plumbing.console import show_warnings_once\nshow_warnings_once()\nwarnings.warn('x')", PYTHONWARNINGS="ignore")
+    res = _run(
+        "import warnings\nfrom plumbing.console import show_warnings_once\nshow_warnings_once()\nwarnings.warn('x')",
+        PYTHONWARNINGS="ignore",
+    )
     assert res.returncode == 0 and res.stderr == ""
 
 
 def test_diffusers_import_prints_no_transformers_advisories():
     """Importing diffusers' pipelines makes transformers announce image processors no job uses
     (e.g. 'requires torchvision'); after quiet_environment it prints nothing."""
-    res = _run("from plumbing.console import quiet_environment\nquiet_environment()\nimport diffusers\nfrom diffusers import StableDiffusionPipeline")
+    res = _run(
+        "from plumbing.console import quiet_environment\nquiet_environment()\nimport diffusers\nfrom diffusers import StableDiffusionPipeline"
+    )
     assert res.returncode == 0, res.stderr
     assert res.stderr == "" and res.stdout == ""
     code = "from plumbing.console import quiet_environment\nquiet_environment()\nimport os\nprint(os.environ['TRANSFORMERS_VERBOSITY'])"

@@ -24,7 +24,9 @@ def scorer() -> H.HPSv2Scorer:
 
 def run_cli(*args: str) -> subprocess.CompletedProcess:
     env = {**os.environ, "HF_HUB_OFFLINE": "1", "PYTHONPATH": str(REPO)}
-    return subprocess.run([sys.executable, "-m", "rewards", *args], cwd=REPO, env=env, capture_output=True, text=True, timeout=300)
+    return subprocess.run(
+        [sys.executable, "-m", "rewards", *args], cwd=REPO, env=env, capture_output=True, text=True, timeout=300
+    )
 
 
 def test_cli_lists_both_versions():
@@ -39,8 +41,20 @@ def test_cli_scores_with_a_local_checkpoint(tmp_path, scorer):
     for i, img in enumerate(fixture_images()[:2]):
         paths.append(tmp_path / f"img{i}.png")
         Image.fromarray(img).save(paths[-1])
-    out = run_cli("score", "--reward", "hpsv2", "--model", str(CKPT), "--option", f"config={CONFIG}",  # --model: the checkpoint
-                  "--processor", TOKENIZER, "--prompt", REF["prompts"][0], *map(str, paths))
+    out = run_cli(
+        "score",
+        "--reward",
+        "hpsv2",
+        "--model",
+        str(CKPT),
+        "--option",
+        f"config={CONFIG}",  # --model: the checkpoint
+        "--processor",
+        TOKENIZER,
+        "--prompt",
+        REF["prompts"][0],
+        *map(str, paths),
+    )
     assert out.returncode == 0, out.stderr
     got = [float(line.split("\t")[1]) for line in out.stdout.splitlines()]
     expected = [scorer(img[None], REF["prompts"][:1])[0] for img in fixture_images()[:2]]

@@ -17,8 +17,16 @@ SMALL = ["rollout.pairs_per_epoch=8", "rollout.chunk_size=2", "sampling.num_step
 
 def test_nan_rewards_drop_their_pairs_and_are_counted(tiny_cache, tmp_path):
     res = run_cli(
-        "--epochs", "2", "--run-dir", str(tmp_path / "run"), f"model.tiny_cache_dir={tiny_cache}", "ray.enabled=false",
-        f"reward.modules=[{MODULES[0]}]", "reward.name=nan_for_cats", f"prompts.source={_prompt_file(tmp_path)}", *SMALL,
+        "--epochs",
+        "2",
+        "--run-dir",
+        str(tmp_path / "run"),
+        f"model.tiny_cache_dir={tiny_cache}",
+        "ray.enabled=false",
+        f"reward.modules=[{MODULES[0]}]",
+        "reward.name=nan_for_cats",
+        f"prompts.source={_prompt_file(tmp_path)}",
+        *SMALL,
     )
     assert res.returncode == 0, res.stderr[-3000:]
     metrics = read_metrics(tmp_path / "run")
@@ -30,9 +38,17 @@ def test_nan_rewards_drop_their_pairs_and_are_counted(tiny_cache, tmp_path):
 
 def test_too_many_dropped_pairs_stop_the_run(tiny_cache, tmp_path):
     res = run_cli(
-        "--epochs", "1", "--run-dir", str(tmp_path / "run"), f"model.tiny_cache_dir={tiny_cache}", "ray.enabled=false",
-        f"reward.modules=[{MODULES[0]}]", "reward.name=nan_for_cats", "prompts.source=" + str(_prompt_file(tmp_path, cats_only=True)),
-        "reward.max_dropped_fraction=0.5", *SMALL,
+        "--epochs",
+        "1",
+        "--run-dir",
+        str(tmp_path / "run"),
+        f"model.tiny_cache_dir={tiny_cache}",
+        "ray.enabled=false",
+        f"reward.modules=[{MODULES[0]}]",
+        "reward.name=nan_for_cats",
+        "prompts.source=" + str(_prompt_file(tmp_path, cats_only=True)),
+        "reward.max_dropped_fraction=0.5",
+        *SMALL,
     )
     assert res.returncode != 0
     assert "have no valid reward" in res.stderr and "Traceback" not in res.stderr
@@ -45,8 +61,17 @@ def test_reward_server_crash_mid_run_loses_no_pair(tiny_cache, tmp_path):
     os.environ["SDPO_TEST_CRASH_MARKER"] = str(env_marker)
     try:
         res = run_cli(
-            "--epochs", "2", "--run-dir", str(tmp_path / "run"), f"model.tiny_cache_dir={tiny_cache}", "ray.num_cpus=2",
-            f"reward.modules=[{MODULES[0]}]", "reward.name=crash_once", "reward.num_servers=2", "reward.batch_size=12", *SMALL,
+            "--epochs",
+            "2",
+            "--run-dir",
+            str(tmp_path / "run"),
+            f"model.tiny_cache_dir={tiny_cache}",
+            "ray.num_cpus=2",
+            f"reward.modules=[{MODULES[0]}]",
+            "reward.name=crash_once",
+            "reward.num_servers=2",
+            "reward.batch_size=12",
+            *SMALL,
             "eval.enabled=false",  # the crash must hit training's reward calls, not the initial evaluation's
         )
     finally:

@@ -51,7 +51,9 @@ def test_score_jpeg(pngs):
 
 
 def test_score_aesthetic_with_local_model(pngs, tiny_clip_dir, aesthetic_head):
-    out = run_cli("score", "--reward", "aesthetic", "--model", str(tiny_clip_dir), "--head", str(aesthetic_head), *map(str, pngs))
+    out = run_cli(
+        "score", "--reward", "aesthetic", "--model", str(tiny_clip_dir), "--head", str(aesthetic_head), *map(str, pngs)
+    )
     assert out.returncode == 0, out.stderr
     fn = build_reward("aesthetic", model=str(tiny_clip_dir), head=str(aesthetic_head))
     expected = [fn(np.asarray(Image.open(p))[None], [""])[0] for p in pngs]
@@ -60,8 +62,20 @@ def test_score_aesthetic_with_local_model(pngs, tiny_clip_dir, aesthetic_head):
 
 def test_score_pickscore_with_prompt_and_option(pngs, tiny_clip_dir):
     d = str(tiny_clip_dir)
-    out = run_cli("score", "--reward", "pickscore", "--model", d, "--processor", d,
-                  "--option", "raw_cosine=true", "--prompt", "a cat", *map(str, pngs))
+    out = run_cli(
+        "score",
+        "--reward",
+        "pickscore",
+        "--model",
+        d,
+        "--processor",
+        d,
+        "--option",
+        "raw_cosine=true",
+        "--prompt",
+        "a cat",
+        *map(str, pngs),
+    )
     assert out.returncode == 0, out.stderr
     fn = build_reward("pickscore", model=d, processor=d, raw_cosine=True)
     expected = [fn(np.asarray(Image.open(p))[None], ["a cat"])[0] for p in pngs]
@@ -81,8 +95,14 @@ def _bad_text_file(tmp_path):
         (["score", "--reward", "jpeg_compressibility", "{png}", "{missing}"], "image file not found: {missing}"),
         (["score", "--reward", "jpeg_compressibility", "{bad}"], "cannot read image {bad}"),
         (["score", "--reward", "jpeg_compressibility", "--model", "m", "{png}"], "has no option(s) ['model']"),
-        (["score", "--reward", "imagereward", "--model", "{missing}", "{png}"], "ImageReward checkpoint file not found: {missing}"),
-        (["score", "--reward", "aesthetic", "--model", "{missing}", "--head", "h.pth", "{png}"], "model directory not found: {missing}"),
+        (
+            ["score", "--reward", "imagereward", "--model", "{missing}", "{png}"],
+            "ImageReward checkpoint file not found: {missing}",
+        ),
+        (
+            ["score", "--reward", "aesthetic", "--model", "{missing}", "--head", "h.pth", "{png}"],
+            "model directory not found: {missing}",
+        ),
         (["score", "--reward", "jpeg_compressibility"], "required: IMAGE"),
         (["frobnicate"], "invalid choice: 'frobnicate'"),
     ],

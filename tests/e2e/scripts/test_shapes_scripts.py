@@ -18,10 +18,30 @@ def _weights(directory) -> dict[str, bytes]:
 @pytest.mark.parametrize(
     "module, args",
     [
-        ("scripts.shapes_pretrain", ["--vae-steps", "2", "--unet-steps", "3", "--batch", "4", "--check-per-prompt", "0"]),
-        ("scripts.shapes_pretrain", ["--vae-steps", "2", "--unet-steps", "3", "--batch", "4", "--check-per-prompt", "1", "--zero-snr"]),
+        (
+            "scripts.shapes_pretrain",
+            ["--vae-steps", "2", "--unet-steps", "3", "--batch", "4", "--check-per-prompt", "0"],
+        ),
+        (
+            "scripts.shapes_pretrain",
+            ["--vae-steps", "2", "--unet-steps", "3", "--batch", "4", "--check-per-prompt", "1", "--zero-snr"],
+        ),
         ("scripts.shapes_reward_train", ["--steps", "3", "--batch", "8"]),
-        ("scripts.shapes_distill", ["--pairs-per-prompt", "1", "--teacher-steps", "2", "--steps", "3", "--batch", "4", "--check-per-prompt", "0"]),
+        (
+            "scripts.shapes_distill",
+            [
+                "--pairs-per-prompt",
+                "1",
+                "--teacher-steps",
+                "2",
+                "--steps",
+                "3",
+                "--batch",
+                "4",
+                "--check-per-prompt",
+                "0",
+            ],
+        ),
     ],
 )
 def test_training_scripts_are_deterministic_byte_for_byte(tmp_path, module, args):
@@ -33,14 +53,25 @@ def test_training_scripts_are_deterministic_byte_for_byte(tmp_path, module, args
     from tests.conftest import REPO, cli_env
 
     for name in ("a", "b"):
-        res = subprocess.run([sys.executable, "-m", module, "--out", str(tmp_path / name), *args], cwd=REPO, env=cli_env(),
-                             capture_output=True, text=True, timeout=600)
+        res = subprocess.run(
+            [sys.executable, "-m", module, "--out", str(tmp_path / name), *args],
+            cwd=REPO,
+            env=cli_env(),
+            capture_output=True,
+            text=True,
+            timeout=600,
+        )
         assert res.returncode == 0, res.stdout[-2000:] + res.stderr[-2000:]
     a, b = _weights(tmp_path / "a"), _weights(tmp_path / "b")
     assert a and a == b
     if module == "scripts.shapes_distill":  # only the UNet is trained: the rest is the teacher's, byte for byte
-        assert {k: v for k, v in a.items() if not k.startswith("unet/")} == {k: v for k, v in _weights(SHAPES_MODEL).items() if not k.startswith("unet/")}
-        assert a["unet/diffusion_pytorch_model.safetensors"] != _weights(SHAPES_MODEL)["unet/diffusion_pytorch_model.safetensors"]
+        assert {k: v for k, v in a.items() if not k.startswith("unet/")} == {
+            k: v for k, v in _weights(SHAPES_MODEL).items() if not k.startswith("unet/")
+        }
+        assert (
+            a["unet/diffusion_pytorch_model.safetensors"]
+            != _weights(SHAPES_MODEL)["unet/diffusion_pytorch_model.safetensors"]
+        )
     if "--zero-snr" in args:  # v-prediction on a zero-terminal-SNR schedule, sampled through from_pretrained
         from diffusers import DDIMScheduler
 

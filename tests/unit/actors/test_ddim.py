@@ -16,7 +16,9 @@ from actors.ddim import ddim_step, ddim_step_with_logprob, step_alphas
 SHAPE = (2, 4, 3, 3)  # (N, C, h, w)
 
 
-def make_scheduler(T: int, spacing: str = "trailing", prediction_type: str = "epsilon", zero_snr: bool = False) -> DDIMScheduler:
+def make_scheduler(
+    T: int, spacing: str = "trailing", prediction_type: str = "epsilon", zero_snr: bool = False
+) -> DDIMScheduler:
     # SD-style schedule; clip_sample off (our step never clips x0), final alpha = alphas_cumprod[0]
     sched = DDIMScheduler(
         beta_start=0.00085,
@@ -80,7 +82,13 @@ def test_log_prob_hand_worked_single_element():
     acp = torch.tensor([0.8, 0.5])  # alphas_cumprod indexed by timestep
     timesteps = torch.tensor([1, 0])  # step 0 at t=1 (a=0.5), next t=0 (a=0.8)
     out = ddim_step_with_logprob(
-        torch.full((1, 1, 1, 1), 0.5), torch.ones(1, 1, 1, 1), torch.tensor([0]), timesteps, acp, 0.9, eta=1.0,
+        torch.full((1, 1, 1, 1), 0.5),
+        torch.ones(1, 1, 1, 1),
+        torch.tensor([0]),
+        timesteps,
+        acp,
+        0.9,
+        eta=1.0,
         next_sample=torch.full((1, 1, 1, 1), 1.1),
     )
     sigma = math.sqrt(0.15)
@@ -174,8 +182,15 @@ def test_zero_terminal_snr_v_prediction(T):
             assert torch.allclose(ours.next_sample, ref.prev_sample, atol=1e-6), (T, i)
             assert torch.allclose(ours.pred_original_sample, ref.pred_original_sample, atol=1e-6), (T, i)
         x = ours.next_sample
-        det = ddim_step(out, x_det, torch.full((SHAPE[0],), i), sched.timesteps, sched.alphas_cumprod,
-                        float(sched.final_alpha_cumprod), prediction_type="v_prediction")
+        det = ddim_step(
+            out,
+            x_det,
+            torch.full((SHAPE[0],), i),
+            sched.timesteps,
+            sched.alphas_cumprod,
+            float(sched.final_alpha_cumprod),
+            prediction_type="v_prediction",
+        )
         ref_det = sched.step(out, t, x_det, eta=0.0)
         assert torch.allclose(det.next_sample, ref_det.prev_sample, atol=1e-6), (T, i)
         x_det = det.next_sample
@@ -208,7 +223,9 @@ def test_deterministic_step_is_the_mean_of_the_stochastic_step():
     sched = make_scheduler(10)
     g = torch.Generator().manual_seed(11)
     x, eps, z = (torch.randn(SHAPE, generator=g) for _ in range(3))
-    det = ddim_step(eps, x, torch.full((SHAPE[0],), 3), sched.timesteps, sched.alphas_cumprod, float(sched.final_alpha_cumprod))
+    det = ddim_step(
+        eps, x, torch.full((SHAPE[0],), 3), sched.timesteps, sched.alphas_cumprod, float(sched.final_alpha_cumprod)
+    )
     sto = our_step(sched, eps, x, 3, noise=z, eta=1e-12)
     torch.testing.assert_close(det.next_sample, sto.mean)
     assert torch.equal(det.pred_original_sample, sto.pred_original_sample)
@@ -301,8 +318,15 @@ def test_errors():
     x = torch.zeros(1, 1, 2, 2)
     with pytest.raises(ValueError, match="prediction_type"):
         ddim_step_with_logprob(
-            x, x, torch.tensor([0]), sched.timesteps, sched.alphas_cumprod, 0.9, eta=1.0,
-            prediction_type="flow", noise=x,
+            x,
+            x,
+            torch.tensor([0]),
+            sched.timesteps,
+            sched.alphas_cumprod,
+            0.9,
+            eta=1.0,
+            prediction_type="flow",
+            noise=x,
         )
     for eta in (0.0, -1.0):
         with pytest.raises(ValueError, match="eta"):

@@ -56,8 +56,16 @@ def _perturbed_lora(pipe) -> dict[str, torch.Tensor]:
     return {k: v + 0.05 * torch.randn(v.shape, generator=gen) for k, v in lora_state(denoiser(pipe)).items()}
 
 
-def test_family_is_read_from_model_index(tiny_dir, tiny_sdxl_dir, tiny_sd3_dir, tiny_flux_dir, tiny_flux2_klein_dir, tiny_sana_sprint_dir):
-    pairs = ((tiny_dir, "sd"), (tiny_sdxl_dir, "sdxl"), (tiny_sd3_dir, "sd3"), (tiny_flux_dir, "flux"), (tiny_flux2_klein_dir, "flux2_klein"))
+def test_family_is_read_from_model_index(
+    tiny_dir, tiny_sdxl_dir, tiny_sd3_dir, tiny_flux_dir, tiny_flux2_klein_dir, tiny_sana_sprint_dir
+):
+    pairs = (
+        (tiny_dir, "sd"),
+        (tiny_sdxl_dir, "sdxl"),
+        (tiny_sd3_dir, "sd3"),
+        (tiny_flux_dir, "flux"),
+        (tiny_flux2_klein_dir, "flux2_klein"),
+    )
     pairs += ((tiny_sana_sprint_dir, "sana_sprint"),)
     for path, name in pairs:
         assert model_family(ModelConfig(pretrained=path)).name == name
@@ -81,9 +89,15 @@ def test_conditioning(worker, family_dir):
     name, _ = family_dir
     cond = encode_prompts(worker.pipe, PROMPTS)
     if name == "sdxl":
-        assert cond.embeds.shape == (2, 16, 64) and cond.pooled.shape == (2, 32)  # two encoders' 32 + 32; pooled of the 2nd
+        assert cond.embeds.shape == (2, 16, 64) and cond.pooled.shape == (
+            2,
+            32,
+        )  # two encoders' 32 + 32; pooled of the 2nd
         assert cond.time_ids.tolist() == [[32.0, 32.0, 0.0, 0.0, 32.0, 32.0]] * 2  # (orig, crop, target) at 32 x 32
-        assert type(worker.pipe.scheduler).__name__ == "DDIMScheduler" and worker.pipe.scheduler.config.timestep_spacing == "trailing"
+        assert (
+            type(worker.pipe.scheduler).__name__ == "DDIMScheduler"
+            and worker.pipe.scheduler.config.timestep_spacing == "trailing"
+        )
     elif name == "sd3":
         assert cond.embeds.shape == (2, 16 + 256, 64) and cond.pooled.shape == (2, 64)  # CLIP tokens, then T5's (zeros)
         assert torch.equal(cond.embeds[:, 16:], torch.zeros(2, 256, 64))  # no T5 in this build
@@ -91,15 +105,28 @@ def test_conditioning(worker, family_dir):
         assert cond.embeds.shape == (2, 256, 32) and cond.pooled.shape == (2, 32)  # T5 tokens; CLIP pooled
         assert type(worker.pipe.scheduler).__name__ == "FlowMatchEulerDiscreteScheduler"
     elif name == "sana_sprint":
-        assert cond.embeds.shape == (2, 300, 32) and cond.mask.shape == (2, 300)  # [bos] + the last 299 of instruction + prompt; Gemma-2 width
+        assert cond.embeds.shape == (2, 300, 32) and cond.mask.shape == (
+            2,
+            300,
+        )  # [bos] + the last 299 of instruction + prompt; Gemma-2 width
         # kept: [bos], the instruction's last token, the prompt ("cat" is a word of the instruction, "dog" spelled d ##o ##g)
         assert cond.mask[:, 0].tolist() == [1, 1] and cond.mask.sum(1).tolist() == [3, 5]
-        assert torch.allclose(cond.guidance, torch.full((2,), 0.45))  # the embedded guidance 4.5 x guidance_embeds_scale 0.1
+        assert torch.allclose(
+            cond.guidance, torch.full((2,), 0.45)
+        )  # the embedded guidance 4.5 x guidance_embeds_scale 0.1
         assert type(worker.pipe.scheduler).__name__ == "SCMScheduler"
     else:
-        assert cond.shape == (2, 512, 48)  # the chat-templated prompt's 512 Qwen3 tokens; three layers' hidden states (3 x 16)
+        assert cond.shape == (
+            2,
+            512,
+            48,
+        )  # the chat-templated prompt's 512 Qwen3 tokens; three layers' hidden states (3 x 16)
         sched = worker.pipe.scheduler  # FLUX.2's own, dynamic shift kept; its mu reads the 8 x 8 latent tokens at 32 px
-        assert type(sched).__name__ == "FlowMatchEulerDiscreteScheduler" and sched.config.use_dynamic_shifting and sched.image_seq_len == 64
+        assert (
+            type(sched).__name__ == "FlowMatchEulerDiscreteScheduler"
+            and sched.config.use_dynamic_shifting
+            and sched.image_seq_len == 64
+        )
 
 
 def test_rollout_log_probs_are_recomputed_exactly(worker, family_dir):
@@ -113,7 +140,9 @@ def test_rollout_log_probs_are_recomputed_exactly(worker, family_dir):
     for i in range(T):
         x, x_next = traj.latents[:, :, i].flatten(0, 1), traj.latents[:, :, i + 1].flatten(0, 1)  # (2B, C, h, w)
         with torch.no_grad():
-            step = score_steps(denoiser(pipe), pipe.scheduler, x, x_next, torch.full((4,), i), traj.timesteps, cond, 0.7, family=fam)
+            step = score_steps(
+                denoiser(pipe), pipe.scheduler, x, x_next, torch.full((4,), i), traj.timesteps, cond, 0.7, family=fam
+            )
         assert torch.equal(step.log_prob, traj.log_probs[:, :, i].flatten())
 
 
@@ -141,7 +170,9 @@ def test_deterministic_sampler_equals_the_diffusers_scheduler(worker, family_dir
     elif name == "flux2_klein":
         from diffusers.pipelines.flux2.pipeline_flux2_klein import compute_empirical_mu
 
-        sched.set_timesteps(sigmas=np.linspace(1.0, 1 / 4, 4), mu=compute_empirical_mu(image_seq_len=8 * 8, num_steps=4))
+        sched.set_timesteps(
+            sigmas=np.linspace(1.0, 1 / 4, 4), mu=compute_empirical_mu(image_seq_len=8 * 8, num_steps=4)
+        )
     else:
         sched.set_timesteps(4)
     for t in sched.timesteps:
@@ -172,7 +203,10 @@ def _scm_deterministic_chain(pipe, x: torch.Tensor, cond, k: int) -> torch.Tenso
     for i, t in enumerate(sched.timesteps[:-1]):
         with torch.no_grad():
             out = fam.predict(denoiser(pipe), x, t.expand(len(x)), cond)
-        x0 = sched.step(sigma * out, t, sigma * x, generator=torch.Generator().manual_seed(0)).pred_original_sample / sigma
+        x0 = (
+            sched.step(sigma * out, t, sigma * x, generator=torch.Generator().manual_seed(0)).pred_original_sample
+            / sigma
+        )
         s = sched.timesteps[i + 1]
         x = torch.cos(s) * x0 + torch.sin(s) * (x - torch.cos(t) * x0) / torch.sin(t)
     return x0
@@ -188,12 +222,18 @@ def test_lora_file_loads_with_the_family_pipeline(worker, family_dir, tmp_path):
     name, path = family_dir
     fam, pipe = family_of(worker.pipe), worker.pipe
     save_lora_diffusers(denoiser(pipe), tmp_path / "with_family", fam)
-    save_lora_state_diffusers(lora_state(denoiser(pipe)), tmp_path, lora_adapter_metadata(4, 8.0, ModelConfig().lora_target_modules))
-    with_family, inferred = (load_file(str(d / "pytorch_lora_weights.safetensors")) for d in (tmp_path / "with_family", tmp_path))
+    save_lora_state_diffusers(
+        lora_state(denoiser(pipe)), tmp_path, lora_adapter_metadata(4, 8.0, ModelConfig().lora_target_modules)
+    )
+    with_family, inferred = (
+        load_file(str(d / "pytorch_lora_weights.safetensors")) for d in (tmp_path / "with_family", tmp_path)
+    )
     assert with_family.keys() == inferred.keys() and all(torch.equal(with_family[k], inferred[k]) for k in inferred)
     plain = getattr(diffusers, fam.pipeline_class).from_pretrained(path, **_absent(path))
     x = torch.randn(2, *fam.latent_shape(pipe), generator=torch.Generator().manual_seed(5))
-    t = torch.full((2,), 1.3 if name == "sana_sprint" else 500)  # SANA-Sprint's timesteps are TrigFlow times in (0, pi / 2]
+    t = torch.full(
+        (2,), 1.3 if name == "sana_sprint" else 500
+    )  # SANA-Sprint's timesteps are TrigFlow times in (0, pi / 2]
     cond = encode_prompts(pipe, PROMPTS)
     with torch.no_grad():
         trained = fam.predict(denoiser(pipe), x, t, cond)
@@ -213,9 +253,13 @@ def test_resolution_sets_the_latent_size(family_dir):
     name, path = family_dir
     fam = FAMILIES[name]
     pipe = load_pipeline(ModelConfig(pretrained=path, resolution=48), with_lora=False)
-    assert fam.latent_shape(pipe)[1:] == ((12, 12) if name == "flux2_klein" else (24, 24))  # FLUX.2's latents are patchified
+    assert fam.latent_shape(pipe)[1:] == (
+        (12, 12) if name == "flux2_klein" else (24, 24)
+    )  # FLUX.2's latents are patchified
     # the VAE halves once (2); SD3's transformer, FLUX's packing and FLUX.2's patchify take 2 x 2 latent patches (4)
-    bad, multiple = {"sdxl": (31, 2), "sd3": (30, 4), "flux": (30, 4), "flux2_klein": (30, 4), "sana_sprint": (31, 2)}[name]
+    bad, multiple = {"sdxl": (31, 2), "sd3": (30, 4), "flux": (30, 4), "flux2_klein": (30, 4), "sana_sprint": (31, 2)}[
+        name
+    ]
     with pytest.raises(ModelLoadError, match=f"model.resolution: {bad} is not a multiple of {multiple} "):
         load_pipeline(ModelConfig(pretrained=path, resolution=bad), with_lora=False)
 
@@ -229,7 +273,9 @@ def test_flux_packing_is_fluxpipelines():
     x = torch.randn(2, 4, 6, 8)  # (N, C, h, w)
     assert torch.equal(pack_latents(x), FluxPipeline._pack_latents(x, 2, 4, 6, 8))  # (N, 3 * 4, 16)
     assert torch.equal(unpack_latents(pack_latents(x), 6, 8), x)
-    assert torch.equal(image_ids(6, 8, "cpu", torch.float32), FluxPipeline._prepare_latent_image_ids(2, 3, 4, "cpu", torch.float32))
+    assert torch.equal(
+        image_ids(6, 8, "cpu", torch.float32), FluxPipeline._prepare_latent_image_ids(2, 3, 4, "cpu", torch.float32)
+    )
 
 
 def test_flux2_klein_packing_is_the_pipelines():
@@ -241,9 +287,13 @@ def test_flux2_klein_packing_is_the_pipelines():
     x = torch.randn(2, 16, 6, 8)  # (N, 4C, h, w)
     tokens, ids = pack_latents(x), Klein._prepare_latent_ids(x)  # (N, 6 * 8, 16), (N, 6 * 8, 4)
     assert torch.equal(tokens, Klein._pack_latents(x)) and torch.equal(latent_ids(6, 8, "cpu"), ids[0])
-    assert torch.equal(unpack_latents(tokens, 6, 8), x) and torch.equal(Klein._unpack_latents_with_ids(tokens, ids, 6, 8), x)
+    assert torch.equal(unpack_latents(tokens, 6, 8), x) and torch.equal(
+        Klein._unpack_latents_with_ids(tokens, ids, 6, 8), x
+    )
     assert torch.equal(text_ids(5, "cpu"), Klein._prepare_text_ids(torch.zeros(2, 5, 3))[0])
-    assert torch.equal(unpatchify(x), Klein._unpatchify_latents(x)) and torch.equal(Klein._patchify_latents(unpatchify(x)), x)
+    assert torch.equal(unpatchify(x), Klein._unpatchify_latents(x)) and torch.equal(
+        Klein._patchify_latents(unpatchify(x)), x
+    )
 
 
 @pytest.mark.parametrize("k", [1, 4])
@@ -276,26 +326,41 @@ def test_sana_sprint_sampler_is_the_pipelines(tiny_sana_sprint_dir, k):
     fam, seeds = family_of(pipe), (1, 2)
     shape = fam.latent_shape(pipe)  # (4, 16, 16): 32 x 32 images
     x = torch.stack([torch.randn(shape, generator=torch.Generator().manual_seed(s)) for s in seeds])  # (2, C, h, w)
-    call = dict(prompt=PROMPTS, latents=x, num_inference_steps=k, intermediate_timesteps=1.3 if k == 2 else None, height=32, width=32)
+    call = dict(
+        prompt=PROMPTS,
+        latents=x,
+        num_inference_steps=k,
+        intermediate_timesteps=1.3 if k == 2 else None,
+        height=32,
+        width=32,
+    )
     call |= dict(use_resolution_binning=False)  # its bins are for the 1024 px model
     noise = lambda: [torch.Generator().manual_seed(10 + s) for s in seeds]  # noqa: E731  the step noise, one generator per prompt
     ref = pipe(**call, generator=noise(), output_type="latent").images  # (2, C, h, w): denoised / sigma_data
     if k == 1:
-        assert torch.equal(sample_deterministic(pipe, PROMPTS, [torch.Generator().manual_seed(s) for s in seeds], 1), ref)
+        assert torch.equal(
+            sample_deterministic(pipe, PROMPTS, [torch.Generator().manual_seed(s) for s in seeds], 1), ref
+        )
     cond, timesteps, gens = fam.encode_prompts(pipe, PROMPTS), fam.set_timesteps(pipe.scheduler, k), noise()
     for i, t in enumerate(timesteps):
         with torch.no_grad():
             out = fam.predict(denoiser(pipe), x, t.expand(2), cond)
-        z = torch.cat([torch.randn((1, *shape), generator=g) for g in gens])  # (2, C, h, w), in the pipeline's draw order
+        z = torch.cat(
+            [torch.randn((1, *shape), generator=g) for g in gens]
+        )  # (2, C, h, w), in the pipeline's draw order
         step = fam.step_with_logprob(pipe.scheduler, out, x, torch.full((2,), i), timesteps, 1.0, noise=z)
         x = step.next_sample
     assert torch.equal(step.pred_original_sample, ref)
     with torch.no_grad():
-        images = (fam.decode(pipe, step.pred_original_sample) / 2 + 0.5).clamp(0, 1)  # (2, 3, 32, 32), as the pipeline postprocesses
+        images = (fam.decode(pipe, step.pred_original_sample) / 2 + 0.5).clamp(
+            0, 1
+        )  # (2, 3, 32, 32), as the pipeline postprocesses
     assert torch.equal(images, pipe(**call, generator=noise(), output_type="pt").images)
 
 
-@pytest.mark.parametrize("targets", [("to_q", "to_k", "to_v", "to_out.0"), ("to_q", "to_k", "to_v", "to_out.0", "conv1", "conv2")])
+@pytest.mark.parametrize(
+    "targets", [("to_q", "to_k", "to_v", "to_out.0"), ("to_q", "to_k", "to_v", "to_out.0", "conv1", "conv2")]
+)
 def test_sd_lora_file_with_convolution_adapters_loads_whole(tmp_path, targets):
     """An SD LoRA that also adapts the resnets' convolutions loads whole in plain diffusers: every
     adapter (attention and convolution) is in the file and the loaded UNet reproduces the trained one.
@@ -307,7 +372,9 @@ def test_sd_lora_file_with_convolution_adapters_loads_whole(tmp_path, targets):
     pipe = load_pipeline(model)
     load_lora_state(pipe.unet, _perturbed_lora(pipe))
     path = save_lora_diffusers(pipe.unet, tmp_path)
-    plain = StableDiffusionPipeline.from_pretrained(resolve_model_path(model), safety_checker=None, requires_safety_checker=False)
+    plain = StableDiffusionPipeline.from_pretrained(
+        resolve_model_path(model), safety_checker=None, requires_safety_checker=False
+    )
     plain.load_lora_weights(str(tmp_path))  # no project code
     adapted = {n for n, m in plain.unet.named_modules() if hasattr(m, "lora_A")}
     assert adapted == {n for n, m in pipe.unet.named_modules() if hasattr(m, "lora_A")}
@@ -336,4 +403,6 @@ def test_gradient_checkpointing_recomputes_blocks_and_gives_the_same_lora_gradie
         grads.append({n: p.grad.clone() for n, p in unet.named_parameters() if p.requires_grad})
         calls.append(len(count))
     assert calls == [1, 2]
-    assert grads[0].keys() == grads[1].keys() and all(torch.allclose(grads[0][k], grads[1][k], atol=1e-6) for k in grads[0])
+    assert grads[0].keys() == grads[1].keys() and all(
+        torch.allclose(grads[0][k], grads[1][k], atol=1e-6) for k in grads[0]
+    )

@@ -30,12 +30,19 @@ def test_the_sample_counter_counts_every_call_by_its_batch():
 
 
 @pytest.mark.parametrize("family", ["sd", "flux", "flux2_klein", "sana_sprint"])
-def test_a_tiny_denoiser_sample_is_counted_without_touching_training(family, tiny_dir, tiny_flux_dir, tiny_flux2_klein_dir, tiny_sana_sprint_dir):
+def test_a_tiny_denoiser_sample_is_counted_without_touching_training(
+    family, tiny_dir, tiny_flux_dir, tiny_flux2_klein_dir, tiny_sana_sprint_dir
+):
     from actors.config import ModelConfig
     from actors.families import family_of
     from actors.policy import denoiser, load_pipeline
 
-    dirs = {"sd": tiny_dir, "flux": tiny_flux_dir, "flux2_klein": tiny_flux2_klein_dir, "sana_sprint": tiny_sana_sprint_dir}
+    dirs = {
+        "sd": tiny_dir,
+        "flux": tiny_flux_dir,
+        "flux2_klein": tiny_flux2_klein_dir,
+        "sana_sprint": tiny_sana_sprint_dir,
+    }
     pipe = load_pipeline(ModelConfig(pretrained=dirs[family], resolution=32))
     state = torch.random.get_rng_state()
     fwd = denoiser_flops(family_of(pipe), pipe, with_backward=False)

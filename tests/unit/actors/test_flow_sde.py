@@ -44,7 +44,9 @@ def test_last_step_to_level_zero_keeps_a_log_prob_by_hand():
 
 def test_one_step_schedule_has_finite_noise():
     # T = 1: levels (1, 0); the denominator level s_1 = 0 gives sd = a, std = a * sqrt(1) = a
-    step = flow_sde_step_with_logprob(full(1.0), full(2.0), torch.tensor([0]), torch.tensor([1.0, 0.0]), 0.7, noise=full(0.0))
+    step = flow_sde_step_with_logprob(
+        full(1.0), full(2.0), torch.tensor([0]), torch.tensor([1.0, 0.0]), 0.7, noise=full(0.0)
+    )
     assert step.std_dev.item() == pytest.approx(0.7) and torch.isfinite(step.log_prob).all()
 
 
@@ -69,7 +71,9 @@ def test_drawn_then_scored_log_probs_agree_and_steps_vectorize():
     assert torch.equal(drawn.log_prob, scored.log_prob)
     for n in range(4):
         one = flow_sde_step_with_logprob(v[n : n + 1], x[n : n + 1], idx[n : n + 1], levels, 0.7, noise=z[n : n + 1])
-        assert torch.equal(one.next_sample, drawn.next_sample[n : n + 1]) and torch.equal(one.log_prob, drawn.log_prob[n : n + 1])
+        assert torch.equal(one.next_sample, drawn.next_sample[n : n + 1]) and torch.equal(
+            one.log_prob, drawn.log_prob[n : n + 1]
+        )
     s, s_next, denom = step_levels(idx, levels)
     assert denom.tolist() == pytest.approx([0.75, 0.75, 0.4, 0.1])  # s = 1 uses s_1
 

@@ -33,7 +33,9 @@ def test_shapes_and_shared_initial_noise(batch):
     assert batch.trajectories.log_probs.shape == (B, P, T) and batch.queries.similarities.shape == (B, P, 3, T)
     assert batch.queries.images.shape == (B, P, 3, 64, 64, 3) and batch.queries.images.dtype == np.uint8
     assert torch.equal(batch.trajectories.latents[:, 0, 0], batch.trajectories.latents[:, 1, 0])  # one x_0 per pair
-    assert not torch.equal(batch.trajectories.latents[:, 0, 1], batch.trajectories.latents[:, 1, 1])  # independent step noise
+    assert not torch.equal(
+        batch.trajectories.latents[:, 0, 1], batch.trajectories.latents[:, 1, 1]
+    )  # independent step noise
     assert (batch.queries.query_steps[..., 0] == 0).all() and (batch.queries.query_steps[..., -1] == T - 1).all()
     assert batch.queries.policy_version == 0 and batch.queries.epoch == 3
 
@@ -81,7 +83,9 @@ def test_images_are_decoded_queried_states(worker, batch):
 def test_two_steps_without_anchor_query_both_states(tiny_cache):
     """sampling.num_anchors = 0 (T = 2 allowed): each trajectory queries x0_0 and x0_1 only, and the
     1-step state is shared by the pair (one initial noise), the 2-step one is not."""
-    w = RolloutWorker(model=ModelConfig(tiny_cache_dir=tiny_cache), sampling=SamplingConfig(num_steps=2, num_anchors=0), seed=7)
+    w = RolloutWorker(
+        model=ModelConfig(tiny_cache_dir=tiny_cache), sampling=SamplingConfig(num_steps=2, num_anchors=0), seed=7
+    )
     w.set_weights(PolicyWeights(0, lora_state(w.pipe.unet)))
     b = w.rollout(epoch=0, pair_indices=[0, 1], prompts=PROMPTS[:2], version=0)
     b.trajectories.validate()
@@ -185,11 +189,15 @@ def test_nan_in_the_base_model_is_bad_input_and_later_a_broken_update(tiny_cache
     from actors.rollout_worker import BrokenBaseModelError, NonFinitePolicyError
     from plumbing.errors import EXIT_FAILURE, EXIT_USAGE
 
-    w = RolloutWorker(model=ModelConfig(tiny_cache_dir=tiny_cache), sampling=SamplingConfig(num_steps=2, num_anchors=0), seed=7)
+    w = RolloutWorker(
+        model=ModelConfig(tiny_cache_dir=tiny_cache), sampling=SamplingConfig(num_steps=2, num_anchors=0), seed=7
+    )
     with torch.no_grad():
         next(w.pipe.unet.conv_out.parameters()).fill_(float("nan"))
     w.set_weights(PolicyWeights(0, lora_state(w.pipe.unet)))
-    with pytest.raises(BrokenBaseModelError, match="^model.pretrained: the base model samples non-finite latents") as err:
+    with pytest.raises(
+        BrokenBaseModelError, match="^model.pretrained: the base model samples non-finite latents"
+    ) as err:
         w.rollout(epoch=0, pair_indices=[0], prompts=["cat"], version=0)
     assert err.value.exit_code == EXIT_USAGE
     w.set_weights(PolicyWeights(3, lora_state(w.pipe.unet)))

@@ -27,7 +27,9 @@ def test_step_by_hand():
     # log p = -(0.12)^2 / (2 * 0.09) - log 0.3 - log sqrt(2 pi) = -0.08 + 1.203973 - 0.918939 = 0.205034
     step = scm_step_with_logprob(full(1.0), full(2.0), torch.tensor([0]), LEVELS, 0.6, noise=full(0.4))
     assert torch.allclose(step.pred_original_sample, full(0.133975), atol=1e-6)
-    assert torch.allclose(step.mean, full(1.008846), atol=1e-6) and torch.allclose(step.next_sample, full(1.128846), atol=1e-6)
+    assert torch.allclose(step.mean, full(1.008846), atol=1e-6) and torch.allclose(
+        step.next_sample, full(1.128846), atol=1e-6
+    )
     assert step.std_dev.item() == pytest.approx(0.3, rel=1e-6)
     assert step.log_prob.item() == pytest.approx(-0.08 - math.log(0.3) + -LOG_SQRT_2PI, abs=1e-6)
     # scoring the same action gives the same log-density, and the action is taken as given
@@ -70,8 +72,13 @@ def test_deterministic_step_is_the_small_eta_limit_and_loop_equivalent():
 def test_final_level_keeps_a_log_prob():
     # after the scheduler's times, arctan(0.002 / 0.5) = 0.004: the last step's std is eta * sin(0.004) = 0.004 at eta = 1
     levels = scm_levels(torch.tensor([1.5708, 1.3]), 0.5)
-    assert levels[-1].item() == pytest.approx(math.atan(SIGMA_MIN / 0.5)) and levels[-1].item() == pytest.approx(0.004, rel=1e-5)
+    assert levels[-1].item() == pytest.approx(math.atan(SIGMA_MIN / 0.5)) and levels[-1].item() == pytest.approx(
+        0.004, rel=1e-5
+    )
     step = scm_step_with_logprob(full(1.0), full(2.0), torch.tensor([1]), levels, 1.0, noise=full(0.0))
-    assert step.std_dev.item() == pytest.approx(math.sin(math.atan(0.004)), rel=1e-5) and torch.isfinite(step.log_prob).all()
+    assert (
+        step.std_dev.item() == pytest.approx(math.sin(math.atan(0.004)), rel=1e-5)
+        and torch.isfinite(step.log_prob).all()
+    )
     with pytest.raises(ValueError, match="eta must be in"):
         scm_step_with_logprob(full(1.0), full(2.0), torch.tensor([1]), levels, 0.0, noise=full(0.0))

@@ -81,13 +81,17 @@ def test_no_anchor_queries_first_and_last_only():
     #   step 3: (.001*1 + .8*3) / .801 = 2.401 / .801 = 2.997503...
     sel = select_anchors(PLANE, num_anchors=0)
     assert sel.query_steps.tolist() == [[0, 4]]
-    torch.testing.assert_close(sel.similarities[0].double(), torch.tensor([[1, .8, -1, -.6, 0], [0, .6, 0, .8, 1]], dtype=torch.float64))
+    torch.testing.assert_close(
+        sel.similarities[0].double(), torch.tensor([[1, 0.8, -1, -0.6, 0], [0, 0.6, 0, 0.8, 1]], dtype=torch.float64)
+    )
     r = dense_rewards(torch.tensor([[1.0, 3.0]]), sel.query_steps, sel.similarities, floor=FLOOR)
     torch.testing.assert_close(r, torch.tensor([[1.0, 2.6 / 1.4, 2.0, 2.401 / 0.801, 3.0]]))
     # T = 2, the fewest steps with distinct first and last: both steps are queried, nothing is filled in
     two = select_anchors(traj((1, 0), (0, 1)), num_anchors=0)
     assert two.query_steps.tolist() == [[0, 1]]
-    torch.testing.assert_close(dense_rewards(torch.tensor([[0.25, 0.75]]), two.query_steps, two.similarities), torch.tensor([[0.25, 0.75]]))
+    torch.testing.assert_close(
+        dense_rewards(torch.tensor([[0.25, 0.75]]), two.query_steps, two.similarities), torch.tensor([[0.25, 0.75]])
+    )
     with pytest.raises(ValueError, match="at least 2 steps"):
         select_anchors(torch.zeros(1, 1, 2, 1, 1), num_anchors=0)
 

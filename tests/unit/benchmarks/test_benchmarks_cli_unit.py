@@ -12,7 +12,13 @@ def test_layout_model_hand_worked():
     5 GPUs work 128/2 + 128/1 = 192 GPU-s of 5 x 144 = 720: 26.7 % busy (communication adds < 0.1 s)."""
     from benchmarks.layout import model_epoch
 
-    rates = {"rollout": 2.0, "update_micro2": 0.5, "update_micro8": 1.0, "rollout_compiled": 2.0, "update_compiled_micro8": 1.0}
+    rates = {
+        "rollout": 2.0,
+        "update_micro2": 0.5,
+        "update_micro8": 1.0,
+        "rollout_compiled": 2.0,
+        "update_compiled_micro8": 1.0,
+    }
     ref, hyb, dis = (model_epoch(name, 4, rates) for name in ("reference", "hybrid_micro8", "disaggregated"))
     assert ref["epoch_s"] == pytest.approx(80.0, abs=0.1) and hyb["epoch_s"] == pytest.approx(48.0, abs=0.1)
     assert hyb["busy_fraction"] == pytest.approx(1.0, abs=0.002)

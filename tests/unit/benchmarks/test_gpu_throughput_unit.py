@@ -13,8 +13,17 @@ def test_every_family_preset_loads_into_the_benchmark_config(family):
 
     from benchmarks.gpu_throughput import PRESETS, configs
 
-    args = argparse.Namespace(preset=None, no_compile=True, resolution=None, steps=None, train_steps=1, train_batch=None,
-                              micro_batch=None, device="cuda", pairs=None)
+    args = argparse.Namespace(
+        preset=None,
+        no_compile=True,
+        resolution=None,
+        steps=None,
+        train_steps=1,
+        train_batch=None,
+        micro_batch=None,
+        device="cuda",
+        pairs=None,
+    )
     cfg, model, sampling, train, chunk, pairs = configs(family, args)
     assert cfg.name == PRESETS[family] and model.compile is False and model.resolution == cfg.model.resolution
     assert chunk == pairs == cfg.rollout.chunk_size and int(sampling.num_steps * train.timestep_fraction) == 1

@@ -10,7 +10,9 @@ CAPS = {"80GB": 79.2, "141GB": 139.8}
 def test_a_setting_peaks_at_its_larger_phase_and_costs_both():
     """rollout 30 GiB at 2.0 s/pair, update 70 GiB at 6.0 s/pair: the worker peaks at max(30, 70) = 70 and
     takes 2 + 6 = 8 s per pair; an update measured without T5 does not combine with a rollout with T5."""
-    settings = combine({(True, 8): Phase(30.0, 2.0)}, {(True, 8, False): Phase(70.0, 6.0), (False, 8, False): Phase(60.0, 5.0)})
+    settings = combine(
+        {(True, 8): Phase(30.0, 2.0)}, {(True, 8, False): Phase(70.0, 6.0), (False, 8, False): Phase(60.0, 5.0)}
+    )
     assert settings == {Setting(8, 8): Phase(70.0, 8.0)}
 
 
@@ -29,8 +31,10 @@ def test_the_cheapest_fitting_change_is_the_fastest_and_t5_goes_last():
     T5 off -> 30 GiB at 7 s/pair, faster still, but it changes the model: only when nothing else fits."""
     rollout = {(True, 8): Phase(40.0, 2.0), (False, 8): Phase(30.0, 1.8)}
     update = {
-        (True, 8, False): Phase(95.0, 6.0), (True, 1, False): Phase(60.0, 9.0),
-        (True, 8, True): Phase(50.0, 7.5), (False, 8, False): Phase(28.0, 5.2),
+        (True, 8, False): Phase(95.0, 6.0),
+        (True, 1, False): Phase(60.0, 9.0),
+        (True, 8, True): Phase(50.0, 7.5),
+        (False, 8, False): Phase(28.0, 5.2),
     }
     advice = advise(combine(rollout, update), Setting(8, 8), card_gib=139.8, capacities=CAPS)
     assert advice["141GB"] == {"fits": True, "peak_gib": 95.0}
@@ -43,7 +47,11 @@ def test_t5_off_when_nothing_else_fits_and_unknown_above_the_measuring_card():
     """Measured on an 80 GB card where the baseline ran out of memory: for 141 GB the answer is unknown;
     for 80 GB only dropping T5 (rollout 30, update 70: 70 + 1 <= 79.2) fits."""
     rollout = {(True, 8): Phase(40.0, 2.0), (False, 8): Phase(30.0, 1.8)}
-    update = {(True, 8, False): Phase(None, None), (True, 1, False): Phase(None, None), (False, 8, False): Phase(70.0, 5.0)}
+    update = {
+        (True, 8, False): Phase(None, None),
+        (True, 1, False): Phase(None, None),
+        (False, 8, False): Phase(70.0, 5.0),
+    }
     advice = advise(combine(rollout, update), Setting(8, 8), card_gib=79.2, capacities=CAPS)
     assert advice["141GB"]["fits"] is None and "measure on a larger card" in advice["141GB"]["note"]
     change = advice["80GB"]["cheapest_change"]

@@ -56,4 +56,6 @@ def test_exact_unet_counts():
 
 
 def test_sd3_without_t5_has_no_third_encoder():
-    assert "text_encoder_3" in real_size.param_counts("sd3") and "text_encoder_3" not in real_size.param_counts("sd3", t5=False)
+    assert "text_encoder_3" in real_size.param_counts("sd3") and "text_encoder_3" not in real_size.param_counts(
+        "sd3", t5=False
+    )

@@ -14,7 +14,9 @@ def test_paired_statistics_hand_worked():
     p = paired([1.1, 1.2, 1.3], [1.0, 1.0, 1.0])
     assert p.n == 3 and p.mean == pytest.approx(0.2) and p.se == pytest.approx(0.0577350, rel=1e-5)
     assert p.t == pytest.approx(3.4641016, rel=1e-6)
-    assert p.low == pytest.approx(0.2 - 4.303 * 0.0577350, rel=1e-5) and p.high == pytest.approx(0.2 + 4.303 * 0.0577350, rel=1e-5)
+    assert p.low == pytest.approx(0.2 - 4.303 * 0.0577350, rel=1e-5) and p.high == pytest.approx(
+        0.2 + 4.303 * 0.0577350, rel=1e-5
+    )
     # pairing matters: the same values unpaired would have a large spread; paired they agree exactly
     q = paired([5.0, 1.0, 3.0], [4.0, 0.0, 2.0])
     assert q.mean == 1.0 and q.se == 0.0 and q.t == math.inf and q.low == q.high == 1.0
@@ -62,7 +64,9 @@ def test_schedule_when_only_the_ddpo_pytorch_arm_is_beaten():
 
 def test_not_resolvable_when_everything_overlaps():
     noisy = {k: [0.50, 0.60, 0.55, 0.52, 0.58] for k in K}
-    out = decide(noisy, {k: [0.58, 0.51, 0.56, 0.60, 0.50] for k in K}, {k: [0.53, 0.59, 0.50, 0.57, 0.55] for k in K}, INITIAL)
+    out = decide(
+        noisy, {k: [0.58, 0.51, 0.56, 0.60, 0.50] for k in K}, {k: [0.53, 0.59, 0.50, 0.57, 0.55] for k in K}, INITIAL
+    )
     assert out["verdict"] == "not resolvable at this budget"
 
 

@@ -90,7 +90,11 @@ def _strict(schema):
             out[key] = {name: _strict(sub) for name, sub in value.items()}
         else:
             out[key] = _strict(value)
-    if "properties" in out and "additionalProperties" not in out and not out.get("x-kubernetes-preserve-unknown-fields"):
+    if (
+        "properties" in out
+        and "additionalProperties" not in out
+        and not out.get("x-kubernetes-preserve-unknown-fields")
+    ):
         out["additionalProperties"] = False
     return out
 
@@ -188,7 +192,9 @@ def _gpus_needed(config: Config) -> int:
     fractional asks share GPUs, packed first-fit. Preset: 4 policy workers x 0.9, reward 0.1 beside
     one of them: 4."""
     asks = [config.rollout.num_gpus] * config.rollout.num_actors
-    asks += [config.reward.num_gpus] * config.reward.num_servers + [config.learner.num_gpus] * config.learner.num_workers
+    asks += [config.reward.num_gpus] * config.reward.num_servers + [
+        config.learner.num_gpus
+    ] * config.learner.num_workers
     whole = sum(math.ceil(a) for a in asks if a >= 1)
     free: list[float] = []  # spare capacity of each shared GPU
     for ask in sorted((a for a in asks if 0 < a < 1), reverse=True):
@@ -225,8 +231,12 @@ def test_gpus_needed_packs_fractions():
     assert _gpus_needed(config) == 4  # 4 x 0.9, and 0.1 beside one of them
     disaggregated = load_config("sd_turbo_disaggregated")
     assert _gpus_needed(disaggregated) == 6  # 4 rollout x 1 + learner 1 whole, 0.25 on a sixth GPU
-    shared = load_config("sd_turbo_disaggregated", ["reward.num_servers=4", "learner.num_gpus=0.5", "rollout.num_gpus=0.5"])
-    assert _gpus_needed(shared) == 4  # five 0.5 + four 0.25 = 3.5 GPUs of asks: 0.5+0.5 | 0.5+0.5 | 0.5+0.25+0.25 | 0.25+0.25
+    shared = load_config(
+        "sd_turbo_disaggregated", ["reward.num_servers=4", "learner.num_gpus=0.5", "rollout.num_gpus=0.5"]
+    )
+    assert (
+        _gpus_needed(shared) == 4
+    )  # five 0.5 + four 0.25 = 3.5 GPUs of asks: 0.5+0.5 | 0.5+0.5 | 0.5+0.25+0.25 | 0.25+0.25
 
 
 def _run_volume() -> dict:

@@ -18,6 +18,11 @@ def test_weights_are_read_only_through_safetensors_or_weights_only_torch_load():
                     continue
                 name = ast.unparse(node.func)
                 weights_only = any(k.arg == "weights_only" and ast.unparse(k.value) == "True" for k in node.keywords)
-                if (name == "torch.load" and not weights_only) or name in ("pickle.load", "pickle.loads", "cloudpickle.load", "cloudpickle.loads"):
+                if (name == "torch.load" and not weights_only) or name in (
+                    "pickle.load",
+                    "pickle.loads",
+                    "cloudpickle.load",
+                    "cloudpickle.loads",
+                ):
                     unsafe.append(f"{f.relative_to(REPO)}:{node.lineno}")
     assert not unsafe, f"weights read without safetensors or torch.load(weights_only=True): {unsafe}"

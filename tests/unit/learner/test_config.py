@@ -102,10 +102,17 @@ def test_paper_presets_are_the_papers_runs(preset, lr, per_step, steps_per_epoch
     """128 pairs x T = 50 per epoch; (pair, timestep) samples per optimizer step and steps per epoch
     as the reference's config_sdpo.py on 4 GPUs; the reference's prompt list."""
     cfg = load_config(preset)
-    assert cfg.rollout.pairs_per_epoch == 128 and cfg.sampling.num_steps == 50 and cfg.prompts.source == "simple_animals"
+    assert (
+        cfg.rollout.pairs_per_epoch == 128 and cfg.sampling.num_steps == 50 and cfg.prompts.source == "simple_animals"
+    )
     assert cfg.train.learning_rate == lr and cfg.epochs == epochs
     assert cfg.samples_per_optimizer_step == per_step and cfg.optimizer_steps_per_epoch == steps_per_epoch
-    assert cfg.train.clip_range == 1e-4 and cfg.train.adv_clip_max == 5 and cfg.train.gamma == 0.99 and cfg.train.lam == 0.99
+    assert (
+        cfg.train.clip_range == 1e-4
+        and cfg.train.adv_clip_max == 5
+        and cfg.train.gamma == 0.99
+        and cfg.train.lam == 0.99
+    )
 
 
 def test_hpsv3_preset_is_the_hpsv2_run_with_hpsv3():

@@ -29,10 +29,15 @@ def test_change_table_and_report_give_reward_and_fidelity_per_step_count():
     initial = _result([0.5, 0.5], [[1, 0, 0, 0], [1, 1, 0, 0]])  # fidelity 0.25, 0.5
     trained = _result([0.7, 0.5], [[1, 1, 1, 0], [1, 1, 0, 0]])  # fidelity 0.75, 0.5
     change = change_table(initial, trained)
-    assert change["eval_reward_1step_change"] == pytest.approx(0.1) and change["eval_fidelity_1step_change"] == pytest.approx(0.25)
+    assert change["eval_reward_1step_change"] == pytest.approx(0.1) and change[
+        "eval_fidelity_1step_change"
+    ] == pytest.approx(0.25)
     assert change["eval_fidelity_1step_change_sem"] == pytest.approx(0.25)  # differences 0.5, 0: std 0.3536 / sqrt 2
     report = {"eval": {"steps": [1]}, "initial": initial.metrics(), "trained": trained.metrics(), "change": change}
-    assert format_report(report) == "1-step  reward 0.5000 -> 0.6000 (+0.1000 +- 0.1000)  fidelity 0.3750 -> 0.6250 (+0.2500 +- 0.2500)"
+    assert (
+        format_report(report)
+        == "1-step  reward 0.5000 -> 0.6000 (+0.1000 +- 0.1000)  fidelity 0.3750 -> 0.6250 (+0.2500 +- 0.2500)"
+    )
 
 
 def test_a_recheck_never_replaces_an_earlier_one(tmp_path):
@@ -70,13 +75,23 @@ def test_overrides_that_change_the_adapter_are_refused_by_name(tmp_path, capsys)
     from learner.config import load_config, to_yaml
     from learner.run.checkpoint import TrainingState, checkpoint_dir, write_checkpoint
 
-    state = TrainingState(epoch=1, weights_version=1, lora={"x": torch.zeros(1)}, trainer={}, tracker=None, rng={},
-                          config_yaml=to_yaml(load_config("tiny")))
+    state = TrainingState(
+        epoch=1,
+        weights_version=1,
+        lora={"x": torch.zeros(1)},
+        trainer={},
+        tracker=None,
+        rng={},
+        config_yaml=to_yaml(load_config("tiny")),
+    )
     write_checkpoint(checkpoint_dir(tmp_path), state, keep=3)
     assert main([str(tmp_path), "model.lora_rank=8"]) == 2
     assert main([str(tmp_path), "model.pretrained=shapes"]) == 2
     err = capsys.readouterr().err.strip().splitlines()
-    assert err[0] == "error: model.lora_rank: the checkpoint's LoRA was trained with 4, not 8; an evaluation keeps the run's model and adapters"
+    assert (
+        err[0]
+        == "error: model.lora_rank: the checkpoint's LoRA was trained with 4, not 8; an evaluation keeps the run's model and adapters"
+    )
     assert err[1].startswith("error: model.pretrained: the checkpoint's LoRA was trained with 'tiny', not 'shapes'")
 
 
@@ -84,8 +99,15 @@ def _checkpoint(run_dir, epoch: int):
     from learner.config import load_config, to_yaml
     from learner.run.checkpoint import TrainingState, checkpoint_dir, write_checkpoint
 
-    state = TrainingState(epoch=epoch, weights_version=epoch, lora={"x": torch.zeros(1)}, trainer={}, tracker=None, rng={},
-                          config_yaml=to_yaml(load_config("tiny")))
+    state = TrainingState(
+        epoch=epoch,
+        weights_version=epoch,
+        lora={"x": torch.zeros(1)},
+        trainer={},
+        tracker=None,
+        rng={},
+        config_yaml=to_yaml(load_config("tiny")),
+    )
     return write_checkpoint(checkpoint_dir(run_dir), state, keep=3)
 
 

@@ -10,7 +10,13 @@ from learner.config import Config, load_config, to_yaml
 
 
 def test_presets_validate_and_round_trip():
-    for name in ("sdxl_turbo_aesthetic", "sd35_large_turbo_aesthetic", "flux_schnell_aesthetic", "flux2_klein_aesthetic", "sana_sprint_aesthetic"):
+    for name in (
+        "sdxl_turbo_aesthetic",
+        "sd35_large_turbo_aesthetic",
+        "flux_schnell_aesthetic",
+        "flux2_klein_aesthetic",
+        "sana_sprint_aesthetic",
+    ):
         cfg = load_config(name)
         assert Config.model_validate(yaml.safe_load(to_yaml(cfg))) == cfg
 
@@ -63,10 +69,22 @@ def test_sana_sprint_preset_lora_targets_exist_in_the_sana_transformer(tiny_sana
     from actors.policy import load_pipeline, lora_state
 
     cfg = load_config("sana_sprint_aesthetic")
-    assert cfg.model.pretrained == "Efficient-Large-Model/Sana_Sprint_1.6B_1024px_diffusers" and cfg.model.resolution == 1024
-    assert (cfg.sampling.num_steps, cfg.sampling.eta, cfg.sampling.guidance_scale, cfg.train.skip_last_step) == (8, 1.0, 1.0, True)
-    assert cfg.optimizer_steps_per_epoch == 64 * 7 // (4 * 2 * 4)  # 64 pairs x 7 trained steps over 32 items per step: 14
+    assert (
+        cfg.model.pretrained == "Efficient-Large-Model/Sana_Sprint_1.6B_1024px_diffusers"
+        and cfg.model.resolution == 1024
+    )
+    assert (cfg.sampling.num_steps, cfg.sampling.eta, cfg.sampling.guidance_scale, cfg.train.skip_last_step) == (
+        8,
+        1.0,
+        1.0,
+        True,
+    )
+    assert cfg.optimizer_steps_per_epoch == 64 * 7 // (
+        4 * 2 * 4
+    )  # 64 pairs x 7 trained steps over 32 items per step: 14
     model = cfg.model.model_copy(update={"pretrained": tiny_sana_sprint_dir, "resolution": None, "dtype": "float32"})
     state = lora_state(load_pipeline(model).transformer)
     for target in cfg.model.lora_target_modules:  # the self- (linear) and cross-attention both get adapters
-        assert any(f".attn1.{target}.lora_A" in k for k in state) and any(f".attn2.{target}.lora_A" in k for k in state), target
+        assert any(f".attn1.{target}.lora_A" in k for k in state) and any(
+            f".attn2.{target}.lora_A" in k for k in state
+        ), target

@@ -11,4 +11,7 @@ def test_warning_source_is_the_package_under_site_packages():
     assert warning_source("/usr/lib/python3/dist-packages/numpy/core/x.py") == "numpy"
     assert warning_source("/x/site-packages/six.py") == "six"
     assert warning_source("/repo/learner/driver/loop.py") == "loop"
-    assert format_warning(UserWarning("first line\nsecond"), UserWarning, "/s/site-packages/peft/a.py", 3) == "warning (peft): first line\n"
+    assert (
+        format_warning(UserWarning("first line\nsecond"), UserWarning, "/s/site-packages/peft/a.py", 3)
+        == "warning (peft): first line\n"
+    )

@@ -52,7 +52,7 @@ def test_token_ids_equal_the_original(scorer):
     """open_clip: [sot] BPE(clean(text)) [eot], zero-padded to 77; ours stops at the batch's longest."""
     for prompt, original in zip(REF["prompts"], REF["token_ids"]):
         ours = scorer.token_ids([prompt])[0].tolist()
-        assert ours == original[: len(ours)] and not any(original[len(ours):]), prompt
+        assert ours == original[: len(ours)] and not any(original[len(ours) :]), prompt
     assert max(len(scorer.token_ids([p])[0]) for p in REF["prompts"]) == 77  # one prompt is truncated
 
 
@@ -70,8 +70,12 @@ def test_preprocessing_equals_the_original(scorer):
 def test_features_and_scores_equal_the_original(scorer):
     for i, img in enumerate(fixture_images()):
         prompt = REF["prompts"][i]
-        np.testing.assert_allclose(scorer.image_features(img[None])[0].numpy(), REF["image_features"][i], atol=ATOL, rtol=0)
-        np.testing.assert_allclose(scorer.text_features([prompt])[0].numpy(), REF["text_features"][i], atol=ATOL, rtol=0)
+        np.testing.assert_allclose(
+            scorer.image_features(img[None])[0].numpy(), REF["image_features"][i], atol=ATOL, rtol=0
+        )
+        np.testing.assert_allclose(
+            scorer.text_features([prompt])[0].numpy(), REF["text_features"][i], atol=ATOL, rtol=0
+        )
         score = scorer(img[None], [prompt])
         assert score.shape == (1,) and score.dtype == np.float64
         np.testing.assert_allclose(score[0], REF["scores"][i], atol=ATOL, rtol=0)
@@ -82,7 +86,10 @@ def test_hpsv2_1_is_the_same_model_with_its_own_checkpoint(scorer):
     v21 = build_reward("hpsv2.1", checkpoint=CKPT, config=CONFIG, processor=TOKENIZER)
     img = fixture_images()[0]
     np.testing.assert_allclose(v21(img[None], REF["prompts"][:1]), REF["scores"][:1], atol=ATOL)
-    assert "HPS_v2.1_compressed.pt" in reward_spec("hpsv2.1").needs and "HPS_v2_compressed.pt" in reward_spec("hpsv2").needs
+    assert (
+        "HPS_v2.1_compressed.pt" in reward_spec("hpsv2.1").needs
+        and "HPS_v2_compressed.pt" in reward_spec("hpsv2").needs
+    )
 
 
 def test_batch_equals_one_at_a_time(scorer):
@@ -103,15 +110,24 @@ def test_every_open_clip_key_maps_once():
     model = W._empty_clip_model(config)
     assert sorted(converted) == sorted(model.state_dict())  # each CLIPModel weight filled exactly once
     state = _state()
-    w, b = state["visual.transformer.resblocks.1.attn.in_proj_weight"], state["transformer.resblocks.0.attn.in_proj_bias"]
+    w, b = (
+        state["visual.transformer.resblocks.1.attn.in_proj_weight"],
+        state["transformer.resblocks.0.attn.in_proj_bias"],
+    )
     for j, p in enumerate("qkv"):  # fused [q; k; v] rows split in that order
-        torch.testing.assert_close(converted[f"vision_model.encoder.layers.1.self_attn.{p}_proj.weight"], w[32 * j : 32 * (j + 1)])
-        torch.testing.assert_close(converted[f"text_model.encoder.layers.0.self_attn.{p}_proj.bias"], b[32 * j : 32 * (j + 1)])
+        torch.testing.assert_close(
+            converted[f"vision_model.encoder.layers.1.self_attn.{p}_proj.weight"], w[32 * j : 32 * (j + 1)]
+        )
+        torch.testing.assert_close(
+            converted[f"text_model.encoder.layers.0.self_attn.{p}_proj.bias"], b[32 * j : 32 * (j + 1)]
+        )
     torch.testing.assert_close(converted["visual_projection.weight"], state["visual.proj"].t())
     torch.testing.assert_close(converted["text_projection.weight"], state["text_projection"].t())
     torch.testing.assert_close(converted["vision_model.pre_layrnorm.bias"], state["visual.ln_pre.bias"])
     torch.testing.assert_close(converted["text_model.final_layer_norm.weight"], state["ln_final.weight"])
-    torch.testing.assert_close(converted["text_model.encoder.layers.1.mlp.fc2.weight"], state["transformer.resblocks.1.mlp.c_proj.weight"])
+    torch.testing.assert_close(
+        converted["text_model.encoder.layers.1.mlp.fc2.weight"], state["transformer.resblocks.1.mlp.c_proj.weight"]
+    )
 
 
 def test_missing_unused_and_misshapen_keys_are_errors_naming_them(tmp_path):
@@ -119,7 +135,9 @@ def test_missing_unused_and_misshapen_keys_are_errors_naming_them(tmp_path):
     state = _state()
     del state["visual.ln_post.bias"]
     state["visual.extra_head.weight"] = torch.zeros(1)
-    with pytest.raises(ValueError, match=r"missing key\(s\): visual\.ln_post\.bias; unused key\(s\): visual\.extra_head\.weight"):
+    with pytest.raises(
+        ValueError, match=r"missing key\(s\): visual\.ln_post\.bias; unused key\(s\): visual\.extra_head\.weight"
+    ):
         W.convert_state_dict(state, config)
 
     state = {"module." + k: v for k, v in _state().items()}  # a DistributedDataParallel save is fine
@@ -135,7 +153,9 @@ def test_missing_unused_and_misshapen_keys_are_errors_naming_them(tmp_path):
     state = _state()
     state["token_embedding.weight"] = torch.zeros(600, 32)  # a different vocabulary size
     torch.save({"state_dict": state}, path)
-    with pytest.raises(ValueError, match=r"text_model\.embeddings\.token_embedding\.weight \(600, 32\) \(expected \(514, 32\)\)"):
+    with pytest.raises(
+        ValueError, match=r"text_model\.embeddings\.token_embedding\.weight \(600, 32\) \(expected \(514, 32\)\)"
+    ):
         build_reward("hpsv2", checkpoint=str(path), config=CONFIG, processor=TOKENIZER)
 
 
@@ -157,14 +177,29 @@ def test_checkpoint_with_python_objects_says_what_to_do(tmp_path):
 def test_default_architecture_is_vit_h_14():
     config = W.load_clip_config(None)
     v, t = config.vision_config, config.text_config
-    assert (v.hidden_size, v.num_hidden_layers, v.num_attention_heads, v.patch_size, v.image_size, v.intermediate_size) == (
-        1280, 32, 16, 14, 224, 5120)
-    assert (t.hidden_size, t.num_hidden_layers, t.num_attention_heads, t.intermediate_size, t.vocab_size, t.max_position_embeddings) == (
-        1024, 24, 16, 4096, 49408, 77)
+    assert (
+        v.hidden_size,
+        v.num_hidden_layers,
+        v.num_attention_heads,
+        v.patch_size,
+        v.image_size,
+        v.intermediate_size,
+    ) == (1280, 32, 16, 14, 224, 5120)
+    assert (
+        t.hidden_size,
+        t.num_hidden_layers,
+        t.num_attention_heads,
+        t.intermediate_size,
+        t.vocab_size,
+        t.max_position_embeddings,
+    ) == (1024, 24, 16, 4096, 49408, 77)
     assert config.projection_dim == 1024 and v.hidden_act == t.hidden_act == "gelu" and t.eos_token_id == 49407
     keys = W.expected_open_clip_keys(config)
     assert len(keys) == len(set(keys)) == 5 + 32 * 12 + 3 + 2 + 24 * 12 + 4
-    assert "visual.transformer.resblocks.31.attn.in_proj_weight" in keys and "transformer.resblocks.23.mlp.c_fc.bias" in keys
+    assert (
+        "visual.transformer.resblocks.31.attn.in_proj_weight" in keys
+        and "transformer.resblocks.23.mlp.c_fc.bias" in keys
+    )
 
 
 def test_open_clip_features_without_a_clip_counterpart_are_errors():
@@ -209,7 +244,10 @@ def _pil_resize_max_size(img: np.ndarray, size: int = 224) -> np.ndarray:
     h, w = img.shape[:2]
     scale = size / max(h, w)
     nh, nw = round(h * scale), round(w * scale)
-    chans = [np.asarray(Image.fromarray(img[..., c].astype(np.float32) / 255).resize((nw, nh), Image.BICUBIC)) for c in range(3)]
+    chans = [
+        np.asarray(Image.fromarray(img[..., c].astype(np.float32) / 255).resize((nw, nh), Image.BICUBIC))
+        for c in range(3)
+    ]
     out = np.zeros((3, size, size), np.float32)
     top, left = (size - nh) // 2, (size - nw) // 2
     out[:, top : top + nh, left : left + nw] = np.stack(chans)

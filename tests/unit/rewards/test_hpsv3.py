@@ -71,8 +71,12 @@ def test_features_and_scores_equal_the_original(scorer):
     length = max(p["input_ids"].shape[1] for p in parts)
     pad = scorer.tokenizer.pad_token_id
     batch = {
-        "input_ids": torch.cat([torch.nn.functional.pad(p["input_ids"], (0, length - p["input_ids"].shape[1]), value=pad) for p in parts]),
-        "attention_mask": torch.cat([torch.nn.functional.pad(p["attention_mask"], (0, length - p["attention_mask"].shape[1])) for p in parts]),
+        "input_ids": torch.cat(
+            [torch.nn.functional.pad(p["input_ids"], (0, length - p["input_ids"].shape[1]), value=pad) for p in parts]
+        ),
+        "attention_mask": torch.cat(
+            [torch.nn.functional.pad(p["attention_mask"], (0, length - p["attention_mask"].shape[1])) for p in parts]
+        ),
         "pixel_values": torch.cat([p["pixel_values"] for p in parts]),
         "image_grid_thw": torch.cat([p["image_grid_thw"] for p in parts]),
     }
@@ -126,11 +130,19 @@ def test_every_checkpoint_key_maps_once(scorer):
     assert sorted(converted) == sorted(scorer.model.state_dict())  # each weight of ours filled exactly once
     assert sorted(REF["checkpoint_keys"]) == sorted(_state())  # the package's own key layout
     state = _state()
-    torch.testing.assert_close(converted["language_model.layers.1.self_attn.k_proj.bias"], state["model.layers.1.self_attn.k_proj.bias"])
+    torch.testing.assert_close(
+        converted["language_model.layers.1.self_attn.k_proj.bias"], state["model.layers.1.self_attn.k_proj.bias"]
+    )
     torch.testing.assert_close(converted["visual.merger.mlp.2.weight"], state["visual.merger.mlp.2.weight"])
     torch.testing.assert_close(converted["head.5.weight"], state["rm_head.5.weight"])
-    newer = {k.replace("model.", "model.language_model.", 1) if k.startswith("model.") else "model." + k if k.startswith("visual.") else k: v
-             for k, v in state.items()}  # transformers >= 4.52's layout of the same model
+    newer = {
+        k.replace("model.", "model.language_model.", 1)
+        if k.startswith("model.")
+        else "model." + k
+        if k.startswith("visual.")
+        else k: v
+        for k, v in state.items()
+    }  # transformers >= 4.52's layout of the same model
     assert sorted(M.convert_state_dict(newer, scorer.model)) == sorted(converted)
 
 
@@ -138,7 +150,9 @@ def test_missing_unused_and_misshapen_keys_are_errors_naming_them(scorer, tmp_pa
     state = _state()
     del state["visual.blocks.1.attn.qkv.bias"]
     state["rm_head.7.weight"] = torch.zeros(1)
-    with pytest.raises(ValueError, match=r"missing key\(s\): visual\.blocks\.1\.attn\.qkv\.bias; unused key\(s\): rm_head\.7\.weight"):
+    with pytest.raises(
+        ValueError, match=r"missing key\(s\): visual\.blocks\.1\.attn\.qkv\.bias; unused key\(s\): rm_head\.7\.weight"
+    ):
         M.convert_state_dict(state, scorer.model)
     state = _state()
     state["rm_head.0.weight"] = torch.zeros(512, 32)
@@ -152,13 +166,18 @@ def test_missing_unused_and_misshapen_keys_are_errors_naming_them(scorer, tmp_pa
     path = tmp_path / "HPSv3.pt"
     torch.save({"model": state}, path)  # and a torch.save'd one under "model", as inference.py unwraps it
     fn = build_reward("hpsv3", checkpoint=str(path), base=BASE, dtype="float32")
-    np.testing.assert_allclose(fn(fixture_images()[0][None], REF["prompts"][:1]), [REF["items"][0]["logits_single"][0]], atol=ATOL)
+    np.testing.assert_allclose(
+        fn(fixture_images()[0][None], REF["prompts"][:1]), [REF["items"][0]["logits_single"][0]], atol=ATOL
+    )
 
 
 def test_bfloat16_backbone_is_close():
     """The default dtype, as HPSv3 runs it: backbone bfloat16, head float32."""
     low = build_reward("hpsv3", checkpoint=CKPT, base=BASE)
-    assert low.model.language_model.embed_tokens.weight.dtype == torch.bfloat16 and low.model.head[0].weight.dtype == torch.float32
+    assert (
+        low.model.language_model.embed_tokens.weight.dtype == torch.bfloat16
+        and low.model.head[0].weight.dtype == torch.float32
+    )
     np.testing.assert_allclose(low(fixture_images()[0][None], REF["prompts"][:1]), REF["scores"][:1], atol=0.05)
 
 
@@ -174,5 +193,8 @@ def test_missing_checkpoint_file_is_an_error():
 
 def test_base_without_processor_files_is_one_line_error(tmp_path):
     (tmp_path / "config.json").write_text((FIXTURE / "base" / "config.json").read_text())
-    with pytest.raises(ValueError, match=r"needs the config and processor files \(not the weights\) of its Qwen2-VL base .* pass base=DIR"):
+    with pytest.raises(
+        ValueError,
+        match=r"needs the config and processor files \(not the weights\) of its Qwen2-VL base .* pass base=DIR",
+    ):
         build_reward("hpsv3", checkpoint=CKPT, base=str(tmp_path))

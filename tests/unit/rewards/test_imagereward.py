@@ -34,7 +34,11 @@ from rewards.server import RewardServer, ScoreRequest
 REPO = Path(__file__).resolve().parents[3]
 FIXTURE = REPO / "tests" / "fixtures" / "imagereward_tiny"
 REF = json.loads((FIXTURE / "reference.json").read_text())
-CKPT, CONFIG, TOKENIZER = str(FIXTURE / REF["checkpoint"]), str(FIXTURE / "model_config.json"), str(FIXTURE / "tokenizer")
+CKPT, CONFIG, TOKENIZER = (
+    str(FIXTURE / REF["checkpoint"]),
+    str(FIXTURE / "model_config.json"),
+    str(FIXTURE / "tokenizer"),
+)
 OPTIONS = {"checkpoint": CKPT, "config": CONFIG, "tokenizer": TOKENIZER}
 ATOL = 1e-5
 
@@ -99,7 +103,9 @@ def test_preprocessing_is_bitwise_the_original(scorer):
 def test_features_and_scores_equal_the_original(scorer):
     for i, img in enumerate(IMAGES):
         prompt = REF["prompts"][i]
-        np.testing.assert_allclose(scorer.features(img[None], [prompt])[0].numpy(), REF["features"][i], atol=ATOL, rtol=0)
+        np.testing.assert_allclose(
+            scorer.features(img[None], [prompt])[0].numpy(), REF["features"][i], atol=ATOL, rtol=0
+        )
         score = scorer(img[None], [prompt])
         assert score.shape == (1,) and score.dtype == np.float64
         np.testing.assert_allclose(score[0], REF["scores"][i], atol=ATOL, rtol=0)
@@ -162,7 +168,9 @@ def test_missing_unused_and_misshapen_keys_are_errors_naming_them(tmp_path):
     state = _state()
     del state["blip.visual_encoder.norm.bias"]
     state["blip.itm_head.weight"] = torch.zeros(1)
-    with pytest.raises(ValueError, match=r"missing key\(s\): blip\.visual_encoder\.norm\.bias; unused key\(s\): blip\.itm_head\.weight"):
+    with pytest.raises(
+        ValueError, match=r"missing key\(s\): blip\.visual_encoder\.norm\.bias; unused key\(s\): blip\.itm_head\.weight"
+    ):
         W.convert_state_dict(state, vision, text)
 
     state = {"module." + k: v for k, v in _state().items()}  # a DistributedDataParallel save is fine
@@ -177,7 +185,9 @@ def test_missing_unused_and_misshapen_keys_are_errors_naming_them(tmp_path):
     state["blip.text_encoder.embeddings.word_embeddings.weight"] = torch.zeros(30524, 32)  # the real vocabulary size
     path = tmp_path / "other_vocab.pt"
     torch.save(state, path)
-    with pytest.raises(ValueError, match=r"text\.embeddings\.word_embeddings\.weight \(30524, 32\) \(expected \(136, 32\)\)"):
+    with pytest.raises(
+        ValueError, match=r"text\.embeddings\.word_embeddings\.weight \(30524, 32\) \(expected \(136, 32\)\)"
+    ):
         build_reward("imagereward", **{**OPTIONS, "checkpoint": str(path)})
 
 
@@ -189,7 +199,9 @@ def test_wrong_files_are_clear_errors(tmp_path):
     with pytest.raises(ValueError, match=r"cannot read ImageReward checkpoint .*weights_only=True"):
         build_reward("imagereward", **{**OPTIONS, "checkpoint": str(text)})
     hps = REPO / "tests" / "fixtures" / "hpsv2_tiny" / "HPS_tiny.pt"  # another reward's checkpoint
-    with pytest.raises(ValueError, match=r"does not match the BLIP ViT \+ BERT.*missing key\(s\): blip\.visual_encoder\.cls_token"):
+    with pytest.raises(
+        ValueError, match=r"does not match the BLIP ViT \+ BERT.*missing key\(s\): blip\.visual_encoder\.cls_token"
+    ):
         build_reward("imagereward", **{**OPTIONS, "checkpoint": str(hps)})
     pickled = tmp_path / "pickled.pt"
     torch.save({"state_dict": _state(), "args": Path("x")}, pickled)
@@ -201,9 +213,21 @@ def test_wrong_files_are_clear_errors(tmp_path):
 
 def test_default_architecture_is_vit_l16_and_bert_base():
     vision, text, head_input = W.blip_configs(W.IMAGEREWARD_V1)
-    assert (vision.hidden_size, vision.num_hidden_layers, vision.num_attention_heads, vision.patch_size, vision.image_size) == (1024, 24, 16, 16, 224)
+    assert (
+        vision.hidden_size,
+        vision.num_hidden_layers,
+        vision.num_attention_heads,
+        vision.patch_size,
+        vision.image_size,
+    ) == (1024, 24, 16, 16, 224)
     assert (vision.intermediate_size, vision.layer_norm_eps, vision.hidden_act) == (4096, 1e-6, "gelu")
-    assert (text.hidden_size, text.num_hidden_layers, text.num_attention_heads, text.intermediate_size, text.vocab_size) == (768, 12, 12, 3072, 30524)
+    assert (
+        text.hidden_size,
+        text.num_hidden_layers,
+        text.num_attention_heads,
+        text.intermediate_size,
+        text.vocab_size,
+    ) == (768, 12, 12, 3072, 30524)
     assert (text.encoder_hidden_size, text.layer_norm_eps, head_input) == (1024, 1e-12, 768)
     keys = W.expected_keys(vision, text)
     assert len(keys) == len(set(keys)) == 6 + 24 * 12 + 4 + 12 * 26 + 10
@@ -215,7 +239,9 @@ def test_default_architecture_is_vit_l16_and_bert_base():
 def test_normalize_option_is_the_published_affine_map(scorer):
     raw = build_reward("imagereward", **OPTIONS, normalize=False)
     img = IMAGES[0][None]
-    np.testing.assert_allclose(raw(img, REF["prompts"][:1]), np.array(REF["scores"][:1]) * IR.REWARD_STD + IR.REWARD_MEAN, atol=1e-5)
+    np.testing.assert_allclose(
+        raw(img, REF["prompts"][:1]), np.array(REF["scores"][:1]) * IR.REWARD_STD + IR.REWARD_MEAN, atol=1e-5
+    )
     with pytest.raises(ValueError, match="normalize must be true or false"):
         build_reward("imagereward", **OPTIONS, normalize="no")
 
@@ -250,6 +276,8 @@ def test_scores_through_the_reward_server_path(scorer):
     prompts = [REF["prompts"][2], REF["prompts"][0], REF["prompts"][6]]
     ticket = pool.submit(ScoreRequest(images, prompts))
     result = pool.collect()[ticket]
-    np.testing.assert_allclose(result.scores, [scorer(images[i : i + 1], [p])[0] for i, p in enumerate(prompts)], atol=1e-6)
+    np.testing.assert_allclose(
+        result.scores, [scorer(images[i : i + 1], [p])[0] for i, p in enumerate(prompts)], atol=1e-6
+    )
     np.testing.assert_allclose(result.scores[0], REF["scores"][2], atol=ATOL)
     assert server.calls == 3 and set(result.components) == {"imagereward"}

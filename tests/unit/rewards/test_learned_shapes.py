@@ -27,7 +27,10 @@ def test_scores_matching_captions_high_and_wrong_ones_low(heldout_images):
     assert right.mean() > 0.85 and wrong.mean() < 0.5 and right.mean() - wrong.mean() > 0.4
     # one factor contradicted: the colour probability drops out of the mean of four
     red = sample_images(["a small red circle on the right"], 1, seed=0)[0]  # a training combination
-    as_red, as_blue = reward(red, ["a small red circle on the right"])[0], reward(red, ["a small blue circle on the right"])[0]
+    as_red, as_blue = (
+        reward(red, ["a small red circle on the right"])[0],
+        reward(red, ["a small blue circle on the right"])[0],
+    )
     assert as_red > 0.9 and as_red - as_blue > 0.2
 
 
@@ -58,15 +61,21 @@ def test_factors_option_averages_only_the_chosen_factors(heldout_images):
     from shapes import net
 
     images, captions = heldout_images
-    probs = net.factor_probabilities(
-        net.load(), net.to_pixels(images[:8]), net.targets(captions[:8])
-    ).double().numpy()  # (8, 4): colour, shape, size, position
+    probs = (
+        net.factor_probabilities(net.load(), net.to_pixels(images[:8]), net.targets(captions[:8])).double().numpy()
+    )  # (8, 4): colour, shape, size, position
     three = build_reward("shapes_classifier", factors="colour,shape,size")
     np.testing.assert_allclose(three(images[:8], captions[:8]), probs[:, :3].mean(axis=1), atol=1e-6)
-    np.testing.assert_allclose(build_reward("shapes_classifier", factors=["position"])(images[:8], captions[:8]), probs[:, 3], atol=1e-6)
+    np.testing.assert_allclose(
+        build_reward("shapes_classifier", factors=["position"])(images[:8], captions[:8]), probs[:, 3], atol=1e-6
+    )
     red = sample_images(["a small red circle on the right"], 1, seed=0)[0]
-    assert three(red, ["a small red circle on the left"])[0] == pytest.approx(three(red, ["a small red circle on the right"])[0])
-    assert three(red, ["a small blue circle on the right"])[0] < three(red, ["a small red circle on the right"])[0] - 0.2
+    assert three(red, ["a small red circle on the left"])[0] == pytest.approx(
+        three(red, ["a small red circle on the right"])[0]
+    )
+    assert (
+        three(red, ["a small blue circle on the right"])[0] < three(red, ["a small red circle on the right"])[0] - 0.2
+    )
     for bad in ("colour,hue", "", "size,size"):
         with pytest.raises(ValueError, match="shapes_classifier option factors"):
             build_reward("shapes_classifier", factors=bad)

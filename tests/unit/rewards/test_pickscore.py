@@ -11,7 +11,10 @@ from rewards.registry import build_reward
 @pytest.fixture(scope="module")
 def rewards(tiny_clip_dir):
     d = str(tiny_clip_dir)
-    return (build_reward("pickscore", model=d, processor=d), build_reward("pickscore", model=d, processor=d, raw_cosine=True))
+    return (
+        build_reward("pickscore", model=d, processor=d),
+        build_reward("pickscore", model=d, processor=d, raw_cosine=True),
+    )
 
 
 PROMPTS = ["a cat", "a photo of a dog", "an owl in the snow"]

@@ -46,7 +46,12 @@ def test_requests_from_several_chunks_are_batched_up_to_batch_size():
 
 
 def test_a_dead_servers_call_is_retried_on_another_server():
-    pool = RewardPool([LocalActor(DeadServer()), LocalActor(RewardServer(name="jpeg_compressibility"))], batch_size=4, timeout_s=60, max_retries=2)
+    pool = RewardPool(
+        [LocalActor(DeadServer()), LocalActor(RewardServer(name="jpeg_compressibility"))],
+        batch_size=4,
+        timeout_s=60,
+        max_retries=2,
+    )
     request = _request(4, 0)
     ticket = pool.submit(request)
     result = pool.collect()[ticket]
@@ -67,7 +72,9 @@ def test_a_reward_that_raises_stops_at_once_with_its_traceback():
     servers = [LocalActor(RewardServer(name="always_fails", modules=MODULES)) for _ in range(2)]
     pool = RewardPool(servers, batch_size=4, timeout_s=60, max_retries=2)
     pool.submit(_request(4, 0))
-    with pytest.raises(RewardFunctionError, match="reward 'always_fails' raised RuntimeError: reward model is down") as err:
+    with pytest.raises(
+        RewardFunctionError, match="reward 'always_fails' raised RuntimeError: reward model is down"
+    ) as err:
         pool.collect()
     assert pool.stats.retries == 0 and err.value.exit_code == 1
     assert "Traceback" in err.value.details and "flaky_rewards.py" in err.value.details

@@ -1,7 +1,6 @@
 """Rewards are found by name; bad names and options are user errors (in fresh interpreters, the
 built-in names and a light import: tests/e2e/rewards/test_registry_e2e.py)."""
 
-
 import numpy as np
 import pytest
 
@@ -18,7 +17,10 @@ def test_unknown_reward_lists_valid_names():
 
 def test_unknown_option_lists_valid_options():
     assert reward_options("aesthetic") == ["model", "head", "dtype"]
-    with pytest.raises(ValueError, match=r"reward 'aesthetic' has no option\(s\) \['heads'\]; its options: \['model', 'head', 'dtype'\]"):
+    with pytest.raises(
+        ValueError,
+        match=r"reward 'aesthetic' has no option\(s\) \['heads'\]; its options: \['model', 'head', 'dtype'\]",
+    ):
         build_reward("aesthetic", heads="x.pth")
     with pytest.raises(ValueError, match="its options: none"):
         build_reward("jpeg_compressibility", model="x")
@@ -33,12 +35,18 @@ def test_jpeg_rewards_still_build():
 @pytest.mark.parametrize(
     "source, module, needle",
     [
-        ("raise RuntimeError('no GPU here')\n", "raises_at_import", "reward.modules: importing 'raises_at_import' raised RuntimeError: no GPU here"),
+        (
+            "raise RuntimeError('no GPU here')\n",
+            "raises_at_import",
+            "reward.modules: importing 'raises_at_import' raised RuntimeError: no GPU here",
+        ),
         ("def f(:\n", "broken_syntax", "reward.modules: 'broken_syntax' has a syntax error: "),
         (None, ".relative", "reward.modules: '.relative' is a relative module name"),
     ],
 )
-def test_reward_modules_that_cannot_load_are_one_line_naming_reward_modules(tmp_path, monkeypatch, capsys, source, module, needle):
+def test_reward_modules_that_cannot_load_are_one_line_naming_reward_modules(
+    tmp_path, monkeypatch, capsys, source, module, needle
+):
     from plumbing.errors import UsageError
     from rewards.registry import import_reward_modules
 

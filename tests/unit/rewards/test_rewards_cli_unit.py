@@ -22,7 +22,9 @@ def test_high_bit_depth_images_are_scaled_not_clipped_and_a_fifo_is_refused(tmp_
     np.testing.assert_array_equal(_read_image(str(tmp_path / "g16.png")), want)
     np.testing.assert_array_equal(_read_image(str(tmp_path / "f.tiff")), want)
     Image.fromarray(eight.astype(np.float32), mode="F").save(tmp_path / "wide.tiff")
-    with pytest.raises(CliError, match=r"wide.tiff: a float image must hold values in \[0, 1\], this one spans \[0, 255\]"):
+    with pytest.raises(
+        CliError, match=r"wide.tiff: a float image must hold values in \[0, 1\], this one spans \[0, 255\]"
+    ):
         _read_image(str(tmp_path / "wide.tiff"))
     os.mkfifo(tmp_path / "pipe")
     with pytest.raises(CliError, match="pipe is not a regular file"):

@@ -6,7 +6,17 @@ import numpy as np
 import pytest
 
 from actors.prompts import load_prompts
-from shapes.data import Factors, all_factors, heldout_prompts, is_heldout, parse_caption, render, sample_images, shape_mask, train_prompts
+from shapes.data import (
+    Factors,
+    all_factors,
+    heldout_prompts,
+    is_heldout,
+    parse_caption,
+    render,
+    sample_images,
+    shape_mask,
+    train_prompts,
+)
 from shapes.fidelity import CHANCE, factor_hits, fidelity, read_image
 
 
@@ -17,7 +27,9 @@ def test_captions_and_split():
     assert len(all_factors()) == 144 and len(train) == 120 and len(held) == 24
     assert not set(train) & set(held)
     # (red 0 + circle 0 + small 0 + left 0) % 6 == 0: held out; (red 0 + circle 0 + small 0 + right 1) is not
-    assert is_heldout(Factors("red", "circle", "small", "left")) and not is_heldout(Factors("red", "circle", "small", "right"))
+    assert is_heldout(Factors("red", "circle", "small", "left")) and not is_heldout(
+        Factors("red", "circle", "small", "right")
+    )
     # every single factor value and every (colour, shape) pair still occurs in training
     seen = [parse_caption(p) for p in train]
     assert {(f.colour, f.shape) for f in seen} == {(f.colour, f.shape) for f in all_factors()}

@@ -32,8 +32,17 @@ def test_loads_with_diffusers_from_pretrained():
     assert sd.unet.config.sample_size == 16 and sd.unet.config.in_channels == 4 and sd.vae_scale_factor == 2
     assert sd.scheduler.config.prediction_type == "epsilon" and sd.scheduler.config.beta_schedule == "scaled_linear"
     assert sum(p.numel() for p in sd.unet.parameters()) < 2_000_000
-    assert sum((SHAPES_MODEL / part).stat().st_size for part in ("unet/diffusion_pytorch_model.safetensors",
-               "vae/diffusion_pytorch_model.safetensors", "text_encoder/model.safetensors")) < 8 << 20
+    assert (
+        sum(
+            (SHAPES_MODEL / part).stat().st_size
+            for part in (
+                "unet/diffusion_pytorch_model.safetensors",
+                "vae/diffusion_pytorch_model.safetensors",
+                "text_encoder/model.safetensors",
+            )
+        )
+        < 8 << 20
+    )
 
 
 @torch.no_grad()
@@ -72,7 +81,10 @@ def test_student_loads_with_diffusers_and_shares_all_but_the_unet():
     teacher = StableDiffusionPipeline.from_pretrained(str(SHAPES_MODEL), local_files_only=True)
     same = lambda config: {k: v for k, v in config.items() if k != "_name_or_path"}  # noqa: E731
     assert same(sd.unet.config) == same(teacher.unet.config)
-    assert _weights(SHAPES_TURBO)["vae/diffusion_pytorch_model.safetensors"] == _weights(SHAPES_MODEL)["vae/diffusion_pytorch_model.safetensors"]
+    assert (
+        _weights(SHAPES_TURBO)["vae/diffusion_pytorch_model.safetensors"]
+        == _weights(SHAPES_MODEL)["vae/diffusion_pytorch_model.safetensors"]
+    )
 
 
 @torch.no_grad()

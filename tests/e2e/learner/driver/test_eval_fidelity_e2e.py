@@ -17,7 +17,14 @@ from tests.conftest import REPO, cli_env
 
 
 def test_the_default_config_is_the_shapes_job():
-    res = subprocess.run([sys.executable, "-m", "learner.main", "--print-config"], cwd=REPO, env=cli_env(), capture_output=True, text=True, timeout=120)
+    res = subprocess.run(
+        [sys.executable, "-m", "learner.main", "--print-config"],
+        cwd=REPO,
+        env=cli_env(),
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
     assert res.returncode == 0, res.stderr
     cfg = yaml.safe_load(res.stdout)
     assert cfg["name"] == "shapes" and cfg["algorithm"] == "sdpo" and cfg["model"]["pretrained"] == "shapes-turbo"
@@ -29,9 +36,25 @@ def test_the_default_config_is_the_shapes_job():
 
 def test_default_job_on_ray_reports_fidelity_beside_the_learned_reward(tmp_path):
     run_dir = tmp_path / "run"
-    args = ["--epochs", "1", "--run-dir", str(run_dir), "rollout.pairs_per_epoch=4", "rollout.chunk_size=2", "eval.num_prompts=4",
-            "eval.steps=[1,8]", "ray.num_cpus=2"]
-    res = subprocess.run([sys.executable, "-m", "learner.main", *args], cwd=REPO, env=cli_env(), capture_output=True, text=True, timeout=600)
+    args = [
+        "--epochs",
+        "1",
+        "--run-dir",
+        str(run_dir),
+        "rollout.pairs_per_epoch=4",
+        "rollout.chunk_size=2",
+        "eval.num_prompts=4",
+        "eval.steps=[1,8]",
+        "ray.num_cpus=2",
+    ]
+    res = subprocess.run(
+        [sys.executable, "-m", "learner.main", *args],
+        cwd=REPO,
+        env=cli_env(),
+        capture_output=True,
+        text=True,
+        timeout=600,
+    )
     assert res.returncode == 0, res.stdout[-3000:] + res.stderr[-3000:]
     assert "held-out eval of the initial policy: 1-step" in res.stdout and "fidelity" in res.stdout
     (m,) = read_metrics(run_dir)
@@ -43,16 +66,34 @@ def test_default_job_on_ray_reports_fidelity_beside_the_learned_reward(tmp_path)
 
     # python -m learner.evaluate: with the run's own eval settings it reproduces the run's numbers (in
     # one process, from the checkpoint); with another noise seed it measures on other noises.
-    recheck = subprocess.run([sys.executable, "-m", "learner.evaluate", str(run_dir)], cwd=REPO, env=cli_env(), capture_output=True, text=True, timeout=300)
+    recheck = subprocess.run(
+        [sys.executable, "-m", "learner.evaluate", str(run_dir)],
+        cwd=REPO,
+        env=cli_env(),
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
     assert recheck.returncode == 0, recheck.stdout[-3000:] + recheck.stderr[-3000:]
     report = json.loads((run_dir / "eval" / "recheck-epoch-000001-seed-1234.json").read_text())
     for k in (1, 8):
         for key in (f"eval_fidelity_{k}step_mean", f"eval_reward_{k}step_mean"):
             assert report["trained"][key] == m[key] and report["initial"][key] == initial[key]
-    assert f"fidelity {initial['eval_fidelity_1step_mean']:.4f} -> {m['eval_fidelity_1step_mean']:.4f}" in recheck.stdout
-    other = subprocess.run([sys.executable, "-m", "learner.evaluate", str(run_dir), "eval.seed=7", "eval.steps=[1]"], cwd=REPO, env=cli_env(),
-                           capture_output=True, text=True, timeout=300)
+    assert (
+        f"fidelity {initial['eval_fidelity_1step_mean']:.4f} -> {m['eval_fidelity_1step_mean']:.4f}" in recheck.stdout
+    )
+    other = subprocess.run(
+        [sys.executable, "-m", "learner.evaluate", str(run_dir), "eval.seed=7", "eval.steps=[1]"],
+        cwd=REPO,
+        env=cli_env(),
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
     assert other.returncode == 0, other.stdout[-3000:] + other.stderr[-3000:]
     report7 = json.loads((run_dir / "eval" / "recheck-epoch-000001-seed-7.json").read_text())
-    assert report7["eval"]["seed"] == 7 and report7["initial"]["eval_reward_1step_mean"] != initial["eval_reward_1step_mean"]
+    assert (
+        report7["eval"]["seed"] == 7
+        and report7["initial"]["eval_reward_1step_mean"] != initial["eval_reward_1step_mean"]
+    )
     assert (run_dir / "eval" / "recheck-epoch-000001-seed-7.png").is_file()

@@ -21,8 +21,15 @@ SMALL = ["rollout.pairs_per_epoch=4", "rollout.chunk_size=2", "sampling.num_step
 def sdpo_run(tiny_cache, tmp_path_factory) -> Path:
     run_dir = tmp_path_factory.mktemp("eval") / "run"
     res = run_cli(
-        "--epochs", "2", "--run-dir", str(run_dir), f"model.tiny_cache_dir={tiny_cache}", *SMALL,
-        "eval.every=1", "eval.steps=[1,2]", "eval.num_prompts=3",
+        "--epochs",
+        "2",
+        "--run-dir",
+        str(run_dir),
+        f"model.tiny_cache_dir={tiny_cache}",
+        *SMALL,
+        "eval.every=1",
+        "eval.steps=[1,2]",
+        "eval.num_prompts=3",
     )
     assert res.returncode == 0, res.stdout[-3000:] + res.stderr[-3000:]
     assert "held-out eval of v2: 1-step" in res.stdout
@@ -59,7 +66,9 @@ def test_ddpo_runs_end_to_end(tiny_cache, tmp_path):
     """algorithm=ddpo through the real CLI: the same actors, rewards and learner; the default eval
     (8 held-out prompts at 1, 2, 4, 8 steps) after the last epoch."""
     run_dir = tmp_path / "ddpo"
-    res = run_cli("--epochs", "2", "--run-dir", str(run_dir), f"model.tiny_cache_dir={tiny_cache}", *SMALL, "algorithm=ddpo")
+    res = run_cli(
+        "--epochs", "2", "--run-dir", str(run_dir), f"model.tiny_cache_dir={tiny_cache}", *SMALL, "algorithm=ddpo"
+    )
     assert res.returncode == 0, res.stdout[-3000:] + res.stderr[-3000:]
     assert res.stdout.startswith("DDPO: 2 epochs")
     metrics = read_metrics(run_dir)
@@ -82,8 +91,14 @@ def test_bad_eval_prompts_exit_2(tmp_path):
 
 def test_eval_disabled_runs_without_eval_or_its_prompts(tiny_cache, tmp_path):
     res = run_cli(
-        "--epochs", "1", "--run-dir", str(tmp_path / "off"), f"model.tiny_cache_dir={tiny_cache}", *SMALL,
-        "eval.enabled=false", "eval.prompts=/no/such/file.txt",
+        "--epochs",
+        "1",
+        "--run-dir",
+        str(tmp_path / "off"),
+        f"model.tiny_cache_dir={tiny_cache}",
+        *SMALL,
+        "eval.enabled=false",
+        "eval.prompts=/no/such/file.txt",
     )
     assert res.returncode == 0, res.stderr[-3000:]
     (m,) = read_metrics(tmp_path / "off")
@@ -98,8 +113,16 @@ def test_a_damaged_or_mismatched_initial_evaluation_is_left_out_on_resume(tiny_c
     import shutil
 
     run_dir = tmp_path / "run"
-    base = ["--run-dir", str(run_dir), f"model.tiny_cache_dir={tiny_cache}", *SMALL, "eval.every=1", "eval.num_prompts=3",
-            "eval.steps=[1]", "output.tensorboard=false"]
+    base = [
+        "--run-dir",
+        str(run_dir),
+        f"model.tiny_cache_dir={tiny_cache}",
+        *SMALL,
+        "eval.every=1",
+        "eval.num_prompts=3",
+        "eval.steps=[1]",
+        "output.tensorboard=false",
+    ]
     assert run_cli("--epochs", "1", *base).returncode == 0
     initial = run_dir / "eval" / "initial.npz"
     shutil.copy(initial, tmp_path / "initial.npz")

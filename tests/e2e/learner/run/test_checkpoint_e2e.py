@@ -26,5 +26,7 @@ except ck.CheckpointError as err:
     print("CheckpointError:", err)
 """
     res = subprocess.run([sys.executable, "-c", code], cwd=REPO, capture_output=True, text=True, timeout=120)
-    assert res.stdout.startswith(f"CheckpointError: cannot write the checkpoint of epoch 1 in {tmp_path}: torch.save failed"), res.stdout + res.stderr
+    assert res.stdout.startswith(
+        f"CheckpointError: cannot write the checkpoint of epoch 1 in {tmp_path}: torch.save failed"
+    ), res.stdout + res.stderr
     assert not list(tmp_path.glob(".tmp-*")) and not ck.list_checkpoints(tmp_path)

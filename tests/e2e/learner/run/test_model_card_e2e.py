@@ -34,6 +34,8 @@ def test_the_cards_snippet_runs_with_diffusers_alone(tiny_cache, tmp_path):
     assert str(Path(resolve_model_path(cfg.model)).resolve()) in code and str(lora.resolve()) in code
     assert f'pipe("{load_prompts(cfg.eval.prompts)[0]}"' in code and "a photo of a cat" not in code
     assert [line for line in code.splitlines() if "import" in line] == ["from diffusers import DiffusionPipeline"]
-    res = subprocess.run([sys.executable, "-c", code], cwd=tmp_path, env=cli_env(), capture_output=True, text=True, timeout=300)
+    res = subprocess.run(
+        [sys.executable, "-c", code], cwd=tmp_path, env=cli_env(), capture_output=True, text=True, timeout=300
+    )
     assert res.returncode == 0, res.stderr[-3000:]
     assert Image.open(tmp_path / "sample.png").size == (64, 64)

@@ -19,7 +19,11 @@ def test_wandb_unreachable_falls_back_to_offline_and_says_so(tmp_path, capsys, m
     logger = wandb_log.WandbLogger(WandbConfig(enabled=True), tmp_path, {"a": 1})
     try:
         out = capsys.readouterr().out
-        assert "warning: W&B is unreachable" in out and "logging offline under" in out and out.rstrip().endswith("(upload: wandb sync)")
+        assert (
+            "warning: W&B is unreachable" in out
+            and "logging offline under" in out
+            and out.rstrip().endswith("(upload: wandb sync)")
+        )
         assert list((tmp_path / "wandb").glob("offline-run-*"))
     finally:
         logger.run.finish()

@@ -44,7 +44,10 @@ def test_two_ranks_equal_one_process_with_two_shards(data):
     address = ray.get(ranks[0].rendezvous.remote())
     assert ray.get([r.join_group.remote(address) for r in ranks]) == [0, 1]
     # each rank gets only its own shard's trajectories
-    calls = [rank.update.remote(UpdateRequest(0, 0, 2, 2, [shards[r]]), traj.select(torch.arange(2 * r, 2 * r + 2))) for r, rank in enumerate(ranks)]
+    calls = [
+        rank.update.remote(UpdateRequest(0, 0, 2, 2, [shards[r]]), traj.select(torch.arange(2 * r, 2 * r + 2)))
+        for r, rank in enumerate(ranks)
+    ]
     metrics = ray.get(calls)
     weights = get(RankGroup(ranks).get_weights.remote())
     weights = [weights, ray.get(ranks[1].get_weights.remote())]
@@ -64,9 +67,19 @@ def test_cli_run_with_a_two_rank_learner_group(tiny_cache, tmp_path):
     from tests.conftest import run_cli
 
     res = run_cli(
-        "--epochs", "2", "--run-dir", str(tmp_path / "run"), f"model.tiny_cache_dir={tiny_cache}", "ray.num_cpus=2",
-        "learner.num_workers=2", "learner.num_cpus=0.25", "rollout.pairs_per_epoch=4", "rollout.chunk_size=2",
-        "sampling.num_steps=3", "train.batch_size=2", "eval.enabled=false",
+        "--epochs",
+        "2",
+        "--run-dir",
+        str(tmp_path / "run"),
+        f"model.tiny_cache_dir={tiny_cache}",
+        "ray.num_cpus=2",
+        "learner.num_workers=2",
+        "learner.num_cpus=0.25",
+        "rollout.pairs_per_epoch=4",
+        "rollout.chunk_size=2",
+        "sampling.num_steps=3",
+        "train.batch_size=2",
+        "eval.enabled=false",
     )
     assert res.returncode == 0, res.stdout[-2000:] + res.stderr[-2000:]
     metrics = read_metrics(tmp_path / "run")

@@ -32,9 +32,7 @@ def run(num_samples, num_steps, batch_size, fraction, seed=0):
 def test_every_pair_once_per_epoch(num_samples, batch_size):
     T = 5
     batches = run(num_samples, T, batch_size, 1.0)
-    seen = Counter(
-        (int(s), int(j)) for mb in batches for s, j in zip(mb.sample_index, mb.step_index)
-    )
+    seen = Counter((int(s), int(j)) for mb in batches for s, j in zip(mb.sample_index, mb.step_index))
     assert set(seen) == {(s, j) for s in range(num_samples) for j in range(T)}
     assert set(seen.values()) == {1}
     # shapes: each minibatch has matching (M,) indices, M <= batch_size, only the last of a step may be short
@@ -94,8 +92,10 @@ def test_deterministic_for_the_same_seed():
     assert len(a) == len(b)
     for x, y in zip(a, b):
         assert torch.equal(x.sample_index, y.sample_index) and torch.equal(x.step_index, y.step_index)
-    assert any(not torch.equal(x.step_index, z.step_index) or not torch.equal(x.sample_index, z.sample_index)
-               for x, z in zip(a, c))
+    assert any(
+        not torch.equal(x.step_index, z.step_index) or not torch.equal(x.sample_index, z.sample_index)
+        for x, z in zip(a, c)
+    )
 
 
 def test_consecutive_epochs_from_one_generator_differ():

@@ -69,8 +69,13 @@ def test_zero_loss_when_policy_unchanged_and_advantages_equal(clip_range):
     out = sdpo_loss(old.clone(), old, adv, temporal_weights(5), clip_range=clip_range)
     assert out.loss.item() == 0.0 and out.approx_kl.item() == 0.0 and out.clipfrac.item() == 0.0
     # with unequal advantages and an unchanged policy, the loss is mean((A^1 - A^2)^2): (2^2 + 0^2) / 2 = 2
-    out = sdpo_loss(f64([[0.0, 0.0], [1.0, 1.0]]), f64([[0.0, 0.0], [1.0, 1.0]]), f64([[1.0, -1.0], [3.0, 3.0]]),
-                    f64([1.0, 1.0]), clip_range=clip_range)
+    out = sdpo_loss(
+        f64([[0.0, 0.0], [1.0, 1.0]]),
+        f64([[0.0, 0.0], [1.0, 1.0]]),
+        f64([[1.0, -1.0], [3.0, 3.0]]),
+        f64([1.0, 1.0]),
+        clip_range=clip_range,
+    )
     assert out.loss.item() == pytest.approx(2.0)
 
 

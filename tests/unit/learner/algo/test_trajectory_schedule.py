@@ -20,7 +20,9 @@ def ddpo_pytorch_optimizer_steps(num_samples, num_timesteps, batch_size, grad_ac
     perm = torch.randperm(num_samples, generator=generator)
     perms = torch.stack([torch.randperm(num_timesteps, generator=generator) for _ in range(num_samples)])
     samples = torch.arange(num_samples)[perm]  # samples = {k: v[perm]}
-    timesteps = torch.arange(num_timesteps).repeat(num_samples, 1)[perm]  # (B, T) step indices, as the samples' "timesteps"
+    timesteps = torch.arange(num_timesteps).repeat(num_samples, 1)[
+        perm
+    ]  # (B, T) step indices, as the samples' "timesteps"
     timesteps = timesteps[torch.arange(num_samples)[:, None], perms]  # shuffled along time per (already shuffled) row
     batched = [(samples[i : i + batch_size], timesteps[i : i + batch_size]) for i in range(0, num_samples, batch_size)]
     steps, current, passes = [], [], 0
@@ -39,12 +41,17 @@ def ours(num_samples, num_timesteps, batch_size, grad_accum, timestep_fraction, 
     schedule = trajectory_schedule(num_samples, num_timesteps, batch_size, timestep_fraction, 1, generator)
     per_step = items_per_optimizer_step("trajectory", num_timesteps, batch_size, grad_accum, timestep_fraction)
     return [
-        [list(zip(mb.sample_index.tolist(), mb.step_index.tolist())) for mb in micro_batches(schedule, lo, lo + per_step, batch_size)]
+        [
+            list(zip(mb.sample_index.tolist(), mb.step_index.tolist()))
+            for mb in micro_batches(schedule, lo, lo + per_step, batch_size)
+        ]
         for lo in range(0, len(schedule), per_step)
     ]
 
 
-@pytest.mark.parametrize("num_samples,T,batch,accum,fraction", [(8, 3, 2, 2, 1.0), (12, 5, 3, 2, 1.0), (8, 4, 4, 1, 0.5), (6, 2, 1, 3, 1.0)])
+@pytest.mark.parametrize(
+    "num_samples,T,batch,accum,fraction", [(8, 3, 2, 2, 1.0), (12, 5, 3, 2, 1.0), (8, 4, 4, 1, 0.5), (6, 2, 1, 3, 1.0)]
+)
 def test_equals_the_ddpo_pytorch_loop(num_samples, T, batch, accum, fraction):
     """The same backward passes (which (sample, step) items each holds, in order) and the same
     optimizer steps as ddpo-pytorch's loop from the same generator state."""
@@ -68,7 +75,10 @@ def test_hand_worked_counts_and_whole_trajectories():
         groups.append(samples)
     assert groups[0] | groups[1] == set(range(8)) and not groups[0] & groups[1]
     # the step-shuffled schedule of the same numbers takes 2 x 2 = 4 items per optimizer step instead
-    assert items_per_optimizer_step("step_shuffled", 3, 2, 2, 1.0) == 4 and items_per_optimizer_step("trajectory", 3, 2, 2, 1.0) == 12
+    assert (
+        items_per_optimizer_step("step_shuffled", 3, 2, 2, 1.0) == 4
+        and items_per_optimizer_step("trajectory", 3, 2, 2, 1.0) == 12
+    )
 
 
 def test_update_schedule_dispatches_and_refuses_unknown_names():

@@ -26,14 +26,21 @@ def test_fidelity_metrics_and_saved_result_round_trip(tmp_path):
     images, _ = sample_images(heldout_prompts()[:3], 2, seed=0)  # (6, 32, 32, 3)
     result = _result(images)
     m = result.metrics()
-    assert m["eval_fidelity_1step_mean"] == pytest.approx((0.5 + 0.75 + 0.75) / 3) and m["eval_fidelity_2step_mean"] == 0.75
+    assert (
+        m["eval_fidelity_1step_mean"] == pytest.approx((0.5 + 0.75 + 0.75) / 3)
+        and m["eval_fidelity_2step_mean"] == 0.75
+    )
     assert m["eval_fidelity_2step_std"] == 0.0
     assert m["eval_fidelity_1step_colour"] == pytest.approx(2 / 3) and m["eval_fidelity_1step_shape"] == 1.0
     assert m["eval_fidelity_2step_position"] == 0.0 and m["eval_fidelity_2step_colour"] == 1.0
     assert m["eval_reward_2step_mean"] == pytest.approx(np.linspace(0, 1, 6)[3:].mean())
     result.save(tmp_path / "initial.npz")
     back = EvalResult.load(tmp_path / "initial.npz")
-    assert back.steps == [1, 2] and np.array_equal(back.images, result.images) and np.array_equal(back.fidelity, result.fidelity)
+    assert (
+        back.steps == [1, 2]
+        and np.array_equal(back.images, result.images)
+        and np.array_equal(back.fidelity, result.fidelity)
+    )
     plain = EvalResult([1], result.images[:1], result.rewards[:1])
     assert not any(k.startswith("eval_fidelity") for k in plain.metrics())
     assert is_shapes_prompt_list(heldout_prompts()) and not is_shapes_prompt_list(["hedgehog", *heldout_prompts()])
@@ -58,9 +65,19 @@ def test_labelled_grid_puts_the_initial_row_before_each_trained_row(tmp_path):
 
 
 def test_reward_curves_with_fidelity_and_the_initial_policy(tmp_path):
-    history = [{"epoch": 0, "reward_1step_mean": 0.3, "reward_final_mean": 0.4, "eval_reward_1step_mean": 0.5, "eval_fidelity_1step_mean": 0.6}]
+    history = [
+        {
+            "epoch": 0,
+            "reward_1step_mean": 0.3,
+            "reward_final_mean": 0.4,
+            "eval_reward_1step_mean": 0.5,
+            "eval_fidelity_1step_mean": 0.6,
+        }
+    ]
     initial = {"eval_reward_1step_mean": 0.4, "eval_fidelity_1step_mean": 0.5}
     path = plot_reward_curves(history, tmp_path / "curves.png", initial=initial)
     wide = Image.open(path).size[0]
-    plain = plot_reward_curves([{"epoch": 0, "reward_1step_mean": 0.3, "reward_final_mean": 0.4}], tmp_path / "plain.png")
+    plain = plot_reward_curves(
+        [{"epoch": 0, "reward_1step_mean": 0.3, "reward_final_mean": 0.4}], tmp_path / "plain.png"
+    )
     assert wide > Image.open(plain).size[0]  # a third panel: the pixel fidelity

@@ -66,7 +66,10 @@ def local_workers(tiny_cache):
     from plumbing.remote import LocalActor
     from rewards.server import RewardServer
 
-    workers = [RolloutWorker(model=ModelConfig(tiny_cache_dir=tiny_cache), sampling=SamplingConfig(num_steps=4), seed=0) for _ in range(2)]
+    workers = [
+        RolloutWorker(model=ModelConfig(tiny_cache_dir=tiny_cache), sampling=SamplingConfig(num_steps=4), seed=0)
+        for _ in range(2)
+    ]
     for w in workers:
         w.set_weights(PolicyWeights(0, lora_state(w.pipe.unet)))
     return [LocalActor(w) for w in workers], [LocalActor(RewardServer(name="jpeg_compressibility"))]
@@ -93,7 +96,13 @@ def test_evaluate_policy_shapes_scores_and_actor_independence(local_workers):
 def test_reward_curves_plot(tmp_path):
     history = [
         {"epoch": 0, "reward_1step_mean": -2.0, "reward_final_mean": -3.0},
-        {"epoch": 1, "reward_1step_mean": -1.9, "reward_final_mean": -2.9, "eval_reward_1step_mean": -1.8, "eval_reward_8step_mean": -3.1},
+        {
+            "epoch": 1,
+            "reward_1step_mean": -1.9,
+            "reward_final_mean": -2.9,
+            "eval_reward_1step_mean": -1.8,
+            "eval_reward_8step_mean": -3.1,
+        },
     ]
     assert eval_step_counts(history) == [1, 8]
     path = plot_reward_curves(history, tmp_path / "reward_curves.png")
@@ -111,8 +120,16 @@ def test_heldout_seeds_with_several_samples_per_prompt_keep_the_first():
 def test_eval_grid_shows_the_first_sample_of_each_prompt(tmp_path):
     from learner.driver.evaluation import first_samples, save_eval_grid
 
-    images = np.arange(2 * 6, dtype=np.uint8).reshape(2, 6, 1, 1, 1) * np.ones((1, 1, 8, 8, 3), np.uint8)  # (K=2, 3 prompts x 2, 8, 8, 3)
+    images = np.arange(2 * 6, dtype=np.uint8).reshape(2, 6, 1, 1, 1) * np.ones(
+        (1, 1, 8, 8, 3), np.uint8
+    )  # (K=2, 3 prompts x 2, 8, 8, 3)
     assert [int(i[0, 0, 0]) for i in first_samples(images[1], 3)] == [6, 8, 10]
     result = EvalResult([1, 2], images, np.zeros((2, 6)))
-    path = save_eval_grid(result, ["a", "b", "c"], tmp_path / "grid.png", "epoch 0", initial=EvalResult([1, 2], images[:, ::2], np.zeros((2, 3))))
+    path = save_eval_grid(
+        result,
+        ["a", "b", "c"],
+        tmp_path / "grid.png",
+        "epoch 0",
+        initial=EvalResult([1, 2], images[:, ::2], np.zeros((2, 3))),
+    )
     assert Image.open(path).size[0] > 3 * 8

@@ -21,6 +21,7 @@ from plumbing.remote import LocalActor
 def _call(actor, chunk):
     return actor.rollout.remote(chunk), None  # (the result, no companion object)
 
+
 DIED = (
     "The actor died unexpectedly before finishing this task.\n\tclass_name: LearnerWorker\n\tactor_id: 3642fb41\n"
     "\tpid: 26085\n\tnamespace: x\n\tip: 10.0.0.7\nThe actor is dead because its worker process has died. "
@@ -34,7 +35,11 @@ def test_describe_actor_error_names_the_actor_and_the_cause():
     assert msg == "LearnerWorker(pid=26085, ip=10.0.0.7) died: its worker process has died (exit type SYSTEM_ERROR)"
     oom = describe_actor_error(RayActorError("a1", DIED.replace("SYSTEM_ERROR", "NODE_OUT_OF_MEMORY")))
     assert oom.endswith("died: out of memory (killed by Ray's memory monitor)")
-    node = describe_actor_error(RayActorError("a1", "\tclass_name: X\n\tpid: 5\n\tip: 1.2.3.4\nThe actor is dead because its node has died. Node Id: 9"))
+    node = describe_actor_error(
+        RayActorError(
+            "a1", "\tclass_name: X\n\tpid: 5\n\tip: 1.2.3.4\nThe actor is dead because its node has died. Node Id: 9"
+        )
+    )
     assert node == "X(pid=5, ip=1.2.3.4) died: its node was lost (the node died)"
     restarting = ActorUnavailableError(
         "The actor is temporarily unavailable: IOError: The actor is restarting.. The task may or may not have been executed on the actor.",
@@ -64,7 +69,9 @@ def test_worker_names_report_a_failure_under_the_name_the_worker_had():
     names, other_run = WorkerNames(), WorkerNames()
     assert names.record([handle]) == ["rollout actor 1 (pid=26085)"]
     err = RayActorError("3642fb41", DIED)
-    assert names.describe(err) == "rollout actor 1 (pid=26085) died: its worker process has died (exit type SYSTEM_ERROR)"
+    assert (
+        names.describe(err) == "rollout actor 1 (pid=26085) died: its worker process has died (exit type SYSTEM_ERROR)"
+    )
     assert other_run.describe(err).startswith("LearnerWorker(pid=26085, ip=10.0.0.7) died")
     assert failure(err, None, Path("/nonexistent"), names).message.startswith("rollout actor 1 (pid=26085) died")
 
@@ -225,7 +232,9 @@ class FlakyRollout:
         self.calls += 1
         if self.calls in self.fail_on:
             self.version, self.dead = -1, self.dies  # a restarted actor holds no weights
-            raise ActorUnavailableError("The actor is temporarily unavailable: restarting. The task may or may not", b"\x02" * 16)
+            raise ActorUnavailableError(
+                "The actor is temporarily unavailable: restarting. The task may or may not", b"\x02" * 16
+            )
         assert self.version == 7, "sampled before it had the current weights"
         self.log.append((self.name, "chunk", tuple(chunk)))
         return chunk
@@ -267,12 +276,24 @@ def test_failures_map_to_exit_codes_and_one_line_messages(tmp_path):
     died = failure(RayActorError("x", DIED), None, tmp_path)
     assert died.code == 1 and died.message.startswith("LearnerWorker(pid=26085, ip=10.0.0.7) died:")
     assert "no checkpoint was written yet" in died.message and "\n" not in died.message
-    bad_model = RayActorError("x", "The actor died because of an error raised in its creation task, ray::RolloutWorker.__init__()\n"
-                              "OSError: no file\nModelLoadError: model.pretrained: cannot load 'x': no file", actor_init_failed=True)
-    assert (failure(bad_model, None, tmp_path).code, failure(bad_model, None, tmp_path).message) == (2, "model.pretrained: cannot load 'x': no file")
+    bad_model = RayActorError(
+        "x",
+        "The actor died because of an error raised in its creation task, ray::RolloutWorker.__init__()\n"
+        "OSError: no file\nModelLoadError: model.pretrained: cannot load 'x': no file",
+        actor_init_failed=True,
+    )
+    assert (failure(bad_model, None, tmp_path).code, failure(bad_model, None, tmp_path).message) == (
+        2,
+        "model.pretrained: cannot load 'x': no file",
+    )
     assert failure(TooManyDroppedError("3 of 4 pairs"), None, tmp_path).code == 1
     lost = failure(ObjectReconstructionFailedError("ab" * 14), None, tmp_path)  # a result lost with its node
-    assert lost.code == 1 and " died" in lost.message and "no checkpoint was written yet" in lost.message and "\n" not in lost.message
+    assert (
+        lost.code == 1
+        and " died" in lost.message
+        and "no checkpoint was written yet" in lost.message
+        and "\n" not in lost.message
+    )
     assert failure(KeyboardInterrupt(), None, tmp_path).code == 130
     p = Preemption(1.0)
     p.abandoned = True
@@ -286,9 +307,13 @@ def test_out_of_memory_inside_an_actor_method_is_one_line(tmp_path):
     from learner.driver.faults import failure
 
     text = "\x1b[36mray::LearnerWorker.update()\x1b[39m (pid=7, ip=1.2.3.4, actor_id=ab)\n  File x\nOutOfMemoryError: CUDA out of memory"
-    err = RayTaskError("update", text, MemoryError("CUDA out of memory. Tried to allocate 2 GiB"), pid=7, ip="1.2.3.4").as_instanceof_cause()
+    err = RayTaskError(
+        "update", text, MemoryError("CUDA out of memory. Tried to allocate 2 GiB"), pid=7, ip="1.2.3.4"
+    ).as_instanceof_cause()
     fail = failure(err, None, tmp_path)
-    assert fail.code == 1 and fail.message.startswith("LearnerWorker.update (pid=7, ip=1.2.3.4) ran out of memory: CUDA out of memory")
+    assert fail.code == 1 and fail.message.startswith(
+        "LearnerWorker.update (pid=7, ip=1.2.3.4) ran out of memory: CUDA out of memory"
+    )
 
 
 def test_project_errors_inside_an_actor_map_by_their_type(tmp_path):
@@ -300,7 +325,12 @@ def test_project_errors_inside_an_actor_map_by_their_type(tmp_path):
     from rewards.server import RewardFunctionError
 
     usage = RayTaskError("setup", "text", PromptError("prompts.source: 'x' holds no prompts")).as_instanceof_cause()
-    assert (failure(usage, None, tmp_path).code, failure(usage, None, tmp_path).message) == (2, "prompts.source: 'x' holds no prompts")
-    bug = RayTaskError("score", "text", RewardFunctionError("reward 'x' raised ValueError: boom", "Traceback ...")).as_instanceof_cause()
+    assert (failure(usage, None, tmp_path).code, failure(usage, None, tmp_path).message) == (
+        2,
+        "prompts.source: 'x' holds no prompts",
+    )
+    bug = RayTaskError(
+        "score", "text", RewardFunctionError("reward 'x' raised ValueError: boom", "Traceback ...")
+    ).as_instanceof_cause()
     fail = failure(bug, None, tmp_path)
     assert fail.code == 1 and fail.message.startswith("reward 'x' raised ValueError: boom; ")

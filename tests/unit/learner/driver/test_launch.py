@@ -62,7 +62,9 @@ def test_tiny_default_fits_two_cores():
 def test_bundles_are_named_by_role():
     from learner.driver.launch import bundle_indices, role_bundles
 
-    cfg = load_config("tiny", ["rollout.num_actors=2", "reward.num_servers=1", "learner.num_workers=2", "learner.num_cpus=0.75"])
+    cfg = load_config(
+        "tiny", ["rollout.num_actors=2", "reward.num_servers=1", "learner.num_workers=2", "learner.num_cpus=0.75"]
+    )
     assert bundle_indices(cfg) == {"rollout": [0, 1], "reward": [2], "learner": [3, 4]}
     flat = actor_bundles(cfg)
     for role, indices in bundle_indices(cfg).items():  # each role's actors sit on their own role's bundles

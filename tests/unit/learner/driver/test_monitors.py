@@ -60,7 +60,9 @@ def test_downsampling_averages_blocks_and_keeps_small_images():
 
 
 def test_training_and_eval_keys():
-    final = np.stack([solid((0, 0, 0), 3), solid((255, 255, 255), 3)], axis=1)  # (3 pairs, 2, ...): mates black and white
+    final = np.stack(
+        [solid((0, 0, 0), 3), solid((255, 255, 255), 3)], axis=1
+    )  # (3 pairs, 2, ...): mates black and white
     t = training_image_stats(final)
     assert set(t) == {f"img_{s}" for s in MONITOR_STATS} and t["img_diversity"] == pytest.approx(1.0)
     e = eval_image_stats([1, 4], np.stack([solid((0, 0, 0), 4), solid((255, 255, 255), 4)]), ["a", "a", "b", "b"])
@@ -77,15 +79,18 @@ def rec(epoch, dark, reward, **extra):
 
 def test_an_alert_needs_the_band_left_and_the_reward_risen(capsys):
     m = Monitor(BANDS)
-    counts = [m.observe(r)["hacking_alerts"] for r in (
-        rec(0, 0.05, 0.40),
-        rec(1, 0.20, 0.45),  # inside the band (0.15 <= 0.2)
-        rec(2, 0.50, 0.30),  # outside, but the reward fell: no alert
-        rec(3, 0.50, 0.60),  # outside and risen: alert 1
-        rec(4, 0.55, 0.62),  # still outside: the same departure
-        rec(5, 0.10, 0.65),  # back inside
-        rec(6, 0.60, 0.70),  # outside again: alert 2
-    )]
+    counts = [
+        m.observe(r)["hacking_alerts"]
+        for r in (
+            rec(0, 0.05, 0.40),
+            rec(1, 0.20, 0.45),  # inside the band (0.15 <= 0.2)
+            rec(2, 0.50, 0.30),  # outside, but the reward fell: no alert
+            rec(3, 0.50, 0.60),  # outside and risen: alert 1
+            rec(4, 0.55, 0.62),  # still outside: the same departure
+            rec(5, 0.10, 0.65),  # back inside
+            rec(6, 0.60, 0.70),  # outside again: alert 2
+        )
+    ]
     assert counts == [0, 0, 0, 1, 1, 1, 2]
     lines = [ln for ln in capsys.readouterr().out.splitlines() if ln.startswith("warning: possible reward hacking")]
     assert len(lines) == 2 and "img_dark_fraction 0.500" in lines[0] and "0.4000 -> 0.6000" in lines[0]
@@ -96,24 +101,33 @@ def test_eval_statistics_are_checked_only_when_the_run_evaluates():
     m = Monitor(BANDS, eval_initial=initial)
     hacked = {"eval_img_brightness_1step": 0.2, "eval_reward_1step_mean": 0.5}  # 0.3 > 0.15
     assert [d.key for d in departures(hacked, {}, initial, BANDS)] == ["eval_img_brightness_1step"]
-    counts = [m.observe(r)["hacking_alerts"] for r in (rec(0, 0.1, 0.4), rec(1, 0.1, 0.4) | hacked, rec(2, 0.1, 0.4), rec(3, 0.1, 0.4) | hacked)]
+    counts = [
+        m.observe(r)["hacking_alerts"]
+        for r in (rec(0, 0.1, 0.4), rec(1, 0.1, 0.4) | hacked, rec(2, 0.1, 0.4), rec(3, 0.1, 0.4) | hacked)
+    ]
     assert counts == [0, 1, 1, 1]  # epoch 2 did not evaluate: the departure stands, epoch 3 is not a new one
 
 
 def test_a_resumed_run_replays_its_records(tmp_path, capsys):
     records = [rec(0, 0.05, 0.4), rec(1, 0.5, 0.6), rec(2, 0.1, 0.6)]
     (tmp_path / "metrics.jsonl").write_text("".join(json.dumps(r) + "\n" for r in records))
-    stage = MonitorStage(MonitorConfig(), Curves(tmp_path, epochs=4, initial=None, bands=BANDS).history, eval_initial=None)
+    stage = MonitorStage(
+        MonitorConfig(), Curves(tmp_path, epochs=4, initial=None, bands=BANDS).history, eval_initial=None
+    )
     assert stage.watch.alerts == 1 and stage.watch.train_initial["img_dark_fraction"] == 0.05
     assert "possible reward hacking" not in capsys.readouterr().out  # replayed silently
     live = Monitor(BANDS)
     for r in records:
         live.observe(r, quiet=True)
     assert (live.alerts, live.active) == (stage.watch.alerts, stage.watch.active)
-    final = np.stack([solid((0, 0, 0), 2), solid((0, 0, 0), 2)], axis=1)  # all black: dark fraction 1 while the reward rose
+    final = np.stack(
+        [solid((0, 0, 0), 2), solid((0, 0, 0), 2)], axis=1
+    )  # all black: dark fraction 1 while the reward rose
     out = stage.after_epoch({"epoch": 3, "reward_final_mean": 0.7}, final)
     assert out["img_dark_fraction"] == 1.0 and out["hacking_alerts"] == 2
-    curves = Curves(tmp_path, epochs=4, initial=None, bands=BANDS)  # the run's curves, the monitors' beside the rewards'
+    curves = Curves(
+        tmp_path, epochs=4, initial=None, bands=BANDS
+    )  # the run's curves, the monitors' beside the rewards'
     curves.add(3, {"epoch": 3, "reward_final_mean": 0.7, "reward_1step_mean": 0.6} | out)  # the last epoch redraws
     assert (tmp_path / "monitor_curves.png").stat().st_size > 0 and (tmp_path / "reward_curves.png").stat().st_size > 0
 
@@ -151,6 +165,11 @@ def test_the_recorded_runs_alert_when_hacked_and_not_when_learning():
         alerts[name] = (monitor.alerts, found)
         assert monitor.alerts == run["hacking_alerts"]  # the rule as it ran
     assert alerts["normal"] == (0, set())
-    assert alerts["hacking"][0] >= 3 and {"img_dark_fraction", "eval_img_dark_fraction_1step", "eval_img_diversity_1step"} <= alerts["hacking"][1]
+    assert (
+        alerts["hacking"][0] >= 3
+        and {"img_dark_fraction", "eval_img_dark_fraction_1step", "eval_img_diversity_1step"} <= alerts["hacking"][1]
+    )
     hacked = runs["hacking"]["history"][-1]
-    assert hacked["eval_fidelity_1step_mean"] < 0.5 * runs["hacking"]["initial"]["eval_fidelity_1step_mean"]  # the task is lost
+    assert (
+        hacked["eval_fidelity_1step_mean"] < 0.5 * runs["hacking"]["initial"]["eval_fidelity_1step_mean"]
+    )  # the task is lost

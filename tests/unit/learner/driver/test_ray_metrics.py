@@ -8,9 +8,21 @@ import math
 from learner.driver.ray_metrics import METRICS, metric_updates
 
 RECORD = {
-    "epoch": 3, "pairs": 8, "reward_queries": 48, "reward_1step_mean": 0.25, "reward_final_mean": float("nan"),
-    "time_publish_s": 0.5, "time_rollout_s": 2.0, "time_reward_s": 1.5, "time_update_s": 3.0, "time_epoch_s": 6.0,
-    "gpu_busy_fraction": 0.75, "loss": 1.0, "img_dark_fraction": 0.125, "img_diversity": float("nan"), "hacking_alerts": 2,
+    "epoch": 3,
+    "pairs": 8,
+    "reward_queries": 48,
+    "reward_1step_mean": 0.25,
+    "reward_final_mean": float("nan"),
+    "time_publish_s": 0.5,
+    "time_rollout_s": 2.0,
+    "time_reward_s": 1.5,
+    "time_update_s": 3.0,
+    "time_epoch_s": 6.0,
+    "gpu_busy_fraction": 0.75,
+    "loss": 1.0,
+    "img_dark_fraction": 0.125,
+    "img_diversity": float("nan"),
+    "hacking_alerts": 2,
     "mfu_update": 0.375,
 }
 
@@ -26,7 +38,11 @@ def test_updates_of_one_epoch():
     assert by_name["sdpo_policy_version"] == [(4, {})]
     assert by_name["sdpo_reward_call_seconds"] == [(0.125, {}), (0.25, {})]
     assert by_name["sdpo_phase_seconds"] == [
-        (0.5, {"phase": "publish"}), (2.0, {"phase": "rollout"}), (1.5, {"phase": "reward"}), (3.0, {"phase": "update"}), (6.0, {"phase": "epoch"})
+        (0.5, {"phase": "publish"}),
+        (2.0, {"phase": "rollout"}),
+        (1.5, {"phase": "reward"}),
+        (3.0, {"phase": "update"}),
+        (6.0, {"phase": "epoch"}),
     ]  # no eval phase this epoch
     assert by_name["sdpo_busy_fraction"] == [(0.75, {})]
     assert by_name["sdpo_reward_mean"] == [(0.25, {"step": "1step"})]  # the NaN final mean is not exported

@@ -32,7 +32,13 @@ def test_write_read_round_trip_with_manifest(tmp_path):
     assert path.name == "epoch-000002" and ck.problem(path) is None
     manifest = json.loads((path / ck.MANIFEST).read_text())
     assert set(manifest["files"]) == {
-        "pytorch_lora_weights.safetensors", "lora_peft.safetensors", "trainer_state.pt", "tracker.json", "rng.json", "state.json", "config.yaml"
+        "pytorch_lora_weights.safetensors",
+        "lora_peft.safetensors",
+        "trainer_state.pt",
+        "tracker.json",
+        "rng.json",
+        "state.json",
+        "config.yaml",
     }
     back = ck.read_checkpoint(path)  # trainer_state.pt through torch.load(weights_only=True)
     assert (back.epoch, back.weights_version, back.config_yaml) == (2, 2, "seed: 0\n")
@@ -107,11 +113,18 @@ def test_corrupt_or_partial_checkpoint_is_skipped_with_a_warning(tmp_path, caplo
 
 def test_resume_config_check_names_only_keys_that_break_the_run():
     base = load_config("tiny").model_dump(mode="json")
-    fine = load_config("tiny", ["epochs=99", "output.run_dir=/x", "ray.num_cpus=2", "rollout.num_actors=3", "checkpoint.keep=1"])
+    fine = load_config(
+        "tiny", ["epochs=99", "output.run_dir=/x", "ray.num_cpus=2", "rollout.num_actors=3", "checkpoint.keep=1"]
+    )
     assert ck.incompatible_keys(base, fine.model_dump(mode="json")) == []
-    bad = load_config("tiny", ["seed=1", "train.learning_rate=0.5", "rollout.pairs_per_epoch=4", "rollout.chunk_size=2"])
+    bad = load_config(
+        "tiny", ["seed=1", "train.learning_rate=0.5", "rollout.pairs_per_epoch=4", "rollout.chunk_size=2"]
+    )
     assert ck.incompatible_keys(base, bad.model_dump(mode="json")) == [
-        "rollout.chunk_size", "rollout.pairs_per_epoch", "seed", "train.learning_rate"
+        "rollout.chunk_size",
+        "rollout.pairs_per_epoch",
+        "seed",
+        "train.learning_rate",
     ]
 
 
@@ -128,7 +141,9 @@ def test_resume_with_edited_prompts_is_refused(tmp_path):
 
     cfg = load_config("tiny")
     state = _state(1)
-    state = ck.TrainingState(**{**state.__dict__, "config_yaml": to_yaml(cfg), "prompts_sha256": ck.prompts_fingerprint(["a cat", "a dog"])})
+    state = ck.TrainingState(
+        **{**state.__dict__, "config_yaml": to_yaml(cfg), "prompts_sha256": ck.prompts_fingerprint(["a cat", "a dog"])}
+    )
     ck.write_checkpoint(ck.checkpoint_dir(tmp_path), state, keep=1)
     assert find_resume(tmp_path, cfg, ["a cat", "a dog"]).prompts_sha256 == state.prompts_sha256
     with pytest.raises(ConfigError, match="trained on other prompts"):
@@ -215,7 +230,12 @@ def test_the_checkpoints_lora_file_carries_the_runs_rank_and_alpha(tmp_path):
     from safetensors import safe_open
 
     state = _state(1)
-    state = ck.TrainingState(**{**state.__dict__, "config_yaml": "model:\n  lora_rank: 2\n  lora_alpha: 16.0\n  lora_target_modules: [to_q]\n"})
+    state = ck.TrainingState(
+        **{
+            **state.__dict__,
+            "config_yaml": "model:\n  lora_rank: 2\n  lora_alpha: 16.0\n  lora_target_modules: [to_q]\n",
+        }
+    )
     path = ck.write_checkpoint(tmp_path, state, keep=1)
     with safe_open(str(path / "pytorch_lora_weights.safetensors"), "pt") as f:
         metadata = json.loads(f.metadata()["lora_adapter_metadata"])

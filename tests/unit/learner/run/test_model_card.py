@@ -12,8 +12,10 @@ from learner.run.model_card import eval_table, hub_base_model, write_model_card
 
 FINAL = {
     "epoch": 9,
-    "eval_reward_1step_mean": 0.25, "eval_reward_1step_std": 0.5,
-    "eval_reward_2step_mean": 0.375, "eval_reward_2step_std": 0.125,
+    "eval_reward_1step_mean": 0.25,
+    "eval_reward_1step_std": 0.5,
+    "eval_reward_2step_mean": 0.375,
+    "eval_reward_2step_std": 0.125,
     "eval_fidelity_1step_mean": 0.5,
     "eval_rewards_missing": 0,
 }

@@ -52,10 +52,16 @@ def test_damaged_or_foreign_metrics_lines_are_skipped_and_reported(tmp_path, cap
 
     path = tmp_path / "metrics.jsonl"
     good = [json.dumps({"epoch": e, "loss": 0.5}) for e in range(3)]
-    path.write_bytes(("\n".join([good[0], '{"epoch": -3}', good[1], '{"loss": 1}']) + "\n").encode()
-                     + b"\xff\xfe binary \x00\n" + (good[2] + "\n").encode() + b'{"epoch": 3, "lo')
+    path.write_bytes(
+        ("\n".join([good[0], '{"epoch": -3}', good[1], '{"loss": 1}']) + "\n").encode()
+        + b"\xff\xfe binary \x00\n"
+        + (good[2] + "\n").encode()
+        + b'{"epoch": 3, "lo'
+    )
     assert [r["epoch"] for r in read_metrics(tmp_path)] == [0, 1, 2]
     keep_metrics_before(path, 2)
     out = capsys.readouterr().out
-    assert "dropped 4 line(s) that are not this run's records" in out and "dropped 1 record(s) of epoch 2 or later" in out
+    assert (
+        "dropped 4 line(s) that are not this run's records" in out and "dropped 1 record(s) of epoch 2 or later" in out
+    )
     assert path.read_text().splitlines() == good[:2]

@@ -10,7 +10,17 @@ from learner.run.progress import Progress, TimeBreakdown, eta_seconds, format_du
 
 
 @pytest.mark.parametrize(
-    "seconds, text", [(0, "0:00"), (59.4, "0:59"), (59.6, "1:00"), (61, "1:01"), (3599, "59:59"), (3600, "1:00:00"), (7384, "2:03:04"), (-5, "0:00")]
+    "seconds, text",
+    [
+        (0, "0:00"),
+        (59.4, "0:59"),
+        (59.6, "1:00"),
+        (61, "1:01"),
+        (3599, "59:59"),
+        (3600, "1:00:00"),
+        (7384, "2:03:04"),
+        (-5, "0:00"),
+    ],
 )
 def test_format_duration(seconds, text):
     assert format_duration(seconds) == text
@@ -25,7 +35,14 @@ def test_eta_is_the_mean_epoch_time_times_the_epochs_left():
 def test_epoch_line_of_a_resumed_run_counts_only_this_attempts_epochs():
     now = [100.0]
     progress = Progress(first_epoch=4, epochs=10, clock=lambda: now[0])
-    metrics = {"weights_version": 5, "reward_1step_mean": 0.5, "reward_final_mean": 0.75, "loss": -0.125, "time_epoch_s": 4.0, "pairs": 8}
+    metrics = {
+        "weights_version": 5,
+        "reward_1step_mean": 0.5,
+        "reward_final_mean": 0.75,
+        "loss": -0.125,
+        "time_epoch_s": 4.0,
+        "pairs": 8,
+    }
     now[0] = 112.0  # epochs 4 and 5 took 12 s together: 6 s each, 4 epochs (6..9) left
     line = progress.epoch_line(5, metrics)
     assert line.startswith("epoch 6/10  v5  reward 1-step 0.5000  final 0.7500  loss -0.1250  4.0s")

@@ -22,12 +22,16 @@ T = 3
 
 
 @pytest.mark.parametrize("name", ["sdxl", "sd3", "flux", "flux2_klein", "sana_sprint"])
-def test_family_update_ratio_is_one_and_moves_the_policy(name, tiny_sdxl_dir, tiny_sd3_dir, tiny_flux_dir, tiny_flux2_klein_dir, tiny_sana_sprint_dir):
+def test_family_update_ratio_is_one_and_moves_the_policy(
+    name, tiny_sdxl_dir, tiny_sd3_dir, tiny_flux_dir, tiny_flux2_klein_dir, tiny_sana_sprint_dir
+):
     dirs = {"sdxl": tiny_sdxl_dir, "sd3": tiny_sd3_dir, "flux": tiny_flux_dir, "flux2_klein": tiny_flux2_klein_dir}
     dirs["sana_sprint"] = tiny_sana_sprint_dir
     model = ModelConfig(pretrained=dirs[name], resolution=32)
     sampling = SamplingConfig(num_steps=T, eta=0.7, guidance_scale=2.0)
-    learner = LearnerWorker(model=model, sampling=sampling, train=TrainConfig(learning_rate=1e-2, gradient_accumulation_steps=2), seed=0)
+    learner = LearnerWorker(
+        model=model, sampling=sampling, train=TrainConfig(learning_rate=1e-2, gradient_accumulation_steps=2), seed=0
+    )
     rollout = RolloutWorker(model=model, sampling=sampling, seed=0)
     rollout.set_weights(learner.get_weights())
     traj = rollout.rollout(0, [0, 1], ["cat", "dog"], learner.version).trajectories
@@ -43,7 +47,19 @@ def test_family_update_ratio_is_one_and_moves_the_policy(name, tiny_sdxl_dir, ti
     for i in range(T):
         x, x_next = traj.latents[:, :, i].flatten(0, 1), traj.latents[:, :, i + 1].flatten(0, 1)  # (2B, C, h, w)
         with torch.no_grad():
-            lp = score_steps(denoiser(pipe), pipe.scheduler, x, x_next, torch.full((4,), i), traj.timesteps, cond, 0.7, 2.0, negative, family=fam)
+            lp = score_steps(
+                denoiser(pipe),
+                pipe.scheduler,
+                x,
+                x_next,
+                torch.full((4,), i),
+                traj.timesteps,
+                cond,
+                0.7,
+                2.0,
+                negative,
+                family=fam,
+            )
         rho.append(lp.log_prob.view(2, 2) - traj.log_probs[:, :, i])  # (B, P)
     rho = torch.stack(rho)  # (T, B, P): log-ratios of the stored actions under the updated policy
     assert torch.isfinite(rho).all() and rho.abs().max() > 0

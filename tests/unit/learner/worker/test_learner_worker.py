@@ -20,7 +20,9 @@ SAMPLING = SamplingConfig(num_steps=4)
 @pytest.fixture(scope="module")
 def workers(tiny_cache):
     model = ModelConfig(tiny_cache_dir=tiny_cache)
-    learner = LearnerWorker(model=model, sampling=SAMPLING, train=TrainConfig(learning_rate=1e-2, gradient_accumulation_steps=2), seed=0)
+    learner = LearnerWorker(
+        model=model, sampling=SAMPLING, train=TrainConfig(learning_rate=1e-2, gradient_accumulation_steps=2), seed=0
+    )
     rollout = RolloutWorker(model=model, sampling=SAMPLING, seed=0)
     return learner, rollout
 
@@ -100,7 +102,9 @@ def test_micro_batch_size_changes_speed_not_the_math(tiny_cache, eight_pairs):
     for micro in (2, 8):
         # adam_epsilon large next to the gradients: AdamW's first steps are otherwise ~lr * sign(g), which
         # turns float summation-order noise in a near-zero gradient into a full step
-        learner = _fresh(tiny_cache, batch_size=2, gradient_accumulation_steps=4, micro_batch_size=micro, adam_epsilon=1e-2)
+        learner = _fresh(
+            tiny_cache, batch_size=2, gradient_accumulation_steps=4, micro_batch_size=micro, adam_epsilon=1e-2
+        )
         request = update_request(traj, adv, version=0)
         metrics = learner.update(request, traj)
         results[micro] = (metrics, learner.get_weights().lora)
@@ -122,7 +126,9 @@ def test_skip_last_step_never_trains_on_the_last_transition(tiny_cache, eight_pa
     other[:, :, -1] = -other[:, :, -1] + 3.0  # different advantages at step T-1 only
 
     def updated(skip: bool, advantages: torch.Tensor):
-        learner = _fresh(tiny_cache, batch_size=2, gradient_accumulation_steps=4, micro_batch_size=8, skip_last_step=skip)
+        learner = _fresh(
+            tiny_cache, batch_size=2, gradient_accumulation_steps=4, micro_batch_size=8, skip_last_step=skip
+        )
         metrics = learner.update(update_request(traj, advantages, version=0), traj)
         return metrics, learner.get_weights().lora
 
@@ -162,19 +168,34 @@ def test_missing_trajectories_are_an_error(tiny_cache, eight_pairs):
 
 
 def test_train_batch_validate():
-    good = TrainBatch(0, 0, 0, ["a"], torch.arange(3), torch.zeros(1, 2, 4, 4, 2, 2), torch.zeros(1, 2, 3), torch.zeros(1, 2, 3))
+    good = TrainBatch(
+        0, 0, 0, ["a"], torch.arange(3), torch.zeros(1, 2, 4, 4, 2, 2), torch.zeros(1, 2, 3), torch.zeros(1, 2, 3)
+    )
     good.validate()
     with pytest.raises(ValueError, match="advantages"):
-        TrainBatch(0, 0, 0, ["a"], torch.arange(3), torch.zeros(1, 2, 4, 4, 2, 2), torch.zeros(1, 2, 3), torch.zeros(1, 2, 2)).validate()
+        TrainBatch(
+            0, 0, 0, ["a"], torch.arange(3), torch.zeros(1, 2, 4, 4, 2, 2), torch.zeros(1, 2, 3), torch.zeros(1, 2, 2)
+        ).validate()
     with pytest.raises(ValueError, match="finite"):
-        TrainBatch(0, 0, 0, ["a"], torch.arange(3), torch.zeros(1, 2, 4, 4, 2, 2), torch.zeros(1, 2, 3), torch.full((1, 2, 3), float("nan"))).validate()
+        TrainBatch(
+            0,
+            0,
+            0,
+            ["a"],
+            torch.arange(3),
+            torch.zeros(1, 2, 4, 4, 2, 2),
+            torch.zeros(1, 2, 3),
+            torch.full((1, 2, 3), float("nan")),
+        ).validate()
 
 
 def test_a_rewound_worker_runs_an_update_again_exactly(tiny_cache):
     """keep_epoch_states: the state at each of the last two versions; rewinding to one (twice, to show
     the kept copy is not stepped in place) and updating again gives the same weights and metrics."""
     model = ModelConfig(tiny_cache_dir=tiny_cache)
-    learner = LearnerWorker(model=model, sampling=SAMPLING, train=TrainConfig(learning_rate=1e-2), seed=0, keep_epoch_states=True)
+    learner = LearnerWorker(
+        model=model, sampling=SAMPLING, train=TrainConfig(learning_rate=1e-2), seed=0, keep_epoch_states=True
+    )
     rollout = RolloutWorker(model=model, sampling=SAMPLING, seed=0)
     for epoch in range(2):
         traj = _sample(learner, rollout, epoch)
@@ -186,8 +207,12 @@ def test_a_rewound_worker_runs_an_update_again_exactly(tiny_cache):
     for _ in range(2):
         assert learner.rewind(2) and learner.version == 2
         again = learner.update(update_request(traj, _better_first(2)), traj)
-        assert {k: again[k] for k in ("loss", "approx_kl", "grad_norm")} == {k: first[k] for k in ("loss", "approx_kl", "grad_norm")}
+        assert {k: again[k] for k in ("loss", "approx_kl", "grad_norm")} == {
+            k: first[k] for k in ("loss", "approx_kl", "grad_norm")
+        }
         assert all(torch.equal(after[k], v) for k, v in learner.get_weights().lora.items())
-    other = LearnerWorker(model=model, sampling=SAMPLING, train=TrainConfig(learning_rate=1e-2), seed=0)  # a restarted rank
+    other = LearnerWorker(
+        model=model, sampling=SAMPLING, train=TrainConfig(learning_rate=1e-2), seed=0
+    )  # a restarted rank
     assert other.epoch_states is None and other.rewind(3, learner.epoch_state(3)) and other.version == 3
     assert all(torch.equal(after[k], v) for k, v in other.get_weights().lora.items())
