@@ -16,8 +16,8 @@ every grid and curve can put the trained policy beside it.
 Outputs: eval_reward_{k}step_mean / _std (and eval_fidelity_{k}step_mean / _std, and the fraction of
 images showing each factor, eval_fidelity_{k}step_{colour,shape,size,position}) in the epoch's
 metrics (metrics.jsonl and TensorBoard), eval/epoch_XXXX.png (rows: for each step count in
-`eval.steps` order, the initial policy and this epoch's; columns: prompts, labelled), and
-reward_curves.png, redrawn every epoch. Legend: K step counts, N held-out prompts, H/W image.
+`eval.steps` order, the initial policy and this epoch's; columns: prompts, labelled). The curves
+(reward_curves.png) are drawn from these metrics by learner/run/plots.py. Legend: K step counts, N held-out prompts, H/W image.
 """
 
 from __future__ import annotations
