@@ -37,3 +37,25 @@ def runtime_env_config(**runtime_env):
     from learner.config import build_config
 
     return build_config({}, [f"reward.runtime_env={runtime_env}"])
+
+
+def process_name(p) -> str:
+    """A psutil process's name, or '' once it has exited (a driver's short-lived children end while
+    they are listed)."""
+    import psutil
+
+    try:
+        return p.name()
+    except psutil.NoSuchProcess:
+        return ""
+
+
+def ray_core_processes(pid: int) -> list:
+    """The raylet and GCS server among the descendants of process `pid` (the local cluster a driver started)."""
+    import psutil
+
+    try:
+        children = psutil.Process(pid).children(recursive=True)
+    except psutil.NoSuchProcess:
+        return []
+    return [p for p in children if process_name(p) in ("raylet", "gcs_server")]

@@ -17,6 +17,7 @@ import pytest
 from learner.run.checkpoint import checkpoint_dir, list_checkpoints, nonfinite, read_checkpoint
 from learner.run.outputs import read_metrics
 from tests.conftest import REPO, cli_env, run_cli
+from tests.helpers import process_name, ray_core_processes
 
 SMALL = [
     "--config",
@@ -189,17 +190,16 @@ def test_sigterm_while_ray_starts_exits_143_and_leaves_no_cluster(tiny_cache, tm
         text=True,
     )
     deadline = time.monotonic() + 60
-    while not any(p.name() in ("raylet", "gcs_server") for p in psutil.Process(proc.pid).children(recursive=True)):
+    while not (cluster := ray_core_processes(proc.pid)):
         assert proc.poll() is None and time.monotonic() < deadline
         time.sleep(0.05)
-    cluster = psutil.Process(proc.pid).children(recursive=True)
     proc.send_signal(signal.SIGTERM)  # Ray is starting
     out, err = proc.communicate(timeout=120)
     assert proc.returncode == 143, err[-3000:]
     errors = _error_lines(err)
     assert len(errors) == 1 and errors[0].startswith("error: preempted by SIGTERM"), err[-3000:]
-    _, alive = psutil.wait_procs([p for p in cluster if p.name() in ("raylet", "gcs_server")], timeout=60)
-    assert not alive, [p.name() for p in alive]
+    _, alive = psutil.wait_procs(cluster, timeout=60)
+    assert not alive, [process_name(p) for p in alive]
 
 
 def test_bad_reward_options_exit_2_before_any_actor(tmp_path):
@@ -318,7 +318,7 @@ def test_two_quick_ctrl_c_on_ray_exit_130_with_one_line_and_leave_no_cluster(tin
         raise AssertionError(f"no {prefix!r}:\n" + "".join(seen)[-3000:])
 
     read_until("epoch 1/20")  # mid-run
-    cluster = [p for p in psutil.Process(proc.pid).children(recursive=True) if p.name() in ("raylet", "gcs_server")]
+    cluster = ray_core_processes(proc.pid)
     proc.send_signal(signal.SIGINT)
     read_until("error: interrupted")  # the first is handled; the clean-up (ray.shutdown) follows
     proc.send_signal(signal.SIGINT)
@@ -327,7 +327,7 @@ def test_two_quick_ctrl_c_on_ray_exit_130_with_one_line_and_leave_no_cluster(tin
     assert proc.returncode == 130, text[-3000:]
     assert len(_error_lines(text)) == 1 and "Traceback" not in text and "KeyboardInterrupt" not in text, text[-3000:]
     _, alive = psutil.wait_procs(cluster, timeout=60)
-    assert not alive, [p.name() for p in alive]
+    assert not alive, [process_name(p) for p in alive]
 
 
 def test_sigterm_at_many_moments_is_never_lost(tiny_cache, tmp_path):

@@ -20,6 +20,7 @@ import pytest
 from learner.run.checkpoint import checkpoint_dir, list_checkpoints, problem
 from learner.run.outputs import read_metrics
 from tests.conftest import REPO, cli_env, run_cli
+from tests.helpers import process_name
 
 SMALL = [
     "--config",
@@ -154,9 +155,9 @@ def test_kill_9_of_the_driver_after_epoch_2_then_resume_is_exact(reference, tiny
 def _await_exit(procs: list[psutil.Process], must: tuple[str, ...], timeout: float = 60) -> None:
     """The driver's cluster shares its fate: its raylet and GCS exit on their own. Whatever of ours
     is still alive then (Ray's agents may linger a while) is killed here, by pid."""
-    core = [p for p in procs if p.name() in must]
+    core = [p for p in procs if process_name(p) in must]  # one that has exited is not alive
     _, alive = psutil.wait_procs(core, timeout=timeout)
-    assert not alive, f"the Ray cluster outlived its driver: {[p.name() for p in alive]}"
+    assert not alive, f"the Ray cluster outlived its driver: {[process_name(p) for p in alive]}"
     for p in procs:
         if p.is_running():
             p.kill()
