@@ -145,7 +145,9 @@ class LearnerConfig(Section):
 class RayConfig(Section):
     enabled: bool = Field(True, description="Run on Ray actors; false runs every worker in this process.")
     address: str | None = Field(
-        None, description="Ray address to join; None uses RAY_ADDRESS if set, else starts a local cluster."
+        None,
+        description="Ray address to join ('auto': the cluster `ray start` made on this machine); None uses RAY_ADDRESS "
+        "if set, else starts a local cluster of this run's own ('local' too).",
     )
     num_cpus: float | None = Field(
         None, gt=0, le=1_000_000, description="CPUs of a locally started cluster (None = all)."

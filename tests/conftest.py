@@ -83,7 +83,9 @@ def tiny_sana_sprint_dir(tiny_cache) -> str:
 
 
 def cli_env() -> dict[str, str]:
-    env = dict(os.environ)
+    """This environment for a CLI subprocess, less RAY_ADDRESS: a driver a test starts makes its own
+    local cluster unless the test names one."""
+    env = {k: v for k, v in os.environ.items() if k != "RAY_ADDRESS"}
     env["PYTHONPATH"] = str(REPO) + os.pathsep + env.get("PYTHONPATH", "")
     return env
 

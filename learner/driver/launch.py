@@ -156,7 +156,7 @@ def init_ray(cfg: Config) -> None:
             f"{key}: '{address}' is the dashboard's address, which `ray job submit --address` takes; a driver joins the "
             "cluster at its GCS address (e.g. 127.0.0.1:6379 or 'auto'); or submit this command with `ray job submit`"
         )
-    if address:
+    if address and address.strip().lower() != "local":
         check_reachable(address, cfg.ray.connect_timeout_s)
         try:
             with _sigterm_kept_by_the_driver():
@@ -167,7 +167,9 @@ def init_ray(cfg: Config) -> None:
             ) from None
     else:
         with _sigterm_kept_by_the_driver():
-            ray.init(num_cpus=cfg.ray.num_cpus, include_dashboard=False, log_to_driver=True)
+            # "local": a cluster of this run's own, never one that `ray start` left on this machine (Ray
+            # would join that, found through its temp dir; ray.address=auto does)
+            ray.init(address="local", num_cpus=cfg.ray.num_cpus, include_dashboard=False, log_to_driver=True)
     nodes = [n["Resources"] for n in ray.nodes() if n.get("Alive")]
     check_resources(actor_bundles(cfg), nodes)
 

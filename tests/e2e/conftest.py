@@ -11,6 +11,7 @@ cluster to lose a node of it; cluster/test_job_submit.py runs `ray start --head`
 from __future__ import annotations
 
 import gc
+import os
 from pathlib import Path
 
 import pytest
@@ -31,7 +32,12 @@ def _ray_session():
 
     # address="local": always a new cluster of this session's own, never one found on the machine.
     # 4 logical CPUs: the users ask for fractions (test_distributed: 2 x 0.5, test_runtime_env_e2e: 0.25 a server).
+    # ray.init exports RAY_ADDRESS (and PYTHONBREAKPOINT) to this process's environment: put back, so
+    # that the CLIs later tests start do not join this cluster instead of starting their own.
+    environ = dict(os.environ)
     ray.init(address="local", num_cpus=4, include_dashboard=False)
+    os.environ.clear()
+    os.environ.update(environ)
     yield
     ray.shutdown()
 

@@ -70,3 +70,36 @@ def test_bundles_are_named_by_role():
     for role, indices in bundle_indices(cfg).items():  # each role's actors sit on their own role's bundles
         assert [flat[i] for i in indices] == role_bundles(cfg)[role]
     assert flat[3] == {"CPU": 0.75}
+
+
+@pytest.mark.parametrize(
+    ("overrides", "env", "expected"),
+    [
+        (["ray.num_cpus=2"], {}, {"address": "local", "num_cpus": 2.0}),  # never a cluster `ray start` left here
+        (["ray.num_cpus=2"], {"RAY_ADDRESS": "local"}, {"address": "local", "num_cpus": 2.0}),
+        (["ray.address=auto"], {}, {"address": "auto"}),  # joins the one `ray start` made: no num_cpus
+    ],
+)
+def test_without_an_address_the_driver_starts_a_cluster_of_its_own(monkeypatch, overrides, env, expected):
+    """Ray's own ray.init() joins a cluster that `ray start` left on the machine (found through its
+    temp dir), and then refuses num_cpus with a ValueError; the driver asks for address='local'."""
+    import ray
+
+    from learner.driver.launch import init_ray
+
+    calls = []
+
+    class Stop(Exception):
+        pass
+
+    def fake_init(**kwargs):
+        calls.append(kwargs)
+        raise Stop
+
+    monkeypatch.delenv("RAY_ADDRESS", raising=False)
+    for key, value in env.items():
+        monkeypatch.setenv(key, value)
+    monkeypatch.setattr(ray, "init", fake_init)
+    with pytest.raises(Stop):
+        init_ray(load_config("tiny", overrides))
+    assert {k: v for k, v in calls[0].items() if k in ("address", "num_cpus")} == expected
