@@ -39,7 +39,7 @@ def local_head(tmp_path):
     listens on 127.0.0.1; Ray itself replaces a loopback node address with the machine's own
     interface address, so all of its traffic stays on this machine."""
     env = dict(os.environ, RAY_AUTH_MODE="disabled", RAY_USAGE_STATS_ENABLED="0")
-    gcs, dash, metrics = _free_port(), _free_port(), _free_port()
+    gcs, dash, metrics, agent = _free_port(), _free_port(), _free_port(), _free_port()
     temp_dir = Path("/tmp") / f"ray-test-{os.getpid()}-{gcs}"  # short: unix socket paths are limited
     start = [
         *_ray_cli(),
@@ -50,6 +50,9 @@ def local_head(tmp_path):
         "--include-dashboard=true",
         "--dashboard-host=127.0.0.1",
         f"--dashboard-port={dash}",
+        # the job API needs the head's dashboard agent; its default port (52365) is taken by any other
+        # Ray cluster on the machine (another test run's), and then job submission never finds an agent
+        f"--dashboard-agent-listen-port={agent}",
         "--num-cpus=2",
         "--num-gpus=0",
         f"--temp-dir={temp_dir}",
