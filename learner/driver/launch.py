@@ -184,19 +184,18 @@ def _sigterm_kept_by_the_driver():
     try:
         from ray._private import ray_constants
         from ray._private import utils as ray_utils
-    except ImportError:
-        yield
-        return
-    ray_constants.RAY_DISABLE_FAILURE_SIGNAL_HANDLER = True  # read when this driver's core worker starts
+    except ImportError:  # Ray's private layout changed: its defaults stand
+        ray_constants = ray_utils = None
     install = getattr(ray_utils, "set_sigterm_handler", None)
-    if install is None:
-        yield
-        return
-    ray_utils.set_sigterm_handler = lambda handler: None
+    if ray_constants is not None:
+        ray_constants.RAY_DISABLE_FAILURE_SIGNAL_HANDLER = True  # read when this driver's core worker starts
+    if install is not None:
+        ray_utils.set_sigterm_handler = lambda handler: None
     try:
         yield
     finally:
-        ray_utils.set_sigterm_handler = install
+        if install is not None:
+            ray_utils.set_sigterm_handler = install
 
 
 def shutdown_ray() -> None:
