@@ -110,7 +110,9 @@ class Trajectories(_PairBatch):
     epoch: int
     pair_index: torch.Tensor  # (B,) long: global index of each pair within the epoch
     prompts: list[str]  # B prompts, one per pair
-    timesteps: torch.Tensor  # (T,) the scheduler's timesteps t_0 > ... > t_{T-1} (long for DDIM, float for flow models and SANA-Sprint's TrigFlow times)
+    # (T,) the scheduler's timesteps t_0 > ... > t_{T-1} (long for DDIM, float for flow models and SANA-Sprint's
+    # TrigFlow times)
+    timesteps: torch.Tensor
     latents: torch.Tensor  # (B, P, T+1, C, h, w): x_0 (shared by the pair) ... x_T
     log_probs: torch.Tensor  # (B, P, T): log pi_old(x_{i+1} | x_i), mean over (C, h, w)
 

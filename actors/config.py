@@ -12,11 +12,12 @@ from plumbing.config import Section
 class ModelConfig(Section):
     pretrained: str = Field(
         "tiny",
-        description="Hub id or local directory of a diffusers pipeline of a supported family (StableDiffusionPipeline, "
-        "StableDiffusionXLPipeline, StableDiffusion3Pipeline, FluxPipeline, Flux2KleinPipeline, SanaSprintPipeline); "
-        "'tiny' builds (once, offline) and loads the embedded tiny SD-architecture pipeline (random weights); "
-        "'shapes' loads the committed tiny text-to-image model pretrained on the shapes task (shapes/assets/shapes-sd); "
-        "'shapes-turbo' its few-step student, distilled from it as SD-Turbo is from SD (scripts/shapes_distill.py).",
+        description="Hub id or local directory of a diffusers pipeline of a supported family "
+        "(StableDiffusionPipeline, StableDiffusionXLPipeline, StableDiffusion3Pipeline, FluxPipeline, "
+        "Flux2KleinPipeline, SanaSprintPipeline); 'tiny' builds (once, offline) and loads the embedded tiny "
+        "SD-architecture pipeline (random weights); 'shapes' loads the committed tiny text-to-image model pretrained "
+        "on the shapes task (shapes/assets/shapes-sd); 'shapes-turbo' its few-step student, distilled from it as "
+        "SD-Turbo is from SD (scripts/shapes_distill.py).",
     )
     family: Literal["auto", "sd", "sdxl", "sd3", "flux", "flux2_klein", "sana_sprint"] = Field(
         "auto", description="Model family; 'auto' reads it from the model's model_index.json `_class_name`."
@@ -25,7 +26,8 @@ class ModelConfig(Section):
         None,
         ge=8,
         le=4096,
-        description="Image side in pixels (e.g. 512 for SDXL-Turbo, whose UNet config says 1024); None = the denoiser's native size.",
+        description="Image side in pixels (e.g. 512 for SDXL-Turbo, whose UNet config says 1024); None = the "
+        "denoiser's native size.",
     )
     revision: str | None = Field(None, description="Hub revision of `pretrained` (ignored for local dirs).")
     tiny_cache_dir: str = Field(
@@ -47,15 +49,16 @@ class ModelConfig(Section):
     )
     compile: bool = Field(
         False,
-        description="torch.compile the denoiser's forward (dynamic=False) in every worker. On an H200 at SD-Turbo size: "
-        "1.25x rollout and, with train.micro_batch_size=8, 4.2x update throughput, after a one-time compile of about "
-        "2 minutes per worker (benchmarks/results/gpu_optim_H200*.json). Meant for GPU runs.",
+        description="torch.compile the denoiser's forward (dynamic=False) in every worker. On an H200 at SD-Turbo "
+        "size: 1.25x rollout and, with train.micro_batch_size=8, 4.2x update throughput, after a one-time compile of "
+        "about 2 minutes per worker (benchmarks/results/gpu_optim_H200*.json). Meant for GPU runs.",
     )
     gradient_checkpointing: bool = Field(
         False,
-        description="Recompute the denoiser's block activations in the backward pass (diffusers' enable_gradient_checkpointing) "
-        "instead of keeping them: less update memory, more compute; sampling is unaffected. For a preset that does not fit "
-        "its GPU (python -m benchmarks.gpu_throughput --fits says which do).",
+        description="Recompute the denoiser's block activations in the backward pass (diffusers' "
+        "enable_gradient_checkpointing) instead of keeping them: less update memory, more compute; sampling is "
+        "unaffected. For a preset that does not fit its GPU (python -m benchmarks.gpu_throughput --fits says which "
+        "do).",
     )
 
 
@@ -65,8 +68,9 @@ class SamplingConfig(Section):
         1.0,
         gt=0,
         le=1.0,
-        description="DDIM eta (SD, SDXL), the flow SDE's noise level a (SD3, FLUX), or for SANA-Sprint the fresh noise's share of "
-        "sCM's re-noising (std eta sin s; 1 = SCMScheduler's own); > 0 makes the sampler a stochastic policy.",
+        description="DDIM eta (SD, SDXL), the flow SDE's noise level a (SD3, FLUX), or for SANA-Sprint the fresh "
+        "noise's share of sCM's re-noising (std eta sin s; 1 = SCMScheduler's own); > 0 makes the sampler a "
+        "stochastic policy.",
     )
     guidance_scale: float = Field(1.0, ge=1.0, description="Classifier-free guidance scale (1 = no CFG).")
     num_anchors: int = Field(
@@ -77,9 +81,9 @@ class SamplingConfig(Section):
     )
     reward_queries: Literal["auto", "anchors", "final"] = Field(
         "auto",
-        description="Which states the reward model scores. 'anchors' (SDPO): the decoded predicted clean states x0 of the "
-        "first step, the anchors and the last step; 'final' (DDPO as ddpo-pytorch): the decoded final latent x_T alone. "
-        "'auto': the algorithm's own.",
+        description="Which states the reward model scores. 'anchors' (SDPO): the decoded predicted clean states x0 of "
+        "the first step, the anchors and the last step; 'final' (DDPO as ddpo-pytorch): the decoded final latent x_T "
+        "alone. 'auto': the algorithm's own.",
     )
     similarity_floor: float = Field(
         1e-3, gt=0, le=1, description="Cosine similarities are clamped to at least this before the dense fill."
@@ -89,7 +93,8 @@ class SamplingConfig(Section):
 class PromptConfig(Section):
     source: str = Field(
         "simple_animals",
-        description="Built-in prompt list ('simple_animals', 'complex_animals') or a path to a text file, one prompt per line.",
+        description="Built-in prompt list ('simple_animals', 'complex_animals') or a path to a text file, one prompt "
+        "per line.",
     )
 
 

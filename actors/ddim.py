@@ -51,7 +51,8 @@ def step_alphas(
 
 
 def ddim_sigma(alpha_t: torch.Tensor, alpha_prev: torch.Tensor, eta: float) -> torch.Tensor:
-    """sigma = eta * sqrt((1 - a_prev) / (1 - a_t) * (1 - a_t / a_prev)), per sample (float32, as diffusers computes it)."""
+    """sigma = eta * sqrt((1 - a_prev) / (1 - a_t) * (1 - a_t / a_prev)), per sample (float32, as diffusers computes
+    it)."""
     return eta * ((1 - alpha_prev) / (1 - alpha_t) * (1 - alpha_t / alpha_prev)).clamp(min=0) ** 0.5
 
 

@@ -87,8 +87,8 @@ class RolloutWorker:
                     f"{self.identity()}): NaN or inf in its weights, or overflow in its dtype"
                 )
             raise NonFinitePolicyError(
-                f"{self.identity()}: policy version {self.version} sampled non-finite latents in epoch {epoch}; its weights "
-                "are broken (lower train.learning_rate)"
+                f"{self.identity()}: policy version {self.version} sampled non-finite latents in epoch {epoch}; its "
+                "weights are broken (lower train.learning_rate)"
             )
         if s.reward_queries == "final":  # DDPO: the decoded x_T
             query_steps, sims, images = final_queries(self.pipe, pairs.latents)

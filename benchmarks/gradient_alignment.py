@@ -2,7 +2,8 @@
 minibatch gradient and the exact gradient of the held-out k-step reward, before any long run.
 
     python -m benchmarks.gradient_alignment [--model shapes-turbo] [--checkpoint RUN/checkpoints/epoch-000096]
-        [--pairs 2048] [--minibatch 16] [--noises 32] [--train-steps 8] [--out benchmarks/results/gradient_alignment.json]
+        [--pairs 2048] [--minibatch 16] [--noises 32] [--train-steps 8]
+        [--out benchmarks/results/gradient_alignment.json]
 
 1. Target, per k in 1, 2, 4, 8: g_k = the gradient with respect to the LoRA of the mean held-out
    k-step reward: the 24 held-out captions x `noises` fixed noises, sampled by the deterministic

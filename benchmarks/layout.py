@@ -117,13 +117,14 @@ def model_table(gpu_counts: list[int]) -> dict:
 def print_table(model: dict) -> None:
     print("modeled epoch at the paper's scale (H200 rates, T = 50, 32 pairs per policy GPU):")
     print(
-        f"{'policy GPUs':>11}  {'layout':<24} {'GPUs':>5} {'rollout s':>9} {'update s':>9} {'comm s':>7} {'epoch s':>8} {'vs ref':>7} {'busy':>6}"
+        f"{'policy GPUs':>11}  {'layout':<24} {'GPUs':>5} {'rollout s':>9} {'update s':>9} {'comm s':>7} "
+        f"{'epoch s':>8} {'vs ref':>7} {'busy':>6}"
     )
     for g, rows in model["table"].items():
         for name, r in rows.items():
             print(
-                f"{g:>11}  {name:<24} {r['gpus']:>5} {r['rollout_s']:>9} {r['update_s']:>9} {r['comm_s']:>7} {r['epoch_s']:>8} "
-                f"{r['vs_reference']:>7} {r['busy_fraction']:>6.1%}"
+                f"{g:>11}  {name:<24} {r['gpus']:>5} {r['rollout_s']:>9} {r['update_s']:>9} {r['comm_s']:>7} "
+                f"{r['epoch_s']:>8} {r['vs_reference']:>7} {r['busy_fraction']:>6.1%}"
             )
 
 
@@ -170,7 +171,10 @@ def real_run(epochs: int) -> dict:
         for a, b in zip(on_ray, local)
         for k in ("reward_1step_mean", "reward_final_mean", "loss", "grad_norm")
     )
-    steady = lambda runs, key: round(statistics.median(m[key] for m in runs[1:]), 4)  # noqa: E731 (epoch 0 has start-up)
+
+    def steady(runs, key):  # the median over epochs after the first (epoch 0 has start-up)
+        return round(statistics.median(m[key] for m in runs[1:]), 4)
+
     return {
         "epochs": epochs,
         "hybrid_vs_in_process_max_rel_diff": float(f"{worst:.3g}"),
@@ -205,8 +209,9 @@ def main() -> int:
         result["real_run"] = real_run(args.epochs)
         r = result["real_run"]
         print(
-            f"tiny model on local Ray: hybrid vs in-process max relative difference {r['hybrid_vs_in_process_max_rel_diff']}; "
-            f"busy fraction hybrid {r['busy_fraction_hybrid_ray']:.0%}, disaggregated {r['busy_fraction_disaggregated_ray']:.0%}"
+            "tiny model on local Ray: hybrid vs in-process max relative difference "
+            f"{r['hybrid_vs_in_process_max_rel_diff']}; busy fraction hybrid {r['busy_fraction_hybrid_ray']:.0%}, "
+            f"disaggregated {r['busy_fraction_disaggregated_ray']:.0%}"
         )
     line = json.dumps(result)
     print(line)

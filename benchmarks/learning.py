@@ -97,7 +97,8 @@ CONTROL_SEEDS = (0, 1, 2)
 LR_GRID = (5e-5, 1.5e-4, 5e-4, 1.5e-3)
 REWARD = ["reward.name=shapes_classifier", "reward.options={shapes_classifier: {factors: 'colour,shape,size'}}"]
 CONTROL_REWARD = ["reward.name=jpeg_compressibility", "reward.options={}"]
-COMMON = [  # everything the design fixes, so that a change of the default job (the `shapes` preset) changes nothing here
+# everything the design fixes, so that a change of the default job (the `shapes` preset) changes nothing here
+COMMON = [
     "layout=disaggregated",
     "rollout.num_actors=2",
     "learner.num_workers=1",
@@ -175,7 +176,8 @@ def compact(records: list[dict]) -> list[dict]:
 
 
 def run(phase: str, arm: str, lr: float, seed: int, runs_dir: Path = RUNS, keep: Path | None = None) -> Path:
-    """One run, unless its result exists; returns the result file. `keep`: copy its last checkpoint to keep/<run name>."""
+    """One run, unless its result exists; returns the result file. `keep`: copy its last checkpoint to
+    keep/<run name>."""
     out = runs_dir / f"{run_name(phase, arm, lr, seed)}.json"
     if out.exists():
         return out

@@ -1,6 +1,7 @@
 """Ray overhead: the Ray system's epoch time against a single-process loop doing the same work.
 
-    python -m benchmarks.overhead [--epochs 6] [--pairs 8] [--steps 8] [--chunk 4] [--actors 1 2] [--repeats 2] [--out FILE.json]
+    python -m benchmarks.overhead [--epochs 6] [--pairs 8] [--steps 8] [--chunk 4] [--actors 1 2] [--repeats 2]
+        [--out FILE.json]
 
 Runs the real CLI (tiny preset: tiny pipeline, JPEG reward) twice per rollout-actor count N, the
 same seed, model, batch and steps: with ray.enabled=false (every worker in the driver process, the

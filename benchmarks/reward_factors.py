@@ -120,7 +120,8 @@ def main(argv: list[str] | None = None) -> int:
         )
 
     print(
-        f"\n{'factor':<10}{'mean |d_f|':>12}{'share (4)':>12}{'share (3)':>12}{'responds':>10}{'follows':>10}{'chance':>8}"
+        f"\n{'factor':<10}{'mean |d_f|':>12}{'share (4)':>12}{'share (3)':>12}"
+        f"{'responds':>10}{'follows':>10}{'chance':>8}"
     )
     for name in NAMES:
         print(

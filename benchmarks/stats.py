@@ -123,7 +123,10 @@ def decide(
     if beats_all:
         verdict = "confirmed: SDPO beats both DDPO arms at every step count"
     elif refuted:
-        verdict = f"refuted at k = {', '.join(map(str, refuted))}: SDPO's edge over DDPO on its own schedule is below half its gain"
+        verdict = (
+            f"refuted at k = {', '.join(map(str, refuted))}: SDPO's edge over DDPO on its own schedule is below half "
+            "its gain"
+        )
     elif schedule_only:
         verdict = (
             f"schedule: at k = {', '.join(map(str, schedule_only))} SDPO beats only DDPO on ddpo-pytorch's schedule"

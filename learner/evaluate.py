@@ -92,8 +92,8 @@ def load_target(args: argparse.Namespace):
     for key in ADAPTER_KEYS:  # the checkpoint's LoRA only fits the model and adapters it was trained on
         if getattr(saved.model, key) != getattr(cfg.model, key):
             raise ConfigError(
-                f"model.{key}: the checkpoint's LoRA was trained with {getattr(saved.model, key)!r}, not {getattr(cfg.model, key)!r}; "
-                "an evaluation keeps the run's model and adapters"
+                f"model.{key}: the checkpoint's LoRA was trained with {getattr(saved.model, key)!r}, not "
+                f"{getattr(cfg.model, key)!r}; an evaluation keeps the run's model and adapters"
             )
     env = cfg.reward.runtime_env
     if env is not None and env.changes_code:
@@ -126,8 +126,9 @@ def evaluate(args: argparse.Namespace) -> dict:
     prompts, samples, seeds = eval_set(e, load_prompts(e.prompts, "eval.prompts"))  # as in a run
     device = args.device or ("cuda" if torch.cuda.is_available() else "cpu")
     print(
-        f"checkpoint {state.path} (epoch {state.epoch}, policy v{state.weights_version}): {len(prompts)} held-out prompts x "
-        f"{e.samples_per_prompt} noises (eval.seed {e.seed}), steps {', '.join(map(str, e.steps))}, on {device}",
+        f"checkpoint {state.path} (epoch {state.epoch}, policy v{state.weights_version}): {len(prompts)} held-out "
+        f"prompts x {e.samples_per_prompt} noises (eval.seed {e.seed}), steps {', '.join(map(str, e.steps))}, on "
+        f"{device}",
         flush=True,
     )
     rollout_kw, reward_kw, _ = worker_arguments(cfg)  # the run's workers, on this process's device

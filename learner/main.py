@@ -1,4 +1,5 @@
-"""SDPO driver: ``python -m learner.main [--config FILE.yaml] [--run-dir DIR] [--epochs N] [--print-config] [KEY=VALUE ...]``.
+"""SDPO driver:
+``python -m learner.main [--config FILE.yaml] [--run-dir DIR] [--epochs N] [--print-config] [KEY=VALUE ...]``.
 
 Each epoch: publish weights -> roll out pairs (sparse images to the reward pool as they arrive)
 -> dense rewards -> advantages -> update -> outputs -> checkpoint. Run again with the same --run-dir,
@@ -67,9 +68,9 @@ def derived_summary(cfg: Config) -> str:
     t = cfg.train
     return (
         f"# layout {cfg.layout}: {cfg.learner.num_workers} learner rank(s) x {t.batch_size} pairs x "
-        f"{t.gradient_accumulation_steps} accumulation{' x every trained step' if t.schedule == 'trajectory' else ''} = "
-        f"{cfg.samples_per_optimizer_step} (pair, timestep) samples per "
-        f"optimizer step; {cfg.optimizer_steps_per_epoch} optimizer steps per epoch of {cfg.rollout.pairs_per_epoch} pairs x "
+        f"{t.gradient_accumulation_steps} accumulation{' x every trained step' if t.schedule == 'trajectory' else ''} "
+        f"= {cfg.samples_per_optimizer_step} (pair, timestep) samples per optimizer step; "
+        f"{cfg.optimizer_steps_per_epoch} optimizer steps per epoch of {cfg.rollout.pairs_per_epoch} pairs x "
         f"{cfg.sampling.num_steps} steps\n"
     )
 
@@ -103,7 +104,8 @@ def main(argv: list[str] | None = None) -> int:
         preemption.install()  # from here SIGTERM is the run's (learner.driver.preemption); before, it was kept:
     if _early_sigterm:
         print(
-            "error: preempted by SIGTERM while the driver started; nothing ran: the same command starts (or resumes) the run",
+            "error: preempted by SIGTERM while the driver started; nothing ran: the same command starts (or resumes) "
+            "the run",
             file=sys.stderr,
         )
         return EXIT_PREEMPTED
@@ -146,7 +148,8 @@ def _check_inputs(cfg: Config) -> list[str]:
         check_wandb(cfg.output.wandb)
     for name in sorted(set(cfg.reward.options) - set(cfg.reward.reward_names)):
         raise ConfigError(
-            f"reward.options.{name}: options for a reward this run does not use (rewards: {', '.join(cfg.reward.reward_names)})"
+            f"reward.options.{name}: options for a reward this run does not use (rewards: "
+            f"{', '.join(cfg.reward.reward_names)})"
         )
     if cfg.eval.enabled:
         load_prompts(cfg.eval.prompts, "eval.prompts")
@@ -159,7 +162,8 @@ def _check_inputs(cfg: Config) -> list[str]:
         raise ConfigError(f"output.run_dir: {obstacle}")
     if cfg.sampling.num_steps < cfg.sampling.num_anchors + 2:
         raise ConfigError(
-            f"sampling.num_steps: {cfg.sampling.num_anchors} anchor(s) need at least {cfg.sampling.num_anchors + 2} steps"
+            f"sampling.num_steps: {cfg.sampling.num_anchors} anchor(s) need at least {cfg.sampling.num_anchors + 2} "
+            "steps"
         )
     return load_prompts(cfg.prompts.source)
 

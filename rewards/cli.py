@@ -88,7 +88,8 @@ def _read_image(path: str) -> np.ndarray:
         with Image.open(path) as img:
             if img.width * img.height > MAX_IMAGE_PIXELS:  # checked from the header, before decoding
                 raise CliError(
-                    f"image {path} has {img.width * img.height} pixels ({img.width} x {img.height}); at most {MAX_IMAGE_PIXELS} are scored"
+                    f"image {path} has {img.width * img.height} pixels ({img.width} x {img.height}); at most "
+                    f"{MAX_IMAGE_PIXELS} are scored"
                 )
             return _to_uint8_rgb(img, path)[None]
     except FileNotFoundError:
@@ -116,7 +117,8 @@ def _to_uint8_rgb(img, path: str) -> np.ndarray:
             scaled = values / 257.0  # 16-bit
         else:
             raise CliError(
-                f"image {path}: integer values span [{low:g}, {high:g}], beyond 16 bits; convert it to 8 or 16 bits first"
+                f"image {path}: integer values span [{low:g}, {high:g}], beyond 16 bits; convert it to 8 or 16 bits "
+                "first"
             )
         grey = np.clip(np.round(scaled), 0, 255).astype(np.uint8)
         return np.repeat(grey[..., None], 3, axis=-1)

@@ -61,7 +61,8 @@ class RuntimeEnvConfig(_Spec):
 
     pip: list[str] | str | PipSpec | None = Field(
         None,
-        description="pip requirements installed into a virtualenv on top of the job's packages (or a requirements.txt path, or Ray's dict form).",
+        description="pip requirements installed into a virtualenv on top of the job's packages (or a requirements.txt "
+        "path, or Ray's dict form).",
     )
     uv: list[str] | str | UvSpec | None = Field(None, description="As `pip`, installed with uv.")
     conda: str | dict[str, Any] | None = Field(
@@ -74,11 +75,13 @@ class RuntimeEnvConfig(_Spec):
     )
     py_modules: list[str] | None = Field(
         None,
-        description="Local package directories, .py files or .whl files (uploaded by the driver), or remote URIs, put on the servers' PYTHONPATH.",
+        description="Local package directories, .py files or .whl files (uploaded by the driver), or remote URIs, put "
+        "on the servers' PYTHONPATH.",
     )
     working_dir: str | None = Field(
         None,
-        description="A local directory (uploaded by the driver) or archive URI the servers run in, also on their PYTHONPATH.",
+        description="A local directory (uploaded by the driver) or archive URI the servers run in, also on their "
+        "PYTHONPATH.",
     )
     excludes: list[str] | None = Field(
         None, description="gitignore-style patterns left out of the uploaded py_modules and working_dir."
@@ -95,7 +98,8 @@ class RuntimeEnvConfig(_Spec):
     )
     config: SetupSpec | None = Field(
         None,
-        description="How Ray builds the environment: its setup timeout (Ray's eager_install applies to a job's runtime_env only).",
+        description="How Ray builds the environment: its setup timeout (Ray's eager_install applies to a job's "
+        "runtime_env only).",
     )
 
     @field_validator("pip", "uv", "conda", mode="before")
@@ -126,7 +130,8 @@ class RuntimeEnvConfig(_Spec):
                 )
                 raise ValueError(f"{'.'.join(str(p) for p in first['loc'])}: {msg}") from None
         raise ValueError(
-            f"must be a list of requirements, a requirements-file path, or {{packages: [...]}}, not {type(value).__name__}"
+            f"must be a list of requirements, a requirements-file path, or {{packages: [...]}}, not "
+            f"{type(value).__name__}"
         )
 
     @field_validator("env_vars", mode="before")
@@ -149,7 +154,8 @@ class RuntimeEnvConfig(_Spec):
         builders = sorted(given & set(_ENV_BUILDERS))
         if len(builders) > 1:
             raise ValueError(
-                f"{' and '.join(builders)} cannot be combined (each builds the environment); list pip packages inside a conda environment instead"
+                f"{' and '.join(builders)} cannot be combined (each builds the environment); list pip packages inside "
+                "a conda environment instead"
             )
         if builders and self.py_executable:
             raise ValueError(f"py_executable names a prepared interpreter; {builders[0]} builds one: use one of them")
@@ -194,7 +200,8 @@ class RuntimeEnvConfig(_Spec):
 class RewardConfig(Section):  # frozen, unknown keys refused, every float finite
     name: str = Field(
         "jpeg_compressibility",
-        description="Registered reward name (`python -m rewards list`), or 'weighted' for the weighted sum in `weights`.",
+        description="Registered reward name (`python -m rewards list`), or 'weighted' for the weighted sum in "
+        "`weights`.",
     )
     weights: dict[str, float] = Field(
         default_factory=dict, description="With name 'weighted': reward name -> weight w_k of r = sum_k w_k r_k."
@@ -205,14 +212,15 @@ class RewardConfig(Section):  # frozen, unknown keys refused, every float finite
     )
     modules: tuple[str, ...] = Field(
         (),
-        description="Python modules imported on the reward servers (and on the driver, unless runtime_env brings code) first: "
-        "your own rewards, registered with @register_reward.",
+        description="Python modules imported on the reward servers (and on the driver, unless runtime_env brings "
+        "code) first: your own rewards, registered with @register_reward.",
     )
     runtime_env: RuntimeEnvConfig | None = Field(
         None,
-        description="Ray runtime_env of the reward servers only (pip, uv, conda, py_executable, py_modules, working_dir, env_vars, "
-        "image_uri, ...): a reward with conflicting dependencies runs in its own environment. Needs ray.enabled; the "
-        "servers then import `modules` and check reward names and options themselves (rewards/README.md).",
+        description="Ray runtime_env of the reward servers only (pip, uv, conda, py_executable, py_modules, "
+        "working_dir, env_vars, image_uri, ...): a reward with conflicting dependencies runs in its own environment. "
+        "Needs ray.enabled; the servers then import `modules` and check reward names and options themselves "
+        "(rewards/README.md).",
     )
     num_servers: int = Field(1, ge=1, le=4096, description="Reward-server actors in the pool.")
     num_cpus: float = Field(0.25, gt=0, le=4096, description="CPUs reserved per reward server.")
@@ -230,8 +238,8 @@ class RewardConfig(Section):  # frozen, unknown keys refused, every float finite
         1800.0,
         gt=0,
         le=86_400,
-        description="On Ray: the reward servers must be up (environment built, model loaded) within this "
-        "many seconds, or the run ends with exit 1 naming them (an interpreter in reward.runtime_env that cannot start is "
+        description="On Ray: the reward servers must be up (environment built, model loaded) within this many "
+        "seconds, or the run ends with exit 1 naming them (an interpreter in reward.runtime_env that cannot start is "
         "otherwise retried by Ray without end).",
     )
     max_retries: int = Field(

@@ -21,7 +21,8 @@ DEFAULT_PROCESSOR = "laion/CLIP-ViT-H-14-laion2B-s32B-b79K"
 
 @register_reward(
     "pickscore",
-    needs="transformers; `model` (default yuvalkirstain/PickScore_v1), `processor` (default laion/CLIP-ViT-H-14-laion2B-s32B-b79K)",
+    needs="transformers; `model` (default yuvalkirstain/PickScore_v1), `processor` (default "
+    "laion/CLIP-ViT-H-14-laion2B-s32B-b79K)",
 )
 def pickscore(
     device: str = "cpu",

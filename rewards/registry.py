@@ -73,7 +73,8 @@ def import_reward_modules(modules: list[str] | tuple[str, ...]) -> None:
     for module in modules:
         if module.startswith("."):
             raise UnknownRewardError(
-                f"reward.modules: '{module}' is a relative module name; give its full dotted name (e.g. mypkg.my_reward)"
+                f"reward.modules: '{module}' is a relative module name; give its full dotted name (e.g. "
+                "mypkg.my_reward)"
             )
         try:
             importlib.import_module(module)

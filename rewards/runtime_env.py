@@ -34,7 +34,8 @@ def check_runtime_env(env: RuntimeEnvConfig, local_cluster: bool, ray_version: s
     for field, path in env.local_paths():
         if not Path(path).expanduser().exists():
             raise RuntimeEnvError(
-                f"reward.runtime_env.{field}: '{path}' does not exist on the driver's machine (local paths are uploaded from here)"
+                f"reward.runtime_env.{field}: '{path}' does not exist on the driver's machine (local paths are "
+                "uploaded from here)"
             )
     if env.py_executable and local_cluster and not env.working_dir:  # with working_dir it may name a file inside it
         check_py_executable(env.py_executable, env.env_vars, ray_version, timeout_s)

@@ -46,7 +46,8 @@ class ScoreRequest:
             raise ValueError(f"ScoreRequest: {len(self.prompts)} prompts for {self.images.shape[0]} images")
         if self.images.shape[1] * self.images.shape[2] > MAX_IMAGE_PIXELS:
             raise ValueError(
-                f"ScoreRequest: images of {self.images.shape[1]} x {self.images.shape[2]} pixels; at most {MAX_IMAGE_PIXELS} per image"
+                f"ScoreRequest: images of {self.images.shape[1]} x {self.images.shape[2]} pixels; at most "
+                f"{MAX_IMAGE_PIXELS} per image"
             )
         return self
 
@@ -104,12 +105,14 @@ class RewardServer:
             parts = self.reward.components(images, prompts)
         except Exception as err:
             raise RewardFunctionError(
-                f"reward '{self.name}' raised {type(err).__name__}: {str(err).strip().splitlines()[0] if str(err).strip() else ''}",
+                f"reward '{self.name}' raised {type(err).__name__}: "
+                f"{str(err).strip().splitlines()[0] if str(err).strip() else ''}",
                 traceback.format_exc(),
             ) from None
         for name, scores in parts.items():
             if np.shape(scores) != (len(prompts),):
                 raise RewardFunctionError(
-                    f"reward '{name}' returned scores of shape {np.shape(scores)} for {len(prompts)} images; it must return one score per image"
+                    f"reward '{name}' returned scores of shape {np.shape(scores)} for {len(prompts)} images; it must "
+                    "return one score per image"
                 )
         return parts

@@ -67,8 +67,8 @@ def family_of_pipeline_class(class_name: object, where: str) -> ModelFamily:
     """The family of a model_index.json `_class_name`; anything else is a UsageError naming the supported ones."""
     if class_name not in _BY_PIPELINE:
         raise ModelLoadError(
-            f"model.pretrained: '{where}' is a {class_name or 'pipeline without a _class_name'}, which cannot be trained; "
-            f"supported pipelines: {supported()} (or set model.family)"
+            f"model.pretrained: '{where}' is a {class_name or 'pipeline without a _class_name'}, which cannot be "
+            f"trained; supported pipelines: {supported()} (or set model.family)"
         )
     return _BY_PIPELINE[class_name]
 

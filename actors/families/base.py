@@ -79,7 +79,8 @@ class ModelFamily:
             index = diffusers.DiffusionPipeline.load_config(
                 source, revision=model.revision, local_files_only=local_only
             )
-            # components the model ships without (e.g. SD3 without T5: [null, null]) are passed as None, as diffusers asks
+            # components the model ships without (e.g. SD3 without T5: [null, null]) are passed as None, as diffusers
+            # asks
             absent = {
                 k: None for k, v in index.items() if isinstance(v, (list, tuple)) and len(v) == 2 and v[1] is None
             }
@@ -97,7 +98,8 @@ class ModelFamily:
 
     def prepare(self, pipe, model: ModelConfig, device: torch.device, with_lora: bool, seed: int):
         """What `load` does after from_pretrained: frozen weights on `device`, the resolution, the family's
-        policy scheduler, gradient checkpointing, LoRA on the denoiser, compile. Also for a pipeline built in memory (benchmarks/real_size.py)."""
+        policy scheduler, gradient checkpointing, LoRA on the denoiser, compile. Also for a pipeline built in memory
+        (benchmarks/real_size.py)."""
         dtype = DTYPES[model.dtype] if device.type == "cuda" else torch.float32
         pipe.set_progress_bar_config(disable=True)
         for module in pipe.components.values():
@@ -110,7 +112,8 @@ class ModelFamily:
             scale = pipe.vae_scale_factor
             if model.resolution % (scale * self.latent_multiple(pipe)):
                 raise ModelLoadError(
-                    f"model.resolution: {model.resolution} is not a multiple of {scale * self.latent_multiple(pipe)} for this model"
+                    f"model.resolution: {model.resolution} is not a multiple of {scale * self.latent_multiple(pipe)} "
+                    "for this model"
                 )
             pipe.default_sample_size = model.resolution // scale  # the latent side (as SDXL/SD3 pipelines name it)
         self.configure_scheduler(

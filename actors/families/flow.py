@@ -19,7 +19,8 @@ class FlowFamily(ModelFamily):
         cfg = pipe.scheduler.config
         if type(pipe.scheduler).__name__ != "FlowMatchEulerDiscreteScheduler" or cfg.get("use_dynamic_shifting"):
             raise ModelLoadError(
-                f"model.pretrained: the {self.name} family needs a FlowMatchEulerDiscreteScheduler with a fixed shift, got "
+                f"model.pretrained: the {self.name} family needs a FlowMatchEulerDiscreteScheduler with a fixed "
+                "shift, got "
                 f"{type(pipe.scheduler).__name__}{' with dynamic shifting' if cfg.get('use_dynamic_shifting') else ''}"
             )
 

@@ -54,8 +54,8 @@ class Flux(FlowFamily):
         super().configure_scheduler(pipe)
         if pipe.transformer.config.guidance_embeds:
             raise ModelLoadError(
-                "model.pretrained: this FLUX model has a guidance embedding (FLUX.1-dev class); only models without one "
-                "(FLUX.1-schnell class, few-step) are supported"
+                "model.pretrained: this FLUX model has a guidance embedding (FLUX.1-dev class); only models without "
+                "one (FLUX.1-schnell class, few-step) are supported"
             )
 
     def latent_multiple(self, pipe) -> int:

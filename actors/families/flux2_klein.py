@@ -59,7 +59,8 @@ def unpack_latents(tokens: torch.Tensor, h: int, w: int) -> torch.Tensor:
 
 
 def latent_ids(h: int, w: int, device) -> torch.Tensor:
-    """(h w, 4) position ids (t, row, column, l) = (0, i, j, 0) of the packed latent tokens (``_prepare_latent_ids``)."""
+    """(h w, 4) position ids (t, row, column, l) = (0, i, j, 0) of the packed latent tokens
+    (``_prepare_latent_ids``)."""
     return torch.cartesian_prod(torch.arange(1), torch.arange(h), torch.arange(w), torch.arange(1)).to(device)
 
 
@@ -86,7 +87,8 @@ class Flux2Klein(FlowFamily):
         h w that its shift mu depends on (called after model.resolution has set the latent size)."""
         if type(pipe.scheduler).__name__ != "FlowMatchEulerDiscreteScheduler":
             raise ModelLoadError(
-                f"model.pretrained: the {self.name} family needs a FlowMatchEulerDiscreteScheduler, got {type(pipe.scheduler).__name__}"
+                f"model.pretrained: the {self.name} family needs a FlowMatchEulerDiscreteScheduler, got "
+                f"{type(pipe.scheduler).__name__}"
             )
         _, h, w = self.latent_shape(pipe)
         pipe.scheduler.image_seq_len = h * w

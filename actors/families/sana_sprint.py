@@ -102,7 +102,8 @@ class SanaSprint(ModelFamily):
             max_sequence_length=self.max_sequence_length,
             complex_human_instruction=instruction,
         )
-        # as __call__ builds it: a float32 scale cast to the embeddings' dtype, times the transformer's guidance_embeds_scale
+        # as __call__ builds it: a float32 scale cast to the embeddings' dtype, times the transformer's
+        # guidance_embeds_scale
         guidance = torch.full((len(prompts),), self.embedded_guidance_scale, device=embeds.device, dtype=torch.float32)
         guidance = guidance.to(embeds.dtype) * pipe.transformer.config.guidance_embeds_scale
         return SanaConditioning(embeds, mask, guidance)

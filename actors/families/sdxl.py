@@ -25,7 +25,8 @@ class StableDiffusionXL(DDIMFamily):
     name = "sdxl"
     pipeline_class = "StableDiffusionXLPipeline"
     components = ("unet", "vae", "text_encoder", "text_encoder_2", "tokenizer", "tokenizer_2", "scheduler")
-    # trailing spacing as SDXL-Turbo samples; no x0 clipping (DDIM's default, absent from Euler configs: latents leave [-1, 1])
+    # trailing spacing as SDXL-Turbo samples; no x0 clipping (DDIM's default, absent from Euler configs: latents leave
+    # [-1, 1])
     scheduler_overrides = {"timestep_spacing": "trailing", "clip_sample": False}
     upcast_vae = True
 

@@ -207,8 +207,9 @@ def main(argv: list[str] | None = None) -> int:
         "--platform",
         action="append",
         default=[],
-        help="a wheel platform the GPU machine takes, repeatable (pip matches each exactly: name manylinux_2_28_x86_64, "
-        "manylinux_2_17_x86_64, manylinux2014_x86_64, manylinux1_x86_64, ...; default: this machine's)",
+        help="a wheel platform the GPU machine takes, repeatable (pip matches each exactly: name "
+        "manylinux_2_28_x86_64, manylinux_2_17_x86_64, manylinux2014_x86_64, manylinux1_x86_64, ...; default: this "
+        "machine's)",
     )
     p.add_argument("--part-mib", type=float, default=60, help="split files larger than this")
     p.add_argument("--transfer-mib", type=float, default=60, help="at most this much per transfer folder")

@@ -3,7 +3,7 @@ rollout chunks and surviving rollout-actor failures, the held-out evaluation, ch
 the driver's side, and what a failure or a signal means for the run.
 
 May import everything below it: ``learner.algo``, ``learner.worker``, ``learner.run``,
-``learner.config``, ``plumbing``, ``shapes``, ``actors``, ``rewards``. Only the commands import the driver: ``learner.main``
-(the training job) and ``learner.evaluate`` (evaluating a LoRA with the same actors); and the
+``learner.config``, ``plumbing``, ``shapes``, ``actors``, ``rewards``. Only the commands import the
+driver: ``learner.main`` (the training job) and ``learner.evaluate`` (evaluating a LoRA with the same actors); and the
 benchmarks that measure its parts.
 """

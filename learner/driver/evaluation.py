@@ -17,7 +17,8 @@ Outputs: eval_reward_{k}step_mean / _std (and eval_fidelity_{k}step_mean / _std,
 images showing each factor, eval_fidelity_{k}step_{colour,shape,size,position}) in the epoch's
 metrics (metrics.jsonl and TensorBoard), eval/epoch_XXXX.png (rows: for each step count in
 `eval.steps` order, the initial policy and this epoch's; columns: prompts, labelled). The curves
-(reward_curves.png) are drawn from these metrics by learner/run/plots.py. Legend: K step counts, N held-out prompts, H/W image.
+(reward_curves.png) are drawn from these metrics by learner/run/plots.py. Legend: K step counts, N held-out prompts,
+H/W image.
 """
 
 from __future__ import annotations
@@ -209,7 +210,8 @@ class Evaluator:
         (self.dir / "eval" / "initial.json").write_text(json.dumps(self.initial_metrics, indent=1) + "\n")
         save_eval_grid(self.initial, self.prompts, self.dir / "eval" / "initial.png", "initial")
         print(
-            f"held-out eval of the initial policy: {self._summary(self.initial_metrics)}  ({time.perf_counter() - start:.1f}s)",
+            f"held-out eval of the initial policy: {self._summary(self.initial_metrics)}  "
+            f"({time.perf_counter() - start:.1f}s)",
             flush=True,
         )
 

@@ -126,7 +126,8 @@ def failure(
     if isinstance(err, ray_errors("ObjectLostError")):  # e.g. a result whose node went away before it was fetched
         return Failure(
             EXIT_FAILURE,
-            f"a worker's result was lost ({type(err).__name__}): the node that held it, and the actor that made it, died; {_resume_hint(run_dir)}",
+            f"a worker's result was lost ({type(err).__name__}): the node that held it, and the actor that made it, "
+            f"died; {_resume_hint(run_dir)}",
         )
     if isinstance(err, actor_failures()):
         if getattr(err, "actor_init_failed", False):  # the constructor raised: Ray keeps only its text

@@ -136,8 +136,8 @@ def check_reachable(address: str, timeout_s: float) -> None:
         socket.create_connection((host or "127.0.0.1", int(port)), timeout=timeout_s).close()
     except OSError as err:
         raise ClusterUnreachableError(
-            f"the Ray cluster at {address} cannot be reached ({err.strerror or err}; ray.connect_timeout_s={timeout_s:g}); "
-            "check RAY_ADDRESS / ray.address and that its head is up"
+            f"the Ray cluster at {address} cannot be reached ({err.strerror or err}; "
+            f"ray.connect_timeout_s={timeout_s:g}); check RAY_ADDRESS / ray.address and that its head is up"
         ) from None
 
 
@@ -153,8 +153,9 @@ def init_ray(cfg: Config) -> None:
     if address and address.strip().lower().startswith(("http://", "https://")):
         key = "ray.address" if cfg.ray.address else "RAY_ADDRESS"
         raise DashboardAddressError(
-            f"{key}: '{address}' is the dashboard's address, which `ray job submit --address` takes; a driver joins the "
-            "cluster at its GCS address (e.g. 127.0.0.1:6379 or 'auto'); or submit this command with `ray job submit`"
+            f"{key}: '{address}' is the dashboard's address, which `ray job submit --address` takes; a driver joins "
+            "the cluster at its GCS address (e.g. 127.0.0.1:6379 or 'auto'); or submit this command with `ray job "
+            "submit`"
         )
     if address and address.strip().lower() != "local":
         check_reachable(address, cfg.ray.connect_timeout_s)

@@ -99,7 +99,8 @@ def _run(
         else f"{len(workers.samplers)} rollout actors"
     )
     print(
-        f"{cfg.algorithm.upper()}: {cfg.epochs} epochs x {cfg.rollout.pairs_per_epoch} pairs on {where}; run dir {run_dir}",
+        f"{cfg.algorithm.upper()}: {cfg.epochs} epochs x {cfg.rollout.pairs_per_epoch} pairs on {where}; run dir "
+        f"{run_dir}",
         flush=True,
     )
     print("workers: " + ", ".join(workers.names.record(workers.named())), flush=True)

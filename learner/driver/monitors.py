@@ -133,9 +133,9 @@ class Departure:
 
     def line(self) -> str:
         return (
-            f"warning: possible reward hacking: {self.key} {self.value:.3f} left its band {self.initial:.3f} +- {self.band:g} "
-            f"while {self.reward_key} rose {self.reward_initial:.4f} -> {self.reward:.4f} (see monitor_curves.png; "
-            f"monitor.bands sets the band)"
+            f"warning: possible reward hacking: {self.key} {self.value:.3f} left its band {self.initial:.3f} +- "
+            f"{self.band:g} while {self.reward_key} rose {self.reward_initial:.4f} -> {self.reward:.4f} (see "
+            "monitor_curves.png; monitor.bands sets the band)"
         )
 
 

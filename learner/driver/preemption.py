@@ -45,7 +45,8 @@ class Preemption:
         return self
 
     def epoch_started(self) -> None:
-        self.exit_if_requested()  # a SIGTERM whose exception was swallowed (e.g. raised inside a finalizer) still ends the run
+        # a SIGTERM whose exception was swallowed (e.g. raised inside a finalizer) still ends the run
+        self.exit_if_requested()
         now = self._clock()
         if self._epoch_start is not None:
             self._epoch_s = now - self._epoch_start
@@ -70,7 +71,8 @@ class Preemption:
         if self._critical or (left is not None and left <= self.grace_s):
             self.requested = True
             _say(
-                f"SIGTERM: finishing this epoch (~{left or 0:.0f}s left, grace {self.grace_s:g}s), checkpointing it, then exiting"
+                f"SIGTERM: finishing this epoch (~{left or 0:.0f}s left, grace {self.grace_s:g}s), checkpointing it, "
+                "then exiting"
             )
             return
         self.abandoned = True

@@ -76,7 +76,8 @@ class RankRecovery:
                     break
                 except died as dead:  # dead for good: its restarts are spent (while restarting: unavailable)
                     raise RankNotBackError(
-                        f"{self.workers.names.describe(dead)}; Ray does not restart it again (learner.max_restarts={self.cfg.max_restarts})"
+                        f"{self.workers.names.describe(dead)}; Ray does not restart it again "
+                        f"(learner.max_restarts={self.cfg.max_restarts})"
                     ) from None
                 except busy:  # restarting, or busy past the bound
                     pass
@@ -104,7 +105,8 @@ class RankRecovery:
         )
         if not survivors:
             raise RankNotBackError(
-                f"{_cause(err, self.workers.names) or who}; Ray restarted it, but no learner rank survived to hand over the state of policy version {version}"
+                f"{_cause(err, self.workers.names) or who}; Ray restarted it, but no learner rank survived to hand "
+                f"over the state of policy version {version}"
             )
         log.warning("%s: forming the learner group again; %s runs again from policy version %d", who, what, version)
         get([rank.leave_group.remote() for rank in ranks])

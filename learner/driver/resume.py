@@ -47,9 +47,9 @@ def find_resume(run_dir: Path, cfg: Config, prompt_list: list[str] | None = None
     state = read_checkpoint(path)
     if prompt_list is not None and state.prompts_sha256 not in (None, prompts_fingerprint(prompt_list)):
         raise ConfigError(
-            f"run dir {run_dir} holds a checkpoint ({path.name}) trained on other prompts than prompts.source="
-            f"{cfg.prompts.source} gives now ({len(prompt_list)} prompts; was the file edited?): restore the prompts to "
-            "resume, or start a new --run-dir"
+            f"run dir {run_dir} holds a checkpoint ({path.name}) trained on other prompts than "
+            f"prompts.source={cfg.prompts.source} gives now ({len(prompt_list)} prompts; was the file edited?): "
+            "restore the prompts to resume, or start a new --run-dir"
         )
     return state
 
@@ -97,7 +97,8 @@ def finish_completed(run_dir: Path, state: TrainingState) -> Path:
     lora.mkdir(parents=True, exist_ok=True)
     shutil.copy2(state.path / "pytorch_lora_weights.safetensors", lora / "pytorch_lora_weights.safetensors")
     print(
-        f"done: the run in {run_dir} already has {state.epoch} epochs (pass a larger --epochs to continue); LoRA in {lora}",
+        f"done: the run in {run_dir} already has {state.epoch} epochs (pass a larger --epochs to continue); LoRA in "
+        f"{lora}",
         flush=True,
     )
     return run_dir

@@ -40,12 +40,14 @@ class RunDirLock:
             f.close()
             raise RunDirInUseError(
                 f"run dir {self.path.parent} is in use by the driver with pid {owner.get('pid', '?')} on "
-                f"{owner.get('host', '?')} (started {owner.get('started', '?')}); wait for it to end or use another --run-dir"
+                f"{owner.get('host', '?')} (started {owner.get('started', '?')}); wait for it to end or use another "
+                "--run-dir"
             ) from None
         except OSError as err:
             f.close()
             raise UsageError(
-                f"run dir {self.path.parent}: cannot lock {self.path} ({err.strerror}); use a local or flock-capable filesystem"
+                f"run dir {self.path.parent}: cannot lock {self.path} ({err.strerror}); use a local or flock-capable "
+                "filesystem"
             ) from None
         f.seek(0)
         f.truncate()

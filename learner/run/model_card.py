@@ -50,7 +50,8 @@ def change_table(initial: dict, final: dict) -> str:
         m = _EVAL_KEY.match(key)
         if m and isinstance(final[key], (int, float)) and isinstance(initial.get(key), (int, float)):
             rows.append(
-                f"| {m.group(1)} | {m.group(2)} | {initial[key]:.4f} | {final[key]:.4f} | {final[key] - initial[key]:+.4f} |"
+                f"| {m.group(1)} | {m.group(2)} | {initial[key]:.4f} | {final[key]:.4f} | "
+                f"{final[key] - initial[key]:+.4f} |"
             )
     if not rows:
         return ""
@@ -99,8 +100,8 @@ def card_text(
     )
     steps = epochs_trained * cfg.optimizer_steps_per_epoch
     grid = (
-        "\n![held-out evaluation](evaluation.png)\n\nRows: the step counts above, in order (for each, the initial policy's row first where "
-        "shown); columns: held-out prompts; the same initial noise in every row.\n"
+        "\n![held-out evaluation](evaluation.png)\n\nRows: the step counts above, in order (for each, the initial "
+        "policy's row first where shown); columns: held-out prompts; the same initial noise in every row.\n"
         if has_grid
         else ""
     )
@@ -110,6 +111,19 @@ def card_text(
     )
     base, prompt = base_model_location(cfg), example_prompt(cfg)
     k = min(cfg.eval.steps)
+    trained = (
+        f"{epochs_trained} epochs x {cfg.rollout.pairs_per_epoch} trajectory pairs of {s.num_steps} steps "
+        f"(eta {s.eta:g}); {steps} optimizer steps"
+    )
+    optimizer = (
+        f"learning rate {t.learning_rate:g}, clip range {t.clip_range:g}, "
+        f"{cfg.samples_per_optimizer_step} (pair, timestep) samples per step"
+    )
+    evaluated = (
+        f"Deterministic sampling (eta = 0) of the held-out prompts (`{cfg.eval.prompts}`) after the last epoch; "
+        "mean ± std over prompts."
+    )
+    guidance = s.guidance_scale if s.guidance_scale > 1 else 0.0
     return f"""# {cfg.algorithm.upper()} LoRA for {m.pretrained}
 
 LoRA adapters for the denoiser of `{m.pretrained}`, fine-tuned with {cfg.algorithm.upper()}
@@ -124,13 +138,13 @@ number of sampling steps.
 | base model | `{m.pretrained}` |
 | reward | `{reward}` |
 | LoRA | rank {m.lora_rank}, alpha {m.lora_alpha:g}, on {", ".join(m.lora_target_modules)} |
-| trained | {epochs_trained} epochs x {cfg.rollout.pairs_per_epoch} trajectory pairs of {s.num_steps} steps (eta {s.eta:g}); {steps} optimizer steps |
-| optimizer | learning rate {t.learning_rate:g}, clip range {t.clip_range:g}, {cfg.samples_per_optimizer_step} (pair, timestep) samples per step |
+| trained | {trained} |
+| optimizer | {optimizer} |
 | seed | {cfg.seed} |
 
 ## Held-out evaluation
 
-Deterministic sampling (eta = 0) of the held-out prompts (`{cfg.eval.prompts}`) after the last epoch; mean ± std over prompts.
+{evaluated}
 
 {eval_table(metrics)}
 {changes}{grid}
@@ -143,7 +157,7 @@ from diffusers import DiffusionPipeline
 
 pipe = DiffusionPipeline.from_pretrained("{base}")  # the pipeline class named in its model_index.json
 pipe.load_lora_weights("{lora_ref}")
-image = pipe("{prompt}", num_inference_steps={k}, guidance_scale={s.guidance_scale if s.guidance_scale > 1 else 0.0:g}).images[0]
+image = pipe("{prompt}", num_inference_steps={k}, guidance_scale={guidance:g}).images[0]
 image.save("sample.png")
 ```
 """

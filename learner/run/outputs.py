@@ -94,7 +94,8 @@ def keep_metrics_before(path: Path, epoch: int) -> None:
     kept = [line + "\n" for line, record in records if record["epoch"] < epoch]
     if len(kept) < len(records):
         print(
-            f"{path}: dropped {len(records) - len(kept)} record(s) of epoch {epoch} or later (this attempt redoes them)",
+            f"{path}: dropped {len(records) - len(kept)} record(s) of epoch {epoch} or later (this attempt redoes "
+            "them)",
             flush=True,
         )
     if bad:

@@ -9,7 +9,9 @@ from pathlib import Path
 
 from learner.config import MONITOR_STATS
 
-PLOT_EVERY = 4  # the curves (reward_curves.png, monitor_curves.png) are redrawn after every evaluation, every this many epochs and after the last
+# the curves (reward_curves.png, monitor_curves.png) are redrawn after every evaluation, every this many epochs and
+# after the last
+PLOT_EVERY = 4
 EVAL_KEY = re.compile(r"eval_reward_(\d+)step_mean")
 EVAL_IMG_KEY = re.compile(r"eval_img_(\w+?)_(\d+)step")  # the monitors' held-out statistics
 

@@ -33,9 +33,9 @@ class Progress:
         rate = metrics["pairs"] / seconds if seconds > 0 else float("nan")
         first = f"reward 1-step {metrics['reward_1step_mean']:.4f}  " if "reward_1step_mean" in metrics else "reward "
         return (
-            f"epoch {epoch + 1}/{self.epochs}  v{metrics['weights_version']}  {first}"
-            f"final {metrics['reward_final_mean']:.4f}  loss {metrics['loss']:.4f}  {seconds:.1f}s  {rate:.2f} pairs/s  "
-            f"ETA {format_duration(eta)}"
+            f"epoch {epoch + 1}/{self.epochs}  v{metrics['weights_version']}  {first}final "
+            f"{metrics['reward_final_mean']:.4f}  loss {metrics['loss']:.4f}  {seconds:.1f}s  {rate:.2f} pairs/s  ETA "
+            f"{format_duration(eta)}"
         )
 
 

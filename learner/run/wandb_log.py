@@ -69,8 +69,8 @@ def check_wandb(cfg: WandbConfig, environ: dict | None = None) -> None:
     mode = env.get("WANDB_MODE", cfg.mode)
     if mode == "online" and not api_key_present(env):
         raise WandbUnavailableError(
-            "output.wandb: no W&B API key (set WANDB_API_KEY or run `wandb login`), or set output.wandb.mode=offline to log "
-            "under the run directory and `wandb sync` it later"
+            "output.wandb: no W&B API key (set WANDB_API_KEY or run `wandb login`), or set output.wandb.mode=offline "
+            "to log under the run directory and `wandb sync` it later"
         )
 
 

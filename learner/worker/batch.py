@@ -66,7 +66,8 @@ class TrainBatch:
                 raise ValueError(f"TrainBatch.{name} has shape {got}, expected {(B, P, T1 - 1)}")
         if P != 2 or len(self.prompts) != B or tuple(self.timesteps.shape) != (T1 - 1,):
             raise ValueError(
-                f"TrainBatch: P={P}, {len(self.prompts)} prompts, timesteps {tuple(self.timesteps.shape)} for B={B}, T={T1 - 1}"
+                f"TrainBatch: P={P}, {len(self.prompts)} prompts, timesteps {tuple(self.timesteps.shape)} for B={B}, "
+                f"T={T1 - 1}"
             )
         if not torch.isfinite(self.advantages).all():
             raise ValueError("TrainBatch.advantages must be finite (drop pairs with missing rewards first)")

@@ -295,9 +295,9 @@ class LearnerWorker:
             self._nonfinite += 1
             if self._nonfinite > self.train.max_nonfinite_steps:
                 raise NonFiniteUpdateError(
-                    f"{self.identity()}: {self._nonfinite} optimizer steps of policy version {self.version} had a non-finite "
-                    f"loss or gradient (train.max_nonfinite_steps={self.train.max_nonfinite_steps}); lower train.learning_rate "
-                    "or check the rewards. Nothing of this update was checkpointed"
+                    f"{self.identity()}: {self._nonfinite} optimizer steps of policy version {self.version} had a "
+                    f"non-finite loss or gradient (train.max_nonfinite_steps={self.train.max_nonfinite_steps}); lower "
+                    "train.learning_rate or check the rewards. Nothing of this update was checkpointed"
                 )
             return norm
         self.optimizer.step()

@@ -25,7 +25,8 @@ def test_without_a_gpu_it_exits_2_with_one_line():
 
 
 def test_cpu_smoke_runs_a_hybrid_worker_with_the_preset_and_every_change_of_the_fit_ladder():
-    """sd3 (sd35_large_turbo_aesthetic: bf16 LoRA rank 32, micro-batch 1) at 1/64 size and 128 px: a round of rollout and
+    """sd3 (sd35_large_turbo_aesthetic: bf16 LoRA rank 32, micro-batch 1) at 1/64 size and 128 px: a round of rollout
+    and
     update, then the ladder: chunk 2 -> 1, gradient checkpointing, and T5 off; on CPU there is no GPU memory (0)."""
     res = run("--cpu-smoke", "--family", "sd3", "--fits", "--train-steps", "1")
     assert res.returncode == 0, res.stderr[-3000:]

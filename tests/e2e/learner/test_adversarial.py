@@ -222,7 +222,8 @@ def test_a_reward_returning_the_wrong_number_of_scores_is_one_line(tiny_cache, t
 def test_a_yaml_alias_bomb_and_a_huge_config_are_refused_fast(tmp_path):
     bomb = tmp_path / "bomb.yaml"
     layers = [
-        'a0: &a0 ["xxxxxxxx", "xxxxxxxx", "xxxxxxxx", "xxxxxxxx", "xxxxxxxx", "xxxxxxxx", "xxxxxxxx", "xxxxxxxx", "xxxxxxxx"]'
+        'a0: &a0 ["xxxxxxxx", "xxxxxxxx", "xxxxxxxx", "xxxxxxxx", "xxxxxxxx", "xxxxxxxx", "xxxxxxxx", "xxxxxxxx", '
+        '"xxxxxxxx"]'
     ]
     layers += [f"a{i}: &a{i} [{', '.join([f'*a{i - 1}'] * 9)}]" for i in range(1, 9)]  # 9^9 strings once expanded
     bomb.write_text("\n".join(layers) + "\nreward:\n  options:\n    jpeg_compressibility: {x: *a8}\n")

@@ -21,7 +21,8 @@ from tests.conftest import REPO, run_cli
         ),
         (
             {"model_index.json": '{"_class_name": "PixArtAlphaPipeline"}'},
-            "is a PixArtAlphaPipeline, which cannot be trained; supported pipelines: StableDiffusionPipeline (sd), StableDiffusionXLPipeline (sdxl)",
+            "is a PixArtAlphaPipeline, which cannot be trained; supported pipelines: StableDiffusionPipeline (sd), "
+            "StableDiffusionXLPipeline (sdxl)",
         ),
     ],
 )

@@ -1,4 +1,5 @@
-"""End to end on the tiny SDXL, SD3 (no T5), FLUX, FLUX.2-klein and SANA-Sprint pipelines: the real CLI on a real local Ray cluster,
+"""End to end on the tiny SDXL, SD3 (no T5), FLUX, FLUX.2-klein and SANA-Sprint pipelines: the real CLI on a real local
+Ray cluster,
 `model.pretrained` pointing at a saved diffusers directory. Two epochs (so the second samples with
 LoRA weights broadcast to the rollout actors), the held-out evaluation on the deterministic samplers,
 and a LoRA file that the family's plain diffusers pipeline loads."""

@@ -31,7 +31,10 @@ SMALL = [
     "eval.enabled=false",
     "output.tensorboard=false",
 ]
-EXACT = "pairs pairs_dropped reward_queries reward_1step_mean reward_final_mean loss clipfrac approx_kl grad_norm weights_version".split()
+EXACT = (
+    "pairs pairs_dropped reward_queries reward_1step_mean reward_final_mean loss clipfrac approx_kl grad_norm "
+    "weights_version"
+).split()
 
 
 def _args(run_dir: Path, tiny_cache: str, epochs: int, *extra: str) -> list[str]:
@@ -208,7 +211,10 @@ def test_killed_rollout_actor_is_restarted_and_the_epoch_keeps_its_pairs(referen
     victim.kill()
     assert driver.finish() == 0, driver.text()[-3000:]
     text = driver.text()
-    noticed = r"rollout actor 0 (failed: RolloutWorker\(pid=\d+, host=.*go back to the queue|did not take the new weights|is out for the rest)"
+    noticed = (
+        r"rollout actor 0 (failed: RolloutWorker\(pid=\d+, host=.*go back to the queue"
+        r"|did not take the new weights|is out for the rest)"
+    )
     assert re.search(noticed, text), text[-3000:]  # the kill was seen, whichever path recovered from it
     assert "RolloutActorsLostError" not in text
     metrics = read_metrics(run_dir)

@@ -39,10 +39,14 @@ def test_diffusers_import_prints_no_transformers_advisories():
     """Importing diffusers' pipelines makes transformers announce image processors no job uses
     (e.g. 'requires torchvision'); after quiet_environment it prints nothing."""
     res = _run(
-        "from plumbing.console import quiet_environment\nquiet_environment()\nimport diffusers\nfrom diffusers import StableDiffusionPipeline"
+        "from plumbing.console import quiet_environment\nquiet_environment()\n"
+        "import diffusers\nfrom diffusers import StableDiffusionPipeline"
     )
     assert res.returncode == 0, res.stderr
     assert res.stderr == "" and res.stdout == ""
-    code = "from plumbing.console import quiet_environment\nquiet_environment()\nimport os\nprint(os.environ['TRANSFORMERS_VERBOSITY'])"
+    code = (
+        "from plumbing.console import quiet_environment\nquiet_environment()\n"
+        "import os\nprint(os.environ['TRANSFORMERS_VERBOSITY'])"
+    )
     res = _run(code, TRANSFORMERS_VERBOSITY="info")
     assert res.stdout.strip() == "info"  # a user's own setting wins

@@ -1,4 +1,5 @@
-"""Model families on tiny SDXL, SD3, FLUX, FLUX.2-klein and SANA-Sprint pipelines (random weights, saved and loaded back through
+"""Model families on tiny SDXL, SD3, FLUX, FLUX.2-klein and SANA-Sprint pipelines (random weights, saved and loaded
+back through
 from_pretrained): family choice, conditioning, rollout/learner log-prob agreement, the evaluation
 sampler against diffusers' own schedulers, and LoRA files that the family's diffusers pipeline loads."""
 
@@ -109,7 +110,8 @@ def test_conditioning(worker, family_dir):
             2,
             300,
         )  # [bos] + the last 299 of instruction + prompt; Gemma-2 width
-        # kept: [bos], the instruction's last token, the prompt ("cat" is a word of the instruction, "dog" spelled d ##o ##g)
+        # kept: [bos], the instruction's last token, the prompt ("cat" is a word of the instruction, "dog" spelled d ##o
+        # ##g)
         assert cond.mask[:, 0].tolist() == [1, 1] and cond.mask.sum(1).tolist() == [3, 5]
         assert torch.allclose(
             cond.guidance, torch.full((2,), 0.45)
@@ -193,7 +195,8 @@ def test_deterministic_sampler_equals_the_diffusers_scheduler(worker, family_dir
 
 def _scm_deterministic_chain(pipe, x: torch.Tensor, cond, k: int) -> torch.Tensor:
     """SANA-Sprint's k-step chain with SCMScheduler.step's x0 (on the pipeline's latents, ours x sigma_data)
-    and, in place of its fresh noise, the noise x_t implies (eta = 0): x_s = cos(s) x0 + sin(s) (x_t - cos(t) x0) / sin(t).
+    and, in place of its fresh noise, the noise x_t implies (eta = 0): x_s = cos(s) x0 + sin(s) (x_t - cos(t) x0) /
+    sin(t).
     Returns the last step's x0 (N, C, h, w)."""
     from diffusers import SCMScheduler
 
@@ -335,7 +338,10 @@ def test_sana_sprint_sampler_is_the_pipelines(tiny_sana_sprint_dir, k):
         width=32,
     )
     call |= dict(use_resolution_binning=False)  # its bins are for the 1024 px model
-    noise = lambda: [torch.Generator().manual_seed(10 + s) for s in seeds]  # noqa: E731  the step noise, one generator per prompt
+
+    def noise():  # the step noise, one generator per prompt
+        return [torch.Generator().manual_seed(10 + s) for s in seeds]
+
     ref = pipe(**call, generator=noise(), output_type="latent").images  # (2, C, h, w): denoised / sigma_data
     if k == 1:
         assert torch.equal(

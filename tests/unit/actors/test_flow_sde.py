@@ -32,9 +32,11 @@ def test_first_step_from_pure_noise_by_hand():
 
 def test_last_step_to_level_zero_keeps_a_log_prob_by_hand():
     # s = 0.5, s' = 0, dt = -0.5: sd = 0.5 * sqrt(0.5 / 0.5) = 0.5, sd^2 = 0.25
-    # mean = x (1 + 0.25 / 1 * -0.5) + v (1 + 0.25 * 0.5 / 1) * -0.5 = 0.875 x - 0.5625 v = 0.875 - 1.125 = -0.25   (x = 1, v = 2)
+    # mean = x (1 + 0.25 / 1 * -0.5) + v (1 + 0.25 * 0.5 / 1) * -0.5 = 0.875 x - 0.5625 v = 0.875 - 1.125 = -0.25   (x =
+    # 1, v = 2)
     # std = 0.5 * sqrt(0.5) = 0.353553 > 0;  x0 = 1 - 0.5 * 2 = 0
-    # scoring x' = 0: log p = -(0.25)^2 / (2 * 0.125) - log 0.353553 - 0.918939 = -0.25 + 1.039721 - 0.918939 = -0.129218
+    # scoring x' = 0: log p = -(0.25)^2 / (2 * 0.125) - log 0.353553 - 0.918939 = -0.25 + 1.039721 - 0.918939 =
+    # -0.129218
     step = flow_sde_step_with_logprob(full(2.0), full(1.0), torch.tensor([1]), LEVELS, 0.5, next_sample=full(0.0))
     assert torch.allclose(step.mean, full(-0.25)) and torch.allclose(step.pred_original_sample, full(0.0))
     assert step.std_dev.item() == pytest.approx(0.5 * math.sqrt(0.5), rel=1e-6)

@@ -70,7 +70,8 @@ def test_deterministic_step_is_the_small_eta_limit_and_loop_equivalent():
 
 
 def test_final_level_keeps_a_log_prob():
-    # after the scheduler's times, arctan(0.002 / 0.5) = 0.004: the last step's std is eta * sin(0.004) = 0.004 at eta = 1
+    # after the scheduler's times, arctan(0.002 / 0.5) = 0.004: the last step's std is eta * sin(0.004) = 0.004 at eta =
+    # 1
     levels = scm_levels(torch.tensor([1.5708, 1.3]), 0.5)
     assert levels[-1].item() == pytest.approx(math.atan(SIGMA_MIN / 0.5)) and levels[-1].item() == pytest.approx(
         0.004, rel=1e-5

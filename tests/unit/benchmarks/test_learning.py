@@ -72,7 +72,8 @@ def test_the_design_as_stated():
 
 
 def test_sweep_selects_by_the_training_reward_of_the_final_sample():
-    # 8 epochs: the last quarter is epochs 6 and 7, mean final reward (0.4 + 0.6) / 2 = 0.5; the 1-step reward does not count
+    # 8 epochs: the last quarter is epochs 6 and 7, mean final reward (0.4 + 0.6) / 2 = 0.5; the 1-step reward does not
+    # count
     history = [{"epoch": e, "reward_final_mean": 0.0, "reward_1step_mean": 9.0} for e in range(6)]
     history += [{"epoch": 6, "reward_final_mean": 0.4}, {"epoch": 7, "reward_final_mean": 0.6}]
     assert training_score(history) == pytest.approx(0.5)

@@ -1,7 +1,8 @@
 """The KubeRay manifests in cluster/ are accepted by the ray.io/v1 CRDs and agree with the project.
 
 Every RayJob and RayCluster in cluster/*.yaml is validated against the CRD schemas vendored in
-tests/unit/cluster/kuberay/ (source and version in its README; strictly: an unknown field is an error, as `kubectl apply`'s default
+tests/unit/cluster/kuberay/ (source and version in its README; strictly: an unknown field is an error, as `kubectl
+apply`'s default
 --validate=strict has it, where the CRD alone would silently drop it). The other tests check
 what a schema cannot: Ray versions, the image tag, the entrypoint's config, GPUs, the run volume.
 """

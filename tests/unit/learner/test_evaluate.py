@@ -88,9 +88,9 @@ def test_overrides_that_change_the_adapter_are_refused_by_name(tmp_path, capsys)
     assert main([str(tmp_path), "model.lora_rank=8"]) == 2
     assert main([str(tmp_path), "model.pretrained=shapes"]) == 2
     err = capsys.readouterr().err.strip().splitlines()
-    assert (
-        err[0]
-        == "error: model.lora_rank: the checkpoint's LoRA was trained with 4, not 8; an evaluation keeps the run's model and adapters"
+    assert err[0] == (
+        "error: model.lora_rank: the checkpoint's LoRA was trained with 4, not 8; "
+        "an evaluation keeps the run's model and adapters"
     )
     assert err[1].startswith("error: model.pretrained: the checkpoint's LoRA was trained with 'tiny', not 'shapes'")
 

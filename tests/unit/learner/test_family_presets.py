@@ -1,4 +1,5 @@
-"""The SDXL-Turbo, SD3.5-Large-Turbo, FLUX.1-schnell, FLUX.2-klein and SANA-Sprint presets: valid, round-trip, and their family
+"""The SDXL-Turbo, SD3.5-Large-Turbo, FLUX.1-schnell, FLUX.2-klein and SANA-Sprint presets: valid, round-trip, and
+their family
 settings take effect on the tiny builds of the same architectures (the LoRA targets exist in the
 transformers)."""
 

@@ -47,7 +47,8 @@ def test_runtime_env_is_passed_to_ray_as_written():
         ("reward.runtime_env.pip=[a, 2]", "reward.runtime_env.pip: requirements are strings, not 2"),
         (
             "reward.runtime_env.pip=3",
-            "reward.runtime_env.pip: must be a list of requirements, a requirements-file path, or {packages: [...]}, not int",
+            "reward.runtime_env.pip: must be a list of requirements, a requirements-file path, "
+            "or {packages: [...]}, not int",
         ),
         ("reward.runtime_env.py_modules=/srv/x", "reward.runtime_env.py_modules: Input should be a valid list"),
         (
@@ -121,5 +122,8 @@ def test_a_runtime_env_that_ray_cannot_build_is_exit_2_with_the_installers_reaso
         "    ERROR: No matching distribution found for nope==0.1\n"
     )
     fail = failure(err, None, Path("/nonexistent"))
-    message = "reward.runtime_env: Ray could not set up the reward servers' environment: No matching distribution found for nope==0.1"
+    message = (
+        "reward.runtime_env: Ray could not set up the reward servers' environment: "
+        "No matching distribution found for nope==0.1"
+    )
     assert (fail.code, fail.message) == (2, message)

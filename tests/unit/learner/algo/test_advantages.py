@@ -1,4 +1,5 @@
-"""Tests for learner/algo/advantages.py: discounted returns, per-(prompt, step) stat tracking, clipping (spec section 4)."""
+"""Tests for learner/algo/advantages.py: discounted returns, per-(prompt, step) stat tracking, clipping (spec section
+4)."""
 
 from __future__ import annotations
 

@@ -1,5 +1,6 @@
 """Held-out step-generalization evaluation (learner/evaluation.py, learner/plots.py): the pieces on
-the real tiny pipeline in-process (short real CLI runs for SDPO and DDPO: tests/e2e/learner/driver/test_evaluation_e2e.py)."""
+the real tiny pipeline in-process (short real CLI runs for SDPO and DDPO:
+tests/e2e/learner/driver/test_evaluation_e2e.py)."""
 
 from __future__ import annotations
 

@@ -42,7 +42,8 @@ def test_describe_actor_error_names_the_actor_and_the_cause():
     )
     assert node == "X(pid=5, ip=1.2.3.4) died: its node was lost (the node died)"
     restarting = ActorUnavailableError(
-        "The actor is temporarily unavailable: IOError: The actor is restarting.. The task may or may not have been executed on the actor.",
+        "The actor is temporarily unavailable: IOError: The actor is restarting.. The task may or may not have been "
+        "executed on the actor.",
         b"\x01" * 16,
     )
     assert describe_actor_error(restarting).endswith("is unreachable: Ray is restarting it")
@@ -306,7 +307,10 @@ def test_out_of_memory_inside_an_actor_method_is_one_line(tmp_path):
 
     from learner.driver.faults import failure
 
-    text = "\x1b[36mray::LearnerWorker.update()\x1b[39m (pid=7, ip=1.2.3.4, actor_id=ab)\n  File x\nOutOfMemoryError: CUDA out of memory"
+    text = (
+        "\x1b[36mray::LearnerWorker.update()\x1b[39m (pid=7, ip=1.2.3.4, actor_id=ab)\n"
+        "  File x\nOutOfMemoryError: CUDA out of memory"
+    )
     err = RayTaskError(
         "update", text, MemoryError("CUDA out of memory. Tried to allocate 2 GiB"), pid=7, ip="1.2.3.4"
     ).as_instanceof_cause()

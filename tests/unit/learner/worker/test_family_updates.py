@@ -1,4 +1,5 @@
-"""The learner's rescoring and update on the tiny SDXL, SD3, FLUX, FLUX.2-klein and SANA-Sprint pipelines (with classifier-free
+"""The learner's rescoring and update on the tiny SDXL, SD3, FLUX, FLUX.2-klein and SANA-Sprint pipelines (with
+classifier-free
 guidance, so the negative conditioning goes through the family's row helpers): the first pass of a
 version reproduces the rollout's log-probs exactly (ratio 1), and the update reaches the policy the
 rollout worker then samples with. (Which way one update moves tiny random-weight models is left to
