@@ -1,16 +1,25 @@
 """Prompt sources: the built-in animal lists or a text file with one prompt per line.
 
 'heldout_animals' is the default held-out evaluation set: 8 animals in neither training list.
-'shapes_train' and 'shapes_heldout' are the shapes task's disjoint caption lists (shapes.data)."""
+'shapes_train' and 'shapes_heldout' are the shapes task's disjoint caption lists (shapes.data), kept with the
+task in shapes/assets/."""
 
 from __future__ import annotations
 
 from pathlib import Path
 
 from plumbing.errors import UsageError
+from shapes import ASSETS as SHAPES_ASSETS
 
 ASSETS = Path(__file__).parent / "assets"
-BUILTIN = ("simple_animals", "complex_animals", "heldout_animals", "shapes_train", "shapes_heldout")
+BUILTIN = {
+    name: folder / f"{name}.txt"
+    for folder, names in (
+        (ASSETS, ("simple_animals", "complex_animals", "heldout_animals")),
+        (SHAPES_ASSETS, ("shapes_train", "shapes_heldout")),
+    )
+    for name in names
+}
 MAX_PROMPT_FILE_BYTES = 16 << 20
 
 
@@ -31,7 +40,7 @@ def read_bounded_text(path: Path, max_bytes: int) -> str:
 
 def load_prompts(source: str, key: str = "prompts.source") -> list[str]:
     """The prompts of `source`; errors name the config `key` it came from."""
-    path = ASSETS / f"{source}.txt" if source in BUILTIN else Path(source).expanduser()
+    path = BUILTIN[source] if source in BUILTIN else Path(source).expanduser()
     if not path.is_file():
         raise PromptError(f"{key}: '{source}' is neither a built-in list ({', '.join(BUILTIN)}) nor a file")
     try:
