@@ -34,9 +34,9 @@ import tempfile
 import time
 from pathlib import Path
 
+from benchmarks.cli import REPO, cli_env
 from benchmarks.output import emit
 
-REPO = Path(__file__).resolve().parents[1]
 OUT = REPO / "benchmarks" / "results" / "hacking_monitor.json"
 RUNS = {
     "normal": [],
@@ -53,13 +53,7 @@ def keep(record: dict) -> dict:
 def run(name: str, epochs: int) -> dict:
     from learner.run.outputs import read_metrics
 
-    env = dict(
-        os.environ,
-        RAY_USAGE_STATS_ENABLED="0",
-        RAY_AUTH_MODE="disabled",
-        HF_HUB_OFFLINE="1",
-        PYTHONPATH=str(REPO) + os.pathsep + os.environ.get("PYTHONPATH", ""),
-    )
+    env = cli_env()
     with tempfile.TemporaryDirectory() as tmp:
         run_dir = Path(tmp) / "run"
         cmd = [

@@ -29,14 +29,14 @@ from __future__ import annotations
 
 import argparse
 import json
-import os
 import statistics
 import subprocess
 import sys
 import tempfile
 from pathlib import Path
 
-REPO = Path(__file__).resolve().parents[1]
+from benchmarks.cli import REPO, cli_env
+
 RESULTS = REPO / "benchmarks" / "results"
 PAIRS_PER_GPU = 32  # the reference: 4 batches x 8 prompts per GPU per epoch
 LORA_BYTES = 3.3e6  # rank-4 LoRA on SD-Turbo's attention projections, fp32
@@ -131,13 +131,7 @@ def print_table(model: dict) -> None:
 def cli_run(run_dir: Path, epochs: int, *overrides: str) -> list[dict]:
     from learner.run.outputs import read_metrics
 
-    env = dict(
-        os.environ,
-        RAY_USAGE_STATS_ENABLED="0",
-        RAY_AUTH_MODE="disabled",
-        HF_HUB_OFFLINE="1",
-        PYTHONPATH=str(REPO) + os.pathsep + os.environ.get("PYTHONPATH", ""),
-    )
+    env = cli_env()
     cmd = [sys.executable, "-m", "learner.main", "--epochs", str(epochs), "--run-dir", str(run_dir), *overrides]
     res = subprocess.run(cmd, cwd=REPO, env=env, capture_output=True, text=True)
     if res.returncode != 0:

@@ -77,9 +77,9 @@ from pathlib import Path
 
 import yaml
 
+from benchmarks.cli import REPO, cli_env
 from benchmarks.stats import decide, paired
 
-REPO = Path(__file__).resolve().parents[1]
 RESULTS = REPO / "benchmarks" / "results"
 RUNS = RESULTS / "learning"
 CONFIG = "shapes"
@@ -183,13 +183,7 @@ def run(phase: str, arm: str, lr: float, seed: int, runs_dir: Path = RUNS, keep:
         return out
     from learner.run.outputs import read_metrics
 
-    env = dict(
-        os.environ,
-        RAY_USAGE_STATS_ENABLED="0",
-        RAY_AUTH_MODE="disabled",
-        HF_HUB_OFFLINE="1",
-        PYTHONPATH=str(REPO) + os.pathsep + os.environ.get("PYTHONPATH", ""),
-    )
+    env = cli_env()
     with tempfile.TemporaryDirectory() as tmp:
         cmd = [
             sys.executable,

@@ -26,9 +26,9 @@ import sys
 import tempfile
 from pathlib import Path
 
+from benchmarks.cli import REPO, cli_env
 from benchmarks.output import emit
 
-REPO = Path(__file__).resolve().parents[1]
 STAGES = ("time_epoch_s", "time_publish_s", "time_rollout_s", "time_reward_s", "time_update_s")
 
 
@@ -46,13 +46,7 @@ def run_once(run_dir: Path, ray_enabled: bool, actors: int, args) -> list[dict]:
     ]
     if ray_enabled:
         overrides.append(f"ray.num_cpus={os.cpu_count()}")
-    env = dict(
-        os.environ,
-        RAY_USAGE_STATS_ENABLED="0",
-        RAY_AUTH_MODE="disabled",
-        HF_HUB_OFFLINE="1",
-        PYTHONPATH=str(REPO) + os.pathsep + os.environ.get("PYTHONPATH", ""),
-    )
+    env = cli_env()
     cmd = [sys.executable, "-m", "learner.main", "--epochs", str(args.epochs), "--run-dir", str(run_dir), *overrides]
     res = subprocess.run(cmd, cwd=REPO, env=env, capture_output=True, text=True)
     if res.returncode != 0:
