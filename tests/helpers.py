@@ -18,6 +18,19 @@ def pack_wheels_module():
     return module
 
 
+# tests/e2e/learner/test_{adversarial,fault_e2e,node_loss}.py: a tiny-preset run short enough to interrupt
+# and run again many times (4 pairs of 4 steps an epoch, no evaluation, no TensorBoard)
+SMALL_TINY_RUN = [
+    "--config",
+    "tiny",
+    "rollout.pairs_per_epoch=4",
+    "rollout.chunk_size=2",
+    "sampling.num_steps=4",
+    "eval.enabled=false",
+    "output.tensorboard=false",
+]
+
+
 # tests/*/rewards/test_registry*.py: every built-in reward, in registration order
 BUILTIN_REWARDS = [
     "aesthetic",

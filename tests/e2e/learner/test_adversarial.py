@@ -17,21 +17,19 @@ import pytest
 from learner.run.checkpoint import checkpoint_dir, list_checkpoints, nonfinite, read_checkpoint
 from learner.run.outputs import read_metrics
 from tests.conftest import REPO, cli_env, run_cli
-from tests.helpers import process_name, ray_core_processes
-
-SMALL = [
-    "--config",
-    "tiny",
-    "rollout.pairs_per_epoch=4",
-    "rollout.chunk_size=2",
-    "sampling.num_steps=4",
-    "eval.enabled=false",
-    "output.tensorboard=false",
-]
+from tests.helpers import SMALL_TINY_RUN, process_name, ray_core_processes
 
 
 def _args(run_dir: Path, tiny_cache: str, epochs: int, *extra: str) -> list[str]:
-    return ["--epochs", str(epochs), "--run-dir", str(run_dir), f"model.tiny_cache_dir={tiny_cache}", *SMALL, *extra]
+    return [
+        "--epochs",
+        str(epochs),
+        "--run-dir",
+        str(run_dir),
+        f"model.tiny_cache_dir={tiny_cache}",
+        *SMALL_TINY_RUN,
+        *extra,
+    ]
 
 
 def _error_lines(text: str) -> list[str]:
@@ -57,7 +55,7 @@ def test_unreachable_cluster_is_an_error_in_bounded_time(tmp_path):
             "1",
             "--run-dir",
             str(tmp_path / "run"),
-            *SMALL,
+            *SMALL_TINY_RUN,
             "ray.connect_timeout_s=5",
         ],
         cwd=REPO,

@@ -20,17 +20,8 @@ import pytest
 from learner.run.checkpoint import checkpoint_dir, list_checkpoints, problem
 from learner.run.outputs import read_metrics
 from tests.conftest import REPO, cli_env, run_cli
-from tests.helpers import process_name
+from tests.helpers import SMALL_TINY_RUN, process_name
 
-SMALL = [
-    "--config",
-    "tiny",
-    "rollout.pairs_per_epoch=4",
-    "rollout.chunk_size=2",
-    "sampling.num_steps=4",
-    "eval.enabled=false",
-    "output.tensorboard=false",
-]
 EXACT = (
     "pairs pairs_dropped reward_queries reward_1step_mean reward_final_mean loss clipfrac approx_kl grad_norm "
     "weights_version"
@@ -38,7 +29,15 @@ EXACT = (
 
 
 def _args(run_dir: Path, tiny_cache: str, epochs: int, *extra: str) -> list[str]:
-    return ["--epochs", str(epochs), "--run-dir", str(run_dir), f"model.tiny_cache_dir={tiny_cache}", *SMALL, *extra]
+    return [
+        "--epochs",
+        str(epochs),
+        "--run-dir",
+        str(run_dir),
+        f"model.tiny_cache_dir={tiny_cache}",
+        *SMALL_TINY_RUN,
+        *extra,
+    ]
 
 
 def assert_same_metrics(run_dir: Path, reference: list[dict]) -> None:

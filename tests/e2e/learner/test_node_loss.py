@@ -13,16 +13,8 @@ import time
 
 from learner.run.outputs import read_metrics
 from tests.conftest import REPO, cli_env, run_cli
+from tests.helpers import SMALL_TINY_RUN
 
-SMALL = [
-    "--config",
-    "tiny",
-    "rollout.pairs_per_epoch=4",
-    "rollout.chunk_size=2",
-    "sampling.num_steps=4",
-    "eval.enabled=false",
-    "output.tensorboard=false",
-]
 EXACT = ("pairs", "pairs_dropped", "reward_queries", "reward_1step_mean", "reward_final_mean", "loss", "grad_norm")
 
 
@@ -35,7 +27,7 @@ def test_a_lost_worker_node_costs_nothing(tiny_cache, tmp_path):
         "--run-dir",
         str(tmp_path / "run"),
         f"model.tiny_cache_dir={tiny_cache}",
-        *SMALL,
+        *SMALL_TINY_RUN,
         "rollout.restart_timeout_s=120",
     ]
     reference = run_cli(
@@ -44,7 +36,7 @@ def test_a_lost_worker_node_costs_nothing(tiny_cache, tmp_path):
         "--run-dir",
         str(tmp_path / "reference"),
         f"model.tiny_cache_dir={tiny_cache}",
-        *SMALL,
+        *SMALL_TINY_RUN,
         "ray.enabled=false",
     )
     assert reference.returncode == 0, reference.stderr[-3000:]
