@@ -10,26 +10,13 @@ import signal
 import subprocess
 import sys
 import time
-from pathlib import Path
 
 import pytest
 
 from learner.run.checkpoint import checkpoint_dir, list_checkpoints, nonfinite, read_checkpoint
 from learner.run.outputs import read_metrics
 from tests.conftest import REPO, cli_env, run_cli
-from tests.helpers import SMALL_TINY_RUN, process_name, ray_core_processes
-
-
-def _args(run_dir: Path, tiny_cache: str, epochs: int, *extra: str) -> list[str]:
-    return [
-        "--epochs",
-        str(epochs),
-        "--run-dir",
-        str(run_dir),
-        f"model.tiny_cache_dir={tiny_cache}",
-        *SMALL_TINY_RUN,
-        *extra,
-    ]
+from tests.helpers import SMALL_TINY_RUN, process_name, ray_core_processes, tiny_run_args
 
 
 def _error_lines(text: str) -> list[str]:
@@ -73,7 +60,7 @@ def test_a_second_driver_on_the_same_run_dir_is_refused(tiny_cache, tmp_path):
     run_dir = tmp_path / "run"
     log = (tmp_path / "first.log").open("w")
     first = subprocess.Popen(
-        [sys.executable, "-m", "learner.main", *_args(run_dir, tiny_cache, 4, "ray.enabled=false")],
+        [sys.executable, "-m", "learner.main", *tiny_run_args(run_dir, tiny_cache, 4, "ray.enabled=false")],
         cwd=REPO,
         env=cli_env(),
         stdout=log,
@@ -85,7 +72,7 @@ def test_a_second_driver_on_the_same_run_dir_is_refused(tiny_cache, tmp_path):
             assert first.poll() is None and time.monotonic() < deadline, (tmp_path / "first.log").read_text()[-2000:]
             time.sleep(0.2)
         second = run_cli(
-            *_args(run_dir, tiny_cache, 4, "ray.enabled=false", "seed=7"), timeout=120
+            *tiny_run_args(run_dir, tiny_cache, 4, "ray.enabled=false", "seed=7"), timeout=120
         )  # even another config
         line = _one_error(second, 2)
         assert f"is in use by the driver with pid {first.pid}" in line
@@ -96,7 +83,7 @@ def test_a_second_driver_on_the_same_run_dir_is_refused(tiny_cache, tmp_path):
     assert [m["epoch"] for m in read_metrics(run_dir)] == [0, 1, 2, 3]  # nothing interleaved
     assert read_checkpoint(list_checkpoints(checkpoint_dir(run_dir))[-1]).epoch == 4
     again = run_cli(
-        *_args(run_dir, tiny_cache, 4, "ray.enabled=false"), timeout=120
+        *tiny_run_args(run_dir, tiny_cache, 4, "ray.enabled=false"), timeout=120
     )  # the owner is gone: the lock is free
     assert again.returncode == 0 and "already has 4 epochs" in again.stdout
 
@@ -116,7 +103,9 @@ def test_non_finite_training_stops_before_a_checkpoint_holds_garbage(tiny_cache,
     epoch's rollout finds the policy sampling non-finite latents. Either stops the run with one line."""
     run_dir = tmp_path / "run"
     res = run_cli(
-        *_args(run_dir, tiny_cache, 3, "ray.enabled=false", "train.learning_rate=1e30", "train.max_nonfinite_steps=1")
+        *tiny_run_args(
+            run_dir, tiny_cache, 3, "ray.enabled=false", "train.learning_rate=1e30", "train.max_nonfinite_steps=1"
+        )
     )
     line = _one_error(res, 1)
     assert "non-finite loss or gradient" in line or "sampled non-finite latents" in line, line
@@ -138,7 +127,7 @@ def test_a_full_disk_is_one_line_and_the_last_checkpoint_stands(tiny_cache, tmp_
     LoRA file, or the reward-curves PNG) cannot be written, as on a full disk."""
     run_dir = tmp_path / "run"
     res = subprocess.run(
-        [sys.executable, "-m", "learner.main", *_args(run_dir, tiny_cache, 2, "ray.enabled=false")],
+        [sys.executable, "-m", "learner.main", *tiny_run_args(run_dir, tiny_cache, 2, "ray.enabled=false")],
         cwd=REPO,
         env=cli_env(),
         capture_output=True,
@@ -180,7 +169,7 @@ def test_sigterm_while_ray_starts_exits_143_and_leaves_no_cluster(tiny_cache, tm
     import psutil
 
     proc = subprocess.Popen(
-        [sys.executable, "-m", "learner.main", *_args(tmp_path / "run", tiny_cache, 2, "ray.num_cpus=2")],
+        [sys.executable, "-m", "learner.main", *tiny_run_args(tmp_path / "run", tiny_cache, 2, "ray.num_cpus=2")],
         cwd=REPO,
         env=cli_env(),
         stdout=subprocess.PIPE,
@@ -209,7 +198,7 @@ def test_bad_reward_options_exit_2_before_any_actor(tmp_path):
 
 def test_a_reward_returning_the_wrong_number_of_scores_is_one_line(tiny_cache, tmp_path):
     res = run_cli(
-        *_args(tmp_path / "run", tiny_cache, 1, "ray.enabled=false"),
+        *tiny_run_args(tmp_path / "run", tiny_cache, 1, "ray.enabled=false"),
         "reward.modules=[tests.fixtures.flaky_rewards]",
         "reward.name=one_score_per_batch",
     )
@@ -299,7 +288,7 @@ def test_two_quick_ctrl_c_on_ray_exit_130_with_one_line_and_leave_no_cluster(tin
     import psutil
 
     proc = subprocess.Popen(
-        [sys.executable, "-m", "learner.main", *_args(tmp_path / "run", tiny_cache, 20, "ray.num_cpus=2")],
+        [sys.executable, "-m", "learner.main", *tiny_run_args(tmp_path / "run", tiny_cache, 20, "ray.num_cpus=2")],
         cwd=REPO,
         env=cli_env(),
         stdout=subprocess.PIPE,
@@ -346,7 +335,7 @@ def test_sigterm_at_many_moments_is_never_lost(tiny_cache, tmp_path):
                         sys.executable,
                         "-m",
                         "learner.main",
-                        *_args(tmp_path / f"run-{delay}", tiny_cache, 200, "ray.num_cpus=2"),
+                        *tiny_run_args(tmp_path / f"run-{delay}", tiny_cache, 200, "ray.num_cpus=2"),
                     ],
                     cwd=REPO,
                     env=cli_env(),

@@ -20,24 +20,12 @@ import pytest
 from learner.run.checkpoint import checkpoint_dir, list_checkpoints, problem
 from learner.run.outputs import read_metrics
 from tests.conftest import REPO, cli_env, run_cli
-from tests.helpers import SMALL_TINY_RUN, process_name
+from tests.helpers import process_name, tiny_run_args
 
 EXACT = (
     "pairs pairs_dropped reward_queries reward_1step_mean reward_final_mean loss clipfrac approx_kl grad_norm "
     "weights_version"
 ).split()
-
-
-def _args(run_dir: Path, tiny_cache: str, epochs: int, *extra: str) -> list[str]:
-    return [
-        "--epochs",
-        str(epochs),
-        "--run-dir",
-        str(run_dir),
-        f"model.tiny_cache_dir={tiny_cache}",
-        *SMALL_TINY_RUN,
-        *extra,
-    ]
 
 
 def assert_same_metrics(run_dir: Path, reference: list[dict]) -> None:
@@ -52,7 +40,7 @@ def assert_same_metrics(run_dir: Path, reference: list[dict]) -> None:
 def reference(tiny_cache, tmp_path_factory) -> list[dict]:
     """An uninterrupted 4-epoch run (in-process: test_e2e shows it equals the Ray run bit for bit)."""
     run_dir = tmp_path_factory.mktemp("reference") / "run"
-    res = run_cli(*_args(run_dir, tiny_cache, 4, "ray.enabled=false"))
+    res = run_cli(*tiny_run_args(run_dir, tiny_cache, 4, "ray.enabled=false"))
     assert res.returncode == 0, res.stderr[-3000:]
     return read_metrics(run_dir)
 
@@ -107,18 +95,18 @@ def _valid_checkpoints_only(run_dir: Path) -> list[str]:
 
 def test_finished_run_continues_with_more_epochs_and_a_corrupt_checkpoint_is_skipped(reference, tiny_cache, tmp_path):
     run_dir = tmp_path / "run"
-    assert run_cli(*_args(run_dir, tiny_cache, 2, "ray.enabled=false")).returncode == 0
-    res = run_cli(*_args(run_dir, tiny_cache, 2, "ray.enabled=false"))  # the same command again: nothing to do
+    assert run_cli(*tiny_run_args(run_dir, tiny_cache, 2, "ray.enabled=false")).returncode == 0
+    res = run_cli(*tiny_run_args(run_dir, tiny_cache, 2, "ray.enabled=false"))  # the same command again: nothing to do
     assert res.returncode == 0 and "already has 2 epochs" in res.stdout
     shutil.copytree(run_dir, tmp_path / "copy")
-    res = run_cli(*_args(run_dir, tiny_cache, 3, "ray.enabled=false"))  # a larger --epochs continues it
+    res = run_cli(*tiny_run_args(run_dir, tiny_cache, 3, "ray.enabled=false"))  # a larger --epochs continues it
     assert res.returncode == 0, res.stderr[-3000:]
     assert "resuming after epoch 2" in res.stdout and "epoch 1/3" not in res.stdout  # no replay of earlier epochs
     assert_same_metrics(run_dir, reference[:3])
 
     copy = tmp_path / "copy"  # now break the copy's newest checkpoint: it resumes from the one before
     (checkpoint_dir(copy) / "epoch-000002" / "lora_peft.safetensors").write_bytes(b"torn")
-    res = run_cli(*_args(copy, tiny_cache, 3, "ray.enabled=false"))
+    res = run_cli(*tiny_run_args(copy, tiny_cache, 3, "ray.enabled=false"))
     assert res.returncode == 0, res.stderr[-3000:]
     assert "epoch-000002 is corrupt or partial" in res.stderr and "resuming after epoch 1" in res.stdout
     assert_same_metrics(copy, reference[:3])
@@ -126,18 +114,20 @@ def test_finished_run_continues_with_more_epochs_and_a_corrupt_checkpoint_is_ski
 
 def test_changed_config_is_refused_naming_the_keys(tiny_cache, tmp_path):
     run_dir = tmp_path / "run"
-    assert run_cli(*_args(run_dir, tiny_cache, 1, "ray.enabled=false")).returncode == 0
-    res = run_cli(*_args(run_dir, tiny_cache, 2, "ray.enabled=false", "seed=3", "train.learning_rate=0.5"))
+    assert run_cli(*tiny_run_args(run_dir, tiny_cache, 1, "ray.enabled=false")).returncode == 0
+    res = run_cli(*tiny_run_args(run_dir, tiny_cache, 2, "ray.enabled=false", "seed=3", "train.learning_rate=0.5"))
     assert res.returncode == 2
     assert _error_lines(res.stderr) == [_last_line(res.stderr)] and "seed, train.learning_rate differ" in res.stderr
     assert "Traceback" not in res.stderr
-    res = run_cli(*_args(run_dir, tiny_cache, 2, "ray.enabled=false", "output.image_every=7", "rollout.num_actors=1"))
+    res = run_cli(
+        *tiny_run_args(run_dir, tiny_cache, 2, "ray.enabled=false", "output.image_every=7", "rollout.num_actors=1")
+    )
     assert res.returncode == 0, res.stderr[-3000:]  # resources and outputs may change
 
 
 def test_kill_9_of_the_driver_after_epoch_2_then_resume_is_exact(reference, tiny_cache, tmp_path):
     run_dir = tmp_path / "run"
-    driver = Driver(_args(run_dir, tiny_cache, 3, "ray.num_cpus=2"), tmp_path / "first.log")
+    driver = Driver(tiny_run_args(run_dir, tiny_cache, 3, "ray.num_cpus=2"), tmp_path / "first.log")
     driver.wait_for(r"epoch 2/3")  # epoch 2's metrics are logged; its checkpoint may or may not be written
     cluster = psutil.Process(driver.proc.pid).children(recursive=True)  # the Ray cluster this driver started
     driver.proc.send_signal(signal.SIGKILL)
@@ -147,7 +137,7 @@ def test_kill_9_of_the_driver_after_epoch_2_then_resume_is_exact(reference, tiny
     # and removed by the next write; every complete checkpoint matches its manifest
     assert all(problem(p) is None for p in list_checkpoints(checkpoint_dir(run_dir)))
 
-    res = run_cli(*_args(run_dir, tiny_cache, 3, "ray.num_cpus=2"))
+    res = run_cli(*tiny_run_args(run_dir, tiny_cache, 3, "ray.num_cpus=2"))
     assert res.returncode == 0, res.stderr[-3000:]
     assert re.search(r"resuming after epoch [12] ", res.stdout)
     assert_same_metrics(run_dir, reference[:3])
@@ -167,7 +157,7 @@ def _await_exit(procs: list[psutil.Process], must: tuple[str, ...], timeout: flo
 
 def test_sigterm_checkpoints_exits_143_and_the_rerun_is_exact(reference, tiny_cache, tmp_path):
     run_dir = tmp_path / "run"
-    args = _args(run_dir, tiny_cache, 3, "ray.num_cpus=2", "checkpoint.every=3", "checkpoint.grace_s=600")
+    args = tiny_run_args(run_dir, tiny_cache, 3, "ray.num_cpus=2", "checkpoint.every=3", "checkpoint.grace_s=600")
     driver = Driver(args, tmp_path / "first.log")
     driver.wait_for(r"epoch 1/3")  # epoch 2 starts at once (no checkpoint is due), and epoch 1's length is known
     driver.proc.send_signal(signal.SIGTERM)
@@ -185,7 +175,7 @@ def test_sigterm_checkpoints_exits_143_and_the_rerun_is_exact(reference, tiny_ca
 
 def test_sigterm_with_no_time_to_finish_abandons_the_epoch(tiny_cache, tmp_path):
     run_dir = tmp_path / "run"
-    driver = Driver(_args(run_dir, tiny_cache, 3, "ray.num_cpus=2", "checkpoint.grace_s=0"), tmp_path / "log")
+    driver = Driver(tiny_run_args(run_dir, tiny_cache, 3, "ray.num_cpus=2", "checkpoint.grace_s=0"), tmp_path / "log")
     driver.wait_for(r"epoch 1/3")
     while not (checkpoint_dir(run_dir) / "epoch-000001").exists():
         time.sleep(0.05)
@@ -204,7 +194,7 @@ def test_killed_rollout_actor_is_restarted_and_the_epoch_keeps_its_pairs(referen
     asserted is the outcome: the run finishes, and every epoch has exactly its pairs, with the
     metrics of an uninterrupted run."""
     run_dir = tmp_path / "run"
-    driver = Driver(_args(run_dir, tiny_cache, 4, "ray.num_cpus=2"), tmp_path / "log")
+    driver = Driver(tiny_run_args(run_dir, tiny_cache, 4, "ray.num_cpus=2"), tmp_path / "log")
     victim = psutil.Process(driver.pid_of("RolloutWorker", 0))
     driver.wait_for(r"epoch 1/4 ")
     victim.kill()
@@ -223,7 +213,7 @@ def test_killed_rollout_actor_is_restarted_and_the_epoch_keeps_its_pairs(referen
 
 def test_killed_learner_ends_the_run_with_its_name_and_cause(tiny_cache, tmp_path):
     run_dir = tmp_path / "run"
-    driver = Driver(_args(run_dir, tiny_cache, 3, "ray.num_cpus=2"), tmp_path / "log")
+    driver = Driver(tiny_run_args(run_dir, tiny_cache, 3, "ray.num_cpus=2"), tmp_path / "log")
     pid = driver.pid_of("LearnerWorker")
     while not (checkpoint_dir(run_dir) / "epoch-000001").exists():
         assert driver.proc.poll() is None
@@ -240,7 +230,7 @@ def test_killed_learner_ends_the_run_with_its_name_and_cause(tiny_cache, tmp_pat
 
 
 def test_resources_the_cluster_can_never_hold_exit_2_before_starting(tiny_cache, tmp_path):
-    res = run_cli(*_args(tmp_path / "run", tiny_cache, 1, "ray.num_cpus=2", "rollout.num_gpus=1"), timeout=180)
+    res = run_cli(*tiny_run_args(tmp_path / "run", tiny_cache, 1, "ray.num_cpus=2", "rollout.num_gpus=1"), timeout=180)
     assert res.returncode == 2
     errors = _error_lines(res.stderr)
     assert len(errors) == 1 and errors[0].startswith("error: the Ray cluster can never satisfy") and "GPU" in errors[0]
