@@ -20,9 +20,13 @@ TINY_VERSION = "tiny-sd-v3"  # bump when the architecture below changes (cache k
 _TINY_SEED = 1234
 
 
-def _write_char_tokenizer(directory: Path) -> None:
-    """A character-level CLIP BPE vocabulary with no merges: every printable ASCII char is a token
-    (CLIP's byte-to-unicode map leaves these unchanged; anything else becomes the unknown token)."""
+def char_clip_tokenizer(directory: Path, max_length: int):
+    """A character-level CLIP tokenizer of `max_length` tokens, its files written in `directory`: a BPE
+    vocabulary with no merges, every printable ASCII char a token (CLIP's byte-to-unicode map leaves
+    these unchanged; anything else becomes the unknown token)."""
+    from transformers import CLIPTokenizer
+
+    directory.mkdir(parents=True, exist_ok=True)
     chars = [chr(c) for c in range(33, 127)]
     vocab = {c: i for i, c in enumerate(chars)}
     for c in chars:
@@ -31,6 +35,43 @@ def _write_char_tokenizer(directory: Path) -> None:
     vocab["<|endoftext|>"] = len(vocab)
     (directory / "vocab.json").write_text(json.dumps(vocab))
     (directory / "merges.txt").write_text("#version: 0.2\n")
+    return CLIPTokenizer(str(directory / "vocab.json"), str(directory / "merges.txt"), model_max_length=max_length)
+
+
+def char_clip_config(tokenizer, width: int):
+    """The config of a two-layer CLIP text encoder `width` wide for `tokenizer` (char_clip_tokenizer's):
+    its vocabulary, special tokens and length."""
+    from transformers import CLIPTextConfig
+
+    return CLIPTextConfig(
+        vocab_size=len(tokenizer),
+        hidden_size=width,
+        intermediate_size=2 * width,
+        num_hidden_layers=2,
+        num_attention_heads=4,
+        max_position_embeddings=tokenizer.model_max_length,
+        projection_dim=width,
+        bos_token_id=tokenizer.bos_token_id,
+        eos_token_id=tokenizer.eos_token_id,
+        pad_token_id=tokenizer.pad_token_id,
+    )
+
+
+def save_sd_pipeline(directory: str | Path, *, vae, text_encoder, tokenizer, unet, scheduler) -> None:
+    """A StableDiffusionPipeline of these components (no safety checker) saved to `directory` (safetensors)."""
+    from diffusers import StableDiffusionPipeline
+
+    pipe = StableDiffusionPipeline(
+        vae=vae,
+        text_encoder=text_encoder,
+        tokenizer=tokenizer,
+        unet=unet,
+        scheduler=scheduler,
+        safety_checker=None,
+        feature_extractor=None,
+        requires_safety_checker=False,
+    )
+    pipe.save_pretrained(directory, safe_serialization=True)
 
 
 @torch.no_grad()
@@ -78,14 +119,12 @@ def _make_decoder_transparent(vae) -> None:
 
 def build_tiny_pipeline(directory: str | Path) -> None:
     """Build the tiny pipeline from configs with a fixed seed and save it to `directory`."""
-    from diffusers import AutoencoderKL, DDIMScheduler, StableDiffusionPipeline, UNet2DConditionModel
-    from transformers import CLIPTextConfig, CLIPTextModel, CLIPTokenizer
+    from diffusers import AutoencoderKL, DDIMScheduler, UNet2DConditionModel
+    from transformers import CLIPTextModel
 
     directory = Path(directory)
     tok_dir = directory / "_tokenizer_src"
-    tok_dir.mkdir(parents=True, exist_ok=True)
-    _write_char_tokenizer(tok_dir)
-    tokenizer = CLIPTokenizer(str(tok_dir / "vocab.json"), str(tok_dir / "merges.txt"), model_max_length=32)
+    tokenizer = char_clip_tokenizer(tok_dir, 32)
     torch.manual_seed(_TINY_SEED)
     unet = UNet2DConditionModel(
         sample_size=16,
@@ -111,20 +150,7 @@ def build_tiny_pipeline(directory: str | Path) -> None:
         scaling_factor=1.0,
     )
     _make_decoder_transparent(vae)
-    text_encoder = CLIPTextModel(
-        CLIPTextConfig(
-            vocab_size=len(tokenizer),
-            hidden_size=32,
-            intermediate_size=64,
-            num_hidden_layers=2,
-            num_attention_heads=4,
-            max_position_embeddings=32,
-            projection_dim=32,
-            bos_token_id=tokenizer.bos_token_id,
-            eos_token_id=tokenizer.eos_token_id,
-            pad_token_id=tokenizer.pad_token_id,
-        )
-    )
+    text_encoder = CLIPTextModel(char_clip_config(tokenizer, 32))
     scheduler = DDIMScheduler(
         num_train_timesteps=1000,
         beta_schedule="scaled_linear",
@@ -136,17 +162,7 @@ def build_tiny_pipeline(directory: str | Path) -> None:
         set_alpha_to_one=False,
         steps_offset=1,
     )
-    pipe = StableDiffusionPipeline(
-        vae=vae,
-        text_encoder=text_encoder,
-        tokenizer=tokenizer,
-        unet=unet,
-        scheduler=scheduler,
-        safety_checker=None,
-        feature_extractor=None,
-        requires_safety_checker=False,
-    )
-    pipe.save_pretrained(directory, safe_serialization=True)
+    save_sd_pipeline(directory, vae=vae, text_encoder=text_encoder, tokenizer=tokenizer, unet=unet, scheduler=scheduler)
     shutil.rmtree(tok_dir)
 
 

@@ -358,39 +358,25 @@ def sana_1600m_transformer(s: Shrink, caption_width: int) -> dict:
 
 
 # ---------------------------------------------------------------------------------- the families
-def _clip_tokenizer(work: Path):
-    from transformers import CLIPTokenizer
-
-    from actors.tiny_model import _write_char_tokenizer
-
-    _write_char_tokenizer(work)
-    return CLIPTokenizer(str(work / "vocab.json"), str(work / "merges.txt"), model_max_length=77)
-
-
-def _t5_tokenizer():
-    from actors.families.tiny import _t5_char_tokenizer
-
-    return _t5_char_tokenizer()
-
-
 def tokenizers(family: str, work: Path, t5: bool = True) -> dict:
     """The stand-in tokenizers of `family`, by pipeline component name."""
-    from actors.families.tiny import _instruction_tokenizer, _qwen_tokenizer
+    from actors.families.tiny_tokenizers import instruction_tokenizer, qwen_tokenizer, t5_char_tokenizer
+    from actors.tiny_model import char_clip_tokenizer
 
     if family in ("sd", "sdxl", "sd3", "flux"):
-        clip = _clip_tokenizer(work)
+        clip = char_clip_tokenizer(work, 77)
         out = {"tokenizer": clip}
         if family in ("sdxl", "sd3"):
             out["tokenizer_2"] = clip
         if family == "flux":
-            out["tokenizer_2"] = _t5_tokenizer()
+            out["tokenizer_2"] = t5_char_tokenizer()
         if family == "sd3":
-            out["tokenizer_3"] = _t5_tokenizer() if t5 else None
+            out["tokenizer_3"] = t5_char_tokenizer() if t5 else None
         return out
     if family == "flux2_klein":
-        return {"tokenizer": _qwen_tokenizer()}
+        return {"tokenizer": qwen_tokenizer()}
     if family == "sana_sprint":
-        return {"tokenizer": _instruction_tokenizer()}
+        return {"tokenizer": instruction_tokenizer()}
     raise ValueError(f"unknown family '{family}'; known: {', '.join(FAMILIES)}")
 
 

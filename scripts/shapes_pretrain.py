@@ -38,6 +38,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
+from actors.tiny_model import char_clip_config, char_clip_tokenizer, save_sd_pipeline
 from shapes import ASSETS
 from shapes.data import IMAGE_SIZE, heldout_prompts, sample_images, train_prompts
 
@@ -53,28 +54,10 @@ def build_components(tokenizer_dir: Path, zero_snr: bool = False):
     """Tokenizer, text encoder, VAE, UNet and scheduler, freshly initialized (seed set by the caller);
     `zero_snr`: the schedule rescaled to zero terminal SNR, with v-prediction."""
     from diffusers import AutoencoderKL, DDIMScheduler, UNet2DConditionModel
-    from transformers import CLIPTextConfig, CLIPTextModel, CLIPTokenizer
+    from transformers import CLIPTextModel
 
-    from actors.tiny_model import _write_char_tokenizer
-
-    _write_char_tokenizer(tokenizer_dir)
-    tokenizer = CLIPTokenizer(
-        str(tokenizer_dir / "vocab.json"), str(tokenizer_dir / "merges.txt"), model_max_length=MAX_TOKENS
-    )
-    text_encoder = CLIPTextModel(
-        CLIPTextConfig(
-            vocab_size=len(tokenizer),
-            hidden_size=64,
-            intermediate_size=128,
-            num_hidden_layers=2,
-            num_attention_heads=4,
-            max_position_embeddings=MAX_TOKENS,
-            projection_dim=64,
-            bos_token_id=tokenizer.bos_token_id,
-            eos_token_id=tokenizer.eos_token_id,
-            pad_token_id=tokenizer.pad_token_id,
-        )
-    )
+    tokenizer = char_clip_tokenizer(tokenizer_dir, MAX_TOKENS)
+    text_encoder = CLIPTextModel(char_clip_config(tokenizer, 64))
     vae = AutoencoderKL(
         in_channels=3,
         out_channels=3,
@@ -254,8 +237,6 @@ def main(argv: list[str] | None = None) -> None:
     logfile = Path(args.log) if args.log else None
     start = time.process_time()
 
-    from diffusers import StableDiffusionPipeline
-
     images_np, captions = sample_images(train_prompts(), IMAGES_PER_PROMPT, DATA_SEED)
     images = to_tensor(images_np)  # (N, 3, 32, 32)
     with tempfile.TemporaryDirectory() as tmp:
@@ -284,19 +265,9 @@ def main(argv: list[str] | None = None) -> None:
     train_unet(
         unet, text_encoder, tokens, empty, means, stds, scheduler, args.unet_steps, args.batch, 1e-3, gen, logfile
     )
-    pipe = StableDiffusionPipeline(
-        vae=vae,
-        text_encoder=text_encoder,
-        tokenizer=tokenizer,
-        unet=unet,
-        scheduler=scheduler,
-        safety_checker=None,
-        feature_extractor=None,
-        requires_safety_checker=False,
-    )
     out = Path(args.out)
     shutil.rmtree(out, ignore_errors=True)
-    pipe.save_pretrained(out, safe_serialization=True)
+    save_sd_pipeline(out, vae=vae, text_encoder=text_encoder, tokenizer=tokenizer, unet=unet, scheduler=scheduler)
     write_check(out, "train", time.process_time() - start, args.check_per_prompt, logfile)
 
 

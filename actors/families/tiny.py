@@ -1,13 +1,13 @@
-"""Tiny SDXL, SD3 and FLUX pipelines for offline tests: the real architectures (two CLIP encoders and
-a text-time UNet; an MMDiT transformer on a 16-channel VAE with a shift factor, without T5; a FLUX
-transformer on packed latents with CLIP and a small T5 and its own tokenizer), built
-from configs with random weights and a fixed seed, saved with ``save_pretrained`` and loaded back
-through the family's ``from_pretrained`` path like a real model.
+"""Tiny SDXL, SD3, FLUX, FLUX.2-klein and SANA-Sprint pipelines for offline tests: the real architectures
+(two CLIP encoders and a text-time UNet; an MMDiT transformer on a 16-channel VAE with a shift factor,
+without T5; a FLUX transformer on packed latents with CLIP and a small T5 and its own tokenizer; a FLUX.2
+transformer with a Qwen3 text encoder and the FLUX.2 VAE; a linear-attention SANA transformer with a
+Gemma-2 text encoder and a DC-AE), built from configs with random weights and a fixed seed, saved with
+``save_pretrained`` and loaded back through the family's ``from_pretrained`` path like a real model.
 
 Shapes: SDXL latents (4, 16, 16), SD3 latents (16, 16, 16); images (32, 32, 3). FLUX takes its size
 from model.resolution (FluxPipeline's default is 1024): at 32, latents (4, 16, 16).
-FLUX.2-klein likewise (a Qwen3 text encoder, the FLUX.2 VAE): at 32, latents (16, 8, 8), its VAE's (4, 16, 16)
-2 x 2-patchified.
+FLUX.2-klein likewise: at 32, latents (16, 8, 8), its VAE's (4, 16, 16) 2 x 2-patchified.
 SANA-Sprint: latents (4, 16, 16) (a DC-AE halving once) of (32, 32, 3) images, as its transformer's sample size says.
 """
 
@@ -19,52 +19,31 @@ from pathlib import Path
 
 import torch
 
-from actors.tiny_model import _write_char_tokenizer, build_once
+from actors.families.tiny_tokenizers import instruction_tokenizer, qwen_tokenizer, t5_char_tokenizer
+from actors.tiny_model import build_once, char_clip_config, char_clip_tokenizer
 
-TINY_VERSIONS = {  # cache keys: bump when a build changes
-    "sdxl": "tiny-sdxl-v1",
-    "sd3": "tiny-sd3-v1",
-    "flux": "tiny-flux-v1",
-    "flux2_klein": "tiny-flux2-klein-v1",
-    "sana_sprint": "tiny-sana-sprint-v1",
-}
 _SEED = 4321
 
 
-def _tokenizer(directory: Path):
-    from transformers import CLIPTokenizer
+# ------------------------------------------------------------------------ the shared parts
+def _clip(tokenizer, with_projection: bool = False):
+    """A 32-wide char-level CLIP text encoder; `with_projection`: CLIPTextModelWithProjection."""
+    from transformers import CLIPTextModel, CLIPTextModelWithProjection
 
-    directory.mkdir(parents=True, exist_ok=True)
-    _write_char_tokenizer(directory)
-    return CLIPTokenizer(str(directory / "vocab.json"), str(directory / "merges.txt"), model_max_length=16)
-
-
-def _clip_config(tokenizer, hidden: int = 32, projection: int = 32):
-    from transformers import CLIPTextConfig
-
-    return CLIPTextConfig(
-        vocab_size=len(tokenizer),
-        hidden_size=hidden,
-        intermediate_size=2 * hidden,
-        num_hidden_layers=2,
-        num_attention_heads=4,
-        max_position_embeddings=16,
-        projection_dim=projection,
-        bos_token_id=tokenizer.bos_token_id,
-        eos_token_id=tokenizer.eos_token_id,
-        pad_token_id=tokenizer.pad_token_id,
-    )
+    return (CLIPTextModelWithProjection if with_projection else CLIPTextModel)(char_clip_config(tokenizer, 32))
 
 
-def _vae(latent_channels: int, **extra):
+def _vae(latent_channels: int, cls=None, **extra):
+    """A two-block VAE of 32 x 32 images, halving once: an AutoencoderKL, or `cls` of the same arguments."""
     from diffusers import AutoencoderKL
 
-    return AutoencoderKL(
+    return (cls or AutoencoderKL)(
         in_channels=3,
         out_channels=3,
         block_out_channels=(16, 32),
         down_block_types=("DownEncoderBlock2D",) * 2,
         up_block_types=("UpDecoderBlock2D",) * 2,
+        layers_per_block=1,
         latent_channels=latent_channels,
         norm_num_groups=8,
         sample_size=32,
@@ -72,13 +51,21 @@ def _vae(latent_channels: int, **extra):
     )
 
 
-def build_tiny_sdxl(directory: Path, work: Path) -> None:
+def _flow_scheduler(shift: float, **extra):
+    """A flow-matching Euler scheduler of 1000 training steps at `shift`."""
+    from diffusers import FlowMatchEulerDiscreteScheduler
+
+    return FlowMatchEulerDiscreteScheduler(num_train_timesteps=1000, shift=shift, **extra)
+
+
+# ------------------------------------------------------------------------ the families
+# Each function returns its family's pipeline, with torch seeded before it is called: the order in which
+# it constructs the models fixes their weights.
+def _sdxl(work: Path):
     """A StableDiffusionXLPipeline with SDXL-Turbo's scheduler config (Euler ancestral, trailing spacing)."""
     from diffusers import EulerAncestralDiscreteScheduler, StableDiffusionXLPipeline, UNet2DConditionModel
-    from transformers import CLIPTextModel, CLIPTextModelWithProjection
 
-    tokenizer = _tokenizer(work / "tok")
-    torch.manual_seed(_SEED)
+    tokenizer = char_clip_tokenizer(work / "tok", 16)
     unet = UNet2DConditionModel(
         sample_size=16,
         in_channels=4,
@@ -105,25 +92,22 @@ def build_tiny_sdxl(directory: Path, work: Path) -> None:
         timestep_spacing="trailing",
         steps_offset=1,
     )
-    pipe = StableDiffusionXLPipeline(
+    return StableDiffusionXLPipeline(
         vae=_vae(4, scaling_factor=0.13025, force_upcast=True),
-        text_encoder=CLIPTextModel(_clip_config(tokenizer)),
-        text_encoder_2=CLIPTextModelWithProjection(_clip_config(tokenizer)),
+        text_encoder=_clip(tokenizer),
+        text_encoder_2=_clip(tokenizer, with_projection=True),
         tokenizer=tokenizer,
         tokenizer_2=tokenizer,
         unet=unet,
         scheduler=scheduler,
     )
-    pipe.save_pretrained(directory, safe_serialization=True)
 
 
-def build_tiny_sd3(directory: Path, work: Path) -> None:
+def _sd3(work: Path):
     """A StableDiffusion3Pipeline without T5 (text_encoder_3 = None), SD3.5's flow scheduler (shift 3)."""
-    from diffusers import FlowMatchEulerDiscreteScheduler, SD3Transformer2DModel, StableDiffusion3Pipeline
-    from transformers import CLIPTextModelWithProjection
+    from diffusers import SD3Transformer2DModel, StableDiffusion3Pipeline
 
-    tokenizer = _tokenizer(work / "tok")
-    torch.manual_seed(_SEED)
+    tokenizer = char_clip_tokenizer(work / "tok", 16)
     transformer = SD3Transformer2DModel(
         sample_size=16,
         patch_size=2,
@@ -137,39 +121,26 @@ def build_tiny_sd3(directory: Path, work: Path) -> None:
         pooled_projection_dim=64,  # both encoders' pooled projections, concatenated
         pos_embed_max_size=16,
     )
-    pipe = StableDiffusion3Pipeline(
+    return StableDiffusion3Pipeline(
         transformer=transformer,
-        scheduler=FlowMatchEulerDiscreteScheduler(num_train_timesteps=1000, shift=3.0),
+        scheduler=_flow_scheduler(3.0),
         vae=_vae(16, scaling_factor=1.5305, shift_factor=0.0609, use_quant_conv=False, use_post_quant_conv=False),
-        text_encoder=CLIPTextModelWithProjection(_clip_config(tokenizer)),
+        text_encoder=_clip(tokenizer, with_projection=True),
         tokenizer=tokenizer,
-        text_encoder_2=CLIPTextModelWithProjection(_clip_config(tokenizer)),
+        text_encoder_2=_clip(tokenizer, with_projection=True),
         tokenizer_2=tokenizer,
         text_encoder_3=None,
         tokenizer_3=None,
     )
-    pipe.save_pretrained(directory, safe_serialization=True)
 
 
-def _t5_char_tokenizer():
-    """A character-level T5 vocabulary (the pad, end and unknown tokens first, as T5 numbers them):
-    T5's own sentencepiece model cannot be downloaded offline."""
-    from transformers import T5TokenizerFast
-
-    t5_vocab = [("<pad>", 0.0), ("</s>", 0.0), ("<unk>", 0.0), ("\u2581", -1.0)] + [
-        (chr(c), -1.0) for c in range(33, 127)
-    ]
-    return T5TokenizerFast(vocab=t5_vocab, extra_ids=0)
-
-
-def build_tiny_flux(directory: Path, work: Path) -> None:
+def _flux(work: Path):
     """A FluxPipeline of the FLUX.1-schnell class: no guidance embedding, a fixed shift of 1."""
-    from diffusers import FlowMatchEulerDiscreteScheduler, FluxPipeline, FluxTransformer2DModel
-    from transformers import CLIPTextModel, T5Config, T5EncoderModel
+    from diffusers import FluxPipeline, FluxTransformer2DModel
+    from transformers import T5Config, T5EncoderModel
 
-    tokenizer = _tokenizer(work / "tok")
-    t5_tokenizer = _t5_char_tokenizer()
-    torch.manual_seed(_SEED)
+    tokenizer = char_clip_tokenizer(work / "tok", 16)
+    t5_tokenizer = t5_char_tokenizer()
     t5 = T5EncoderModel(
         T5Config(
             vocab_size=len(t5_tokenizer),
@@ -194,58 +165,26 @@ def build_tiny_flux(directory: Path, work: Path) -> None:
         guidance_embeds=False,
         axes_dims_rope=(4, 4, 8),  # rotary dims per position id axis: sum = head dim
     )
-    pipe = FluxPipeline(
+    return FluxPipeline(
         transformer=transformer,
-        scheduler=FlowMatchEulerDiscreteScheduler(num_train_timesteps=1000, shift=1.0),
+        scheduler=_flow_scheduler(1.0),
         vae=_vae(4, scaling_factor=0.3611, shift_factor=0.1159, use_quant_conv=False, use_post_quant_conv=False),
-        text_encoder=CLIPTextModel(_clip_config(tokenizer)),
+        text_encoder=_clip(tokenizer),
         tokenizer=tokenizer,
         text_encoder_2=t5,
         tokenizer_2=t5_tokenizer,
     )
-    pipe.save_pretrained(directory, safe_serialization=True)
 
 
-# a Qwen3-style chat template for what Flux2KleinPipeline renders: one user turn, the generation prompt, thinking off
-_QWEN3_CHAT_TEMPLATE = (
-    "{%- for message in messages %}{{ '<|im_start|>' + message['role'] + '\\n' + message['content'] + '<|im_end|>\\n' }}{%- endfor %}"
-    "{%- if add_generation_prompt %}{{ '<|im_start|>assistant\\n' }}"
-    "{%- if enable_thinking is defined and enable_thinking is false %}{{ '<think>\\n\\n</think>\\n\\n' }}{%- endif %}{%- endif %}"
-)
-
-
-def _qwen_tokenizer():
-    """A byte-level Qwen2 tokenizer without merges (each of the 256 byte symbols one token), Qwen's
-    special tokens and the chat template above: Qwen's own tokenizer cannot be downloaded offline."""
-    from tokenizers import AddedToken
-    from tokenizers.pre_tokenizers import ByteLevel
-    from transformers import Qwen2TokenizerFast
-
-    specials = ["<|endoftext|>", "<|im_start|>", "<|im_end|>", "<think>", "</think>"]
-    vocab = {c: i for i, c in enumerate(sorted(ByteLevel.alphabet()))}
-    vocab |= {t: len(vocab) + i for i, t in enumerate(specials)}
-    tokenizer = Qwen2TokenizerFast(vocab=vocab, merges=[], chat_template=_QWEN3_CHAT_TEMPLATE, model_max_length=512)
-    tokenizer.add_tokens(
-        [AddedToken(t, special=True, normalized=False) for t in specials[1:]]
-    )  # one token each, as in Qwen's
-    return tokenizer
-
-
-def build_tiny_flux2_klein(directory: Path, work: Path) -> None:
+def _flux2_klein(work: Path):
     """A Flux2KleinPipeline of the FLUX.2-klein-4B class: step-distilled (is_distilled), no guidance
     embedding, FLUX.2's dynamically (exponentially) shifted flow scheduler; a Qwen3 text encoder deep
-    enough for the pipeline's hidden-state layers (9, 18, 27) with the tokenizer above; the FLUX.2 VAE
+    enough for the pipeline's hidden-state layers (9, 18, 27) with qwen_tokenizer; the FLUX.2 VAE
     with batch-norm statistics away from (0, 1), so that decoding's un-normalization shows."""
-    from diffusers import (
-        AutoencoderKLFlux2,
-        FlowMatchEulerDiscreteScheduler,
-        Flux2KleinPipeline,
-        Flux2Transformer2DModel,
-    )
+    from diffusers import AutoencoderKLFlux2, Flux2KleinPipeline, Flux2Transformer2DModel
     from transformers import Qwen3Config, Qwen3ForCausalLM
 
-    tokenizer = _qwen_tokenizer()
-    torch.manual_seed(_SEED)
+    tokenizer = qwen_tokenizer()
     text_encoder = Qwen3ForCausalLM(
         Qwen3Config(
             vocab_size=len(tokenizer),
@@ -269,26 +208,15 @@ def build_tiny_flux2_klein(directory: Path, work: Path) -> None:
         attention_head_dim=16,
         num_attention_heads=2,
         joint_attention_dim=48,  # three Qwen3 layers' hidden states, stacked: 3 x 16
-        axes_dims_rope=(4, 4, 4, 4),
-        guidance_embeds=False,  # rotary dims per (t, h, w, l) axis: sum = head dim
+        axes_dims_rope=(4, 4, 4, 4),  # rotary dims per (t, h, w, l) axis: sum = head dim
+        guidance_embeds=False,
     )
-    vae = AutoencoderKLFlux2(
-        in_channels=3,
-        out_channels=3,
-        block_out_channels=(16, 32),
-        down_block_types=("DownEncoderBlock2D",) * 2,
-        up_block_types=("UpDecoderBlock2D",) * 2,
-        layers_per_block=1,
-        latent_channels=4,
-        norm_num_groups=8,
-        sample_size=32,
-    )
+    vae = _vae(4, AutoencoderKLFlux2)
     with torch.no_grad():  # the statistics of the patchified latents (4 x 4 channels)
         vae.bn.running_mean.copy_(0.1 * torch.randn(16))
         vae.bn.running_var.copy_(0.5 + torch.rand(16))
-    scheduler = FlowMatchEulerDiscreteScheduler(  # FLUX.2-klein's: the pipeline passes mu, so shift and base/max_shift go unused
-        num_train_timesteps=1000,
-        shift=3.0,
+    scheduler = _flow_scheduler(  # FLUX.2-klein's: the pipeline passes mu, so shift and base/max_shift go unused
+        3.0,
         use_dynamic_shifting=True,
         time_shift_type="exponential",
         base_shift=0.5,
@@ -296,7 +224,7 @@ def build_tiny_flux2_klein(directory: Path, work: Path) -> None:
         base_image_seq_len=256,
         max_image_seq_len=4096,
     )
-    pipe = Flux2KleinPipeline(
+    return Flux2KleinPipeline(
         scheduler=scheduler,
         vae=vae,
         text_encoder=text_encoder,
@@ -304,48 +232,16 @@ def build_tiny_flux2_klein(directory: Path, work: Path) -> None:
         transformer=transformer,
         is_distilled=True,
     )
-    pipe.save_pretrained(directory, safe_serialization=True)
 
 
-def _instruction_tokenizer():
-    """A WordPiece tokenizer (the tokenizers library's) in place of Gemma's, which cannot be downloaded
-    offline: <bos> first as Gemma's; every word of SanaSprintPipeline's default complex human
-    instruction one token (so the prefixed instruction stays about 200 tokens, as with Gemma's), any
-    other word spelled in characters."""
-    import inspect
-
-    from diffusers import SanaSprintPipeline
-    from tokenizers import Tokenizer, decoders, models, pre_tokenizers, processors
-    from transformers import PreTrainedTokenizerFast
-
-    instruction = "\n".join(
-        inspect.signature(SanaSprintPipeline.__call__).parameters["complex_human_instruction"].default
-    )
-    split = pre_tokenizers.BertPreTokenizer()  # on whitespace and punctuation
-    chars = [chr(c) for c in range(33, 127)]
-    words = sorted({w for w, _ in split.pre_tokenize_str(instruction)} - set(chars))
-    specials = ["<pad>", "<eos>", "<bos>", "<unk>"]  # Gemma's ids 0-3
-    vocab = {t: i for i, t in enumerate(specials + chars + ["##" + c for c in chars] + words)}
-    tokenizer = Tokenizer(models.WordPiece(vocab, unk_token="<unk>"))
-    tokenizer.pre_tokenizer = split
-    tokenizer.post_processor = processors.TemplateProcessing(
-        single="<bos> $A", special_tokens=[("<bos>", vocab["<bos>"])]
-    )
-    tokenizer.decoder = decoders.WordPiece()
-    return PreTrainedTokenizerFast(
-        tokenizer_object=tokenizer, bos_token="<bos>", eos_token="<eos>", pad_token="<pad>", unk_token="<unk>"
-    )
-
-
-def build_tiny_sana_sprint(directory: Path, work: Path) -> None:
+def _sana_sprint(work: Path):
     """A SanaSprintPipeline as SANA-Sprint's: a linear-attention transformer with RMS q/k norms and the
     guidance embedding, a DC-AE (here halving once, SANA's f32c32 scaling factor), a Gemma-2 text
-    encoder with the tokenizer above, the SCMScheduler (TrigFlow, sigma_data 0.5)."""
+    encoder with instruction_tokenizer, the SCMScheduler (TrigFlow, sigma_data 0.5)."""
     from diffusers import AutoencoderDC, SanaSprintPipeline, SanaTransformer2DModel, SCMScheduler
     from transformers import Gemma2Config, Gemma2Model
 
-    tokenizer = _instruction_tokenizer()
-    torch.manual_seed(_SEED)
+    tokenizer = instruction_tokenizer()
     text_encoder = Gemma2Model(
         Gemma2Config(
             vocab_size=len(tokenizer),
@@ -395,27 +291,33 @@ def build_tiny_sana_sprint(directory: Path, work: Path) -> None:
         decoder_act_fns="silu",
         scaling_factor=0.41407,
     )
-    pipe = SanaSprintPipeline(
+    return SanaSprintPipeline(
         tokenizer=tokenizer, text_encoder=text_encoder, vae=vae, transformer=transformer, scheduler=SCMScheduler()
     )
-    pipe.save_pretrained(directory, safe_serialization=True)
 
 
-BUILDERS = {
-    "sdxl": build_tiny_sdxl,
-    "sd3": build_tiny_sd3,
-    "flux": build_tiny_flux,
-    "flux2_klein": build_tiny_flux2_klein,
-    "sana_sprint": build_tiny_sana_sprint,
+TINY_FAMILIES = {  # family -> (cache key: bump when its build changes, the function building its pipeline)
+    "sdxl": ("tiny-sdxl-v1", _sdxl),
+    "sd3": ("tiny-sd3-v1", _sd3),
+    "flux": ("tiny-flux-v1", _flux),
+    "flux2_klein": ("tiny-flux2-klein-v1", _flux2_klein),
+    "sana_sprint": ("tiny-sana-sprint-v1", _sana_sprint),
 }
 
 
+def build_tiny_family(family: str, directory: Path, work: Path) -> None:
+    """Save `family`'s tiny pipeline to `directory`, torch seeded first (`work`: a scratch directory)."""
+    torch.manual_seed(_SEED)
+    TINY_FAMILIES[family][1](work).save_pretrained(directory, safe_serialization=True)
+
+
 def ensure_tiny_family(family: str, cache_dir: str | Path) -> Path:
-    """The directory of the saved tiny pipeline of `family` (a key of BUILDERS), built once (atomically) if absent."""
-    target = Path(os.path.expanduser(str(cache_dir))) / TINY_VERSIONS[family]
+    """The directory of the saved tiny pipeline of `family` (a key of TINY_FAMILIES), built once (atomically)
+    if absent."""
+    target = Path(os.path.expanduser(str(cache_dir))) / TINY_FAMILIES[family][0]
 
     def build(directory: Path) -> None:
         with tempfile.TemporaryDirectory(prefix=".work-", dir=directory.parent) as work:  # the builders' scratch files
-            BUILDERS[family](directory, Path(work))
+            build_tiny_family(family, directory, Path(work))
 
     return build_once(target, build)
