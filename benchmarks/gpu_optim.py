@@ -88,8 +88,8 @@ def run_variant(name: str, args, model, sampling, train, device: str, flops: dic
     import torch
 
     from actors.rollout_worker import RolloutWorker
-    from learner.config import TrainConfig
     from learner.worker.batch import ShardAdvantages, UpdateRequest
+    from learner.worker.config import TrainConfig
     from learner.worker.learner_worker import LearnerWorker
 
     sync = torch.cuda.synchronize if device == "cuda" else lambda: None
@@ -228,7 +228,7 @@ def main() -> int:
 
     from actors.config import ModelConfig, SamplingConfig
     from learner.algo.minibatches import num_train_steps
-    from learner.config import TrainConfig
+    from learner.worker.config import TrainConfig
 
     gpu = torch.cuda.get_device_name() if device == "cuda" else "cpu (smoke)"
     peak = next((v for k, v in PEAK_FLOPS.items() if k in gpu), None)

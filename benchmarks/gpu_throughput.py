@@ -91,7 +91,8 @@ def prebuilt(pipe):
 
 def configs(family: str, args):
     """The preset's model, sampling, rollout and train sections, with this run's changes."""
-    from learner.config import TrainConfig, load_config
+    from learner.config import load_config
+    from learner.worker.config import TrainConfig
 
     cfg = load_config(args.preset or PRESETS[family])
     model = cfg.model.model_copy(
@@ -278,7 +279,7 @@ def fit_ladder(family: str, bench: Bench, result: dict, roll_s: float, upd_s: fl
     smallest = min(CAPACITIES_GIB.values())
 
     def run(phase: str, **knobs) -> Phase:
-        from learner.config import TrainConfig
+        from learner.worker.config import TrainConfig
 
         denoiser = w.family.denoiser(w.pipe)
         train0 = w.train

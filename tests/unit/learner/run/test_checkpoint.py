@@ -175,7 +175,7 @@ def test_metrics_after_the_resumed_epoch_and_cut_lines_are_dropped(tmp_path):
 def tiny_workers(tiny_cache):
     from actors.config import ModelConfig, SamplingConfig
     from actors.rollout_worker import RolloutWorker
-    from learner.config import TrainConfig
+    from learner.worker.config import TrainConfig
     from learner.worker.learner_worker import LearnerWorker
 
     model, sampling = ModelConfig(tiny_cache_dir=tiny_cache), SamplingConfig(num_steps=3)
