@@ -32,7 +32,7 @@ import tempfile
 import time
 from pathlib import Path
 
-from benchmarks.gpu_throughput import PEAK_FLOPS
+from benchmarks.cuda import Stopwatch, gib, gpu_and_peak, no_gpu
 
 VARIANTS = ("baseline", "channels_last", "micro8", "compile", "compile_micro8")  # run order: the slow compile last
 SMOKE_VARIANTS = ("baseline", "channels_last", "micro8")
@@ -88,11 +88,11 @@ def run_variant(name: str, args, model, sampling, train, device: str, flops: dic
     import torch
 
     from actors.rollout_worker import RolloutWorker
-    from learner.config import TrainConfig
     from learner.worker.batch import ShardAdvantages, UpdateRequest
+    from learner.worker.config import TrainConfig
     from learner.worker.learner_worker import LearnerWorker
 
-    sync = torch.cuda.synchronize if device == "cuda" else lambda: None
+    clock = Stopwatch(device == "cuda")  # the peak memory runs on from cleanup(), over the whole variant
     if name.endswith("micro8"):
         train = TrainConfig(**(train.model_dump() | {"micro_batch_size": 8}))
     t0 = time.perf_counter()
@@ -110,21 +110,17 @@ def run_variant(name: str, args, model, sampling, train, device: str, flops: dic
     prompts = [f"a photo of animal {i}" for i in range(args.pairs)]
     roll_s, upd_s, metrics = [], [], {}
     for r in range(args.repeats + 1):  # round 0 warms up (and compiles)
-        sync()
-        t0 = time.perf_counter()
+        t0 = clock.start(reset_peak=False)
         traj = rollout.rollout(r, list(range(args.pairs)), prompts, rollout.version).trajectories
-        sync()
-        roll = time.perf_counter() - t0
+        roll = clock.stop(t0)["s"]
         adv = torch.randn(args.pairs, 2, args.steps, generator=torch.Generator().manual_seed(r)).clamp(
             -5, 5
         )  # (B, 2, T)
         shard = ShardAdvantages(shard=0, pair_index=traj.pair_index, advantages=adv)
         request = UpdateRequest(learner.version, r, num_shards=1, max_pairs=args.pairs, shards=[shard])
-        sync()
-        t0 = time.perf_counter()
+        t0 = clock.start(reset_peak=False)
         metrics = learner.update(request, traj)
-        sync()
-        upd = time.perf_counter() - t0
+        upd = clock.stop(t0)["s"]
         rollout.set_weights(learner.get_weights())
         what = "warm-up" if r == 0 else f"repeat {r}/{args.repeats}"
         log(
@@ -148,7 +144,7 @@ def run_variant(name: str, args, model, sampling, train, device: str, flops: dic
         "warmup_s": [round(s, 2) for s in warm],  # rollout, update of round 0 (compile's includes compiling)
     }
     if device == "cuda":
-        out["max_memory_gib"] = round(torch.cuda.max_memory_allocated() / 2**30, 2)
+        out["max_memory_gib"] = gib(clock.peak()["peak"])
     return out
 
 
@@ -157,9 +153,7 @@ def cleanup(device: str) -> None:
 
     torch._dynamo.reset()  # forget compiled graphs, so a later variant starts plain
     gc.collect()
-    if device == "cuda":
-        torch.cuda.empty_cache()
-        torch.cuda.reset_peak_memory_stats()
+    Stopwatch(device == "cuda").release()
 
 
 def summary(results: dict, flops: dict, ctx: dict, complete: bool) -> dict:
@@ -213,11 +207,7 @@ def main() -> int:
     elif torch.cuda.is_available():
         device = "cuda"
     else:
-        print(
-            "error: benchmarks/gpu_optim.py needs a CUDA GPU; none is visible to torch (--cpu-smoke runs it on CPU)",
-            file=sys.stderr,
-        )
-        return 2
+        return no_gpu("benchmarks/gpu_optim.py")
     if "baseline" in variants:  # the reference every ratio is taken against
         variants.remove("baseline")
         variants.insert(0, "baseline")
@@ -228,10 +218,9 @@ def main() -> int:
 
     from actors.config import ModelConfig, SamplingConfig
     from learner.algo.minibatches import num_train_steps
-    from learner.config import TrainConfig
+    from learner.worker.config import TrainConfig
 
-    gpu = torch.cuda.get_device_name() if device == "cuda" else "cpu (smoke)"
-    peak = next((v for k, v in PEAK_FLOPS.items() if k in gpu), None)
+    gpu, peak = gpu_and_peak(device == "cuda")
     train_steps = min(args.train_steps, args.steps)
     fraction = min(1.0, (train_steps + 0.5) / args.steps)  # int(T * fraction) == train_steps
     # The paper's 2 pairs x 8 accumulation steps per optimizer step; micro-batch = 2 unless micro8.

@@ -41,9 +41,8 @@ import time
 from contextlib import contextmanager
 from pathlib import Path
 
-from actors.flops import PEAK_TFLOPS
+from benchmarks.cuda import Stopwatch, gib, gpu_and_peak, no_gpu
 
-PEAK_FLOPS = {name: tflops * 1e12 for name, tflops in PEAK_TFLOPS.items()}  # the runs' own table (actors/flops.py)
 PRESETS = {
     "sd": "sd_turbo_aesthetic",
     "sdxl": "sdxl_turbo_aesthetic",
@@ -63,10 +62,6 @@ def log(msg: str) -> None:
 def first_line(err: BaseException) -> str:
     text = str(err).strip()
     return f"{type(err).__name__}: {text.splitlines()[0] if text else ''}".rstrip(": ")
-
-
-def gib(n: float) -> float:
-    return round(n / 2**30, 2)
 
 
 # ---------------------------------------------------------------------------------- one family, in process
@@ -91,7 +86,8 @@ def prebuilt(pipe):
 
 def configs(family: str, args):
     """The preset's model, sampling, rollout and train sections, with this run's changes."""
-    from learner.config import TrainConfig, load_config
+    from learner.config import load_config
+    from learner.worker.config import TrainConfig
 
     cfg = load_config(args.preset or PRESETS[family])
     model = cfg.model.model_copy(
@@ -124,38 +120,17 @@ class Bench:
         self.worker, self.chunk, self.pairs = worker, chunk, pairs
         self.prompts = [f"a photo of animal {i}" for i in range(pairs)]
         self.epoch, self.held = 0, []
-        self.cuda = worker.device == "cuda"
-
-    def start(self) -> float:
-        import torch
-
-        if self.cuda:
-            torch.cuda.synchronize()
-            torch.cuda.reset_peak_memory_stats()
-        return time.perf_counter()
-
-    def stop(self, t0: float) -> dict:
-        """Seconds since `t0`, and the peak memory allocated and reserved since start() (0 on CPU)."""
-        import torch
-
-        if not self.cuda:
-            return {"s": time.perf_counter() - t0, "peak": 0, "reserved": 0}
-        torch.cuda.synchronize()
-        return {
-            "s": time.perf_counter() - t0,
-            "peak": torch.cuda.max_memory_allocated(),
-            "reserved": torch.cuda.max_memory_reserved(),
-        }
+        self.clock = Stopwatch(worker.device == "cuda")  # each round's seconds and peak memory
 
     def rollout(self, chunk: int | None = None) -> dict:
         w, chunk = self.worker, chunk or self.chunk
-        t0 = self.start()
+        t0 = self.clock.start()
         self.epoch += 1
         w.held, flops = [], 0.0
         for first in range(0, self.pairs, chunk):
             idx = list(range(first, min(first + chunk, self.pairs)))
             flops += w.rollout(self.epoch, idx, [self.prompts[i] for i in idx], w.version).queries.flops
-        out = self.stop(t0) | {"flops": flops}
+        out = self.clock.stop(t0) | {"flops": flops}
         self.held = list(w.held)  # the update below trains on these, again for every measured setting
         return out
 
@@ -170,10 +145,10 @@ class Bench:
         )  # (B, 2, T)
         shard = ShardAdvantages(shard=0, pair_index=torch.arange(self.pairs), advantages=adv)
         request = UpdateRequest(w.version, self.epoch, num_shards=1, max_pairs=self.pairs, shards=[shard])
-        t0 = self.start()
+        t0 = self.clock.start()
         w.held = []
         metrics = w.update(request, *self.held)
-        return self.stop(t0) | {"flops": metrics["flops"], "backward_passes": int(metrics["backward_passes"])}
+        return self.clock.stop(t0) | {"flops": metrics["flops"], "backward_passes": int(metrics["backward_passes"])}
 
 
 def measure(family: str, args) -> dict:
@@ -278,7 +253,7 @@ def fit_ladder(family: str, bench: Bench, result: dict, roll_s: float, upd_s: fl
     smallest = min(CAPACITIES_GIB.values())
 
     def run(phase: str, **knobs) -> Phase:
-        from learner.config import TrainConfig
+        from learner.worker.config import TrainConfig
 
         denoiser = w.family.denoiser(w.pipe)
         train0 = w.train
@@ -298,8 +273,7 @@ def fit_ladder(family: str, bench: Bench, result: dict, roll_s: float, upd_s: fl
             denoiser.disable_gradient_checkpointing()
             w.optimizer.zero_grad(set_to_none=True)
             gc.collect()
-            if cuda:
-                torch.cuda.empty_cache()
+            bench.clock.release()
 
     def too_big(phase: Phase) -> bool:
         return not cuda or not fits(phase, smallest, card)  # on CPU (smoke): every change is tried
@@ -319,8 +293,7 @@ def fit_ladder(family: str, bench: Bench, result: dict, roll_s: float, upd_s: fl
     if family == "sd3" and not best_fits and w.pipe.text_encoder_3 is not None:
         w.pipe.text_encoder_3, w.pipe.tokenizer_3 = None, None  # the pipeline without T5, as the family loads one
         gc.collect()
-        if cuda:
-            torch.cuda.empty_cache()
+        bench.clock.release()
         rollout[(False, min(c for _, c in rollout))] = run("rollout", chunk=min(c for _, c in rollout))
         for _, micro, ckpt in list(update):
             update[(False, micro, ckpt)] = run("update", micro=micro, ckpt=ckpt)
@@ -392,8 +365,7 @@ def strip_family(argv: list[str]) -> list[str]:
 def summary(results: dict, complete: bool) -> dict:
     import torch
 
-    gpu = torch.cuda.get_device_name() if torch.cuda.is_available() else "cpu (smoke)"
-    peak = next((v for k, v in PEAK_FLOPS.items() if k in gpu), None)
+    gpu, peak = gpu_and_peak(torch.cuda.is_available())
     return {
         "gpu": gpu,
         "torch": torch.__version__,
@@ -473,11 +445,7 @@ def main(argv: list[str] | None = None) -> int:
             1,
         )
     elif not torch.cuda.is_available():
-        print(
-            "error: benchmarks/gpu_throughput.py needs a CUDA GPU; none is visible to torch (--cpu-smoke runs it on CPU)",
-            file=sys.stderr,
-        )
-        return 2
+        return no_gpu("benchmarks/gpu_throughput.py")
     os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
     if args.family == "all":
         results = run_children(list(ORDER), args, argv)

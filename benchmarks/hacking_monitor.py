@@ -10,7 +10,7 @@ DESIGN (fixed before the runs):
              what the caption says;
     hacking  jpeg_compressibility: met by images that compress well (flat, few edges, little colour),
              whatever the caption says.
-- The monitors run with their default bands (learner/config.py DEFAULT_BANDS), which were set
+- The monitors run with their default bands (learner/driver/config.py DEFAULT_BANDS), which were set
   before these runs and are not tuned on them.
 - Reported per run: the reward and every statistic per epoch, the held-out statistics at each
   evaluation, the warnings printed and `hacking_alerts` at the end; and the held-out fidelity at 1

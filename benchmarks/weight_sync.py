@@ -53,9 +53,9 @@ def measure_rank(rank: int, actor_counts: list[int], repeats: int, tiny_cache: s
 
     from actors.config import ModelConfig, SamplingConfig
     from actors.rollout_worker import RolloutWorker
-    from learner.config import TrainConfig
     from learner.driver.launch import RankGroup, Workers
     from learner.driver.stages import publish_weights
+    from learner.worker.config import TrainConfig
     from learner.worker.learner_worker import LearnerWorker
 
     model = ModelConfig(lora_rank=rank, lora_alpha=float(rank), tiny_cache_dir=tiny_cache)

@@ -31,7 +31,7 @@ from pathlib import Path
 
 import numpy as np
 
-from learner.config import EvalConfig
+from learner.driver.config import EvalConfig
 from learner.driver.dispatch import Published
 from learner.driver.launch import Workers
 from learner.driver.monitors import eval_image_stats

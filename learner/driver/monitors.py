@@ -35,7 +35,7 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
-from learner.config import MonitorConfig
+from learner.driver.config import MonitorConfig
 from learner.run.plots import EVAL_IMG_KEY
 
 DARK, BRIGHT = 0.1, 0.9

@@ -22,7 +22,7 @@ import logging
 import time
 from typing import Callable, TypeVar
 
-from learner.config import LearnerConfig
+from learner.driver.config import LearnerConfig
 from learner.driver.dispatch import RankLostError
 from learner.driver.faults import WorkerNames
 from learner.driver.launch import Workers

@@ -9,6 +9,7 @@ from __future__ import annotations
 import shutil
 from pathlib import Path
 
+from actors.policy import lora_adapter_metadata
 from learner.config import Config, ConfigError, to_yaml
 from learner.run.checkpoint import (
     TrainingState,
@@ -88,7 +89,9 @@ def save_checkpoint(
         config_yaml=to_yaml(cfg),
         prompts_sha256=None if prompt_list is None else prompts_fingerprint(prompt_list),
     )
-    return write_checkpoint(checkpoint_dir(run_dir), state, cfg.checkpoint.keep)
+    model = cfg.model  # the run's LoRA rank, alpha and targets, for the diffusers-format file's metadata
+    adapter = lora_adapter_metadata(model.lora_rank, model.lora_alpha, model.lora_target_modules)
+    return write_checkpoint(checkpoint_dir(run_dir), state, cfg.checkpoint.keep, adapter)
 
 
 def finish_completed(run_dir: Path, state: TrainingState) -> Path:

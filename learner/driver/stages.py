@@ -19,10 +19,10 @@ from actors.config import RolloutConfig
 from actors.flops import mfu
 from learner.algo.advantages import SparseRewards, StepStatTracker
 from learner.algo.registry import AdvantageSettings, Algorithm
-from learner.config import TrainConfig
 from learner.driver.dispatch import Published, load_weights, run_assigned, run_chunks
 from learner.driver.launch import Workers
 from learner.worker.batch import ShardAdvantages, UpdateRequest
+from learner.worker.config import TrainConfig
 from plumbing.errors import RunFailure
 from plumbing.remote import get, get_all, is_local
 from plumbing.seeds import PROMPTS

@@ -206,14 +206,16 @@ def _fsync_dir(path: Path) -> None:
         os.close(fd)
 
 
-def write_checkpoint(directory: str | Path, state: TrainingState, keep: int) -> Path:
+def write_checkpoint(directory: str | Path, state: TrainingState, keep: int, adapter: dict) -> Path:
     """Write `state` as ``directory/epoch-NNNNNN`` (tmp dir, then rename), then keep only the newest `keep`.
+    `adapter` is the run's LoRA adapter (actors.policy.lora_adapter_metadata: rank, alpha, target modules),
+    written into the diffusers-format LoRA file's metadata.
     CheckpointError (the previous checkpoint stands) for non-finite state or a failed write."""
     bad = nonfinite({"lora": state.lora, "trainer": state.trainer})
     if bad:
         raise CheckpointError(f"refusing to checkpoint epoch {state.epoch}: non-finite values in {', '.join(bad[:3])}")
     try:
-        return _write_checkpoint(Path(directory), state, keep)
+        return _write_checkpoint(Path(directory), state, keep, adapter)
     except OSError as err:  # a full disk, a read-only mount: the previous checkpoint stands
         raise CheckpointError(
             f"cannot write the checkpoint of epoch {state.epoch} in {directory}: {err.strerror or err}"
@@ -235,14 +237,14 @@ def _write_failure(directory: Path) -> str:
     return "torch.save failed writing trainer_state.pt (file write failed: a full disk, a quota or a file-size limit)"
 
 
-def _write_checkpoint(d: Path, state: TrainingState, keep: int) -> Path:
+def _write_checkpoint(d: Path, state: TrainingState, keep: int, adapter: dict) -> Path:
     d.mkdir(parents=True, exist_ok=True)
     final = d / f"{PREFIX}{state.epoch:06d}"
     tmp = d / f".tmp-{final.name}-{os.getpid()}"
     shutil.rmtree(tmp, ignore_errors=True)
     tmp.mkdir()
     try:
-        _write_files(tmp, state)
+        _write_files(tmp, state, adapter)
     except BaseException:
         shutil.rmtree(tmp, ignore_errors=True)  # e.g. a full disk: leave no partial directory behind
         raise
@@ -256,19 +258,13 @@ def _write_checkpoint(d: Path, state: TrainingState, keep: int) -> Path:
     return final
 
 
-def _write_files(tmp: Path, state: TrainingState) -> None:
+def _write_files(tmp: Path, state: TrainingState, adapter: dict) -> None:
     """Every file of the checkpoint and, last, its manifest, each fsynced."""
     from safetensors.torch import save as save_safetensors
 
-    from actors.config import ModelConfig
-    from actors.policy import lora_adapter_metadata, save_lora_state_diffusers
+    from actors.policy import save_lora_state_diffusers
 
-    model = ModelConfig(
-        **(yaml.safe_load(state.config_yaml) or {}).get("model", {})
-    )  # the run's LoRA rank, alpha and targets
-    save_lora_state_diffusers(
-        state.lora, tmp, lora_adapter_metadata(model.lora_rank, model.lora_alpha, model.lora_target_modules)
-    )
+    save_lora_state_diffusers(state.lora, tmp, adapter)
     _write(tmp / "lora_peft.safetensors", save_safetensors({k: v.contiguous() for k, v in state.lora.items()}))
     trainer = tmp / "trainer_state.pt"
     try:

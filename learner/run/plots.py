@@ -7,8 +7,6 @@ import os
 import re
 from pathlib import Path
 
-from learner.config import MONITOR_STATS
-
 # the curves (reward_curves.png, monitor_curves.png) are redrawn after every evaluation, every this many epochs and
 # after the last
 PLOT_EVERY = 4
@@ -94,15 +92,15 @@ def plot_algorithm_comparison(histories: dict[str, list[dict]], path: str | Path
 def plot_monitor_curves(
     history: list[dict], path: str | Path, bands: dict[str, float], eval_initial: dict | None = None
 ) -> Path:
-    """monitor_curves.png: one panel per statistic; the training value per epoch with its band around
-    epoch 0's, and the held-out value per step count k after each evaluation (the initial policy's
-    at epoch -1)."""
+    """monitor_curves.png: one panel per statistic of `bands` (statistic -> band, in the monitors' order:
+    monitor.bands names every statistic); the training value per epoch with its band around epoch 0's,
+    and the held-out value per step count k after each evaluation (the initial policy's at epoch -1)."""
     from matplotlib.figure import Figure
 
     fig = Figure(figsize=(4 * 4, 3.2 * 2), layout="constrained")
     axes = fig.subplots(2, 4).ravel()
     steps = sorted({int(m.group(2)) for rec in history for k in rec if (m := EVAL_IMG_KEY.fullmatch(k))})
-    for ax, name in zip(axes, MONITOR_STATS):
+    for ax, name in zip(axes, bands):
         xs, ys = _series(history, f"img_{name}")
         if xs:
             ax.plot(xs, ys, color="black", label="training, final sample")

@@ -13,7 +13,7 @@ import math
 import secrets
 from pathlib import Path
 
-from learner.config import WandbConfig
+from learner.run.config import WandbConfig
 from plumbing.errors import UsageError
 
 RUN_ID_FILE = "wandb_run_id"

@@ -2,6 +2,8 @@
 group (torch.distributed), the hybrid PolicyWorker that samples with the same UNet it trains, and
 the typed batches a learner rank receives.
 
-May import: ``learner.algo``, ``learner.config`` sections, ``plumbing``, ``actors`` (policy, sampling, batches).
-Never imports ray or ``learner.driver`` / ``learner.run``.
+``config`` holds the section the workers consume (``train``); it imports only the section base.
+
+May import: ``learner.algo``, ``plumbing``, ``actors`` (policy, sampling, batches).
+Never imports ray, ``learner.config`` or ``learner.driver`` / ``learner.run``.
 """

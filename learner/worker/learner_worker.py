@@ -38,8 +38,8 @@ from learner.algo.minibatches import (
 )
 from learner.algo.registry import StepItems, get_algorithm
 from learner.algo.sdpo import temporal_weights
-from learner.config import TrainConfig
 from learner.worker.batch import TrainBatch, UpdateRequest, shard_batches
+from learner.worker.config import TrainConfig
 from learner.worker.distributed import Rank, average_gradients, average_scalars, free_port, init_group, leave_group
 from learner.worker.fault_injection import kill_point
 from plumbing.errors import RunFailure

@@ -34,6 +34,9 @@ CORE = [
     "learner.worker.distributed",
     "learner.worker.batch",
     "learner.run.checkpoint",
+    "learner.worker.config",
+    "learner.run.config",
+    "learner.driver.config",
     "learner.config",
 ]
 

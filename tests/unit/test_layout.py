@@ -12,7 +12,9 @@ hidden in a function is still an import). Run alone: ``python -m pytest tests/un
     rewards   reward models, servers and their pool (may import plumbing and shapes; never actors,
               and actors never rewards)
     learner   algo -> worker -> driver -> main (and evaluate, the other command), with config and run
-              beside them (may import all of the above)
+              beside them (may import all of the above); worker, run and driver each keep the config
+              sections they consume in their `config` module, which imports only the section base,
+              and learner.config composes them into the one tree
     scripts   offline scripts: training the shapes models, equivalence checks (may import anything;
               nothing imports them)
 
@@ -36,8 +38,22 @@ ALLOWED = {
     "actors": ("actors", "plumbing", "shapes"),
     "rewards": ("rewards", "plumbing", "shapes"),
     "learner.algo": ("learner.algo", "actors.similarity", "plumbing.seeds", "plumbing.errors"),
-    "learner.config": ("learner.config", "learner.algo", "plumbing", "shapes", "actors", "rewards.config"),
-    "learner.worker": ("learner.worker", "learner.algo", "learner.config", "plumbing", "shapes", "actors"),
+    "learner.config": (
+        "learner.config",
+        "learner.algo",
+        "learner.worker.config",
+        "learner.run.config",
+        "learner.driver.config",
+        "plumbing",
+        "shapes",
+        "actors",
+        "rewards.config",
+    ),
+    # a sub-package's config sections: the section base only, so composing the tree pulls in no worker or driver
+    "learner.worker.config": ("plumbing.config",),
+    "learner.run.config": ("plumbing.config",),
+    "learner.driver.config": ("plumbing.config",),
+    "learner.worker": ("learner.worker", "learner.algo", "plumbing", "shapes", "actors"),
     "learner.run": ("learner.run", "learner.config", "plumbing", "shapes", "actors"),
     "learner.driver": (
         "learner.driver",

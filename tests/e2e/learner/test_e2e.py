@@ -50,7 +50,7 @@ def test_metrics_versions_and_reward_queries(ray_run):
 
 
 def test_reward_hacking_monitors_are_on_by_default(ray_run):
-    from learner.config import MONITOR_STATS
+    from learner.driver.config import MONITOR_STATS
 
     metrics = read_metrics(ray_run)
     for m in metrics:  # every epoch, over its final samples

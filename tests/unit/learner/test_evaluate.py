@@ -72,19 +72,7 @@ def test_cuda_without_a_device_is_a_usage_error(tmp_path, capsys):
 def test_overrides_that_change_the_adapter_are_refused_by_name(tmp_path, capsys):
     """The checkpoint's LoRA fits only the model and adapters it was trained with: model.lora_rank=8 (or
     another base model) is one line naming the key, not a size-mismatch traceback."""
-    from learner.config import load_config, to_yaml
-    from learner.run.checkpoint import TrainingState, checkpoint_dir, write_checkpoint
-
-    state = TrainingState(
-        epoch=1,
-        weights_version=1,
-        lora={"x": torch.zeros(1)},
-        trainer={},
-        tracker=None,
-        rng={},
-        config_yaml=to_yaml(load_config("tiny")),
-    )
-    write_checkpoint(checkpoint_dir(tmp_path), state, keep=3)
+    _checkpoint(tmp_path, 1)
     assert main([str(tmp_path), "model.lora_rank=8"]) == 2
     assert main([str(tmp_path), "model.pretrained=shapes"]) == 2
     err = capsys.readouterr().err.strip().splitlines()
@@ -96,9 +84,11 @@ def test_overrides_that_change_the_adapter_are_refused_by_name(tmp_path, capsys)
 
 
 def _checkpoint(run_dir, epoch: int):
+    from actors.policy import lora_adapter_metadata
     from learner.config import load_config, to_yaml
     from learner.run.checkpoint import TrainingState, checkpoint_dir, write_checkpoint
 
+    cfg = load_config("tiny")
     state = TrainingState(
         epoch=epoch,
         weights_version=epoch,
@@ -106,9 +96,11 @@ def _checkpoint(run_dir, epoch: int):
         trainer={},
         tracker=None,
         rng={},
-        config_yaml=to_yaml(load_config("tiny")),
+        config_yaml=to_yaml(cfg),
     )
-    return write_checkpoint(checkpoint_dir(run_dir), state, keep=3)
+    model = cfg.model
+    adapter = lora_adapter_metadata(model.lora_rank, model.lora_alpha, model.lora_target_modules)
+    return write_checkpoint(checkpoint_dir(run_dir), state, keep=3, adapter=adapter)
 
 
 def test_a_checkpoint_pruned_while_it_is_read_is_looked_up_again(tmp_path, monkeypatch):

@@ -16,12 +16,14 @@ def test_a_failed_torch_save_is_a_checkpoint_error_and_leaves_nothing(tmp_path):
     line and leaves no partial directory. In a child process under RLIMIT_FSIZE: a real failed write."""
     code = f"""
 import resource, signal, torch
+from actors.config import ModelConfig
+from actors.policy import lora_adapter_metadata
 from learner.run import checkpoint as ck
 signal.signal(signal.SIGXFSZ, signal.SIG_IGN)
 resource.setrlimit(resource.RLIMIT_FSIZE, (200_000, 200_000))
 state = ck.TrainingState(1, 1, {{"x": torch.zeros(4)}}, {{"big": torch.zeros(100_000)}}, None, {{}}, "seed: 0\\n")
 try:
-    ck.write_checkpoint({str(tmp_path)!r}, state, keep=1)
+    ck.write_checkpoint({str(tmp_path)!r}, state, keep=1, adapter=lora_adapter_metadata(4, 4.0, ModelConfig().lora_target_modules))
 except ck.CheckpointError as err:
     print("CheckpointError:", err)
 """

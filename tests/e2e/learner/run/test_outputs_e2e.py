@@ -10,8 +10,8 @@ import pytest
 def test_wandb_unreachable_falls_back_to_offline_and_says_so(tmp_path, capsys, monkeypatch):
     """With a key but no W&B server to reach, the run logs offline after a bounded wait, with one warning line."""
     pytest.importorskip("wandb")
-    from learner.config import WandbConfig
     from learner.run import wandb_log
+    from learner.run.config import WandbConfig
 
     monkeypatch.setenv("WANDB_API_KEY", "a" * 40)
     monkeypatch.setenv("WANDB_BASE_URL", "http://127.0.0.1:9")  # nothing listens there

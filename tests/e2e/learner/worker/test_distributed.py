@@ -11,9 +11,9 @@ import torch
 
 from actors.config import ModelConfig, SamplingConfig
 from actors.rollout_worker import RolloutWorker
-from learner.config import TrainConfig
 from learner.driver.launch import RankGroup
 from learner.worker.batch import ShardAdvantages, UpdateRequest
+from learner.worker.config import TrainConfig
 from learner.worker.learner_worker import LearnerWorker
 from plumbing.remote import get
 

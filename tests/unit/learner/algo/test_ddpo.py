@@ -145,7 +145,7 @@ def test_ddpo_update_on_the_tiny_pipeline(tiny_cache):
     from actors.policy import encode_prompts
     from actors.rollout_worker import RolloutWorker
     from actors.sampling import score_steps
-    from learner.config import TrainConfig
+    from learner.worker.config import TrainConfig
     from learner.worker.learner_worker import LearnerWorker
 
     sampling, model = SamplingConfig(num_steps=3), ModelConfig(tiny_cache_dir=tiny_cache)

@@ -9,7 +9,8 @@ import pytest
 from PIL import Image
 
 from actors.prompts import load_prompts
-from learner.config import EvalConfig, load_config
+from learner.config import load_config
+from learner.driver.config import EvalConfig
 from learner.driver.evaluation import EvalResult, Evaluator, eval_set, evaluate_policy, heldout_seeds
 from learner.run.plots import eval_step_counts, plot_reward_curves
 

@@ -8,7 +8,8 @@ import json
 import numpy as np
 import pytest
 
-from learner.config import DEFAULT_BANDS, MONITOR_STATS, ConfigError, MonitorConfig, load_config
+from learner.config import ConfigError, load_config
+from learner.driver.config import DEFAULT_BANDS, MONITOR_STATS, MonitorConfig
 from learner.driver.monitors import (
     Monitor,
     MonitorStage,

@@ -11,9 +11,13 @@ import numpy as np
 import pytest
 import torch
 
+from actors.config import ModelConfig
+from actors.policy import lora_adapter_metadata
 from learner.config import load_config
 from learner.run import checkpoint as ck
 from learner.run.outputs import keep_metrics_before
+
+ADAPTER = lora_adapter_metadata(4, 4.0, ModelConfig().lora_target_modules)  # the run's LoRA, as ModelConfig's defaults
 
 
 def _state(epoch: int) -> ck.TrainingState:
@@ -28,7 +32,7 @@ def _state(epoch: int) -> ck.TrainingState:
 
 
 def test_write_read_round_trip_with_manifest(tmp_path):
-    path = ck.write_checkpoint(tmp_path, _state(2), keep=3)
+    path = ck.write_checkpoint(tmp_path, _state(2), keep=3, adapter=ADAPTER)
     assert path.name == "epoch-000002" and ck.problem(path) is None
     manifest = json.loads((path / ck.MANIFEST).read_text())
     assert set(manifest["files"]) == {
@@ -51,13 +55,12 @@ def test_write_read_round_trip_with_manifest(tmp_path):
 def test_diffusers_lora_file_loads_into_a_pipeline(tmp_path, tiny_dir, tiny_cache):
     from diffusers import StableDiffusionPipeline
 
-    from actors.config import ModelConfig
     from actors.policy import load_pipeline, lora_state
 
     lora = lora_state(load_pipeline(ModelConfig(tiny_cache_dir=tiny_cache)).unet)
     state = _state(1)
     state.lora = lora
-    path = ck.write_checkpoint(tmp_path, state, keep=1)
+    path = ck.write_checkpoint(tmp_path, state, keep=1, adapter=ADAPTER)
     pipe = StableDiffusionPipeline.from_pretrained(tiny_dir, safety_checker=None, requires_safety_checker=False)
     pipe.load_lora_weights(str(path))  # plain diffusers, no project code
     assert torch.equal(ck.read_checkpoint(path).lora[next(iter(lora))], next(iter(lora.values())))
@@ -66,7 +69,7 @@ def test_diffusers_lora_file_loads_into_a_pipeline(tmp_path, tiny_dir, tiny_cach
 def test_keep_the_newest_k_and_drop_leftover_tmp_dirs(tmp_path):
     (tmp_path / ".tmp-epoch-000009-1").mkdir()  # a writer killed mid-write
     for e in range(1, 5):
-        ck.write_checkpoint(tmp_path, _state(e), keep=2)
+        ck.write_checkpoint(tmp_path, _state(e), keep=2, adapter=ADAPTER)
     assert [p.name for p in ck.list_checkpoints(tmp_path)] == ["epoch-000003", "epoch-000004"]
     assert not list(tmp_path.glob(".tmp-*"))
 
@@ -75,22 +78,22 @@ def test_pruning_never_deletes_a_valid_checkpoint_to_keep_a_broken_one(tmp_path)
     """An attempt that found only broken checkpoints (epochs 5 and 6) starts again from scratch; its
     new epoch-000001 is kept (with keep=1), and the broken ones go."""
     for e in (5, 6):
-        broken = ck.write_checkpoint(tmp_path, _state(e), keep=3)
+        broken = ck.write_checkpoint(tmp_path, _state(e), keep=3, adapter=ADAPTER)
         (broken / ck.MANIFEST).unlink()
-    ck.write_checkpoint(tmp_path, _state(1), keep=1)
+    ck.write_checkpoint(tmp_path, _state(1), keep=1, adapter=ADAPTER)
     assert [p.name for p in ck.list_checkpoints(tmp_path)] == ["epoch-000001"]
     assert ck.latest_valid(tmp_path).name == "epoch-000001"
-    ck.write_checkpoint(tmp_path, _state(2), keep=2)  # the newest two valid ones
-    broken = ck.write_checkpoint(tmp_path, _state(3), keep=3)
+    ck.write_checkpoint(tmp_path, _state(2), keep=2, adapter=ADAPTER)  # the newest two valid ones
+    broken = ck.write_checkpoint(tmp_path, _state(3), keep=3, adapter=ADAPTER)
     (broken / "trainer_state.pt").write_bytes(b"torn")
-    ck.write_checkpoint(tmp_path, _state(4), keep=2)  # epoch 3 is broken: 2 and 4 are the two kept
+    ck.write_checkpoint(tmp_path, _state(4), keep=2, adapter=ADAPTER)  # epoch 3 is broken: 2 and 4 are the two kept
     assert [p.name for p in ck.list_checkpoints(tmp_path)] == ["epoch-000002", "epoch-000004"]
 
 
 @pytest.mark.parametrize("damage", ["flip_byte", "truncate", "no_manifest", "missing_file"])
 def test_corrupt_or_partial_checkpoint_is_skipped_with_a_warning(tmp_path, caplog, damage):
-    ck.write_checkpoint(tmp_path, _state(1), keep=3)
-    newest = ck.write_checkpoint(tmp_path, _state(2), keep=3)
+    ck.write_checkpoint(tmp_path, _state(1), keep=3, adapter=ADAPTER)
+    newest = ck.write_checkpoint(tmp_path, _state(2), keep=3, adapter=ADAPTER)
     target = newest / "trainer_state.pt"
     if damage == "flip_byte":
         data = bytearray(target.read_bytes())
@@ -107,7 +110,7 @@ def test_corrupt_or_partial_checkpoint_is_skipped_with_a_warning(tmp_path, caplo
     assert "epoch-000002" in caplog.text and "skipping" in caplog.text
     with pytest.raises(ck.CheckpointError):
         ck.read_checkpoint(newest)
-    ck.write_checkpoint(tmp_path, _state(2), keep=3)  # a resumed run writes that epoch again, intact
+    ck.write_checkpoint(tmp_path, _state(2), keep=3, adapter=ADAPTER)  # a resumed run writes that epoch again, intact
     assert ck.latest_valid(tmp_path).name == "epoch-000002"
 
 
@@ -144,7 +147,7 @@ def test_resume_with_edited_prompts_is_refused(tmp_path):
     state = ck.TrainingState(
         **{**state.__dict__, "config_yaml": to_yaml(cfg), "prompts_sha256": ck.prompts_fingerprint(["a cat", "a dog"])}
     )
-    ck.write_checkpoint(ck.checkpoint_dir(tmp_path), state, keep=1)
+    ck.write_checkpoint(ck.checkpoint_dir(tmp_path), state, keep=1, adapter=ADAPTER)
     assert find_resume(tmp_path, cfg, ["a cat", "a dog"]).prompts_sha256 == state.prompts_sha256
     with pytest.raises(ConfigError, match="trained on other prompts"):
         find_resume(tmp_path, cfg, ["a cat", "a bird"])
@@ -175,7 +178,7 @@ def test_metrics_after_the_resumed_epoch_and_cut_lines_are_dropped(tmp_path):
 def tiny_workers(tiny_cache):
     from actors.config import ModelConfig, SamplingConfig
     from actors.rollout_worker import RolloutWorker
-    from learner.config import TrainConfig
+    from learner.worker.config import TrainConfig
     from learner.worker.learner_worker import LearnerWorker
 
     model, sampling = ModelConfig(tiny_cache_dir=tiny_cache), SamplingConfig(num_steps=3)
@@ -225,18 +228,24 @@ def test_rollouts_and_updates_leave_the_global_rngs_alone(tiny_workers):
     assert torch.equal(before[0], after[0]) and np.array_equal(before[1], after[1]) and before[2] == after[2]
 
 
+class _Learner:
+    """A learner rank's checkpoint state (LearnerWorker.state_dict), in-process."""
+
+    def state_dict(self) -> dict:
+        state = _state(1)
+        return {"version": state.weights_version, "lora": state.lora, "trainer": state.trainer}
+
+
 def test_the_checkpoints_lora_file_carries_the_runs_rank_and_alpha(tmp_path):
-    """Without the adapter metadata, diffusers' load_lora_weights takes alpha = rank (scale 1)."""
+    """Without the adapter metadata, diffusers' load_lora_weights takes alpha = rank (scale 1). The driver
+    writes the run's model.lora_rank, lora_alpha and lora_target_modules into the file's metadata."""
     from safetensors import safe_open
 
-    state = _state(1)
-    state = ck.TrainingState(
-        **{
-            **state.__dict__,
-            "config_yaml": "model:\n  lora_rank: 2\n  lora_alpha: 16.0\n  lora_target_modules: [to_q]\n",
-        }
-    )
-    path = ck.write_checkpoint(tmp_path, state, keep=1)
+    from learner.driver.resume import save_checkpoint
+    from plumbing.remote import LocalActor
+
+    cfg = load_config("tiny", ["model.lora_rank=2", "model.lora_alpha=16", "model.lora_target_modules=[to_q]"])
+    path = save_checkpoint(tmp_path, 1, LocalActor(_Learner()), None, cfg)
     with safe_open(str(path / "pytorch_lora_weights.safetensors"), "pt") as f:
         metadata = json.loads(f.metadata()["lora_adapter_metadata"])
     assert metadata == {"unet.r": 2, "unet.lora_alpha": 16.0, "unet.target_modules": ["to_q"]}

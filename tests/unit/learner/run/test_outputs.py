@@ -29,7 +29,7 @@ def test_sample_grid_is_labelled_with_step_counts_and_prompts(tmp_path):
 def test_wandb_online_without_an_api_key_is_refused_before_any_work(tmp_path):
     """output.wandb online needs WANDB_API_KEY or a ~/.netrc entry for the W&B host; offline does not."""
     pytest.importorskip("wandb")
-    from learner.config import WandbConfig
+    from learner.run.config import WandbConfig
     from learner.run.wandb_log import api_key_present, check_wandb
     from plumbing.errors import UsageError
 

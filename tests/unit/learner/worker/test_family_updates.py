@@ -15,7 +15,7 @@ from actors.families import expand_rows, family_of, repeat_rows
 from actors.policy import denoiser, encode_prompts
 from actors.rollout_worker import RolloutWorker
 from actors.sampling import score_steps
-from learner.config import TrainConfig
+from learner.worker.config import TrainConfig
 from learner.worker.learner_worker import LearnerWorker
 from tests.conftest import update_request
 

@@ -9,8 +9,8 @@ import torch
 
 from actors.config import ModelConfig, SamplingConfig
 from actors.rollout_worker import RolloutWorker
-from learner.config import TrainConfig
 from learner.worker.batch import ShardAdvantages, TrainBatch, UpdateRequest
+from learner.worker.config import TrainConfig
 from learner.worker.learner_worker import LearnerWorker, StalePolicyError
 from tests.conftest import update_request
 
