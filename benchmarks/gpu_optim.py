@@ -124,7 +124,8 @@ def run_variant(name: str, args, model, sampling, train, device: str, flops: dic
         rollout.set_weights(learner.get_weights())
         what = "warm-up" if r == 0 else f"repeat {r}/{args.repeats}"
         log(
-            f"{name} {what}: rollout {roll:.2f} s, update {upd:.2f} s ({int(metrics['backward_passes'])} backward passes)"
+            f"{name} {what}: rollout {roll:.2f} s, update {upd:.2f} s ({int(metrics['backward_passes'])} backward "
+            "passes)"
         )
         if r:
             roll_s.append(roll)

@@ -162,8 +162,8 @@ def measure(family: str, args) -> dict:
     cfg, model, sampling, train, chunk, pairs = configs(family, args)
     t5 = not args.no_t5
     log(
-        f"{family}: preset {args.preset or PRESETS[family]}, {model.resolution or 'native'} px, {model.dtype}, LoRA rank "
-        f"{model.lora_rank}, T={sampling.num_steps}, {pairs} pairs in chunks of {chunk}, micro-batch "
+        f"{family}: preset {args.preset or PRESETS[family]}, {model.resolution or 'native'} px, {model.dtype}, LoRA "
+        f"rank {model.lora_rank}, T={sampling.num_steps}, {pairs} pairs in chunks of {chunk}, micro-batch "
         f"{train.micro_batch_size or train.batch_size}, compile {model.compile}{'' if t5 else ', no T5'}"
     )
     cuda = args.device == "cuda"
@@ -182,8 +182,8 @@ def measure(family: str, args) -> dict:
     del pipe
     setup_s, weights = time.perf_counter() - t0, torch.cuda.memory_allocated() if cuda else 0
     log(
-        f"{family}: built in {build_s:.1f} s ({sum(params.values()) / 1e9:.2f} B parameters), worker ready in {setup_s:.1f} s, "
-        f"{gib(weights)} GiB allocated"
+        f"{family}: built in {build_s:.1f} s ({sum(params.values()) / 1e9:.2f} B parameters), worker ready in "
+        f"{setup_s:.1f} s, {gib(weights)} GiB allocated"
     )
     bench, rounds = Bench(worker, chunk, pairs), []
     for r in range(args.repeats + 1):  # round 0 warms up (and compiles)
@@ -191,7 +191,8 @@ def measure(family: str, args) -> dict:
         upd = bench.update()
         log(
             f"{family} {'warm-up' if r == 0 else f'repeat {r}/{args.repeats}'}: rollout {roll['s']:.2f} s "
-            f"({gib(roll['peak'])} GiB), update {upd['s']:.2f} s ({gib(upd['peak'])} GiB, {upd['backward_passes']} passes)"
+            f"({gib(roll['peak'])} GiB), update {upd['s']:.2f} s ({gib(upd['peak'])} GiB, {upd['backward_passes']} "
+            "passes)"
         )
         rounds.append((roll, upd))
     timed = rounds[1:]
@@ -377,7 +378,10 @@ def summary(results: dict, complete: bool) -> dict:
 
 
 def table(results: dict) -> str:
-    head = "| family | preset | px | dtype | rollout pairs/s | update pairs/s | rollout MFU | update MFU | peak GiB | 80GB | 141GB |"
+    head = (
+        "| family | preset | px | dtype | rollout pairs/s | update pairs/s | rollout MFU | update MFU | peak GiB "
+        "| 80GB | 141GB |"
+    )
     rows = [head, "|" + " --- |" * (head.count("|") - 1)]
     for fam, r in results.items():
         if "failed" in r or "skipped" in r:
@@ -390,8 +394,9 @@ def table(results: dict) -> str:
         ]
         pct = lambda x: "-" if x is None else f"{100 * x:.1f} %"  # noqa: E731
         rows.append(
-            f"| {fam} | {r['preset']} | {r['resolution']} | {r['dtype']} | {r['rollout_pairs_per_s']} | {r['update_pairs_per_s']} | "
-            f"{pct(r['rollout_mfu'])} | {pct(r['update_mfu'])} | {r['memory_gib']['peak']} | {' | '.join(verdict) or '- | -'} |"
+            f"| {fam} | {r['preset']} | {r['resolution']} | {r['dtype']} | {r['rollout_pairs_per_s']} | "
+            f"{r['update_pairs_per_s']} | {pct(r['rollout_mfu'])} | {pct(r['update_mfu'])} | {r['memory_gib']['peak']} "
+            f"| {' | '.join(verdict) or '- | -'} |"
         )
     return "\n".join(rows)
 

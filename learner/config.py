@@ -38,9 +38,9 @@ class Config(Section):
     epochs: int = Field(100, ge=1, le=1_000_000, description="Training epochs (one rollout + one update each).")
     layout: Literal["disaggregated", "hybrid"] = Field(
         "disaggregated",
-        description="'hybrid': learner.num_workers policy workers each sample their shard of the pairs and train on it with "
-        "the same UNet (every GPU busy in every phase; set rollout.num_actors=0). 'disaggregated': rollout.num_actors "
-        "rollout actors sample, separate learner ranks train, weights are broadcast each epoch.",
+        description="'hybrid': learner.num_workers policy workers each sample their shard of the pairs and train on "
+        "it with the same UNet (every GPU busy in every phase; set rollout.num_actors=0). 'disaggregated': "
+        "rollout.num_actors rollout actors sample, separate learner ranks train, weights are broadcast each epoch.",
     )
     algorithm: Literal["sdpo", "ddpo"] = Field(
         "sdpo",
@@ -97,7 +97,8 @@ class Config(Section):
         n, r = self.learner.num_workers, self.rollout
         if self.layout == "hybrid" and r.num_actors:
             raise ValueError(
-                "rollout.num_actors: the hybrid layout samples on its learner.num_workers policy workers; set rollout.num_actors=0"
+                "rollout.num_actors: the hybrid layout samples on its learner.num_workers policy workers; set "
+                "rollout.num_actors=0"
             )
         if self.layout == "disaggregated" and not r.num_actors:
             raise ValueError(
@@ -105,8 +106,8 @@ class Config(Section):
             )
         if r.pairs_per_epoch % (n * r.chunk_size):
             raise ValueError(
-                f"rollout.pairs_per_epoch ({r.pairs_per_epoch}) must be a multiple of learner.num_workers x rollout.chunk_size "
-                f"({n * r.chunk_size}): every rank's shard is whole chunks"
+                f"rollout.pairs_per_epoch ({r.pairs_per_epoch}) must be a multiple of learner.num_workers x "
+                f"rollout.chunk_size ({n * r.chunk_size}): every rank's shard is whole chunks"
             )
         return self
 
@@ -114,8 +115,9 @@ class Config(Section):
     def _runtime_env_needs_ray(self) -> "Config":
         if self.reward.runtime_env is not None and not self.ray.enabled:
             raise ValueError(
-                "reward.runtime_env: a runtime_env is applied by Ray to the reward-server actors; with ray.enabled=false "
-                "everything runs in this process and it cannot be honoured (set ray.enabled=true, or remove reward.runtime_env)"
+                "reward.runtime_env: a runtime_env is applied by Ray to the reward-server actors; with "
+                "ray.enabled=false everything runs in this process and it cannot be honoured (set ray.enabled=true, "
+                "or remove reward.runtime_env)"
             )
         return self
 
@@ -167,7 +169,8 @@ def parse_override(item: str) -> tuple[str, Any]:
         value = raw
     except RecursionError:  # the YAML parser recurses once per nesting level
         raise ConfigError(
-            f"{key}: its value is nested deeper than {MAX_CONFIG_DEPTH} levels; a config value is a small mapping or list"
+            f"{key}: its value is nested deeper than {MAX_CONFIG_DEPTH} levels; a config value is a small mapping or "
+            "list"
         ) from None
     if isinstance(value, str) and _NUMBER.fullmatch(value):
         value = float(value)  # YAML 1.1 reads '5e-5' (no dot) as a string

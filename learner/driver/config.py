@@ -19,16 +19,17 @@ class LearnerConfig(Section):
         ge=1,
         le=4096,
         description="Data-parallel learner ranks (torch.distributed: NCCL on GPU, gloo on CPU), each with these "
-        "resources; rank r trains shard r of each epoch's pairs. In the hybrid layout each rank also samples its shard. "
-        "With ray.enabled=false one process computes the same N-shard update.",
+        "resources; rank r trains shard r of each epoch's pairs. In the hybrid layout each rank also samples its "
+        "shard. With ray.enabled=false one process computes the same N-shard update.",
     )
     max_restarts: int = Field(
         3,
         ge=0,
         le=1_000_000,
-        description="With more than one rank: times Ray restarts a lost learner rank (a hybrid policy worker, or a learner "
-        "worker) in place: the group is formed again, the new rank takes the state of a surviving rank, and the epoch runs again with the "
-        "same seeds. 0, a single rank, or no surviving rank: a lost rank ends the run (exit 1; rerunning resumes from the last checkpoint).",
+        description="With more than one rank: times Ray restarts a lost learner rank (a hybrid policy worker, or a "
+        "learner worker) in place: the group is formed again, the new rank takes the state of a surviving rank, and "
+        "the epoch runs again with the same seeds. 0, a single rank, or no surviving rank: a lost rank ends the run "
+        "(exit 1; rerunning resumes from the last checkpoint).",
     )
     restart_timeout_s: float = Field(
         600.0,
@@ -84,7 +85,8 @@ class EvalConfig(Section):
     )
     prompts: str = Field(
         "heldout_animals",
-        description="Held-out prompts: a built-in list ('heldout_animals': 8 animals in no training list) or a text file, one per line.",
+        description="Held-out prompts: a built-in list ('heldout_animals': 8 animals in no training list) or a text "
+        "file, one per line.",
     )
     num_prompts: int = Field(
         8,
@@ -103,7 +105,8 @@ class EvalConfig(Section):
         1234,
         ge=0,
         le=2**63 - 1,
-        description="Seed of the held-out initial noises: the same noise per prompt at every evaluation and step count.",
+        description="Seed of the held-out initial noises: the same noise per prompt at every evaluation and step "
+        "count.",
     )
 
     @model_validator(mode="after")

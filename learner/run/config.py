@@ -13,7 +13,8 @@ from plumbing.config import Section
 class WandbConfig(Section):
     enabled: bool = Field(
         False,
-        description="Log to Weights & Biases (needs the optional `wandb` extra): scalars, sample and evaluation grids, the config.",
+        description="Log to Weights & Biases (needs the optional `wandb` extra): scalars, sample and evaluation "
+        "grids, the config.",
     )
     project: str = Field("sdpo", min_length=1, description="W&B project.")
     entity: str | None = Field(None, description="W&B entity (user or team); None = your default.")
@@ -35,8 +36,8 @@ class OutputConfig(Section):
     push_to_hub: str | None = Field(
         None,
         pattern=r"^([A-Za-z0-9][\w.-]{0,95}/)?[A-Za-z0-9][\w.-]{0,95}$",
-        description="Hugging Face Hub repo id (user/name) to upload <run_dir>/lora to (weights and model card) when the run "
-        "completes; None = no upload.",
+        description="Hugging Face Hub repo id (user/name) to upload <run_dir>/lora to (weights and model card) when "
+        "the run completes; None = no upload.",
     )
     hub_private: bool = Field(True, description="With push_to_hub: create the repo as private.")
 
@@ -46,7 +47,8 @@ class CheckpointConfig(Section):
         1,
         ge=1,
         le=1_000_000,
-        description="Checkpoint (atomically, into <run_dir>/checkpoints) after every this many epochs, and after the last.",
+        description="Checkpoint (atomically, into <run_dir>/checkpoints) after every this many epochs, and after the "
+        "last.",
     )
     keep: int = Field(3, ge=1, le=1_000_000, description="Keep only the newest this many checkpoints.")
     grace_s: float = Field(
@@ -54,5 +56,6 @@ class CheckpointConfig(Section):
         ge=0,
         le=86_400,
         description="On SIGTERM, finish the current epoch and checkpoint it if that should take at most this many "
-        "seconds (keep it below the pod's terminationGracePeriodSeconds); else abandon the epoch at once. Exit code 143.",
+        "seconds (keep it below the pod's terminationGracePeriodSeconds); else abandon the epoch at once. Exit code "
+        "143.",
     )

@@ -58,15 +58,17 @@ class TrainConfig(Section):
     )
     schedule: Literal["auto", "step_shuffled", "trajectory"] = Field(
         "auto",
-        description="Which (pair, step) items share an optimizer step. 'step_shuffled' (the SDPO reference): each takes "
-        "batch_size x gradient_accumulation_steps items, steps of many pairs mixed; 'trajectory' (ddpo-pytorch): each takes "
-        "every trained step of batch_size x gradient_accumulation_steps pairs. 'auto': the algorithm's own (SDPO: "
-        "step_shuffled, DDPO: trajectory); DDPO with step_shuffled is the ablation that gives DDPO SDPO's schedule.",
+        description="Which (pair, step) items share an optimizer step. 'step_shuffled' (the SDPO reference): each "
+        "takes batch_size x gradient_accumulation_steps items, steps of many pairs mixed; 'trajectory' "
+        "(ddpo-pytorch): each takes every trained step of batch_size x gradient_accumulation_steps pairs. 'auto': the "
+        "algorithm's own (SDPO: step_shuffled, DDPO: trajectory); DDPO with step_shuffled is the ablation that gives "
+        "DDPO SDPO's schedule.",
     )
     clip_range: float = Field(
         1e-4,
         ge=0,
-        description="SDPO: new log-probs clamped to old +- this in the clipped loss; DDPO: ratio clipped to 1 +- this (0 = off).",
+        description="SDPO: new log-probs clamped to old +- this in the clipped loss; DDPO: ratio clipped to 1 +- this "
+        "(0 = off).",
     )
     adv_clip_max: float = Field(5.0, gt=0, description="Advantages clipped to [-adv_clip_max, adv_clip_max].")
     lam: float = Field(0.99, gt=0, le=1, description="Temporal weight base: w_j = lam**j / log_scale.")

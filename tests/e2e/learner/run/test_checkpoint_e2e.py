@@ -23,7 +23,8 @@ signal.signal(signal.SIGXFSZ, signal.SIG_IGN)
 resource.setrlimit(resource.RLIMIT_FSIZE, (200_000, 200_000))
 state = ck.TrainingState(1, 1, {{"x": torch.zeros(4)}}, {{"big": torch.zeros(100_000)}}, None, {{}}, "seed: 0\\n")
 try:
-    ck.write_checkpoint({str(tmp_path)!r}, state, keep=1, adapter=lora_adapter_metadata(4, 4.0, ModelConfig().lora_target_modules))
+    adapter = lora_adapter_metadata(4, 4.0, ModelConfig().lora_target_modules)
+    ck.write_checkpoint({str(tmp_path)!r}, state, keep=1, adapter=adapter)
 except ck.CheckpointError as err:
     print("CheckpointError:", err)
 """
