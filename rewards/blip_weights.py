@@ -18,7 +18,7 @@ from __future__ import annotations
 import re
 from typing import TYPE_CHECKING, Any
 
-from rewards.checkpoint_file import read_json_config, read_state_dict
+from rewards.checkpoint_file import check_keys, check_shapes, no_init_weights, read_json_config, read_state_dict
 
 if TYPE_CHECKING:
     import torch
@@ -196,15 +196,7 @@ def convert_state_dict(state: dict[str, "torch.Tensor"], vision: Any, text: Any)
     expected = expected_keys(vision, text)
     missing = [k for k in expected if k not in state]
     unused = sorted(set(state) - set(expected) - set(IGNORED) - {POSITION_IDS})
-    if missing or unused:
-        parts = []
-        if missing:
-            parts.append(f"missing key(s): {', '.join(missing[:20])}{' ...' if len(missing) > 20 else ''}")
-        if unused:
-            parts.append(f"unused key(s): {', '.join(unused[:20])}{' ...' if len(unused) > 20 else ''}")
-        raise ValueError(
-            f"ImageReward checkpoint does not match the BLIP ViT + BERT of this architecture: {'; '.join(parts)}"
-        )
+    check_keys(missing, unused, "ImageReward checkpoint does not match the BLIP ViT + BERT of this architecture")
     if POSITION_IDS in state:  # med.py adds position_ids[:, :L] to nothing else: it must be the identity
         ids = state[POSITION_IDS].reshape(-1)
         if not torch.equal(ids.long(), torch.arange(ids.numel())):
@@ -217,20 +209,6 @@ def convert_state_dict(state: dict[str, "torch.Tensor"], vision: Any, text: Any)
 # ---------------------------------------------------------------- the model
 
 
-def _no_init():
-    """A context in which transformers skips random initialization (the weights are loaded next)."""
-    import contextlib
-
-    try:
-        from transformers.initialization import no_init_weights  # transformers 5
-    except ImportError:
-        try:
-            from transformers.modeling_utils import no_init_weights  # 4.x
-        except ImportError:
-            return contextlib.nullcontext()
-    return no_init_weights()
-
-
 def image_reward_model(vision_config: Any, text_config: Any, head_input: int) -> "torch.nn.Module":
     """An empty ImageRewardModel: `vision` (BlipVisionModel), `text` (BlipTextModel with cross-attention,
     no pooler), `head` (the reward MLP's five Linear layers; its dropouts are no-ops at inference)."""
@@ -238,7 +216,7 @@ def image_reward_model(vision_config: Any, text_config: Any, head_input: int) ->
     from transformers import BlipTextModel, BlipVisionModel
 
     model = nn.Module()
-    with _no_init():
+    with no_init_weights():
         model.vision = BlipVisionModel(vision_config)
         model.text = BlipTextModel(text_config, add_pooling_layer=False)
     widths = (head_input, *HEAD_WIDTHS)
@@ -259,16 +237,7 @@ def load_image_reward(
     vision, text, head_input = blip_configs(arch)
     model = image_reward_model(vision, text, head_input)
     converted = convert_state_dict(read_checkpoint(checkpoint), vision, text)
-    own = model.state_dict()
-    wrong = [
-        f"{k} {tuple(v.shape)} (expected {tuple(own[k].shape)})"
-        for k, v in converted.items()
-        if v.shape != own[k].shape
-    ]
-    if wrong:
-        raise ValueError(
-            f"ImageReward checkpoint shapes do not fit the configured architecture: {', '.join(wrong[:10])}"
-        )
+    check_shapes(converted, model.state_dict(), "ImageReward checkpoint shapes do not fit the configured architecture")
     with torch.no_grad():
         model.load_state_dict(converted, strict=True)  # also checks the mapping fills every weight of ours
     return model.to(device=device, dtype=dtype or torch.float32).eval().requires_grad_(False)

@@ -211,14 +211,40 @@ class HPSv3Scorer:
             "image_grid_thw": vision["image_grid_thw"],
         }
 
+    def mixed_size_inputs(self, images: list[np.ndarray], prompts: list[str]) -> dict[str, "torch.Tensor"]:
+        """inputs() of N images of different sizes (each uint8 (H_i, W_i, 3)) in one batch, as the original's
+        prepare_batch makes it for a list of image files (inputs() takes one image size per call): each
+        item's inputs made on its own, then joined as Qwen2VLProcessor joins a batch: input_ids right-padded
+        with the pad token, attention_mask with 0, the patch rows and grids concatenated."""
+        import torch
+
+        parts = [self.inputs(img[None], [prompt]) for img, prompt in zip(images, prompts)]
+        length = max(part["input_ids"].shape[1] for part in parts)
+
+        def right_padded(key: str, value: int) -> "torch.Tensor":  # (N, L)
+            return torch.cat(
+                [torch.nn.functional.pad(part[key], (0, length - part[key].shape[1]), value=value) for part in parts]
+            )
+
+        return {
+            "input_ids": right_padded("input_ids", self.tokenizer.pad_token_id),
+            "attention_mask": right_padded("attention_mask", 0),
+            "pixel_values": torch.cat([part["pixel_values"] for part in parts]),  # (P, 1176)
+            "image_grid_thw": torch.cat([part["image_grid_thw"] for part in parts]),  # (N, 3)
+        }
+
     def features(self, images: np.ndarray, prompts: list[str]) -> "torch.Tensor":
         """(N, D) float32: the last decoder layer's output at each item's <|Reward|> token."""
+        return self.features_of(self.inputs(images, prompts), prompts)
+
+    def features_of(self, inputs: dict[str, "torch.Tensor"], prompts: list[str]) -> "torch.Tensor":
+        """features() of what inputs() or mixed_size_inputs() made for `prompts`."""
         import torch
 
         from rewards.hpsv3_model import decoder_hidden_states
 
         device = next(self.model.parameters()).device
-        inputs = {k: v.to(device) for k, v in self.inputs(images, prompts).items()}
+        inputs = {k: v.to(device) for k, v in inputs.items()}
         ids = inputs["input_ids"]
         image_tokens = (inputs["image_grid_thw"].prod(-1) // self.image_processor.merge_size**2).tolist()
         for i, prompt in enumerate(prompts):  # a prompt holding these tokens' text would shift or break the reading

@@ -21,9 +21,10 @@ Q = P / 4 image tokens (2 x 2 patches merged), V the vocabulary with ``<|Reward|
 
 from __future__ import annotations
 
-import contextlib
 import os
 from typing import TYPE_CHECKING, Any
+
+from rewards.checkpoint_file import check_keys, check_shapes, no_init_weights, read_state_dict
 
 if TYPE_CHECKING:
     import torch
@@ -52,18 +53,6 @@ def base_config(base: str, vocab_size: int) -> Any:
 # ---------------------------------------------------------------- the module
 
 
-def _no_init():
-    """A context in which transformers skips random initialization (the weights are loaded next)."""
-    try:
-        from transformers.initialization import no_init_weights  # transformers 5
-    except ImportError:
-        try:
-            from transformers.modeling_utils import no_init_weights  # 4.x
-        except ImportError:
-            return contextlib.nullcontext()
-    return no_init_weights()
-
-
 def hpsv3_model(config: Any) -> "torch.nn.Module":
     """An empty HPSv3 network for `config` (weights uninitialized): `visual` (the Qwen2-VL vision tower
     with its 2 x 2 patch merger), `language_model` (the Qwen2 decoder, final RMSNorm included) and
@@ -76,7 +65,7 @@ def hpsv3_model(config: Any) -> "torch.nn.Module":
         getattr(qwen, "Qwen2VLTextModel", None) or qwen.Qwen2VLModel
     )  # transformers < 4.52: Qwen2VLModel is the decoder
     model = nn.Module()
-    with _no_init():
+    with no_init_weights():
         model.visual = qwen.Qwen2VisionTransformerPretrainedModel._from_config(config.vision_config)
         model.language_model = text_cls._from_config(text_config)
     widths = (text_config.hidden_size, *HEAD_WIDTHS)
@@ -148,34 +137,9 @@ def rename(key: str) -> str:
 
 
 def read_checkpoint(path: str) -> dict[str, "torch.Tensor"]:
-    """A flat state dict from a .safetensors file, or from a torch.save'd file read with
-    torch.load(weights_only=True), flat or under "model" (what HPSv3's inference.py unwraps) or "state_dict"."""
-    import torch
-
-    if path.endswith(".safetensors"):
-        from safetensors.torch import load_file
-
-        return load_file(path)
-    try:
-        try:
-            ckpt = torch.load(path, map_location="cpu", weights_only=True, mmap=True)
-        except RuntimeError:  # not a zip-format file: no mmap
-            ckpt = torch.load(path, map_location="cpu", weights_only=True)
-    except Exception as err:  # pickle.UnpicklingError and others: a message, not the unpickler's traceback
-        first = str(err).strip().splitlines()[0] if str(err).strip() else type(err).__name__
-        raise ValueError(
-            f"cannot read HPSv3 checkpoint {path} with torch.load(weights_only=True): {first}. If it holds Python objects "
-            "besides tensors and you trust the file, load it once in full and save its state dict alone (safetensors or "
-            "torch.save), then pass that file as checkpoint"
-        ) from None
-    for entry in ("model", "state_dict"):
-        if isinstance(ckpt, dict) and isinstance(ckpt.get(entry), dict):
-            ckpt = ckpt[entry]
-    if not isinstance(ckpt, dict) or not ckpt or not all(isinstance(v, torch.Tensor) for v in ckpt.values()):
-        raise ValueError(
-            f"HPSv3 checkpoint {path} is not a state dict of tensors (flat, or under 'model' or 'state_dict')"
-        )
-    return ckpt
+    """A flat state dict from a .safetensors file, or from a torch.save'd file (flat, or under "model",
+    what HPSv3's inference.py unwraps, or "state_dict")."""
+    return read_state_dict(path, "HPSv3", entries=("model", "state_dict"))
 
 
 def convert_state_dict(state: dict[str, "torch.Tensor"], model: Any) -> dict[str, "torch.Tensor"]:
@@ -197,16 +161,8 @@ def convert_state_dict(state: dict[str, "torch.Tensor"], model: Any) -> dict[str
         else:
             unused.append(key)
     missing = [k for k, ours in zip(expected_keys(model), own) if ours not in out]
-    if missing or unused:
-        parts = ([f"missing key(s): {', '.join(missing[:10])}"] if missing else []) + (
-            [f"unused key(s): {', '.join(unused[:10])}"] if unused else []
-        )
-        raise ValueError(f"HPSv3 checkpoint does not fit the Qwen2-VL base config: {'; '.join(parts)}")
-    wrong = [
-        f"{k} {tuple(v.shape)} (expected {tuple(own[k].shape)})" for k, v in out.items() if v.shape != own[k].shape
-    ]
-    if wrong:
-        raise ValueError(f"HPSv3 checkpoint shapes do not fit the Qwen2-VL base config: {', '.join(wrong[:10])}")
+    check_keys(missing, unused, "HPSv3 checkpoint does not fit the Qwen2-VL base config")
+    check_shapes(out, own, "HPSv3 checkpoint shapes do not fit the Qwen2-VL base config")
     return out
 
 

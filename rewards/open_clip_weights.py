@@ -14,7 +14,7 @@ import re
 from typing import TYPE_CHECKING, Any
 
 from rewards import clip_features
-from rewards.checkpoint_file import read_json_config, read_state_dict
+from rewards.checkpoint_file import check_keys, check_shapes, no_init_weights, read_json_config, read_state_dict
 
 if TYPE_CHECKING:
     import torch
@@ -187,13 +187,7 @@ def convert_state_dict(state: dict[str, "torch.Tensor"], config: Any) -> dict[st
     expected = expected_open_clip_keys(config)
     missing = [k for k in expected if k not in state]
     unused = sorted(set(state) - set(expected))
-    if missing or unused:
-        parts = []
-        if missing:
-            parts.append(f"missing key(s): {', '.join(missing[:20])}{' ...' if len(missing) > 20 else ''}")
-        if unused:
-            parts.append(f"unused key(s): {', '.join(unused[:20])}{' ...' if len(unused) > 20 else ''}")
-        raise ValueError(f"HPSv2 checkpoint does not match the open_clip CLIP of this architecture: {'; '.join(parts)}")
+    check_keys(missing, unused, "HPSv2 checkpoint does not match the open_clip CLIP of this architecture")
     out = {}
     for key in expected:
         tensor = state[key]
@@ -211,13 +205,6 @@ def _empty_clip_model(config: Any) -> Any:
     """A CLIPModel without spending time on random initialization (its weights are loaded next)."""
     from transformers import CLIPModel
 
-    try:
-        from transformers.initialization import no_init_weights  # transformers 5
-    except ImportError:
-        try:
-            from transformers.modeling_utils import no_init_weights  # 4.x
-        except ImportError:
-            return CLIPModel(config)
     with no_init_weights():
         return CLIPModel(config)
 
@@ -232,14 +219,7 @@ def load_hpsv2_clip(checkpoint: str, config: Any, device: str = "cpu", dtype: st
 
     model = _empty_clip_model(config)
     converted = convert_state_dict(read_checkpoint(checkpoint), config)
-    own = model.state_dict()
-    wrong = [
-        f"{k} {tuple(v.shape)} (expected {tuple(own[k].shape)})"
-        for k, v in converted.items()
-        if v.shape != own[k].shape
-    ]
-    if wrong:
-        raise ValueError(f"HPSv2 checkpoint shapes do not fit the configured architecture: {', '.join(wrong[:10])}")
+    check_shapes(converted, model.state_dict(), "HPSv2 checkpoint shapes do not fit the configured architecture")
     with torch.no_grad():
         model.load_state_dict(converted, strict=True)  # also checks the mapping covers every CLIPModel weight
     return model.to(device=device, dtype=clip_features.torch_dtype(dtype)).eval().requires_grad_(False)

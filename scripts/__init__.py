@@ -4,5 +4,6 @@ task's models (``python -m scripts.shapes_pretrain``, ``scripts.shapes_distill``
 equivalence checks of the ported reward models against their original packages
 (``scripts/equivalence/``, the reference halves run in side virtualenvs).
 
-May import: anything of the project. Nothing imports ``scripts``.
+May import: anything of the project. No runtime package imports ``scripts``; the tests make the
+equivalence fixtures' images with ``scripts.equivalence.common``.
 """

@@ -32,23 +32,22 @@ Run from the repository root:
         random ViT-H/14 (fp16 checkpoint, ~2 GB; not for committing), real CLIP BPE tokenizer
     PYTHONPATH=. python scripts/equivalence/hpsv2_compare.py /tmp/hps-full     (project environment)
 
-Images are made with numpy from the specs in IMAGES (seeded), so the project side regenerates them
-(``make_image``) and checks their sha256. This module imports only numpy at the top, so the tests
-can import ``make_image`` without the side environment.
+Images are made with numpy from the specs in IMAGES (seeded, common.make_image), so the project side
+regenerates them and checks their sha256. This module imports only numpy (and common.py, numpy only) at
+the top, so that it also loads outside the side environment.
 """
 
 from __future__ import annotations
 
 import gzip
-import hashlib
 import json
 import sys
 from pathlib import Path
 
-import numpy as np
+sys.path.insert(0, str(Path(__file__).resolve().parent))  # common.py beside this file (see its docstring)
+import common  # noqa: E402
 
-REPO = Path(__file__).resolve().parents[2]
-FIXTURE = REPO / "tests" / "fixtures" / "hpsv2_tiny"
+FIXTURE = common.fixture_dir("hpsv2")
 
 # (height, width, kind, seed): sizes chosen so the ResizeMaxSize path is exercised every way:
 # downscale portrait / landscape with odd padding, upscale, extreme aspect, square no-op (224x224).
@@ -83,43 +82,12 @@ TOKENIZER_PROMPTS = PROMPTS + [
     "zero\u200bwidth and non\u00a0breaking spaces",
 ]
 
-PIXEL_PROBES = 64
-
 # The tiny open_clip model: same structure as ViT-H-14.json, 224 px so the transform is the real one.
 TINY_CONFIG = {
     "embed_dim": 16,
     "vision_cfg": {"image_size": 224, "layers": 2, "width": 32, "head_width": 8, "patch_size": 32},
     "text_cfg": {"context_length": 77, "vocab_size": 514, "width": 32, "heads": 4, "layers": 2},
 }
-
-
-def make_image(height: int, width: int, kind: str, seed: int) -> np.ndarray:
-    """uint8 (height, width, 3): "noise" = i.i.d. pixels, "blocks" = 8x8 blocks of random colour
-    with a horizontal ramp added (smooth regions and sharp edges)."""
-    rng = np.random.default_rng(seed)
-    if kind == "noise":
-        return rng.integers(0, 256, size=(height, width, 3), dtype=np.uint8)
-    blocks = rng.integers(0, 200, size=(height // 8 + 1, width // 8 + 1, 3), dtype=np.int64)
-    img = np.repeat(np.repeat(blocks, 8, axis=0), 8, axis=1)[:height, :width]
-    ramp = (np.arange(width) * 55 // max(width - 1, 1))[None, :, None]
-    return (img + ramp).astype(np.uint8)
-
-
-def image_sha256(img: np.ndarray) -> str:
-    return hashlib.sha256(np.ascontiguousarray(img).tobytes()).hexdigest()
-
-
-def pixel_summary(px: np.ndarray) -> dict:
-    """A small fingerprint of a preprocessed (3, S, S) float32 image: its sha256, sum, sum of
-    squares, and the values at PIXEL_PROBES fixed flat positions."""
-    flat = np.ascontiguousarray(px, dtype=np.float32).reshape(-1)
-    probes = np.random.default_rng(0).integers(0, flat.size, size=PIXEL_PROBES)
-    return {
-        "sha256": hashlib.sha256(flat.tobytes()).hexdigest(),
-        "sum": float(flat.sum(dtype=np.float64)),
-        "sum_sq": float((flat.astype(np.float64) ** 2).sum()),
-        "probes": flat[probes].tolist(),
-    }
 
 
 def _bytes_to_unicode_chars() -> list[str]:
@@ -227,12 +195,12 @@ def reference(out: Path, mode: str) -> None:
     img_score.model_dict.clear()
     img_score.model_dict.update(model=model, preprocess_val=preprocess_val)
     tokenize = get_tokenizer("ViT-H-14")
-    images = [make_image(*spec) for spec in IMAGES]
+    images = [common.make_image(*spec) for spec in IMAGES]
     prompts = PROMPTS[: len(images)]
     scores, image_features, text_features, tokens, pixels = [], [], [], [], []
     for img, prompt in zip(images, prompts):
         px = preprocess_val(Image.fromarray(img))  # (3, S, S) float32
-        pixels.append(pixel_summary(px.numpy()))
+        pixels.append(common.pixel_summary(px.numpy()))
         scores.append(float(img_score.score(Image.fromarray(img), prompt, cp=str(ckpt))[0]))
         with torch.no_grad():  # the same forward, kept apart to record the features
             out_feats = model(preprocess_val(Image.fromarray(img)).unsqueeze(0), tokenize([prompt]))
@@ -247,14 +215,11 @@ def reference(out: Path, mode: str) -> None:
             "torch": torch.__version__,
             "torchvision": torchvision.__version__,
             "ftfy": __import__("ftfy").__version__,
-            "python": sys.version.split()[0],
+            "python": common.python_version(),
         },
         "checkpoint": ckpt.name,
         "model_config": config,
-        "images": [
-            {"height": h, "width": w, "kind": k, "seed": s, "sha256": image_sha256(im)}
-            for (h, w, k, s), im in zip(IMAGES, images)
-        ],
+        "images": common.image_records(IMAGES, images),
         "prompts": prompts,
         "pixels": pixels,
         "token_ids": tokens,
@@ -265,12 +230,10 @@ def reference(out: Path, mode: str) -> None:
     if mode == "full":
         ref["tokenizer_prompts"] = TOKENIZER_PROMPTS
         ref["tokenizer_ids"] = tokenize(TOKENIZER_PROMPTS).tolist()
-    (out / "reference.json").write_text(json.dumps(ref, indent=1, ensure_ascii=False) + "\n")
+    common.write_reference(out, ref)
     print(json.dumps({"out": str(out), "scores": scores}, indent=1))
 
 
 if __name__ == "__main__":
-    mode = sys.argv[1] if len(sys.argv) > 1 else "tiny"
-    if mode not in ("tiny", "full"):
-        sys.exit("usage: hpsv2_reference.py tiny [OUTDIR] | full OUTDIR")
-    reference(Path(sys.argv[2]) if len(sys.argv) > 2 else FIXTURE, mode)
+    mode, out, _ = common.reference_args("hpsv2_reference.py tiny [OUTDIR] | full OUTDIR", FIXTURE)
+    reference(out, mode)

@@ -39,14 +39,13 @@ Run from the repository root:
         real special-token ids and embedding size, random weights (bf16 checkpoint, not for committing)
     PYTHONPATH=. python scripts/equivalence/hpsv3_compare.py /tmp/hpsv3-full     (project environment)
 
-Images are made with numpy from the specs in IMAGES (seeded); the project side regenerates them
-(``make_image``) and checks their sha256. This module imports only numpy at the top, so the tests can
-import ``make_image`` without the side environment.
+Images are made with numpy from the specs in IMAGES (seeded, common.make_image); the project side
+regenerates them and checks their sha256. This module imports only numpy (and common.py, numpy only) at
+the top, so that it also loads outside the side environment.
 """
 
 from __future__ import annotations
 
-import hashlib
 import json
 import sys
 import tempfile
@@ -54,8 +53,10 @@ from pathlib import Path
 
 import numpy as np
 
-REPO = Path(__file__).resolve().parents[2]
-FIXTURE = REPO / "tests" / "fixtures" / "hpsv3_tiny"
+sys.path.insert(0, str(Path(__file__).resolve().parent))  # common.py beside this file (see its docstring)
+import common  # noqa: E402
+
+FIXTURE = common.fixture_dir("hpsv3")
 
 # (height, width, kind, seed): the resize to about 256 * 28 * 28 pixels exercised every way: SD-Turbo's
 # 512 x 512 (to 448 x 448), upscaled portrait and small landscape, exactly 448 x 448 (no resize), an odd
@@ -80,8 +81,6 @@ PROMPTS = [
     "two dogs\tand\na ball",
     "x",
 ]
-
-PIXEL_PROBES = 64
 
 # The real model's files (Qwen/Qwen2-VL-7B-Instruct): its processor settings and chat template.
 PREPROCESSOR = {
@@ -202,36 +201,6 @@ def tiny_config(vocab_size: int) -> dict:
         rope_scaling={"type": "mrope", "mrope_section": [1, 1, 2]},
     )
     return cfg
-
-
-def make_image(height: int, width: int, kind: str, seed: int) -> np.ndarray:
-    """uint8 (height, width, 3): "noise" = i.i.d. pixels, "blocks" = 8x8 blocks of random colour
-    with a horizontal ramp added (smooth regions and sharp edges)."""
-    rng = np.random.default_rng(seed)
-    if kind == "noise":
-        return rng.integers(0, 256, size=(height, width, 3), dtype=np.uint8)
-    blocks = rng.integers(0, 200, size=(height // 8 + 1, width // 8 + 1, 3), dtype=np.int64)
-    img = np.repeat(np.repeat(blocks, 8, axis=0), 8, axis=1)[:height, :width]
-    ramp = (np.arange(width) * 55 // max(width - 1, 1))[None, :, None]
-    return (img + ramp).astype(np.uint8)
-
-
-def image_sha256(img: np.ndarray) -> str:
-    return hashlib.sha256(np.ascontiguousarray(img).tobytes()).hexdigest()
-
-
-def pixel_summary(px: np.ndarray) -> dict:
-    """A small fingerprint of one image's patch rows, float32 (P, 1176): its sha256, sum, sum of
-    squares, and the values at PIXEL_PROBES fixed flat positions."""
-    flat = np.ascontiguousarray(px, dtype=np.float32).reshape(-1)
-    probes = np.random.default_rng(0).integers(0, flat.size, size=PIXEL_PROBES)
-    return {
-        "shape": list(px.shape),
-        "sha256": hashlib.sha256(flat.tobytes()).hexdigest(),
-        "sum": float(flat.sum(dtype=np.float64)),
-        "sum_sq": float((flat.astype(np.float64) ** 2).sum()),
-        "probes": flat[probes].tolist(),
-    }
 
 
 # ---------------------------------------------------------------- the side environment from here on
@@ -392,7 +361,7 @@ def reference(out: Path, mode: str, layers: int) -> None:
             lambda mod, args, output: captured.update(hidden=output[0].detach())
         )
 
-        images = [make_image(*spec) for spec in (IMAGES if mode == "tiny" else IMAGES[:2])]
+        images = [common.make_image(*spec) for spec in (IMAGES if mode == "tiny" else IMAGES[:2])]
         prompts = PROMPTS[: len(images)]
         paths = []
         for i, img in enumerate(images):
@@ -414,13 +383,14 @@ def reference(out: Path, mode: str, layers: int) -> None:
         for i in range(len(images)):
             ids = batch["input_ids"][i][batch["attention_mask"][i].bool()].tolist()
             single_batch, single_logits, single_feats = run(paths[i : i + 1], prompts[i : i + 1])
+            px = batch["pixel_values"][rows[i] : rows[i + 1]]  # (P_i, 1176): this image's patch rows
             assert single_batch["input_ids"][0].tolist() == ids
             items.append(
                 {
                     "input_ids": ids,
                     "reward_position": ids.index(reward_id),
                     "image_grid_thw": batch["image_grid_thw"][i].tolist(),
-                    "pixels": pixel_summary(batch["pixel_values"][rows[i] : rows[i + 1]].numpy()),
+                    "pixels": {"shape": list(px.shape), **common.pixel_summary(px.numpy())},
                     "feature": feats[i].tolist(),
                     "logits": logits[i].tolist(),
                     "logits_single": single_logits[0].tolist(),
@@ -441,25 +411,20 @@ def reference(out: Path, mode: str, layers: int) -> None:
             "transformers": transformers.__version__,
             "torch": torch.__version__,
             "tokenizers": metadata.version("tokenizers"),
-            "python": sys.version.split()[0],
+            "python": common.python_version(),
         },
         "mode": mode if mode == "tiny" else f"full, {layers} of 28 decoder layers",
         "checkpoint": ckpt.name,
         "checkpoint_keys": keys,
         "reward_token_id": reward_id,
-        "images": [
-            {"height": h, "width": w, "kind": k, "seed": s, "sha256": image_sha256(im)}
-            for (h, w, k, s), im in zip(IMAGES, images)
-        ],
+        "images": common.image_records(IMAGES, images),
         "prompts": prompts,
         "items": items,
         "scores": [item["logits"][0] for item in items],  # mu: what HPSv3 reports (inference.py: rewards[i][0])
     }
-    (out / "reference.json").write_text(json.dumps(ref, indent=1, ensure_ascii=False) + "\n")
+    common.write_reference(out, ref)
 
 
 if __name__ == "__main__":
-    mode = sys.argv[1] if len(sys.argv) > 1 else "tiny"
-    if mode not in ("tiny", "full") or (mode == "full" and len(sys.argv) < 3):
-        sys.exit("usage: hpsv3_reference.py tiny [OUTDIR] | full OUTDIR [LAYERS]")
-    reference(Path(sys.argv[2]) if len(sys.argv) > 2 else FIXTURE, mode, int(sys.argv[3]) if len(sys.argv) > 3 else 2)
+    mode, out, rest = common.reference_args("hpsv3_reference.py tiny [OUTDIR] | full OUTDIR [LAYERS]", FIXTURE)
+    reference(out, mode, int(rest[0]) if rest else 2)

@@ -42,8 +42,9 @@ Run from the repository root:
         random ViT-L/16 + BERT-base (the real architecture, ~1.8 GB fp32; not for committing)
     PYTHONPATH=. python scripts/equivalence/imagereward_compare.py DIR      (project environment)
 
-Images come from the specs in IMAGES (seeded numpy, scripts/equivalence/hpsv2_reference.make_image), so
-the project side regenerates them and checks their sha256. This module imports only numpy at the top.
+Images come from the specs in IMAGES (seeded numpy, common.make_image), so the project side regenerates
+them and checks their sha256. This module imports only numpy (and common.py, numpy only) at the top, so
+that it also loads outside the side environment.
 """
 
 from __future__ import annotations
@@ -57,21 +58,10 @@ from pathlib import Path
 
 import numpy as np
 
-REPO = Path(__file__).resolve().parents[2]
-FIXTURE = REPO / "tests" / "fixtures" / "imagereward_tiny"
+sys.path.insert(0, str(Path(__file__).resolve().parent))  # common.py beside this file (see its docstring)
+import common  # noqa: E402
 
-
-def _hpsv2_reference():
-    spec = importlib.util.spec_from_file_location(
-        "hpsv2_reference", Path(__file__).resolve().parent / "hpsv2_reference.py"
-    )
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)  # numpy only at import
-    return module
-
-
-_IMAGES = _hpsv2_reference()
-make_image, image_sha256, pixel_summary = _IMAGES.make_image, _IMAGES.image_sha256, _IMAGES.pixel_summary
+FIXTURE = common.fixture_dir("imagereward")
 
 # (height, width, kind, seed): resize of the shortest side up and down, center crops with even and odd
 # (rounded .5) offsets, a square no-op (224 x 224), extreme aspect ratios.
@@ -309,14 +299,14 @@ def reference(out: Path, mode: str) -> None:
     saved = torch.load(ckpt, map_location="cpu", weights_only=True)
     assert all(torch.equal(v, saved[k]) for k, v in model.state_dict().items()), "load() left weights out"
 
-    images = [make_image(*spec) for spec in IMAGES]
+    images = [common.make_image(*spec) for spec in IMAGES]
     prompts = PROMPTS[: len(images)]
     scores, features, tokens, masks, pixels = [], [], [], [], []
     for img, prompt in zip(images, prompts):
         pil = Image.fromarray(img)
         scores.append(float(model.score(prompt, pil)))
         px = model.preprocess(pil)  # (3, 224, 224)
-        pixels.append(pixel_summary(px.numpy()))
+        pixels.append(common.pixel_summary(px.numpy()))
         text = model.blip.tokenizer(prompt, padding="max_length", truncation=True, max_length=35, return_tensors="pt")
         tokens.append(text.input_ids[0].tolist())
         masks.append(text.attention_mask[0].tolist())
@@ -344,7 +334,7 @@ def reference(out: Path, mode: str) -> None:
             "timm": metadata.version("timm"),
             "fairscale": metadata.version("fairscale"),
             "pillow": metadata.version("pillow"),
-            "python": sys.version.split()[0],
+            "python": common.python_version(),
         },
         "checkpoint": ckpt.name,
         "model_config": config,
@@ -352,10 +342,7 @@ def reference(out: Path, mode: str) -> None:
         if tiny
         else "synthetic, bert-base-uncased's size and special ids (synthetic_bert_vocab)",
         "mean_std": [model.mean, model.std],
-        "images": [
-            {"height": h, "width": w, "kind": k, "seed": s, "sha256": image_sha256(im)}
-            for (h, w, k, s), im in zip(IMAGES, images)
-        ],
+        "images": common.image_records(IMAGES, images),
         "prompts": prompts,
         "pixels": pixels,
         "token_ids": tokens,
@@ -370,12 +357,10 @@ def reference(out: Path, mode: str) -> None:
         tok = model.blip.tokenizer(TOKENIZER_PROMPTS, padding="max_length", truncation=True, max_length=35)
         ref["tokenizer_prompts"] = TOKENIZER_PROMPTS
         ref["tokenizer_ids"] = tok["input_ids"]
-    (out / "reference.json").write_text(json.dumps(ref, indent=1, ensure_ascii=False) + "\n")
+    common.write_reference(out, ref)
     print(json.dumps({"out": str(out), "scores": scores, "rank_scores": rank_scores}, indent=1))
 
 
 if __name__ == "__main__":
-    mode = sys.argv[1] if len(sys.argv) > 1 else "tiny"
-    if mode not in ("tiny", "full"):
-        sys.exit("usage: imagereward_reference.py tiny [OUTDIR] | full OUTDIR")
-    reference(Path(sys.argv[2]) if len(sys.argv) > 2 else FIXTURE, mode)
+    mode, out, _ = common.reference_args("imagereward_reference.py tiny [OUTDIR] | full OUTDIR", FIXTURE)
+    reference(out, mode)

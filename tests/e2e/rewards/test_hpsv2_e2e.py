@@ -14,7 +14,12 @@ from PIL import Image
 
 from rewards import hpsv2 as H
 from rewards.registry import build_reward
-from tests.fixtures.hpsv2 import CKPT, CONFIG, REF, REPO, TOKENIZER, fixture_images
+from tests.conftest import REPO
+from tests.fixtures.equivalence import equivalence_fixture
+
+FIX = equivalence_fixture("hpsv2")
+REF, CKPT, CONFIG, TOKENIZER = FIX.ref, FIX.checkpoint, FIX.file("model_config.json"), FIX.file("tokenizer")
+fixture_images = FIX.images
 
 
 @pytest.fixture(scope="module")

@@ -9,7 +9,11 @@ import subprocess
 import sys
 
 from rewards.registry import reward_options, reward_spec
-from tests.fixtures.hpsv3 import BASE, REPO, fixture_images
+from tests.conftest import REPO
+from tests.fixtures.equivalence import equivalence_fixture
+
+FIX = equivalence_fixture("hpsv3")
+BASE, fixture_images = FIX.file("base"), FIX.images
 
 
 def run_cli(*args: str) -> subprocess.CompletedProcess:

@@ -26,7 +26,11 @@ from rewards import hpsv2 as H
 from rewards import open_clip_weights as W
 from rewards.clip_features import load_image_processor, pixel_values
 from rewards.registry import build_reward, reward_spec
-from tests.fixtures.hpsv2 import CKPT, CONFIG, FIXTURE, REF, TOKENIZER, fixture_images
+from tests.fixtures.equivalence import equivalence_fixture
+
+FIX = equivalence_fixture("hpsv2")
+REF, CKPT, fixture_images = FIX.ref, FIX.checkpoint, FIX.images
+CONFIG, TOKENIZER = FIX.file("model_config.json"), FIX.file("tokenizer")
 
 ATOL = 1e-5
 
@@ -44,7 +48,7 @@ def _state() -> dict[str, torch.Tensor]:
 
 
 def test_fixture_is_small():
-    size = sum(p.stat().st_size for p in FIXTURE.rglob("*") if p.is_file())
+    size = FIX.size()
     assert size < 1.5 * 2**20, size
 
 

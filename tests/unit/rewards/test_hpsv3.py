@@ -22,7 +22,10 @@ import torch
 from rewards import hpsv3 as H
 from rewards import hpsv3_model as M
 from rewards.registry import build_reward
-from tests.fixtures.hpsv3 import BASE, CKPT, FIXTURE, REF, fixture_images
+from tests.fixtures.equivalence import equivalence_fixture
+
+FIX = equivalence_fixture("hpsv3")
+REF, CKPT, BASE, fixture_images = FIX.ref, FIX.checkpoint, FIX.file("base"), FIX.images
 
 ATOL = 1e-5
 
@@ -42,7 +45,7 @@ def _state() -> dict[str, torch.Tensor]:
 
 
 def test_fixture_is_small():
-    size = sum(p.stat().st_size for p in FIXTURE.rglob("*") if p.is_file())
+    size = FIX.size()
     assert size < 2**20, size
 
 
@@ -67,25 +70,13 @@ def test_inputs_equal_the_original(scorer):
 def test_features_and_scores_equal_the_original(scorer):
     """All seven items in one padded batch, images of different sizes, as the original's one call of
     HPSv3RewardInferencer.reward(paths, prompts); then one item through the RewardFn itself."""
-    parts = [scorer.inputs(img[None], [p]) for img, p in zip(fixture_images(), REF["prompts"])]
-    length = max(p["input_ids"].shape[1] for p in parts)
-    pad = scorer.tokenizer.pad_token_id
-    batch = {
-        "input_ids": torch.cat(
-            [torch.nn.functional.pad(p["input_ids"], (0, length - p["input_ids"].shape[1]), value=pad) for p in parts]
-        ),
-        "attention_mask": torch.cat(
-            [torch.nn.functional.pad(p["attention_mask"], (0, length - p["attention_mask"].shape[1])) for p in parts]
-        ),
-        "pixel_values": torch.cat([p["pixel_values"] for p in parts]),
-        "image_grid_thw": torch.cat([p["image_grid_thw"] for p in parts]),
-    }
+    batch = scorer.mixed_size_inputs(fixture_images(), REF["prompts"])
+    features = scorer.features_of(batch, REF["prompts"])  # (7, D)
     with torch.inference_mode():
-        hidden = M.decoder_hidden_states(scorer.model, **batch)
-        rows, cols = (batch["input_ids"] == scorer.reward_token_id).nonzero(as_tuple=True)
-        logits = scorer.model.head(hidden[rows, cols])
+        logits = scorer.model.head(features)  # (7, 2)
+    cols = (batch["input_ids"] == scorer.reward_token_id).nonzero(as_tuple=True)[1]
     assert cols.tolist() == [item["reward_position"] for item in REF["items"]]
-    np.testing.assert_allclose(hidden[rows, cols].numpy(), [it["feature"] for it in REF["items"]], atol=ATOL, rtol=0)
+    np.testing.assert_allclose(features.numpy(), [it["feature"] for it in REF["items"]], atol=ATOL, rtol=0)
     np.testing.assert_allclose(logits.numpy(), [it["logits"] for it in REF["items"]], atol=ATOL, rtol=0)
     np.testing.assert_allclose(logits[:, 0].numpy(), REF["scores"], atol=ATOL, rtol=0)  # the score is mu
 
@@ -192,7 +183,7 @@ def test_missing_checkpoint_file_is_an_error():
 
 
 def test_base_without_processor_files_is_one_line_error(tmp_path):
-    (tmp_path / "config.json").write_text((FIXTURE / "base" / "config.json").read_text())
+    (tmp_path / "config.json").write_text((FIX.dir / "base" / "config.json").read_text())
     with pytest.raises(
         ValueError,
         match=r"needs the config and processor files \(not the weights\) of its Qwen2-VL base .* pass base=DIR",

@@ -16,8 +16,6 @@ torch builds. inference_rank runs the MLP on a batch, which rounds differently: 
 
 from __future__ import annotations
 
-import importlib.util
-import json
 from pathlib import Path
 
 import numpy as np
@@ -30,29 +28,15 @@ from rewards import imagereward as IR
 from rewards.pool import RewardPool
 from rewards.registry import build_reward
 from rewards.server import RewardServer, ScoreRequest
+from scripts.equivalence.common import image_sha256, pixel_summary
+from tests.fixtures.equivalence import equivalence_fixture
 
-REPO = Path(__file__).resolve().parents[3]
-FIXTURE = REPO / "tests" / "fixtures" / "imagereward_tiny"
-REF = json.loads((FIXTURE / "reference.json").read_text())
-CKPT, CONFIG, TOKENIZER = (
-    str(FIXTURE / REF["checkpoint"]),
-    str(FIXTURE / "model_config.json"),
-    str(FIXTURE / "tokenizer"),
-)
+FIX = equivalence_fixture("imagereward")
+REF, CKPT = FIX.ref, FIX.checkpoint
+CONFIG, TOKENIZER = FIX.file("model_config.json"), FIX.file("tokenizer")
 OPTIONS = {"checkpoint": CKPT, "config": CONFIG, "tokenizer": TOKENIZER}
 ATOL = 1e-5
-
-
-def _reference_module():
-    path = REPO / "scripts" / "equivalence" / "imagereward_reference.py"
-    spec = importlib.util.spec_from_file_location("imagereward_reference", path)
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)  # imports numpy only at the top
-    return module
-
-
-REFMOD = _reference_module()
-IMAGES = [REFMOD.make_image(s["height"], s["width"], s["kind"], s["seed"]) for s in REF["images"]]
+IMAGES = FIX.images()  # each checked against its recorded sha256
 
 
 @pytest.fixture(scope="module", autouse=True)
@@ -81,9 +65,9 @@ def _configs():
 
 
 def test_fixture_is_small_and_images_are_the_originals():
-    size = sum(p.stat().st_size for p in FIXTURE.rglob("*") if p.is_file())
+    size = FIX.size()
     assert size < 1.5 * 2**20, size
-    assert [REFMOD.image_sha256(img) for img in IMAGES] == [s["sha256"] for s in REF["images"]]
+    assert [image_sha256(img) for img in IMAGES] == [s["sha256"] for s in REF["images"]]
 
 
 def test_token_ids_and_masks_equal_the_original(scorer):
@@ -97,7 +81,7 @@ def test_preprocessing_is_bitwise_the_original(scorer):
     for img, original in zip(IMAGES, REF["pixels"]):
         px = scorer.pixel_values(img[None])[0].numpy()
         assert px.shape == (3, 224, 224) and px.dtype == np.float32
-        assert REFMOD.pixel_summary(px)["sha256"] == original["sha256"], img.shape
+        assert pixel_summary(px)["sha256"] == original["sha256"], img.shape
 
 
 def test_features_and_scores_equal_the_original(scorer):
@@ -198,7 +182,7 @@ def test_wrong_files_are_clear_errors(tmp_path):
     text.write_text("not a checkpoint")
     with pytest.raises(ValueError, match=r"cannot read ImageReward checkpoint .*weights_only=True"):
         build_reward("imagereward", **{**OPTIONS, "checkpoint": str(text)})
-    hps = REPO / "tests" / "fixtures" / "hpsv2_tiny" / "HPS_tiny.pt"  # another reward's checkpoint
+    hps = equivalence_fixture("hpsv2").checkpoint  # another reward's checkpoint
     with pytest.raises(
         ValueError, match=r"does not match the BLIP ViT \+ BERT.*missing key\(s\): blip\.visual_encoder\.cls_token"
     ):
