@@ -201,7 +201,8 @@ def convert_state_dict(state: dict[str, "torch.Tensor"], vision: Any, text: Any)
         ids = state[POSITION_IDS].reshape(-1)
         if not torch.equal(ids.long(), torch.arange(ids.numel())):
             raise ValueError(
-                f"ImageReward checkpoint: {POSITION_IDS} is not 0, 1, 2, ...; a model with custom positions does not convert"
+                f"ImageReward checkpoint: {POSITION_IDS} is not 0, 1, 2, ...; a model with custom positions does not "
+                "convert"
             )
     return {rename(k): state[k] for k in expected}
 

@@ -294,15 +294,16 @@ def _load_base(base: str) -> tuple[Any, Any, str, Any]:
     except OSError as err:  # not cached offline, no network, not a model directory
         first = (str(err).strip().splitlines() or [type(err).__name__])[0]
         raise ValueError(
-            f"the 'hpsv3' reward needs the config and processor files (not the weights) of its Qwen2-VL base '{base}' and "
-            f"could not load them: {first}; download them (e.g. from {DEFAULT_BASE}) and pass base=DIR"
+            f"the 'hpsv3' reward needs the config and processor files (not the weights) of its Qwen2-VL base '{base}' "
+            f"and could not load them: {first}; download them (e.g. from {DEFAULT_BASE}) and pass base=DIR"
         ) from None
 
 
 @register_reward(
     "hpsv3",
-    needs=f"transformers; `checkpoint` ({CHECKPOINT_FILE} from the hub repo {HUB_REPO}, ~16 GB, downloaded if not given), "
-    f"`base` (config and processor files of {DEFAULT_BASE}, no weights; default that hub id), `dtype` (default bfloat16)",
+    needs=f"transformers; `checkpoint` ({CHECKPOINT_FILE} from the hub repo {HUB_REPO}, ~16 GB, downloaded if not "
+    f"given), `base` (config and processor files of {DEFAULT_BASE}, no weights; default that hub id), `dtype` (default "
+    "bfloat16)",
 )
 def hpsv3(
     device: str = "cpu", checkpoint: str | None = None, base: str = DEFAULT_BASE, dtype: str = "bfloat16"

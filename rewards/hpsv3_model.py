@@ -152,7 +152,8 @@ def convert_state_dict(state: dict[str, "torch.Tensor"], model: Any) -> dict[str
         if key.removeprefix("module.") in IGNORED:
             if tuple(tensor.shape) != (text.vocab_size, text.hidden_size):
                 raise ValueError(
-                    f"HPSv3 checkpoint: lm_head.weight {tuple(tensor.shape)} (expected {(text.vocab_size, text.hidden_size)})"
+                    f"HPSv3 checkpoint: lm_head.weight {tuple(tensor.shape)} (expected "
+                    f"{(text.vocab_size, text.hidden_size)})"
                 )
             continue
         ours = rename(key)

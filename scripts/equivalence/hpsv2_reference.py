@@ -18,8 +18,9 @@ build, which runs on the CPU as well):
     # the hpsv2 1.2.0 wheel lacks the BPE file its tokenizer opens at import: copy open_clip's
     # (byte-identical to the one in the HPSv2 repository)
     /tmp/hps-side/bin/pip download --no-deps -d /tmp/hps-dl open_clip_torch==3.3.0
-    /tmp/hps-side/bin/python -c "import zipfile, site; z = zipfile.ZipFile('/tmp/hps-dl/open_clip_torch-3.3.0-py3-none-any.whl'); \
-open(site.getsitepackages()[0] + '/hpsv2/src/open_clip/bpe_simple_vocab_16e6.txt.gz', 'wb').write(z.read('open_clip/bpe_simple_vocab_16e6.txt.gz'))"
+    /tmp/hps-side/bin/python -m zipfile -e /tmp/hps-dl/open_clip_torch-3.3.0-py3-none-any.whl /tmp/hps-dl/oc
+    SITE=$(/tmp/hps-side/bin/python -c 'import site; print(site.getsitepackages()[0])')
+    cp /tmp/hps-dl/oc/open_clip/bpe_simple_vocab_16e6.txt.gz "$SITE/hpsv2/src/open_clip/"
 
 (torch 2.13.0+cpu with PyPI's torchvision 0.28.0 fails at import, "operator torchvision::nms does not
 exist": PyPI's torchvision is built against the CUDA torch. Hence the CUDA torch 2.14.1.)
@@ -66,7 +67,8 @@ PROMPTS = [
     "  A Painting   of a LIGHTHOUSE at dusk, oil on canvas ",
     "“smart” quotes &amp; html &lt;entities&gt;",
     "café crème brûlée, ﬁne ligature, ｆｕｌｌｗｉｄｔｈ",
-    "an astronaut riding a horse on the moon, highly detailed, trending on artstation, 8k, unreal engine, octane render",
+    "an astronaut riding a horse on the moon, highly detailed, trending on artstation, 8k, unreal engine, "
+    "octane render",
     "x",
     "two dogs\tand\na ball",
 ]

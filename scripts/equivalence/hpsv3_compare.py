@@ -1,7 +1,8 @@
 """Score what hpsv3_reference.py wrote with the project's own HPSv3 (rewards/hpsv3.py) and print how
 far it is from the original, as JSON. Runs in the project's environment:
 
-    PYTHONPATH=. python scripts/equivalence/hpsv3_compare.py DIR [DTYPE]   (DIR: tests/fixtures/hpsv3_tiny, /tmp/hpsv3-full)
+    PYTHONPATH=. python scripts/equivalence/hpsv3_compare.py DIR [DTYPE]
+        (DIR: tests/fixtures/hpsv3_tiny, /tmp/hpsv3-full)
 
 Reports: token ids equal, image grids equal, the largest differences of preprocessed-pixel probes,
 features (the decoder's output at <|Reward|>), (mu, sigma) and scores, batched and one item at a time,

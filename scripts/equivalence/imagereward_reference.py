@@ -27,7 +27,8 @@ build, which runs on the CPU as well; these are the torch / torchvision of the H
     /tmp/ir-side/bin/pip install torch==2.14.1 torchvision==0.29.1
     /tmp/ir-side/bin/pip install transformers==4.46.3 timm==0.6.13 pyyaml
     /tmp/ir-side/bin/pip install --no-deps image-reward==1.5
-    /tmp/ir-side/bin/pip install --no-deps --no-build-isolation fairscale==0.4.13   # an sdist; builds against that torch
+    # fairscale is an sdist; it builds against that torch
+    /tmp/ir-side/bin/pip install --no-deps --no-build-isolation fairscale==0.4.13
 
 (transformers 4.46.3: ImageReward's med.py imports apply_chunking_to_forward & co. from
 transformers.modeling_utils, which transformers 5 no longer has.) The environment the recorded results
@@ -325,7 +326,8 @@ def reference(out: Path, mode: str) -> None:
     rank_prompt = PROMPTS[0]
     ranks, rank_scores = model.inference_rank(rank_prompt, [Image.fromarray(img) for img in images])
     ref = {
-        "about": "ImageReward scores of the original image-reward package; made by scripts/equivalence/imagereward_reference.py",
+        "about": "ImageReward scores of the original image-reward package; made by "
+        "scripts/equivalence/imagereward_reference.py",
         "versions": {
             "image-reward": metadata.version("image-reward"),
             "torch": torch.__version__,

@@ -60,7 +60,8 @@ def test_inputs_equal_the_original(scorer):
         assert list(px.shape) == item["pixels"]["shape"]
         flat = px.reshape(-1)
         probes = np.random.default_rng(0).integers(0, flat.size, size=len(item["pixels"]["probes"]))
-        # equal up to float rounding: the resize's float path may round differently once other tests have run in the process
+        # equal up to float rounding: the resize's float path may round differently once other tests have run in
+        # the process
         np.testing.assert_allclose(flat[probes], np.float32(item["pixels"]["probes"]), rtol=1e-6, atol=1e-6)
         np.testing.assert_allclose(flat.sum(dtype=np.float64), item["pixels"]["sum"], rtol=1e-7)
         np.testing.assert_allclose((flat.astype(np.float64) ** 2).sum(), item["pixels"]["sum_sq"], rtol=1e-7)
@@ -172,7 +173,7 @@ def test_bfloat16_backbone_is_close():
     np.testing.assert_allclose(low(fixture_images()[0][None], REF["prompts"][:1]), REF["scores"][:1], atol=0.05)
 
 
-# ------------------------------------------------------------------ options, errors (the CLI: tests/e2e/rewards/test_hpsv3_e2e.py)
+# ------------------------------------------------------ options, errors (the CLI: tests/e2e/rewards/test_hpsv3_e2e.py)
 
 
 def test_missing_checkpoint_file_is_an_error():

@@ -136,10 +136,13 @@ def test_every_checkpoint_key_is_consumed():
     pairs = {
         "blip.visual_encoder.cls_token": "vision.embeddings.class_embedding",
         "blip.visual_encoder.pos_embed": "vision.embeddings.position_embedding",
-        "blip.visual_encoder.blocks.1.attn.qkv.weight": "vision.encoder.layers.1.self_attn.qkv.weight",  # fused [q; k; v] kept fused
+        # fused [q; k; v] kept fused
+        "blip.visual_encoder.blocks.1.attn.qkv.weight": "vision.encoder.layers.1.self_attn.qkv.weight",
         "blip.visual_encoder.blocks.0.attn.proj.bias": "vision.encoder.layers.0.self_attn.projection.bias",
         "blip.visual_encoder.norm.weight": "vision.post_layernorm.weight",
-        "blip.text_encoder.encoder.layer.1.crossattention.self.key.weight": "text.encoder.layer.1.crossattention.self.key.weight",
+        "blip.text_encoder.encoder.layer.1.crossattention.self.key.weight": (
+            "text.encoder.layer.1.crossattention.self.key.weight"
+        ),
         "mlp.layers.4.weight": "head.2.weight",
         "mlp.layers.7.bias": "head.4.bias",
     }
