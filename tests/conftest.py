@@ -105,6 +105,11 @@ def run_cli(*args: str, cwd: str | Path = REPO, timeout: float = 600):
     )
 
 
+def run_args(run_dir, tiny_cache: str, epochs: int, *overrides: str) -> list[str]:
+    """The CLI arguments of an `epochs`-long run in `run_dir` on the tiny model cached in `tiny_cache`."""
+    return ["--epochs", str(epochs), "--run-dir", str(run_dir), f"model.tiny_cache_dir={tiny_cache}", *overrides]
+
+
 def update_request(trajectories, advantages, version: int | None = None):
     """The UpdateRequest of a one-shard update of `trajectories` (all their pairs) with `advantages` (B, P, T)."""
     from learner.worker.batch import ShardAdvantages, UpdateRequest

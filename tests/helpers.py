@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import importlib.util
 
-from tests.conftest import REPO
+from tests.conftest import REPO, run_args
 
 # tests/*/cluster/test_gpu_ray*.py
 GPU_RAY = REPO / "cluster" / "gpu_ray"
@@ -33,15 +33,7 @@ SMALL_TINY_RUN = [
 
 def tiny_run_args(run_dir, tiny_cache: str, epochs: int, *extra: str) -> list[str]:
     """The CLI arguments of a SMALL_TINY_RUN of `epochs` in `run_dir`, then `extra` overrides."""
-    return [
-        "--epochs",
-        str(epochs),
-        "--run-dir",
-        str(run_dir),
-        f"model.tiny_cache_dir={tiny_cache}",
-        *SMALL_TINY_RUN,
-        *extra,
-    ]
+    return run_args(run_dir, tiny_cache, epochs, *SMALL_TINY_RUN, *extra)
 
 
 # tests/*/rewards/test_registry*.py: every built-in reward, in registration order

@@ -18,7 +18,7 @@ from pathlib import Path
 import pytest
 
 from learner.run.outputs import read_metrics
-from tests.conftest import REPO
+from tests.conftest import REPO, run_args
 
 
 def _free_port() -> int:
@@ -139,11 +139,7 @@ def test_ray_job_submit_runs_to_success(local_head, tiny_cache, tmp_path):
         "learner.main",
         "--config",
         "tiny",
-        "--epochs",
-        "2",
-        "--run-dir",
-        str(run_dir),
-        f"model.tiny_cache_dir={tiny_cache}",
+        *run_args(run_dir, tiny_cache, 2),
         "rollout.pairs_per_epoch=4",
         "rollout.chunk_size=2",
         "sampling.num_steps=3",

@@ -9,7 +9,7 @@ import pytest
 import torch
 
 from learner.run.outputs import read_metrics
-from tests.conftest import run_cli
+from tests.conftest import run_args, run_cli
 
 REQUIRED = (
     "epoch weights_version pairs reward_queries reward_1step_mean reward_final_mean loss clipfrac "
@@ -22,11 +22,7 @@ SMALL = ["rollout.pairs_per_epoch=4", "rollout.chunk_size=2", "sampling.num_step
 def ray_run(tiny_cache, tmp_path_factory) -> Path:
     run_dir = tmp_path_factory.mktemp("e2e") / "run"
     res = run_cli(
-        "--epochs",
-        "2",
-        "--run-dir",
-        str(run_dir),
-        f"model.tiny_cache_dir={tiny_cache}",
+        *run_args(run_dir, tiny_cache, 2),
         "ray.num_cpus=2",
         "train.peak_tflops=1",
         *SMALL,
@@ -109,11 +105,7 @@ def test_same_seed_same_metrics_with_and_without_ray(ray_run, tiny_cache, tmp_pa
     """Pairs are seeded by (seed, epoch, pair index) and chunked identically, so the in-process run
     reproduces the Ray run exactly, whatever order the Ray rollout actors finished in."""
     res = run_cli(
-        "--epochs",
-        "2",
-        "--run-dir",
-        str(tmp_path / "local"),
-        f"model.tiny_cache_dir={tiny_cache}",
+        *run_args(tmp_path / "local", tiny_cache, 2),
         "ray.enabled=false",
         *SMALL,
     )

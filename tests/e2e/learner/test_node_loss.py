@@ -12,7 +12,7 @@ import sys
 import time
 
 from learner.run.outputs import read_metrics
-from tests.conftest import REPO, cli_env, run_cli
+from tests.conftest import REPO, cli_env, run_args, run_cli
 from tests.helpers import SMALL_TINY_RUN
 
 EXACT = ("pairs", "pairs_dropped", "reward_queries", "reward_1step_mean", "reward_final_mean", "loss", "grad_norm")
@@ -22,20 +22,12 @@ def test_a_lost_worker_node_costs_nothing(tiny_cache, tmp_path):
     from ray.cluster_utils import Cluster
 
     args = [
-        "--epochs",
-        "3",
-        "--run-dir",
-        str(tmp_path / "run"),
-        f"model.tiny_cache_dir={tiny_cache}",
+        *run_args(tmp_path / "run", tiny_cache, 3),
         *SMALL_TINY_RUN,
         "rollout.restart_timeout_s=120",
     ]
     reference = run_cli(
-        "--epochs",
-        "3",
-        "--run-dir",
-        str(tmp_path / "reference"),
-        f"model.tiny_cache_dir={tiny_cache}",
+        *run_args(tmp_path / "reference", tiny_cache, 3),
         *SMALL_TINY_RUN,
         "ray.enabled=false",
     )

@@ -7,7 +7,7 @@ from __future__ import annotations
 import numpy as np
 
 from learner.run.outputs import read_metrics
-from tests.conftest import run_cli
+from tests.conftest import run_args, run_cli
 
 MODULES = ("tests.fixtures.flaky_rewards",)
 
@@ -17,11 +17,7 @@ SMALL = ["rollout.pairs_per_epoch=8", "rollout.chunk_size=2", "sampling.num_step
 
 def test_nan_rewards_drop_their_pairs_and_are_counted(tiny_cache, tmp_path):
     res = run_cli(
-        "--epochs",
-        "2",
-        "--run-dir",
-        str(tmp_path / "run"),
-        f"model.tiny_cache_dir={tiny_cache}",
+        *run_args(tmp_path / "run", tiny_cache, 2),
         "ray.enabled=false",
         f"reward.modules=[{MODULES[0]}]",
         "reward.name=nan_for_cats",
@@ -38,11 +34,7 @@ def test_nan_rewards_drop_their_pairs_and_are_counted(tiny_cache, tmp_path):
 
 def test_too_many_dropped_pairs_stop_the_run(tiny_cache, tmp_path):
     res = run_cli(
-        "--epochs",
-        "1",
-        "--run-dir",
-        str(tmp_path / "run"),
-        f"model.tiny_cache_dir={tiny_cache}",
+        *run_args(tmp_path / "run", tiny_cache, 1),
         "ray.enabled=false",
         f"reward.modules=[{MODULES[0]}]",
         "reward.name=nan_for_cats",
@@ -61,11 +53,7 @@ def test_reward_server_crash_mid_run_loses_no_pair(tiny_cache, tmp_path):
     os.environ["SDPO_TEST_CRASH_MARKER"] = str(env_marker)
     try:
         res = run_cli(
-            "--epochs",
-            "2",
-            "--run-dir",
-            str(tmp_path / "run"),
-            f"model.tiny_cache_dir={tiny_cache}",
+            *run_args(tmp_path / "run", tiny_cache, 2),
             "ray.num_cpus=2",
             f"reward.modules=[{MODULES[0]}]",
             "reward.name=crash_once",

@@ -20,7 +20,7 @@ from learner.config import build_config
 from learner.run.outputs import read_metrics
 from plumbing.errors import UsageError
 from rewards.runtime_env import RuntimeEnvError, check_runtime_env
-from tests.conftest import run_cli
+from tests.conftest import run_args, run_cli
 from tests.helpers import runtime_env_config as _cfg
 
 RAY_VERSION = importlib.metadata.version("ray")
@@ -157,11 +157,7 @@ def test_a_reward_only_in_its_runtime_env_scores_a_training_run(servers_env, tin
     assert importlib.util.find_spec("renv_test_reward") is None and importlib.util.find_spec("renv_extra_only") is None
     run_dir = tmp_path / "run"
     res = run_cli(
-        "--epochs",
-        "1",
-        "--run-dir",
-        str(run_dir),
-        f"model.tiny_cache_dir={tiny_cache}",
+        *run_args(run_dir, tiny_cache, 1),
         *_runtime_env_args(servers_env),
     )
     assert res.returncode == 0, res.stdout[-3000:] + res.stderr[-3000:]

@@ -12,7 +12,7 @@ import pytest
 from PIL import Image
 
 from learner.run.outputs import read_metrics
-from tests.conftest import run_cli
+from tests.conftest import run_args, run_cli
 
 SMALL = ["rollout.pairs_per_epoch=4", "rollout.chunk_size=2", "sampling.num_steps=4", "ray.enabled=false"]
 
@@ -21,11 +21,7 @@ SMALL = ["rollout.pairs_per_epoch=4", "rollout.chunk_size=2", "sampling.num_step
 def sdpo_run(tiny_cache, tmp_path_factory) -> Path:
     run_dir = tmp_path_factory.mktemp("eval") / "run"
     res = run_cli(
-        "--epochs",
-        "2",
-        "--run-dir",
-        str(run_dir),
-        f"model.tiny_cache_dir={tiny_cache}",
+        *run_args(run_dir, tiny_cache, 2),
         *SMALL,
         "eval.every=1",
         "eval.steps=[1,2]",
@@ -66,9 +62,7 @@ def test_ddpo_runs_end_to_end(tiny_cache, tmp_path):
     """algorithm=ddpo through the real CLI: the same actors, rewards and learner; the default eval
     (8 held-out prompts at 1, 2, 4, 8 steps) after the last epoch."""
     run_dir = tmp_path / "ddpo"
-    res = run_cli(
-        "--epochs", "2", "--run-dir", str(run_dir), f"model.tiny_cache_dir={tiny_cache}", *SMALL, "algorithm=ddpo"
-    )
+    res = run_cli(*run_args(run_dir, tiny_cache, 2), *SMALL, "algorithm=ddpo")
     assert res.returncode == 0, res.stdout[-3000:] + res.stderr[-3000:]
     assert res.stdout.startswith("DDPO: 2 epochs")
     metrics = read_metrics(run_dir)
@@ -91,11 +85,7 @@ def test_bad_eval_prompts_exit_2(tmp_path):
 
 def test_eval_disabled_runs_without_eval_or_its_prompts(tiny_cache, tmp_path):
     res = run_cli(
-        "--epochs",
-        "1",
-        "--run-dir",
-        str(tmp_path / "off"),
-        f"model.tiny_cache_dir={tiny_cache}",
+        *run_args(tmp_path / "off", tiny_cache, 1),
         *SMALL,
         "eval.enabled=false",
         "eval.prompts=/no/such/file.txt",

@@ -15,7 +15,7 @@ from safetensors.torch import load_file
 
 from learner.run.checkpoint import checkpoint_dir, list_checkpoints, problem
 from learner.run.outputs import read_metrics
-from tests.conftest import run_cli
+from tests.conftest import run_args, run_cli
 
 HYBRID = [
     "layout=hybrid",
@@ -33,17 +33,11 @@ HYBRID = [
 @pytest.fixture(scope="module")
 def runs(tiny_cache, tmp_path_factory) -> tuple[Path, Path]:
     root = tmp_path_factory.mktemp("hybrid")
-    on_ray = run_cli(
-        "--epochs", "2", "--run-dir", str(root / "ray"), f"model.tiny_cache_dir={tiny_cache}", "ray.num_cpus=2", *HYBRID
-    )
+    on_ray = run_cli(*run_args(root / "ray", tiny_cache, 2), "ray.num_cpus=2", *HYBRID)
     assert on_ray.returncode == 0, on_ray.stdout[-3000:] + on_ray.stderr[-3000:]
     assert "on 2 hybrid policy workers" in on_ray.stdout and "rank 1 of 2)" in on_ray.stdout
     local = run_cli(
-        "--epochs",
-        "2",
-        "--run-dir",
-        str(root / "local"),
-        f"model.tiny_cache_dir={tiny_cache}",
+        *run_args(root / "local", tiny_cache, 2),
         "ray.enabled=false",
         *HYBRID,
     )
@@ -82,11 +76,7 @@ def _run_with_kills(tiny_cache: str, run_dir: Path, kills: str, monkeypatch, *ex
     monkeypatch.setenv("SDPO_KILL_AT", kills)
     monkeypatch.setenv("SDPO_KILL_MARKER", str(run_dir.parent))
     return run_cli(
-        "--epochs",
-        "2",
-        "--run-dir",
-        str(run_dir),
-        f"model.tiny_cache_dir={tiny_cache}",
+        *run_args(run_dir, tiny_cache, 2),
         "ray.num_cpus=2",
         *HYBRID,
         *extra,

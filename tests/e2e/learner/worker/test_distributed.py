@@ -64,14 +64,10 @@ def test_two_ranks_equal_one_process_with_two_shards(data):
 
 def test_cli_run_with_a_two_rank_learner_group(tiny_cache, tmp_path):
     from learner.run.outputs import read_metrics
-    from tests.conftest import run_cli
+    from tests.conftest import run_args, run_cli
 
     res = run_cli(
-        "--epochs",
-        "2",
-        "--run-dir",
-        str(tmp_path / "run"),
-        f"model.tiny_cache_dir={tiny_cache}",
+        *run_args(tmp_path / "run", tiny_cache, 2),
         "ray.num_cpus=2",
         "learner.num_workers=2",
         "learner.num_cpus=0.25",
