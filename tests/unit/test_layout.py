@@ -16,7 +16,7 @@ hidden in a function is still an import). Run alone: ``python -m pytest tests/un
               sections they consume in their `config` module, which imports only the section base,
               and learner.config composes them into the one tree
     scripts   offline scripts: training the shapes models, equivalence checks (may import anything;
-              nothing imports them)
+              no package above imports them; the tests use scripts/equivalence/common.py)
 
 Ray at the edges: only the plumbing's call layer (and the one module that imports Ray's exception
 classes), the reward pool and the driver import it.
