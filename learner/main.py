@@ -90,8 +90,8 @@ def main(argv: list[str] | None = None) -> int:
     except UsageError as err:
         print(f"error: {err}", file=sys.stderr)
         return 2
+    from learner.driver.connect import shutdown_ray
     from learner.driver.faults import WorkerNames, failure
-    from learner.driver.launch import shutdown_ray
     from learner.driver.loop import run
     from learner.driver.preemption import Preemption
     from plumbing.console import quiet_environment, show_warnings_once

@@ -1,27 +1,21 @@
-"""Where Ray meets the plain workers: starting or joining a cluster, checking it can ever hold the
-requested resources, and launching workers as Ray actors or, with ray.enabled=false, in-process."""
+"""Launching the plain workers as Ray actors, each on its role's bundle of the placement group
+(learner/driver/placement.py), or, with ray.enabled=false, in-process; the workers of a run as one
+object, and the learner ranks as one group. Starting or joining the cluster: learner/driver/connect.py."""
 
 from __future__ import annotations
 
-import os
-import socket
-import sys
-from contextlib import contextmanager
 from dataclasses import dataclass, field
 from typing import Any
 
 from actors.rollout_worker import RolloutWorker
 from learner.config import Config
 from learner.driver.faults import WorkerNames
+from learner.driver.placement import actor_bundles, bundle_indices, bundle_node_ip, place_bundles
 from learner.worker.learner_worker import LearnerWorker
 from learner.worker.policy_worker import PolicyWorker
-from plumbing.errors import RunFailure, UsageError
+from plumbing.errors import RunFailure
 from plumbing.remote import GroupRef, LocalActor, get, put
 from rewards.server import RewardServer
-
-
-class ResourceError(UsageError):
-    """The cluster can never satisfy the requested resources (exit 2)."""
 
 
 class RankGroup:
@@ -71,140 +65,8 @@ class Workers:
     def form_learner_group(self) -> None:
         """Form the ranks' data-parallel group (again, after a lost rank): rank 0 hosts the rendezvous."""
         ranks = self.learner.ranks
-        address = get(ranks[0].rendezvous.remote(_bundle_node_ip(self.placement_group, self.learner_bundle)))
+        address = get(ranks[0].rendezvous.remote(bundle_node_ip(self.placement_group, self.learner_bundle)))
         get([rank.join_group.remote(address) for rank in ranks])
-
-
-ROLES = ("rollout", "reward", "learner")  # the order of the roles' bundles in the placement group
-
-
-def role_bundles(cfg: Config) -> dict[str, list[dict[str, float]]]:
-    """One resource bundle per actor, by role: rollout actors, reward servers, learner ranks."""
-    r, w, lrn = cfg.rollout, cfg.reward, cfg.learner
-
-    def bundle(cpus: float, gpus: float) -> dict[str, float]:
-        return {"CPU": cpus, "GPU": gpus} if gpus > 0 else {"CPU": cpus}
-
-    return {
-        "rollout": [bundle(r.num_cpus, r.num_gpus)] * r.num_actors,
-        "reward": [bundle(w.num_cpus, w.num_gpus)] * w.num_servers,
-        "learner": [bundle(lrn.num_cpus, lrn.num_gpus)] * lrn.num_workers,
-    }
-
-
-def actor_bundles(cfg: Config) -> list[dict[str, float]]:
-    """Every actor's bundle, the roles in ROLES order: the placement group's bundle list."""
-    return [b for bundles in role_bundles(cfg).values() for b in bundles]
-
-
-def bundle_indices(cfg: Config) -> dict[str, list[int]]:
-    """Role -> the placement-group bundle index of each of its actors (actor i of a role: index [i])."""
-    out, start = {}, 0
-    for role, bundles in role_bundles(cfg).items():
-        out[role], start = list(range(start, start + len(bundles))), start + len(bundles)
-    return out
-
-
-def check_resources(bundles: list[dict[str, float]], nodes: list[dict[str, float]]) -> None:
-    """Raise ResourceError naming the shortfall if the cluster (`nodes`: each alive node's resources)
-    can never hold the actors' `bundles`: not in total, or some actor on no single node."""
-    short = []
-    for key in ("CPU", "GPU"):
-        need, have = sum(b.get(key, 0.0) for b in bundles), sum(n.get(key, 0.0) for n in nodes)
-        if need > have + 1e-9:
-            short.append(f"{key}: need {need:g}, cluster has {have:g}")
-    biggest = {key: max((n.get(key, 0.0) for n in nodes), default=0.0) for key in ("CPU", "GPU")}
-    for b in {tuple(sorted(b.items())) for b in bundles}:
-        for key, amount in b:
-            if amount > biggest[key] + 1e-9:
-                short.append(f"one actor needs {key}: {amount:g}, the largest node has {biggest[key]:g}")
-    if short:
-        raise ResourceError("the Ray cluster can never satisfy the requested resources (" + "; ".join(short) + ")")
-
-
-class ClusterUnreachableError(RunFailure):
-    """The Ray cluster to join did not answer within ray.connect_timeout_s."""
-
-
-def check_reachable(address: str, timeout_s: float) -> None:
-    """ClusterUnreachableError unless a TCP connection to a 'host:port' GCS address opens within
-    `timeout_s` (ray.init itself would retry for minutes). Other address forms are left to Ray."""
-    host, sep, port = address.rpartition(":")
-    if not sep or not port.isdigit() or "/" in address:
-        return
-    try:
-        socket.create_connection((host or "127.0.0.1", int(port)), timeout=timeout_s).close()
-    except OSError as err:
-        raise ClusterUnreachableError(
-            f"the Ray cluster at {address} cannot be reached ({err.strerror or err}; "
-            f"ray.connect_timeout_s={timeout_s:g}); check RAY_ADDRESS / ray.address and that its head is up"
-        ) from None
-
-
-class DashboardAddressError(UsageError):
-    """RAY_ADDRESS / ray.address names the dashboard's HTTP address, which only `ray job submit` takes."""
-
-
-def init_ray(cfg: Config) -> None:
-    import ray
-
-    # No runtime_env here: a job submitted with its own runtime_env would clash with one set by the driver.
-    address = cfg.ray.address or os.environ.get("RAY_ADDRESS")
-    if address and address.strip().lower().startswith(("http://", "https://")):
-        key = "ray.address" if cfg.ray.address else "RAY_ADDRESS"
-        raise DashboardAddressError(
-            f"{key}: '{address}' is the dashboard's address, which `ray job submit --address` takes; a driver joins "
-            "the cluster at its GCS address (e.g. 127.0.0.1:6379 or 'auto'); or submit this command with `ray job "
-            "submit`"
-        )
-    if address and address.strip().lower() != "local":
-        check_reachable(address, cfg.ray.connect_timeout_s)
-        try:
-            with _sigterm_kept_by_the_driver():
-                ray.init(address=address, log_to_driver=True)
-        except ConnectionError as err:  # e.g. 'auto' with no cluster running
-            raise ClusterUnreachableError(
-                f"cannot join the Ray cluster at '{address}': {str(err).strip().splitlines()[0]}"
-            ) from None
-    else:
-        with _sigterm_kept_by_the_driver():
-            # "local": a cluster of this run's own, never one that `ray start` left on this machine (Ray
-            # would join that, found through its temp dir; ray.address=auto does)
-            ray.init(address="local", num_cpus=cfg.ray.num_cpus, include_dashboard=False, log_to_driver=True)
-    nodes = [n["Resources"] for n in ray.nodes() if n.get("Alive")]
-    check_resources(actor_bundles(cfg), nodes)
-
-
-@contextmanager
-def _sigterm_kept_by_the_driver():
-    """ray.init in the driver without Ray's two SIGTERM handlers: its Python one raises SystemExit
-    wherever the signal lands (ray.init half done), and its C++ crash handler takes the signal from
-    Python and aborts the process 3 s later (the alarm it sets). The driver's own handler
-    (learner/driver/preemption.py) stays. Both are switched off through private Ray names: where
-    those are gone, Ray's defaults stand. Ray's worker processes keep their crash handler."""
-    try:
-        from ray._private import ray_constants
-        from ray._private import utils as ray_utils
-    except ImportError:  # Ray's private layout changed: its defaults stand
-        ray_constants = ray_utils = None
-    install = getattr(ray_utils, "set_sigterm_handler", None)
-    if ray_constants is not None:
-        ray_constants.RAY_DISABLE_FAILURE_SIGNAL_HANDLER = True  # read when this driver's core worker starts
-    if install is not None:
-        ray_utils.set_sigterm_handler = lambda handler: None
-    try:
-        yield
-    finally:
-        if install is not None:
-            ray_utils.set_sigterm_handler = install
-
-
-def shutdown_ray() -> None:
-    """Disconnect from the Ray cluster, stopping it if this process started it (a no-op where Ray was
-    never imported, or its import did not finish)."""
-    shutdown = getattr(sys.modules.get("ray"), "shutdown", None)
-    if shutdown is not None:
-        shutdown()  # also stops what a start-up interrupted half-way had started
 
 
 def _device(num_gpus: float) -> str:
@@ -363,29 +225,3 @@ def reward_runtime_env(runtime_env: dict) -> dict:
     env = upload_working_dir_if_needed(env, include_gitignore=True, scratch_dir=scratch)
     env.pop("excludes", None)  # used by the upload only
     return env
-
-
-def _bundle_node_ip(pg, bundle: int) -> str:
-    """The address of the node that holds bundle `bundle` of placement group `pg`."""
-    import ray
-    from ray.util.placement_group import placement_group_table
-
-    node_id = placement_group_table(pg)["bundles_to_node_id"][bundle]
-    return next(n["NodeManagerAddress"] for n in ray.nodes() if n["NodeID"] == node_id)
-
-
-def place_bundles(bundles: list[dict[str, float]], strategy: str, timeout_s: float):
-    """A placement group of `bundles`, or ResourceError if Ray cannot place it in `timeout_s`."""
-    import ray
-    from ray.util.placement_group import placement_group, remove_placement_group
-
-    pg = placement_group(bundles, strategy=strategy)
-    ready, _ = ray.wait([pg.ready()], timeout=timeout_s)
-    if not ready:
-        remove_placement_group(pg)
-        total = {k: sum(b.get(k, 0.0) for b in bundles) for k in ("CPU", "GPU")}
-        raise ResourceError(
-            f"Ray could not place the actors' {len(bundles)} resource bundles ({total}) with strategy {strategy} "
-            f"within {timeout_s:g}s; the cluster has {ray.available_resources()} free"
-        )
-    return pg

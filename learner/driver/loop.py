@@ -18,9 +18,10 @@ from learner.algo.advantages import StepStatTracker
 from learner.algo.registry import Algorithm, get_algorithm
 from learner.config import Config, to_yaml
 from learner.driver import resume, stages
+from learner.driver.connect import init_ray
 from learner.driver.evaluation import Evaluator
 from learner.driver.faults import WorkerNames
-from learner.driver.launch import Workers, init_ray, launch_workers
+from learner.driver.launch import Workers, launch_workers
 from learner.driver.monitors import MonitorStage
 from learner.driver.preemption import Preemption
 from learner.driver.ray_metrics import RayMetrics
@@ -72,7 +73,7 @@ def _run(
             "Ray's start-up"
         ):  # a signal now waits for it: raised inside, it would leave Ray half started
             init_ray(cfg)
-        preemption.install()  # again, in case Ray's own SIGTERM handler got in (learner/driver/launch.py keeps it out)
+        preemption.install()  # again, in case Ray's own SIGTERM handler got in (learner/driver/connect.py keeps it out)
     out = RunOutputs(
         run_dir,
         to_yaml(cfg),

@@ -277,7 +277,7 @@ def test_job_runtime_env_merges_with_the_drivers(doc, monkeypatch):
     # driver on every attempt. Capture what the driver passes and merge it the way ray.init does.
     from ray.runtime_env.runtime_env import _merge_runtime_env
 
-    from learner.driver import launch
+    from learner.driver import connect
 
     class Captured(Exception):
         pass
@@ -287,7 +287,7 @@ def test_job_runtime_env_merges_with_the_drivers(doc, monkeypatch):
 
     monkeypatch.setattr(ray, "init", capture)
     with pytest.raises(Captured) as driver:
-        launch.init_ray(_config_of(doc))
+        connect.init_ray(_config_of(doc))
     job_env = yaml.safe_load(doc["spec"].get("runtimeEnvYAML") or "{}")
     assert isinstance(job_env, dict)
     assert _merge_runtime_env(job_env, driver.value.args[0]) is not None, (job_env, driver.value.args[0])

@@ -158,47 +158,6 @@ def test_a_sigterm_while_ray_starts_waits_for_it_then_exits_143(sigterm, capfd):
         p.exit_if_requested()
 
 
-def test_ray_init_leaves_the_drivers_sigterm_handler_and_ray_its_crash_handler_off_in_the_driver():
-    """ray.init first calls ray._private.utils.set_sigterm_handler (SystemExit wherever the signal
-    lands); inside _sigterm_kept_by_the_driver that call changes nothing, and Ray's C++ crash
-    handler (which takes SIGTERM and aborts 3 s later) is off for this process. If Ray renames
-    these private names, this test says so."""
-    from ray._private import ray_constants
-    from ray._private import utils as ray_utils
-
-    from learner.driver.launch import _sigterm_kept_by_the_driver
-
-    def mine(signum, frame):
-        pass
-
-    install, crash_handler_off = ray_utils.set_sigterm_handler, ray_constants.RAY_DISABLE_FAILURE_SIGNAL_HANDLER
-    previous = signal.signal(signal.SIGTERM, mine)
-    try:
-        with _sigterm_kept_by_the_driver():
-            ray_utils.set_sigterm_handler(lambda signum, frame: None)  # what ray.init does first
-            assert signal.getsignal(signal.SIGTERM) is mine
-            assert ray_constants.RAY_DISABLE_FAILURE_SIGNAL_HANDLER is True
-        assert ray_utils.set_sigterm_handler is install  # put back after ray.init
-    finally:
-        signal.signal(signal.SIGTERM, previous)
-        ray_constants.RAY_DISABLE_FAILURE_SIGNAL_HANDLER = crash_handler_off
-
-
-def test_shutdown_ray_never_imports_ray(monkeypatch):
-    """A SIGTERM or error during `import ray` must not be followed by a second import in the
-    clean-up (a half-imported Ray raises there): without a usable `ray` module it does nothing."""
-    import sys
-    import types
-
-    from learner.driver.launch import shutdown_ray
-
-    monkeypatch.setitem(sys.modules, "ray", types.ModuleType("ray"))  # half imported: no shutdown yet
-    shutdown_ray()
-    monkeypatch.delitem(sys.modules, "ray")
-    shutdown_ray()
-    assert "ray" not in sys.modules
-
-
 def test_a_first_ctrl_c_waits_for_the_checkpoint_being_written_a_second_does_not():
     p, steps = Preemption(grace_s=0.0), []
     with pytest.raises(KeyboardInterrupt):

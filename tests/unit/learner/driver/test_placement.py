@@ -6,7 +6,7 @@ from __future__ import annotations
 import pytest
 
 from learner.config import load_config
-from learner.driver.launch import ResourceError, actor_bundles, check_resources
+from learner.driver.placement import ResourceError, actor_bundles, check_resources
 
 
 def test_one_bundle_per_actor_in_launch_order():
@@ -60,7 +60,7 @@ def test_tiny_default_fits_two_cores():
 
 
 def test_bundles_are_named_by_role():
-    from learner.driver.launch import bundle_indices, role_bundles
+    from learner.driver.placement import bundle_indices, role_bundles
 
     cfg = load_config(
         "tiny", ["rollout.num_actors=2", "reward.num_servers=1", "learner.num_workers=2", "learner.num_cpus=0.75"]
@@ -70,36 +70,3 @@ def test_bundles_are_named_by_role():
     for role, indices in bundle_indices(cfg).items():  # each role's actors sit on their own role's bundles
         assert [flat[i] for i in indices] == role_bundles(cfg)[role]
     assert flat[3] == {"CPU": 0.75}
-
-
-@pytest.mark.parametrize(
-    ("overrides", "env", "expected"),
-    [
-        (["ray.num_cpus=2"], {}, {"address": "local", "num_cpus": 2.0}),  # never a cluster `ray start` left here
-        (["ray.num_cpus=2"], {"RAY_ADDRESS": "local"}, {"address": "local", "num_cpus": 2.0}),
-        (["ray.address=auto"], {}, {"address": "auto"}),  # joins the one `ray start` made: no num_cpus
-    ],
-)
-def test_without_an_address_the_driver_starts_a_cluster_of_its_own(monkeypatch, overrides, env, expected):
-    """Ray's own ray.init() joins a cluster that `ray start` left on the machine (found through its
-    temp dir), and then refuses num_cpus with a ValueError; the driver asks for address='local'."""
-    import ray
-
-    from learner.driver.launch import init_ray
-
-    calls = []
-
-    class Stop(Exception):
-        pass
-
-    def fake_init(**kwargs):
-        calls.append(kwargs)
-        raise Stop
-
-    monkeypatch.delenv("RAY_ADDRESS", raising=False)
-    for key, value in env.items():
-        monkeypatch.setenv(key, value)
-    monkeypatch.setattr(ray, "init", fake_init)
-    with pytest.raises(Stop):
-        init_ray(load_config("tiny", overrides))
-    assert {k: v for k, v in calls[0].items() if k in ("address", "num_cpus")} == expected
