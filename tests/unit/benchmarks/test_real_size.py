@@ -8,8 +8,8 @@ from __future__ import annotations
 import pytest
 import torch
 
-from benchmarks import real_size
-from benchmarks.real_size import FAMILIES, PUBLISHED_DENOISER_PARAMS
+from benchmarks import real_configs, real_size
+from benchmarks.real_configs import FAMILIES, PUBLISHED_DENOISER_PARAMS
 
 TINY = 1 / 64
 
@@ -33,8 +33,8 @@ def test_tiny_build_saves_loads_and_samples_a_pair(family, tmp_path):
 @pytest.mark.parametrize("family", FAMILIES)
 def test_tiny_config_has_the_real_classes_and_keys(family, tmp_path):
     """The same code path: every component of the same class with the same config keys; only values shrink."""
-    tok = real_size.tokenizers(family, tmp_path)
-    real, tiny = real_size.configs(family, 1.0, tok), real_size.configs(family, TINY, tok)
+    tok = real_configs.tokenizers(family, tmp_path)
+    real, tiny = real_configs.configs(family, 1.0, tok), real_configs.configs(family, TINY, tok)
     assert real.keys() == tiny.keys()
     for name in real:
         assert real[name][0] == tiny[name][0] and real[name][1].keys() == tiny[name][1].keys(), name
