@@ -41,40 +41,9 @@ def _scheduler(family: str):
             set_alpha_to_one=False,
             steps_offset=1,
         )
-    if family == "sdxl":  # SDXL-Turbo's
-        return diffusers.EulerAncestralDiscreteScheduler(
-            num_train_timesteps=1000,
-            beta_start=0.00085,
-            beta_end=0.012,
-            beta_schedule="scaled_linear",
-            prediction_type="epsilon",
-            timestep_spacing="trailing",
-            steps_offset=1,
-        )
-    if family == "sd3":
-        return diffusers.FlowMatchEulerDiscreteScheduler(num_train_timesteps=1000, shift=3.0)
-    if family == "flux":  # schnell: a fixed shift of 1
-        return diffusers.FlowMatchEulerDiscreteScheduler(
-            num_train_timesteps=1000,
-            shift=1.0,
-            use_dynamic_shifting=False,
-            base_shift=0.5,
-            max_shift=1.15,
-            base_image_seq_len=256,
-            max_image_seq_len=4096,
-        )
-    if family == "flux2_klein":
-        return diffusers.FlowMatchEulerDiscreteScheduler(
-            num_train_timesteps=1000,
-            shift=3.0,
-            use_dynamic_shifting=True,
-            time_shift_type="exponential",
-            base_shift=0.5,
-            max_shift=1.15,
-            base_image_seq_len=256,
-            max_image_seq_len=4096,
-        )
-    return diffusers.SCMScheduler()  # sana_sprint
+    from actors.families.tiny import published_scheduler
+
+    return published_scheduler(family)
 
 
 def _model(class_name: str, kwargs: dict) -> torch.nn.Module:

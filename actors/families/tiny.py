@@ -51,11 +51,41 @@ def _vae(latent_channels: int, cls=None, **extra):
     )
 
 
-def _flow_scheduler(shift: float, **extra):
-    """A flow-matching Euler scheduler of 1000 training steps at `shift`."""
-    from diffusers import FlowMatchEulerDiscreteScheduler
+def published_scheduler(family: str):
+    """The scheduler the published model of `family` ships with (SDXL-Turbo, SD3.5-Large-Turbo,
+    FLUX.1-schnell, FLUX.2-klein, SANA-Sprint): the tiny builds here and the real-size ones
+    (benchmarks/real_size.py) both use it."""
+    import diffusers
 
-    return FlowMatchEulerDiscreteScheduler(num_train_timesteps=1000, shift=shift, **extra)
+    flow = diffusers.FlowMatchEulerDiscreteScheduler
+    if family == "sdxl":  # Euler ancestral, trailing spacing
+        return diffusers.EulerAncestralDiscreteScheduler(
+            num_train_timesteps=1000,
+            beta_start=0.00085,
+            beta_end=0.012,
+            beta_schedule="scaled_linear",
+            prediction_type="epsilon",
+            timestep_spacing="trailing",
+            steps_offset=1,
+        )
+    if family == "sd3":
+        return flow(num_train_timesteps=1000, shift=3.0)
+    if family == "flux":  # schnell: a fixed shift of 1
+        return flow(num_train_timesteps=1000, shift=1.0)
+    if family == "flux2_klein":  # the pipeline passes mu, so shift and base/max_shift go unused
+        return flow(
+            num_train_timesteps=1000,
+            shift=3.0,
+            use_dynamic_shifting=True,
+            time_shift_type="exponential",
+            base_shift=0.5,
+            max_shift=1.15,
+            base_image_seq_len=256,
+            max_image_seq_len=4096,
+        )
+    if family == "sana_sprint":  # TrigFlow, sigma_data 0.5
+        return diffusers.SCMScheduler()
+    raise ValueError(f"no published scheduler for family '{family}'")
 
 
 # ------------------------------------------------------------------------ the families
@@ -63,7 +93,7 @@ def _flow_scheduler(shift: float, **extra):
 # it constructs the models fixes their weights.
 def _sdxl(work: Path):
     """A StableDiffusionXLPipeline with SDXL-Turbo's scheduler config (Euler ancestral, trailing spacing)."""
-    from diffusers import EulerAncestralDiscreteScheduler, StableDiffusionXLPipeline, UNet2DConditionModel
+    from diffusers import StableDiffusionXLPipeline, UNet2DConditionModel
 
     tokenizer = char_clip_tokenizer(work / "tok", 16)
     unet = UNet2DConditionModel(
@@ -83,15 +113,7 @@ def _sdxl(work: Path):
         addition_time_embed_dim=8,
         projection_class_embeddings_input_dim=6 * 8 + 32,  # six time ids x 8 + the pooled embedding
     )
-    scheduler = EulerAncestralDiscreteScheduler(
-        num_train_timesteps=1000,
-        beta_start=0.00085,
-        beta_end=0.012,
-        beta_schedule="scaled_linear",
-        prediction_type="epsilon",
-        timestep_spacing="trailing",
-        steps_offset=1,
-    )
+    scheduler = published_scheduler("sdxl")
     return StableDiffusionXLPipeline(
         vae=_vae(4, scaling_factor=0.13025, force_upcast=True),
         text_encoder=_clip(tokenizer),
@@ -123,7 +145,7 @@ def _sd3(work: Path):
     )
     return StableDiffusion3Pipeline(
         transformer=transformer,
-        scheduler=_flow_scheduler(3.0),
+        scheduler=published_scheduler("sd3"),
         vae=_vae(16, scaling_factor=1.5305, shift_factor=0.0609, use_quant_conv=False, use_post_quant_conv=False),
         text_encoder=_clip(tokenizer, with_projection=True),
         tokenizer=tokenizer,
@@ -167,7 +189,7 @@ def _flux(work: Path):
     )
     return FluxPipeline(
         transformer=transformer,
-        scheduler=_flow_scheduler(1.0),
+        scheduler=published_scheduler("flux"),
         vae=_vae(4, scaling_factor=0.3611, shift_factor=0.1159, use_quant_conv=False, use_post_quant_conv=False),
         text_encoder=_clip(tokenizer),
         tokenizer=tokenizer,
@@ -215,15 +237,7 @@ def _flux2_klein(work: Path):
     with torch.no_grad():  # the statistics of the patchified latents (4 x 4 channels)
         vae.bn.running_mean.copy_(0.1 * torch.randn(16))
         vae.bn.running_var.copy_(0.5 + torch.rand(16))
-    scheduler = _flow_scheduler(  # FLUX.2-klein's: the pipeline passes mu, so shift and base/max_shift go unused
-        3.0,
-        use_dynamic_shifting=True,
-        time_shift_type="exponential",
-        base_shift=0.5,
-        max_shift=1.15,
-        base_image_seq_len=256,
-        max_image_seq_len=4096,
-    )
+    scheduler = published_scheduler("flux2_klein")
     return Flux2KleinPipeline(
         scheduler=scheduler,
         vae=vae,
@@ -238,7 +252,7 @@ def _sana_sprint(work: Path):
     """A SanaSprintPipeline as SANA-Sprint's: a linear-attention transformer with RMS q/k norms and the
     guidance embedding, a DC-AE (here halving once, SANA's f32c32 scaling factor), a Gemma-2 text
     encoder with instruction_tokenizer, the SCMScheduler (TrigFlow, sigma_data 0.5)."""
-    from diffusers import AutoencoderDC, SanaSprintPipeline, SanaTransformer2DModel, SCMScheduler
+    from diffusers import AutoencoderDC, SanaSprintPipeline, SanaTransformer2DModel
     from transformers import Gemma2Config, Gemma2Model
 
     tokenizer = instruction_tokenizer()
@@ -292,7 +306,11 @@ def _sana_sprint(work: Path):
         scaling_factor=0.41407,
     )
     return SanaSprintPipeline(
-        tokenizer=tokenizer, text_encoder=text_encoder, vae=vae, transformer=transformer, scheduler=SCMScheduler()
+        tokenizer=tokenizer,
+        text_encoder=text_encoder,
+        vae=vae,
+        transformer=transformer,
+        scheduler=published_scheduler("sana_sprint"),
     )
 
 
